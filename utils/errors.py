@@ -1,0 +1,9 @@
+"""The one exception type for problems a user can cause and fix."""
+
+
+class UserError(Exception):
+    """A bad config value, missing or malformed file, or impossible request.
+
+    The message is one line that names the file or config key and says what was expected;
+    the command-line entry points print it and exit with status 2.
+    """
