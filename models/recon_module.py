@@ -1,0 +1,146 @@
+"""ReconModule: a LightningModule around the U-Net for one site.
+
+It computes the reconstruction loss plus whatever penalty the federated strategy installs for the
+current round, keeps one optimiser for its whole life (so RMSprop's running averages survive across
+rounds), and scores validation/test data per volume after undoing the instance normalisation.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch import Tensor
+
+from data.transforms import denormalize
+from models.losses import reconstruction_loss
+from models.unet import Unet
+from utils.metrics import volume_metrics
+
+
+class VolumeCollector:
+    """Gathers predicted and target slices per volume, then scores whole volumes."""
+
+    def __init__(self) -> None:
+        self.slices: dict[str, dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]] = defaultdict(dict)
+
+    def add(
+        self, volumes: list[str], indices: Tensor, pred: Tensor, target: Tensor, zero_filled: Tensor
+    ) -> None:
+        """Store a batch of denormalised (N, H, W) slices under their volume names."""
+        arrays = [t.detach().float().cpu().numpy() for t in (pred, target, zero_filled)]
+        for i, (volume, index) in enumerate(zip(volumes, indices.tolist())):
+            self.slices[volume][index] = (arrays[0][i], arrays[1][i], arrays[2][i])
+
+    def volume(self, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(pred, target, zero-filled) stacks of one volume, slices in order."""
+        ordered = [self.slices[name][k] for k in sorted(self.slices[name])]
+        return tuple(np.stack(parts) for parts in zip(*ordered))
+
+    def scores(self) -> dict[str, dict[str, dict[str, float]]]:
+        """Per volume: metrics of the reconstruction (``model``) and of the zero-filled input."""
+        result = {}
+        for name in sorted(self.slices):
+            pred, target, zero_filled = self.volume(name)
+            result[name] = {
+                "model": volume_metrics(target, pred),
+                "zero_filled": volume_metrics(target, zero_filled),
+            }
+        return result
+
+
+class ReconModule(L.LightningModule):
+    """U-Net reconstruction for one site: loss, optimiser, volume metrics.
+
+    Args:
+        model: U-Net keyword arguments (chans, num_pool_layers, drop_prob, norm).
+        optim: optimiser name (``rmsprop`` | ``adam``), ``lr`` and ``weight_decay``.
+        loss: ``mse`` | ``l1``.
+    """
+
+    def __init__(self, model: dict[str, Any], optim: dict[str, Any], loss: str = "mse"):
+        super().__init__()
+        self.model = Unet(in_chans=1, out_chans=1, **model)
+        self.optim = dict(optim)
+        self.loss_fn = reconstruction_loss(loss)
+        # Installed by the federation before each local fit:
+        self.penalty = None  # callable(model) -> 0-dim tensor, or None
+        self.reconstruction_weight = 1.0
+        self._optimizer: torch.optim.Optimizer | None = None
+        self._loss_sum: Tensor | None = None
+        self._loss_count = 0
+        self.collector = VolumeCollector()
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Normalised zero-filled image (N, 1, H, W) -> normalised reconstruction (N, 1, H, W)."""
+        return self.model(x)
+
+    # -- training ------------------------------------------------------------------------------
+    def on_train_epoch_start(self) -> None:
+        self._loss_sum, self._loss_count = None, 0
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        pred = self(batch["input"])
+        loss = self.reconstruction_weight * self.loss_fn(pred, batch["target"])
+        if self.penalty is not None:
+            loss = loss + self.penalty(self.model)
+        detached = loss.detach()
+        self._loss_sum = detached if self._loss_sum is None else self._loss_sum + detached
+        self._loss_count += 1
+        return loss
+
+    @property
+    def mean_train_loss(self) -> float:
+        """Mean training loss over the last epoch (nan before any step)."""
+        if not self._loss_count:
+            return float("nan")
+        return float(self._loss_sum) / self._loss_count
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        """The site's optimiser, created once and returned again on every later fit."""
+        if self._optimizer is None:
+            name, lr, wd = self.optim["name"], self.optim["lr"], self.optim.get("weight_decay", 0.0)
+            if name == "rmsprop":
+                self._optimizer = torch.optim.RMSprop(self.parameters(), lr=lr, weight_decay=wd)
+            elif name == "adam":
+                self._optimizer = torch.optim.Adam(self.parameters(), lr=lr, weight_decay=wd)
+            else:
+                raise ValueError(f"unknown optimiser {name!r}")
+        return self._optimizer
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        """The persistent optimiser (created on first access)."""
+        return self.configure_optimizers()
+
+    def set_lr(self, lr: float) -> None:
+        """Set the learning rate of every parameter group (the per-round step schedule)."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    # -- evaluation ----------------------------------------------------------------------------
+    def _evaluate_batch(self, batch: dict[str, Any]) -> None:
+        pred = self(batch["input"])
+        mean, std = batch["mean"], batch["std"]
+        self.collector.add(
+            list(batch["volume"]),
+            batch["slice"],
+            denormalize(pred, mean, std)[:, 0],
+            denormalize(batch["target"], mean, std)[:, 0],
+            denormalize(batch["input"], mean, std)[:, 0],
+        )
+
+    def on_validation_epoch_start(self) -> None:
+        self.collector = VolumeCollector()
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._evaluate_batch(batch)
+
+    def on_test_epoch_start(self) -> None:
+        self.collector = VolumeCollector()
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._evaluate_batch(batch)
