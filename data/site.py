@@ -1,0 +1,180 @@
+"""One site's data: a source, its undersampling masks and the train/val/test loaders.
+
+Randomness is keyed, never drawn from global state: the training order and the training masks
+come from (seed, site, round, epoch, sample), and validation/test masks from (seed, site, volume,
+slice), so a run is reproducible across processes, worker counts and resumes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from data import masks
+from data.sources import Source, SourceContext, VolumeInfo, build_source
+from data.sources.base import Split
+from data.transforms import ReconTransform
+from utils.seeding import stable_seed
+
+# A training item key: (sample index, round, epoch); evaluation keys are plain indices.
+ItemKey = int | tuple[int, int, int]
+
+
+class SliceDataset(Dataset):
+    """All slices of one split of a source, as normalised (input, target) samples."""
+
+    def __init__(
+        self,
+        source: Source,
+        split: Split,
+        transform: ReconTransform,
+        *,
+        seed: int,
+        site: str,
+        redraw_masks: bool = False,
+    ):
+        self.source = source
+        self.split = split
+        self.transform = transform
+        self.seed = seed
+        self.site = site
+        self.redraw_masks = redraw_masks
+        self.volumes: list[VolumeInfo] = source.volumes(split)
+        self.index = [(v, s) for v, vol in enumerate(self.volumes) for s in range(vol.num_slices)]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def mask_seed(self, key: ItemKey) -> int:
+        """Seed of the mask for an item: per draw when redrawing, else fixed per (volume, slice)."""
+        i, draw = (key, None) if isinstance(key, int) else (key[0], key[1:])
+        volume, slice_index = self.volumes[self.index[i][0]], self.index[i][1]
+        if self.redraw_masks and draw is not None:
+            return stable_seed(self.seed, self.site, "train-mask", *draw, volume.name, slice_index)
+        return stable_seed(self.seed, self.site, "mask", volume.name, slice_index)
+
+    def __getitem__(self, key: ItemKey) -> dict[str, Any]:
+        i = key if isinstance(key, int) else key[0]
+        vol_index, slice_index = self.index[i]
+        volume = self.volumes[vol_index]
+        image = self.source.read_slice(volume, slice_index)
+        sample = self.transform(image, self.mask_seed(key))
+        sample["volume"] = volume.name
+        sample["slice"] = slice_index
+        return sample
+
+
+class RoundSampler(Sampler):
+    """Shuffles a training set with an order fixed by (seed, site, round, epoch).
+
+    The federation sets :attr:`round` before each local fit; Lightning calls :meth:`set_epoch`.
+    Each item is yielded as ``(index, round, epoch)`` so the dataset can draw that item's mask.
+    """
+
+    def __init__(self, num_samples: int, *, seed: int, site: str):
+        self.num_samples = num_samples
+        self.seed = seed
+        self.site = site
+        self.round = 1
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by Lightning at the start of every epoch of a fit."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __iter__(self) -> Iterator[tuple[int, int, int]]:
+        generator = torch.Generator().manual_seed(
+            stable_seed(self.seed, self.site, "order", self.round, self.epoch)
+        )
+        for i in torch.randperm(self.num_samples, generator=generator).tolist():
+            yield (i, self.round, self.epoch)
+
+
+class SiteDataModule(L.LightningDataModule):
+    """Train/val/test loaders of one site, split by subject by its source.
+
+    Args:
+        site: the site's config (name, source options, mask, batch size).
+        seed: the run's seed.
+        cache_dir: where sources may cache generated or converted data.
+        clamp: clamp of the normalised input (None = off).
+        num_workers: loader worker processes (persistent across rounds when > 0).
+    """
+
+    def __init__(
+        self, site, *, seed: int, cache_dir: str | Path, clamp: float | None = 6.0, num_workers: int = 0
+    ):
+        super().__init__()
+        self.name: str = site.name
+        self.batch_size: int = site.batch_size
+        self.seed = seed
+        self.num_workers = num_workers
+        self.redraw_masks = bool(site.mask.redraw_train)
+        self.transform = ReconTransform(masks.create(site.mask.kind, **site.mask.params()), clamp=clamp)
+        self.source = build_source(
+            site.source, SourceContext(site=site.name, seed=seed, cache_dir=Path(cache_dir))
+        )
+        self.datasets: dict[str, SliceDataset] = {}
+        self._loaders: dict[str, DataLoader] = {}
+        self.train_sampler: RoundSampler | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        """Prepare the source (generate/convert/index) and build the three datasets; idempotent."""
+        if self.datasets:
+            return
+        self.source.prepare()
+        for split in ("train", "val", "test"):
+            self.datasets[split] = SliceDataset(
+                self.source,
+                split,
+                self.transform,
+                seed=self.seed,
+                site=self.name,
+                redraw_masks=self.redraw_masks and split == "train",
+            )
+        self.train_sampler = RoundSampler(len(self.datasets["train"]), seed=self.seed, site=self.name)
+
+    @property
+    def num_train_slices(self) -> int:
+        """Training slices of this site (aggregation weight under ``client_weights: samples``)."""
+        self.setup()
+        return len(self.datasets["train"])
+
+    def set_round(self, rnd: int) -> None:
+        """Key the training order and masks of the coming local fit to round ``rnd``."""
+        self.setup()
+        self.train_sampler.round = rnd
+
+    def _loader(self, split: str) -> DataLoader:
+        self.setup()
+        if split not in self._loaders:
+            self._loaders[split] = DataLoader(
+                self.datasets[split],
+                batch_size=self.batch_size,
+                sampler=self.train_sampler if split == "train" else None,
+                shuffle=False,
+                num_workers=self.num_workers,
+                persistent_workers=self.num_workers > 0,
+                pin_memory=torch.cuda.is_available(),
+            )
+        return self._loaders[split]
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled training slices (order and masks keyed by round and epoch)."""
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        """Validation slices in volume order, with fixed masks."""
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        """Test slices in volume order, with fixed masks."""
+        return self._loader("test")
