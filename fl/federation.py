@@ -1,0 +1,395 @@
+"""The in-process federation: every round, each site trains locally, the strategy aggregates.
+
+One round: every site loads the global shared tensors, trains ``local_epochs`` with a Lightning
+Trainer (plus the strategy's penalty), and hands back its shared tensors; the strategy turns them
+into the new global tensors, which every site loads; every site is validated and its best round
+(by validation PSNR) is kept. After the last round each site's best model is tested on its test
+split. The loop knows nothing about any particular algorithm.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+
+from data.site import SiteDataModule
+from fl.strategies import Strategy, TensorDict, build_strategy
+from models.recon_module import ReconModule
+from utils.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
+from utils.config import Config, save_config
+from utils.errors import UserError
+from utils.figures import metric_curves, reconstruction_row
+from utils.metrics import METRICS, RunningStats
+from utils.run_log import MetricsCSV, TensorBoardLog
+from utils.seeding import stable_seed
+
+CHECKPOINT_FORMAT = 1
+
+
+def quiet_lightning() -> None:
+    """Silence Lightning's per-fit banners and hints; the federation prints its own progress."""
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=r".*(litlogger|tensorboardX).*")
+    warnings.filterwarnings(
+        "ignore", message=r".*You defined a `validation_step` but have no `val_dataloader`.*"
+    )
+    warnings.filterwarnings(
+        "ignore", message=r".*number of training batches.*is smaller than the logging interval.*"
+    )
+
+
+def lr_at(config: Config, rnd: int) -> float:
+    """Learning rate of round ``rnd`` (1-based): StepLR applied once per round."""
+    return config.optim.lr * config.optim.lr_gamma ** ((rnd - 1) // config.optim.lr_step_rounds)
+
+
+def _summarise(per_volume: dict[str, dict[str, dict[str, float]]], which: str) -> dict[str, float]:
+    stats = RunningStats().extend(v[which] for v in per_volume.values())
+    mean, std = stats.mean(), stats.std()
+    return {**mean, **{f"{k}_std": std[k] for k in mean}, "volumes": stats.count}
+
+
+@dataclass
+class Site:
+    """One client: its data, its module (model + optimiser) and its best round so far."""
+
+    name: str
+    data: SiteDataModule
+    module: ReconModule
+    best_round: int = 0
+    best_psnr: float = -math.inf
+    best_state: TensorDict = field(default_factory=dict)
+
+
+class Federation:
+    """Runs a federated training from a validated :class:`Config` and writes every output.
+
+    Args:
+        config: the run's configuration.
+        log: where progress lines go (default: print).
+    """
+
+    def __init__(self, config: Config, log: Callable[[str], None] = print):
+        self.config = config
+        self.log = log
+        self.run_dir = config.run_dir
+        self.strategy: Strategy = build_strategy(config.fl)
+        self.sites: list[Site] = []
+        self.global_state: TensorDict = {}
+        self.completed_rounds = 0
+        self.history: dict[str, list[float]] = {}
+
+    # -- set-up --------------------------------------------------------------------------------
+    def setup(self) -> None:
+        """Prepare every site's data first (so a bad fourth site fails before any training), then
+        build one module per site from the same initial weights."""
+        quiet_lightning()
+        cfg = self.config
+        data = []
+        for site_cfg in cfg.sites:
+            dm = SiteDataModule(
+                site_cfg,
+                seed=cfg.seed,
+                cache_dir=cfg.data.cache_dir,
+                clamp=cfg.data.clamp,
+                num_workers=cfg.trainer.num_workers,
+            )
+            start = time.perf_counter()
+            dm.setup()
+            counts = {s: len(d) for s, d in dm.datasets.items()}
+            if not counts["train"] or not counts["val"]:
+                raise UserError(
+                    f"sites.{site_cfg.name}: needs training and validation slices, found {counts}"
+                )
+            accel = f" x{site_cfg.mask.acceleration:g}" if site_cfg.mask.acceleration else ""
+            self.log(
+                f"site {site_cfg.name}: {counts['train']} train / {counts['val']} val / "
+                f"{counts['test']} test slices ({site_cfg.source.kind}, {site_cfg.mask.kind}{accel}) "
+                f"[{time.perf_counter() - start:.1f} s]"
+            )
+            data.append(dm)
+
+        torch.manual_seed(stable_seed(cfg.seed, "init"))
+        modules = [self._new_module() for _ in data]
+        initial = modules[0].model.state_dict()
+        for module in modules[1:]:
+            module.model.load_state_dict(initial)
+        self.sites = [Site(dm.name, dm, module) for dm, module in zip(data, modules)]
+        names = list(initial)
+        self.global_state = {n: initial[n].detach().clone().cpu() for n in self.strategy.shared_names(names)}
+        self.history = {s.name: [] for s in self.sites}
+
+    def _new_module(self) -> ReconModule:
+        cfg = self.config
+        return ReconModule(
+            model=cfg.model.model_dump(),
+            optim={"name": cfg.optim.name, "lr": cfg.optim.lr, "weight_decay": cfg.optim.weight_decay},
+            loss=cfg.loss,
+        )
+
+    def _trainer(self, max_epochs: int = 1) -> L.Trainer:
+        t = self.config.trainer
+        return L.Trainer(
+            accelerator=t.accelerator,
+            devices=t.devices,
+            precision=t.precision,
+            max_epochs=max_epochs,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=t.step_progress,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+        )
+
+    # -- the round -----------------------------------------------------------------------------
+    def _weights(self) -> dict[str, float]:
+        if self.config.fl.client_weights == "samples":
+            return {s.name: float(s.data.num_train_slices) for s in self.sites}
+        return {s.name: 1.0 for s in self.sites}
+
+    def _load_global(self, site: Site) -> None:
+        state = site.module.model.state_dict()
+        with torch.no_grad():
+            for name, tensor in self.global_state.items():
+                state[name].copy_(tensor)
+
+    def _shared_tensors(self, site: Site) -> TensorDict:
+        state = site.module.model.state_dict()
+        return {n: state[n].detach().clone().cpu() for n in self.global_state}
+
+    def train_site(self, site: Site, rnd: int) -> tuple[TensorDict, float]:
+        """Load the global tensors, run the local epochs, return (shared tensors, mean train loss)."""
+        self._load_global(site)
+        module = site.module
+        module.set_lr(lr_at(self.config, rnd))
+        module.reconstruction_weight = getattr(self.strategy, "reconstruction_weight", 1.0)
+        module.penalty = self.strategy.penalty(site.name, rnd, module.model, self.global_state)
+        site.data.set_round(rnd)
+        try:
+            self._trainer(self.config.fl.local_epochs).fit(
+                module, train_dataloaders=site.data.train_dataloader()
+            )
+        finally:
+            module.penalty = None
+        return self._shared_tensors(site), module.mean_train_loss
+
+    def evaluate_site(self, site: Site, split: str = "val") -> dict[str, Any]:
+        """Per-volume metrics of the site's current model on ``split`` (and of the zero-filled input)."""
+        trainer = self._trainer()
+        if split == "val":
+            trainer.validate(site.module, dataloaders=site.data.val_dataloader(), verbose=False)
+        else:
+            trainer.test(site.module, dataloaders=site.data.test_dataloader(), verbose=False)
+        return site.module.collector.scores()
+
+    def run_round(self, rnd: int) -> dict[str, dict[str, float]]:
+        """One communication round; returns per site its train loss and validation metrics."""
+        updates, losses = {}, {}
+        for site in self.sites:
+            updates[site.name], losses[site.name] = self.train_site(site, rnd)
+        self.global_state = self.strategy.aggregate(rnd, updates, self._weights())
+        summary = {}
+        for site in self.sites:
+            self._load_global(site)
+            val = _summarise(self.evaluate_site(site, "val"), "model")
+            summary[site.name] = {"loss": losses[site.name], **val}
+            if val["psnr"] > site.best_psnr:
+                site.best_psnr, site.best_round = val["psnr"], rnd
+                site.best_state = {
+                    k: v.detach().clone().cpu() for k, v in site.module.model.state_dict().items()
+                }
+        self.completed_rounds = rnd
+        return summary
+
+    # -- the whole run -------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        """Set up, train all rounds, test each site's best model and write every output."""
+        cfg = self.config
+        if not self.sites:
+            self.setup()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, self.run_dir / "config.yaml")
+        metrics = MetricsCSV(self.run_dir / "metrics.csv")
+        tb = TensorBoardLog(self.run_dir / "tb")
+        total = len(self.sites[0].module.model.state_dict())
+        self.log(
+            f"{cfg.fl.algorithm}: {len(self.sites)} sites, {cfg.fl.rounds} rounds x {cfg.fl.local_epochs} "
+            f"local epochs; shared {len(self.global_state)} of {total} tensors; outputs in {self.run_dir}"
+        )
+        start, first = time.perf_counter(), self.completed_rounds + 1
+        try:
+            for rnd in range(first, cfg.fl.rounds + 1):
+                round_start = time.perf_counter()
+                summary = self.run_round(rnd)
+                lr = lr_at(cfg, rnd)
+                for site, values in summary.items():
+                    metrics.write(round=rnd, site=site, split="train", loss=values["loss"], lr=lr)
+                    metrics.write(round=rnd, site=site, split="val", **{k: values[k] for k in METRICS})
+                    tb.scalars(f"{site}/train", {"loss": values["loss"], "lr": lr}, rnd)
+                    tb.scalars(f"{site}/val", {k: values[k] for k in METRICS}, rnd)
+                    self.history[site].append(values["psnr"])
+                self.save(self.run_dir / "checkpoints" / "last.ckpt")
+                now = time.perf_counter()
+                self._log_round(rnd, summary, now - round_start, (now - start) / (rnd - first + 1))
+            results = self.test(metrics)
+        finally:
+            tb.close()
+        self.write_results(results)
+        return results
+
+    def _log_round(
+        self, rnd: int, summary: dict[str, dict[str, float]], took: float, per_round: float
+    ) -> None:
+        total = self.config.fl.rounds
+        parts = [f"{site} loss {v['loss']:.4f} psnr {v['psnr']:.2f}" for site, v in summary.items()]
+        eta = (total - rnd) * per_round
+        self.log(
+            f"round {rnd:>{len(str(total))}}/{total} | "
+            + " | ".join(parts)
+            + f" | {took:.0f} s, eta {eta:.0f} s"
+        )
+
+    def test(self, metrics: MetricsCSV | None = None) -> dict[str, Any]:
+        """Test each site's best model on its test split; figures per site; returns the results."""
+        cfg = self.config
+        figures = self.run_dir / "figures"
+        results: dict[str, Any] = {
+            "name": cfg.name,
+            "algorithm": cfg.fl.algorithm,
+            "rounds": self.completed_rounds,
+        }
+        sites = {}
+        for site in self.sites:
+            if site.best_state:
+                site.module.model.load_state_dict(site.best_state)
+                save_checkpoint(
+                    {
+                        "site": site.name,
+                        "round": site.best_round,
+                        "val_psnr": site.best_psnr,
+                        "model": site.best_state,
+                        "config": cfg.to_dict(),
+                    },
+                    self.run_dir / "checkpoints" / f"best_{site.name}.ckpt",
+                )
+            per_volume = self.evaluate_site(site, "test")
+            model, zero_filled = _summarise(per_volume, "model"), _summarise(per_volume, "zero_filled")
+            sites[site.name] = {"best_round": site.best_round, "model": model, "zero_filled": zero_filled}
+            if metrics is not None:
+                metrics.write(
+                    round=site.best_round, site=site.name, split="test", **{k: model[k] for k in METRICS}
+                )
+            self._figure(site, figures / f"{site.name}.png")
+        results["sites"] = sites
+        results["mean"] = {
+            which: {k: float(np.mean([s[which][k] for s in sites.values()])) for k in METRICS}
+            for which in ("model", "zero_filled")
+        }
+        if self.history and any(self.history.values()):
+            metric_curves(figures / "val_psnr.png", range(1, self.completed_rounds + 1), self.history)
+        return results
+
+    def _figure(self, site: Site, path: Path) -> None:
+        collector = site.module.collector
+        volume = sorted(collector.slices)[0]
+        pred, target, zero_filled = collector.volume(volume)
+        k = len(pred) // 2
+        reconstruction_row(
+            path, zero_filled[k], pred[k], target[k], title=f"{site.name}: {volume}, slice {k}"
+        )
+
+    def write_results(self, results: dict[str, Any]) -> None:
+        """``results.json`` and ``results.md`` (test table per site, mean, zero-filled reference rows)."""
+        atomic_write_text(self.run_dir / "results.json", json.dumps(results, indent=2) + "\n")
+        atomic_write_text(self.run_dir / "results.md", results_markdown(results))
+        self.log("\n" + results_markdown(results))
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue the run exactly: loadable with ``weights_only=True``."""
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "round": self.completed_rounds,
+            "config": self.config.to_dict(),
+            "global": self.global_state,
+            "sites": {
+                s.name: {"model": s.module.model.state_dict(), "optimizer": s.module.optimizer.state_dict()}
+                for s in self.sites
+            },
+            "strategy": self.strategy.state_dict(),
+            "best": {
+                s.name: {"round": s.best_round, "psnr": s.best_psnr, "model": s.best_state}
+                for s in self.sites
+            },
+            "history": self.history,
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "python": list(random.getstate()[1]),
+            },
+        }
+
+    def save(self, path: Path) -> None:
+        """Write :meth:`state_dict` atomically."""
+        save_checkpoint(self.state_dict(), path)
+
+    def load(self, path: Path) -> None:
+        """Restore a checkpoint written by :meth:`save` into the already set-up federation."""
+        ckpt = load_checkpoint(path)
+        if ckpt.get("format") != CHECKPOINT_FORMAT:
+            raise UserError(f"checkpoint {path}: unsupported format {ckpt.get('format')!r}")
+        if set(ckpt["sites"]) != {s.name for s in self.sites}:
+            raise UserError(f"checkpoint {path}: sites {sorted(ckpt['sites'])} do not match the config's")
+        for site in self.sites:
+            state = ckpt["sites"][site.name]
+            try:
+                site.module.model.load_state_dict(state["model"])
+                site.module.optimizer.load_state_dict(state["optimizer"])
+            except (RuntimeError, ValueError, KeyError) as err:
+                raise UserError(
+                    f"checkpoint {path}: site {site.name} does not fit the model ({str(err).splitlines()[0]})"
+                ) from None
+            best = ckpt["best"][site.name]
+            site.best_round, site.best_psnr, site.best_state = best["round"], best["psnr"], best["model"]
+        self.global_state = ckpt["global"]
+        self.strategy.load_state_dict(ckpt["strategy"])
+        self.history = {k: list(v) for k, v in ckpt["history"].items()}
+        self.completed_rounds = int(ckpt["round"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+
+
+def results_markdown(results: dict[str, Any]) -> str:
+    """The test table: one row per site (reconstruction and zero-filled input) and the mean."""
+    lines = [
+        f"### {results['name']}: {results['algorithm']}, {results['rounds']} rounds "
+        "(test split, best round per site)",
+        "",
+        "| site | method | best round | volumes | NMSE | PSNR (dB) | SSIM |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, site in results["sites"].items():
+        for which, label in (("model", results["algorithm"]), ("zero_filled", "zero-filled")):
+            m = site[which]
+            lines.append(
+                f"| {name} | {label} | {site['best_round'] if which == 'model' else ''} | {m['volumes']} | "
+                f"{m['nmse']:.4f} ± {m['nmse_std']:.4f} | {m['psnr']:.2f} ± {m['psnr_std']:.2f} | "
+                f"{m['ssim']:.4f} ± {m['ssim_std']:.4f} |"
+            )
+    for which, label in (("model", results["algorithm"]), ("zero_filled", "zero-filled")):
+        m = results["mean"][which]
+        lines.append(f"| **mean** | {label} | | | {m['nmse']:.4f} | {m['psnr']:.2f} | {m['ssim']:.4f} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,94 @@
+"""Config loading, overrides and one-line validation errors."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from utils.config import load_config
+from utils.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_shipped_configs_validate():
+    for path in sorted((ROOT / "configs").glob("*.yaml")):
+        config = load_config(path)
+        assert config.sites, path
+
+
+def test_defaults_are_the_papers():
+    config = load_config(ROOT / "configs" / "paper.yaml")
+    assert config.model.chans == 32 and config.model.num_pool_layers == 4
+    assert (config.fl.rounds, config.fl.local_epochs) == (50, 10)
+    assert (config.optim.name, config.optim.lr, config.optim.lr_step_rounds, config.optim.lr_gamma) == (
+        "rmsprop",
+        1e-4,
+        40,
+        0.1,
+    )
+    assert (config.fl.fedmri.beta, config.fl.fedmri.lam) == (100.0, 1.0)
+    assert [s.source.size for s in config.sites] == [192, 240, 320, 320]
+
+
+def test_overrides_reach_nested_keys_and_list_items():
+    config = load_config(
+        ROOT / "configs" / "default.yaml",
+        ["sites.0.mask.acceleration=8", "fl.rounds=3", "fl.algorithm=fedavg", "optim.lr=2e-4", "name=x"],
+    )
+    assert config.sites[0].mask.acceleration == 8
+    assert config.sites[1].mask.acceleration == 5
+    assert (config.fl.rounds, config.fl.algorithm, config.optim.lr, config.name) == (3, "fedavg", 2e-4, "x")
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("sites.0.mask.acceleration=0.5", "sites.0.mask.acceleration"),
+        ("fl.rounds=0", "fl.rounds"),
+        ("fl.algorithm=fedfoo", "fl.algorithm"),
+        ("sites.1.mask.kind=spiral", "sites.1.mask"),
+        ("sites.2.source.kind=tape", "sites.2.source"),
+        ("fl.roundz=3", "fl.roundz"),
+        ("model.chans=many", "model.chans"),
+        ("sites.0.source.size=8", "sites.0.source.size"),
+        ("loss=ssim", "loss"),
+        ("fl.fedmri.negatives=some", "fl.fedmri.negatives"),
+    ],
+)
+def test_bad_values_name_their_key(override, key):
+    with pytest.raises(UserError) as info:
+        load_config(ROOT / "configs" / "default.yaml", [override])
+    message = str(info.value)
+    assert key in message and "\n" not in message
+
+
+def test_malformed_overrides_and_files(tmp_path):
+    with pytest.raises(UserError, match="expected key.path=value"):
+        load_config(ROOT / "configs" / "default.yaml", ["fl.rounds"])
+    with pytest.raises(UserError, match="sites.9"):
+        load_config(ROOT / "configs" / "default.yaml", ["sites.9.batch_size=2"])
+    with pytest.raises(UserError, match="file not found"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("sites: [unclosed\n")
+    with pytest.raises(UserError, match="bad.yaml"):
+        load_config(bad)
+    empty_sites = tmp_path / "empty.yaml"
+    empty_sites.write_text(yaml.safe_dump({"sites": []}))
+    with pytest.raises(UserError, match="sites"):
+        load_config(empty_sites)
+
+
+def test_duplicate_site_names_rejected():
+    with pytest.raises(UserError, match="unique"):
+        load_config(ROOT / "configs" / "default.yaml", ["sites.1.name=fastmri"])
+
+
+def test_resolved_config_round_trips(tmp_path):
+    from utils.config import save_config, validate_config
+
+    config = load_config(ROOT / "configs" / "default.yaml", ["fl.rounds=2"])
+    save_config(config, tmp_path / "config.yaml")
+    again = validate_config(yaml.safe_load((tmp_path / "config.yaml").read_text()))
+    assert again == config

@@ -1,0 +1,86 @@
+"""Atomic file writes and safe checkpoint loading.
+
+Every output is written to a temporary file in the same directory, flushed to disk, then renamed
+over the target, so a crash at any moment leaves either the old file or the new one, never a
+truncated mix. Checkpoints hold only tensors, numbers, strings, lists and dicts, and are always
+read with ``torch.load(..., weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+
+from utils.errors import UserError
+
+
+def _atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` atomically."""
+    _atomic_write(path, lambda handle: handle.write(data))
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Replace ``path`` with UTF-8 ``text`` atomically."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def save_checkpoint(obj: dict[str, Any], path: str | Path) -> None:
+    """Serialise a checkpoint dict with ``torch.save`` and write it atomically."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True``; anything else is refused with a clear error."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path}: file not found")
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else "unsafe content"
+        raise UserError(
+            f"checkpoint {path}: refused, it holds more than tensors and plain data ({reason})"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        raise UserError(f"checkpoint {path}: unreadable or truncated ({str(err).splitlines()[0]})") from None
+    if not isinstance(obj, dict):
+        raise UserError(f"checkpoint {path}: expected a dict, found {type(obj).__name__}")
+    return obj

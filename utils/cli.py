@@ -1,0 +1,28 @@
+"""Shared behaviour of the command-line entry points: one-line errors and exit codes."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+
+from utils.errors import UserError
+
+EXIT_USER_ERROR = 2
+PACKAGES = ("data", "fl", "models", "utils")  # this project's loggers: INFO; everything else: WARNING
+
+
+def run_cli(job: Callable[[], None]) -> int:
+    """Run ``job``; a :class:`UserError` prints ``error: <message>`` on one line and returns 2."""
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stdout)
+    for package in PACKAGES:
+        logging.getLogger(package).setLevel(logging.INFO)
+    try:
+        job()
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0

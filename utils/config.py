@@ -1,0 +1,294 @@
+"""Typed, validated run configuration: YAML file + dotted command-line overrides -> :class:`Config`.
+
+OmegaConf reads the YAML and applies overrides such as ``fl.rounds=5`` or
+``sites.0.mask.acceleration=8`` (values are parsed as YAML); pydantic validates the result against
+the schema below. Every problem becomes one :class:`~utils.errors.UserError` line that names the key
+path, e.g. ``config error: sites.0.mask.acceleration: must be >= 1 (got 0.5)``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from data import masks
+from data.sources import SourceOptions
+from fl.strategies import ALGORITHMS
+from utils.errors import UserError
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+
+class _Section(BaseModel):
+    """A config section: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Section):
+    """The U-Net (REFERENCE.md section 1)."""
+
+    chans: int = Field(32, ge=1, description="channels of the first block; the paper uses 32")
+    num_pool_layers: int = Field(4, ge=1, le=8, description="down/up-sampling stages; the paper uses 4")
+    drop_prob: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout2d probability")
+    norm: Literal["instance", "instance_affine", "batch"] = Field(
+        "instance", description="normalisation layers; the paper's InstanceNorm has no parameters"
+    )
+
+
+class MaskConfig(BaseModel):
+    """Undersampling pattern: ``kind`` plus that kind's parameters (see data/masks.py)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    kind: str = Field(description="one of data.masks.mask_kinds()")
+    acceleration: float | None = Field(
+        None, ge=1.0, description="undersampling factor R (1 = fully sampled); kind default if null"
+    )
+    center_fraction: float | None = Field(
+        None, gt=0.0, le=1.0, description="fully sampled centre; kind default if null"
+    )
+    redraw_train: bool = Field(True, description="draw a new training mask for every sample and epoch")
+
+    def params(self) -> dict[str, Any]:
+        """Keyword arguments for :func:`data.masks.create` (without ``kind``)."""
+        params = dict(self.model_extra or {})
+        for key in ("acceleration", "center_fraction"):
+            if getattr(self, key) is not None:
+                params[key] = getattr(self, key)
+        return params
+
+    @model_validator(mode="after")
+    def _check_with_registry(self) -> MaskConfig:
+        try:
+            masks.create(self.kind, **self.params())
+        except UserError as err:
+            raise ValueError(str(err)) from None
+        return self
+
+
+class SiteConfig(_Section):
+    """One site (client) of the federation: its data, its undersampling and its batch size."""
+
+    name: str = Field(pattern=NAME_PATTERN, description="unique site name; used in file names")
+    source: SourceOptions = Field(description="where the site's images come from; `kind` picks the format")
+    mask: MaskConfig
+    batch_size: int = Field(8, ge=1)
+
+
+class FedMRIConfig(_Section):
+    """FedMRI's weighted contrastive regulariser: loss = lam * L_rec + beta * pos / neg."""
+
+    lam: float = Field(1.0, ge=0.0, description="weight of the reconstruction loss")
+    beta: float = Field(100.0, ge=0.0, description="weight of the contrastive term (the paper's lambda)")
+    negatives: Literal["all", "self"] = Field(
+        "all", description="previous-round encoders to push away from: every site's, or only the site's own"
+    )
+    start_round: int = Field(2, ge=1, description="first round (1-based) with the contrastive term")
+
+
+class FLConfig(_Section):
+    """The federation: algorithm, rounds and aggregation weights."""
+
+    algorithm: str = Field("fedmri", description="one of: " + ", ".join(ALGORITHMS))
+    rounds: int = Field(50, ge=1)
+    local_epochs: int = Field(10, ge=1, description="passes over the site's training data per round")
+    client_weights: Literal["uniform", "samples"] = Field(
+        "uniform", description="aggregation weights: 1/K, or proportional to training slices"
+    )
+    fedmri: FedMRIConfig = FedMRIConfig()
+
+    @field_validator("algorithm")
+    @classmethod
+    def _known_algorithm(cls, value: str) -> str:
+        if value not in ALGORITHMS:
+            raise ValueError(f"unknown algorithm {value!r}; expected one of {', '.join(ALGORITHMS)}")
+        return value
+
+
+class OptimConfig(_Section):
+    """Per-site optimiser (state kept across rounds) and the per-round step schedule."""
+
+    name: Literal["rmsprop", "adam"] = "rmsprop"
+    lr: float = Field(1e-4, gt=0.0)
+    lr_step_rounds: int = Field(
+        40, ge=1, description="multiply the learning rate by lr_gamma every this many rounds"
+    )
+    lr_gamma: float = Field(0.1, gt=0.0, le=1.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+
+
+class TrainerConfig(_Section):
+    """Lightning Trainer settings used for every local fit and evaluation."""
+
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
+    devices: int = Field(1, ge=1)
+    precision: Literal["32-true", "bf16-mixed", "16-mixed", "bf16-true"] = "32-true"
+    num_workers: int = Field(0, ge=0, description="loader worker processes per site")
+    step_progress: bool = Field(
+        False, description="per-step progress bars (the round-level display is always on)"
+    )
+
+
+class DataConfig(_Section):
+    """Options shared by every site's data pipeline."""
+
+    cache_dir: str = Field(".cache/fedmri", description="generated/converted data; safe to delete")
+    clamp: float | None = Field(
+        6.0, gt=0.0, description="clamp the normalised input to [-clamp, clamp]; null = off"
+    )
+
+
+class Config(_Section):
+    """A whole run: the sites, the model, the federated algorithm, optimisation and outputs."""
+
+    name: str = Field(
+        "fedmri", pattern=NAME_PATTERN, description="run name: outputs go to <output_dir>/<name>/"
+    )
+    seed: int = Field(0, ge=0)
+    output_dir: str = "runs"
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    sites: list[SiteConfig] = Field(min_length=1)
+    fl: FLConfig = FLConfig()
+    optim: OptimConfig = OptimConfig()
+    loss: Literal["mse", "l1"] = "mse"
+    trainer: TrainerConfig = TrainerConfig()
+
+    @field_validator("sites")
+    @classmethod
+    def _unique_site_names(cls, sites: list[SiteConfig]) -> list[SiteConfig]:
+        names = [s.name for s in sites]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"site names must be unique; repeated: {', '.join(duplicates)}")
+        return sites
+
+    @property
+    def run_dir(self) -> Path:
+        """Where this run writes its outputs."""
+        return Path(self.output_dir) / self.name
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, YAML/JSON-serialisable form (the resolved config saved with every run)."""
+        return self.model_dump(mode="json")
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read a YAML config (or an empty one), apply ``key.sub=value`` overrides and validate.
+
+    Raises:
+        UserError: unreadable file, malformed override, or any invalid value (naming the key path).
+    """
+    raw = OmegaConf.create(_read_yaml(path) if path is not None else {})
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise UserError(f"override {item!r}: expected key.path=value, e.g. fl.rounds=5")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError as err:
+            raise UserError(f"override {key}: cannot parse value {text!r} ({_first_line(err)})") from None
+        try:
+            OmegaConf.update(raw, key, value, merge=False)
+        except (OmegaConfBaseException, TypeError, IndexError, ValueError) as err:
+            raise UserError(f"override {key}: {_first_line(err)}") from None
+    try:
+        data = OmegaConf.to_container(raw, resolve=True)
+    except OmegaConfBaseException as err:
+        raise UserError(f"config {path}: {_first_line(err)}") from None
+    return validate_config(data)
+
+
+def validate_config(data: Any) -> Config:
+    """Validate a plain mapping as a :class:`Config`, turning every problem into one UserError line."""
+    if not isinstance(data, dict):
+        raise UserError(f"config: expected a mapping of sections, got {type(data).__name__}")
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise UserError(format_validation_error(err, data)) from None
+
+
+def save_config(config: Config, path: str | Path) -> None:
+    """Write the resolved config as YAML (atomically)."""
+    from utils.checkpoint import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+
+def format_validation_error(err: ValidationError, data: Any) -> str:
+    """One line naming each failing key path, e.g. ``config error: fl.rounds: must be >= 1 (got 0)``."""
+    parts = []
+    for item in err.errors():
+        path = _key_path(item["loc"], data)
+        parts.append(f"{path}: {_describe(item)}" if path else _describe(item))
+    return "config error: " + "; ".join(parts)
+
+
+def _read_yaml(path: str | Path) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config {path}: file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise UserError(f"config {path}: not valid YAML ({_first_line(err)})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"config {path}: expected a mapping of sections at the top level")
+    return data
+
+
+def _key_path(loc: tuple, data: Any) -> str:
+    """Dotted path of an error location, without pydantic's union tags and validator names."""
+    parts: list[str] = []
+    node = data
+    for part in loc:
+        if isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        elif isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, dict) and part == node.get("kind"):
+            continue  # discriminated-union tag inserted by pydantic
+        elif isinstance(part, str) and ("[" in part or "function-" in part):
+            continue
+        else:
+            node = None
+        parts.append(str(part))
+    return ".".join(parts)
+
+
+def _describe(item: dict) -> str:
+    kind, ctx, value = item["type"], item.get("ctx") or {}, item.get("input")
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required key is missing"
+    bounds = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}
+    for name, op in bounds.items():
+        if kind == name:
+            limit = next(iter(ctx.values()), "?")
+            return f"must be {op} {limit} (got {value!r})"
+    if kind == "literal_error":
+        return f"got {value!r}; expected {ctx.get('expected', '?')}"
+    if kind == "union_tag_invalid":
+        return f"unknown kind {ctx.get('tag')!r}; expected one of {ctx.get('expected_tags')}"
+    if kind == "too_short":
+        return "must not be empty"
+    msg = item["msg"].removeprefix("Value error, ")
+    if kind.endswith(("_type", "_parsing")):
+        return f"{msg[0].lower()}{msg[1:]} (got {value!r})"
+    return msg
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
