@@ -15,8 +15,9 @@ encoding) and repeat them over the rows.
 kind           parameters [defaults]: what it draws
 =============  ==========================================================================================
 random_1d      acceleration [4], center_fraction [0.08]: fastMRI's random columns (Bernoulli per column)
-equispaced_1d  acceleration [4], center_fraction [0.08], exact_fraction [False]: fastMRI's every R-th
-               column from a random offset (``exact_fraction``: spacing adjusted so the total is ~W/R)
+equispaced_1d  acceleration [4], center_fraction [0.08], exact_fraction [True]: fastMRI's equispaced
+               columns from a random offset, spaced so the total is ~W/R (``exact_fraction: false``:
+               fastMRI's original every R-th column, which samples more than W/R)
 uniform_1d     acceleration [4], center_fraction [0.08]: deterministic evenly spaced columns, exactly
                round(W/R) in total
 random_2d      acceleration [4], center_fraction [0.08], sigma [0.4]: Gaussian variable density,
@@ -163,17 +164,20 @@ class Random1D(_Pattern):
 
 @dataclass(frozen=True)
 class Equispaced1D(_Pattern):
-    """fastMRI's equispaced column mask.
+    """fastMRI's equispaced column mask: the centre block plus a lattice of columns from a random offset.
 
-    The centre block plus every R-th column (positions ``offset + j * R`` rounded) from a random offset in
-    ``[0, round(R))``. Lattice columns inside the centre block add nothing, so the measured acceleration is
-    below R (about ``W / (num_low * (1 - 1/R) + W/R)``), as in fastMRI. ``exact_fraction=True`` is fastMRI's
-    "fraction" variant: the spacing becomes ``R * (num_low - W) / (num_low * R - W)`` so the expected
-    total is W / R. The seed only picks the offset: at most round(spacing) distinct masks per shape.
+    By default (``exact_fraction=True``, fastMRI's ``EquispacedMaskFractionFunc``) the lattice spacing is
+    ``R * (num_low - W) / (num_low * R - W)``, so that together with the centre block about W / R columns
+    are sampled and the acceleration is R (within 10 % for W >= 96). With ``exact_fraction=False``
+    (fastMRI's original ``EquispacedMaskFunc``) the lattice is every R-th column (positions
+    ``offset + j * R`` rounded); lattice columns inside the centre block add nothing, so more than W / R
+    columns are sampled and the measured acceleration is below R, about ``W / (num_low * (1 - 1/R) + W/R)``
+    (3.2x instead of 4x at W = 128, centre 0.08). The offset is drawn in ``[0, round(spacing))``: the seed
+    only picks it, so there are at most round(spacing) distinct masks per shape.
     """
 
     kind: ClassVar[str] = "equispaced_1d"
-    exact_fraction: bool = False
+    exact_fraction: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()

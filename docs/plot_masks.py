@@ -26,7 +26,7 @@ SEED = 1
 PANELS = (
     ("random_1d", {}),
     ("equispaced_1d", {}),
-    ("equispaced_1d", {"exact_fraction": True}),
+    ("equispaced_1d", {"exact_fraction": False}),
     ("uniform_1d", {}),
     ("random_2d", {}),
     ("radial_2d", {}),

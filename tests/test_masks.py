@@ -212,7 +212,7 @@ def test_random_1d_keeps_outer_columns_with_fastmri_probability():
 
 def test_equispaced_1d_is_the_centre_plus_a_lattice_with_step_r():
     width, acceleration = 128, 4
-    mask_func = create("equispaced_1d", acceleration=acceleration)
+    mask_func = create("equispaced_1d", acceleration=acceleration, exact_fraction=False)
     outside = ~centre_region("equispaced_1d", (1, width))[0]
     offsets = set()
     for seed in range(20):
@@ -224,6 +224,13 @@ def test_equispaced_1d_is_the_centre_plus_a_lattice_with_step_r():
     assert offsets == set(range(acceleration))
     # fastMRI's equispaced masks sample more than 1/R (the centre adds to the lattice)
     assert acceleration_of(mask_func((3, width), 0)) < 0.9 * acceleration
+
+
+def test_equispaced_1d_reaches_the_acceleration_by_default():
+    for acceleration in ACCELERATIONS:
+        mask_func = create("equispaced_1d", acceleration=acceleration)
+        for seed in range(10):
+            assert acceleration_of(mask_func((8, 128), seed)) == pytest.approx(acceleration, rel=0.1)
 
 
 @pytest.mark.parametrize("shape", SHAPES)
