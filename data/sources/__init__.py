@@ -10,11 +10,20 @@ from typing import Annotated, Union
 
 from pydantic import Field
 
-from data.sources.base import Source, SourceContext, VolumeInfo
+from data.sources.base import KspaceSlice, SliceData, Source, SourceContext, VolumeInfo
+from data.sources.dicom import DicomOptions, DicomSource
+from data.sources.fastmri import FastMRIOptions, FastMRISource
+from data.sources.folder import FolderOptions, FolderSource
+from data.sources.nifti import BratsOptions, BratsSource, IxiOptions, IxiSource
 from data.sources.synthetic import SyntheticOptions, SyntheticSource
 
 SOURCES: dict[str, tuple[type, type[Source]]] = {
     "synthetic": (SyntheticOptions, SyntheticSource),
+    "fastmri": (FastMRIOptions, FastMRISource),
+    "brats": (BratsOptions, BratsSource),
+    "ixi": (IxiOptions, IxiSource),
+    "dicom": (DicomOptions, DicomSource),
+    "folder": (FolderOptions, FolderSource),
 }
 
 SourceOptions = Annotated[Union[tuple(opts for opts, _ in SOURCES.values())], Field(discriminator="kind")]  # noqa: UP007
@@ -26,4 +35,13 @@ def build_source(options, context: SourceContext) -> Source:
     return source_cls(options, context)
 
 
-__all__ = ["SOURCES", "Source", "SourceContext", "SourceOptions", "VolumeInfo", "build_source"]
+__all__ = [
+    "SOURCES",
+    "KspaceSlice",
+    "SliceData",
+    "Source",
+    "SourceContext",
+    "SourceOptions",
+    "VolumeInfo",
+    "build_source",
+]

@@ -1,0 +1,187 @@
+"""A site's own images: NIfTI volumes, DICOM series, ``.npy`` or ``.h5`` stacks, named by a rule or manifest.
+
+This is how in-house sites (the paper's SMS and uMR clients) join a federation. By default the layout is
+``<root>/<subject>/<contrast>.<ext>`` (``.nii``, ``.nii.gz``, ``.npy``, ``.h5``) or
+``<root>/<subject>/<contrast>/`` holding one DICOM series; ``pattern`` changes the naming rule (a regular
+expression with the groups ``subject`` and ``contrast``, matched against paths relative to ``root``), and
+``manifest`` replaces it with a CSV table ``subject,contrast,path``. ``.npy`` and ``.h5`` files hold a
+magnitude (or complex) image (H, W) or a stack (slices, H, W); NIfTI volumes are sliced along ``plane``.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+from typing import ClassVar, Literal
+
+import numpy as np
+from pydantic import Field, field_validator
+
+from data.sources.readers import (
+    CorruptFile,
+    Plane,
+    read_dicom_header,
+    read_dicom_series,
+    read_h5_stack,
+    read_nifti,
+    read_npy,
+)
+from data.sources.volumes import ImageVolumeSource, VolumeFile, VolumeSourceOptions, relative_label
+from utils.errors import UserError
+
+DEFAULT_PATTERN = r"(?P<subject>[^/]+)/(?P<contrast>[^/]+?)(\.nii\.gz|\.nii|\.npy|\.h5|\.hdf5)?"
+FILE_SUFFIXES = (".nii.gz", ".nii", ".npy", ".h5", ".hdf5")
+DICOM_SUFFIX = ".dcm"
+
+
+def file_format(path: Path) -> str | None:
+    """The reader for a path: "nifti", "npy", "h5", "dicom" (a folder of .dcm files), or None."""
+    name = path.name.lower()
+    if path.is_dir():
+        return "dicom" if any(p.suffix.lower() == DICOM_SUFFIX for p in path.iterdir()) else None
+    if name.endswith((".nii.gz", ".nii")):
+        return "nifti"
+    if name.endswith(".npy"):
+        return "npy"
+    if name.endswith((".h5", ".hdf5")):
+        return "h5"
+    return None
+
+
+class FolderOptions(VolumeSourceOptions):
+    """A site's own images in a folder, one volume per subject and contrast."""
+
+    kind: Literal["folder"] = "folder"
+    pattern: str = Field(
+        DEFAULT_PATTERN,
+        description="regular expression with groups `subject` and `contrast`, matched against each file's "
+        "(or DICOM series folder's) path relative to root",
+    )
+    manifest: str | None = Field(
+        None, description="CSV file with columns subject,contrast,path (relative to root); replaces `pattern`"
+    )
+    contrasts: list[str] | None = Field(None, description="keep only these contrasts; null = all found")
+    h5_key: str = Field("image", description="dataset holding the images in .h5 files")
+    plane: Plane = Field("axial", description="slicing plane of NIfTI volumes")
+
+    @field_validator("pattern")
+    @classmethod
+    def _groups(cls, value: str) -> str:
+        try:
+            compiled = re.compile(value)
+        except re.error as err:
+            raise ValueError(f"not a valid regular expression ({err})") from None
+        missing = {"subject", "contrast"} - set(compiled.groupindex)
+        if missing:
+            raise ValueError("pattern needs the named groups (?P<subject>...) and (?P<contrast>...)")
+        return value
+
+
+class FolderSource(ImageVolumeSource):
+    """Volumes found by a naming rule or listed in a manifest, in any of the supported formats."""
+
+    describe: ClassVar[str] = (
+        "<subject>/<contrast>.nii.gz (.nii, .npy, .h5) files or <subject>/<contrast>/ DICOM series folders"
+    )
+
+    def scan(self, root: Path) -> tuple[list[VolumeFile], list[tuple[str, str]]]:
+        """The volumes the manifest lists, or the files and DICOM folders the pattern names."""
+        listed = self._manifest(root) if self.options.manifest else self._match(root)
+        wanted = self.options.contrasts
+        volumes, bad = [], []
+        for subject, contrast, path in listed:
+            if wanted is not None and contrast not in wanted:
+                continue
+            if not path.exists():
+                bad.append((str(path), "listed in source.manifest but not found"))
+                continue
+            fmt = file_format(path)
+            if fmt is None:
+                bad.append(
+                    (str(path), f"expected a {', '.join(FILE_SUFFIXES)} file or a folder of .dcm files")
+                )
+                continue
+            paths: tuple[Path, ...] = (path,)
+            extra: tuple = (("format", fmt),)
+            if fmt == "dicom":
+                try:
+                    paths, extra = self._series(path)
+                except CorruptFile as err:
+                    bad.append((str(path), str(err)))
+                    continue
+            volumes.append(VolumeFile(subject, contrast, paths, aliases=(), extra=extra))
+        return volumes, bad
+
+    def _match(self, root: Path) -> list[tuple[str, str, Path]]:
+        rule = re.compile(self.options.pattern)
+        listed = []
+        for path in sorted(root.rglob("*")):
+            relative = relative_label(path, root)
+            match = rule.fullmatch(relative)
+            if match is None or file_format(path) is None:
+                continue
+            listed.append((match["subject"], match["contrast"], path))
+        return listed
+
+    def _manifest(self, root: Path) -> list[tuple[str, str, Path]]:
+        manifest = Path(self.options.manifest).expanduser()
+        try:
+            with manifest.open(newline="") as handle:
+                rows = list(csv.DictReader(handle))
+        except OSError as err:
+            raise UserError(
+                f"{self.where}: source.manifest {manifest}: cannot read ({err.strerror or err})"
+            ) from None
+        columns = {"subject", "contrast", "path"}
+        if not rows or not columns <= set(rows[0]):
+            raise UserError(
+                f"{self.where}: source.manifest {manifest}: expected a CSV with columns subject,contrast,path"
+            )
+        listed = []
+        for line, row in enumerate(rows, start=2):
+            if not all((row[c] or "").strip() for c in columns):
+                raise UserError(
+                    f"{self.where}: source.manifest {manifest} line {line}: empty subject, contrast or path"
+                )
+            path = Path(row["path"].strip())
+            listed.append(
+                (row["subject"].strip(), row["contrast"].strip(), path if path.is_absolute() else root / path)
+            )
+        return listed
+
+    def _series(self, folder: Path) -> tuple[tuple[Path, ...], tuple]:
+        """The .dcm files of one series folder, with their headers; CorruptFile if unreadable or mixed."""
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() == DICOM_SUFFIX)
+        headers = {}
+        for path in files:
+            try:
+                headers[path] = read_dicom_header(path)
+            except CorruptFile as err:
+                raise CorruptFile(f"{path.name}: {err}") from None
+        if len({h.series for h in headers.values()}) > 1:
+            raise CorruptFile("holds more than one DICOM series; expected one series per folder")
+        return tuple(files), (("format", "dicom"), ("headers", tuple(headers[p] for p in files)))
+
+    def decode(self, volume: VolumeFile) -> np.ndarray:
+        """The volume's slices, (slices, H, W), by its format."""
+        extra = dict(volume.extra)
+        path = volume.paths[0]
+        fmt = extra["format"]
+        if fmt == "nifti":
+            return read_nifti(path, self.options.plane)
+        if fmt == "npy":
+            return read_npy(path)
+        if fmt == "h5":
+            return read_h5_stack(path, self.options.h5_key)
+        return read_dicom_series(volume.paths, extra.get("headers"))
+
+    def decode_identity(self, volume: VolumeFile) -> dict:
+        """NIfTI volumes depend on the plane, h5 stacks on the dataset key."""
+        fmt = dict(volume.extra)["format"]
+        identity = {"reader": fmt}
+        if fmt == "nifti":
+            identity["plane"] = self.options.plane
+        if fmt == "h5":
+            identity["key"] = self.options.h5_key
+        return identity
