@@ -62,8 +62,8 @@ class SliceDataset(Dataset):
         i = key if isinstance(key, int) else key[0]
         vol_index, slice_index = self.index[i]
         volume = self.volumes[vol_index]
-        image = self.source.read_slice(volume, slice_index)
-        sample = self.transform(image, self.mask_seed(key))
+        data = self.source.read_slice(volume, slice_index)  # an image, or measured k-space
+        sample = self.transform(data, self.mask_seed(key))
         sample["volume"] = volume.name
         sample["slice"] = slice_index
         return sample
@@ -107,10 +107,18 @@ class SiteDataModule(L.LightningDataModule):
         cache_dir: where sources may cache generated or converted data.
         clamp: clamp of the normalised input (None = off).
         num_workers: loader worker processes (persistent across rounds when > 0).
+        return_kspace: samples also carry ``masked_kspace`` and ``mask`` (for k-space models).
     """
 
     def __init__(
-        self, site, *, seed: int, cache_dir: str | Path, clamp: float | None = 6.0, num_workers: int = 0
+        self,
+        site,
+        *,
+        seed: int,
+        cache_dir: str | Path,
+        clamp: float | None = 6.0,
+        num_workers: int = 0,
+        return_kspace: bool = False,
     ):
         super().__init__()
         self.name: str = site.name
@@ -118,7 +126,9 @@ class SiteDataModule(L.LightningDataModule):
         self.seed = seed
         self.num_workers = num_workers
         self.redraw_masks = bool(site.mask.redraw_train)
-        self.transform = ReconTransform(masks.create(site.mask.kind, **site.mask.params()), clamp=clamp)
+        self.transform = ReconTransform(
+            masks.create(site.mask.kind, **site.mask.params()), clamp=clamp, return_kspace=return_kspace
+        )
         self.source = build_source(
             site.source, SourceContext(site=site.name, seed=seed, cache_dir=Path(cache_dir))
         )
@@ -127,7 +137,10 @@ class SiteDataModule(L.LightningDataModule):
         self.train_sampler: RoundSampler | None = None
 
     def setup(self, stage: str | None = None) -> None:
-        """Prepare the source (generate/convert/index) and build the three datasets; idempotent."""
+        """Prepare the source (check, generate/convert, index) and build the three datasets; idempotent.
+
+        Bad data (missing folders, unreadable files) raises UserError here, before any training.
+        """
         if self.datasets:
             return
         self.source.prepare()
@@ -141,6 +154,9 @@ class SiteDataModule(L.LightningDataModule):
                 redraw_masks=self.redraw_masks and split == "train",
             )
         self.train_sampler = RoundSampler(len(self.datasets["train"]), seed=self.seed, site=self.name)
+        for dataset in self.datasets.values():
+            if len(dataset):
+                dataset[0]  # one sample per split: a mask file that does not fit the data fails here
 
     @property
     def num_train_slices(self) -> int:
