@@ -152,6 +152,10 @@ class Config(_Section):
     )
     seed: int = Field(0, ge=0)
     output_dir: str = "runs"
+    paths: dict[str, str] = Field(
+        default_factory=dict,
+        description="named data folders that sources refer to as ${paths.NAME}; override them per machine",
+    )
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     sites: list[SiteConfig] = Field(min_length=1)
