@@ -21,6 +21,16 @@ from models.unet import Unet
 from utils.metrics import volume_metrics
 
 
+class NonFiniteError(RuntimeError):
+    """A training step produced a non-finite loss, or a local fit left non-finite weights."""
+
+
+def all_finite(module: torch.nn.Module) -> bool:
+    """Whether every parameter and floating buffer of ``module`` is finite (one reduction, one sync)."""
+    tensors = [t for t in (*module.parameters(), *module.buffers()) if t.is_floating_point()]
+    return bool(torch.stack(torch._foreach_norm(tensors)).isfinite().all()) if tensors else True
+
+
 class VolumeCollector:
     """Gathers predicted and target slices per volume, then scores whole volumes."""
 
@@ -87,6 +97,8 @@ class ReconModule(L.LightningModule):
         loss = self.reconstruction_weight * self.loss_fn(pred, batch["target"])
         if self.penalty is not None:
             loss = loss + self.penalty(self.model)
+        if not torch.isfinite(loss):
+            raise NonFiniteError(f"non-finite loss ({loss.item()}) at step {self.global_step + 1}")
         detached = loss.detach()
         self._loss_sum = detached if self._loss_sum is None else self._loss_sum + detached
         self._loss_count += 1
