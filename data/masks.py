@@ -50,6 +50,14 @@ TOLERANCE = 0.1  # a file mask's acceleration must be this close (relative) to a
 CALIBRATION_SEED = 0  # the draw that poisson_2d's radius scale is fitted on
 
 
+class MaskParameterError(UserError):
+    """A mask parameter is unknown, missing or out of range; :attr:`parameter` names it."""
+
+    def __init__(self, message: str, parameter: str):
+        super().__init__(message)
+        self.parameter = parameter
+
+
 def acceleration_of(mask: np.ndarray) -> float:
     """Measured acceleration of a mask: its number of points over the number sampled (inf if none)."""
     sampled = int(np.count_nonzero(mask))
@@ -72,7 +80,9 @@ def _real(
     bound = f"> {low:g}" if low_open else f">= {low:g}"
     if high < math.inf:
         bound += f" and <= {high:g}"
-    raise UserError(f"mask {kind}: parameter '{name}' must be a number {bound} (got {value!r})")
+    raise MaskParameterError(
+        f"mask {kind}: parameter '{name}' must be a number {bound} (got {value!r})", name
+    )
 
 
 def _check_shape(shape: tuple[int, int]) -> tuple[int, int]:
@@ -95,9 +105,10 @@ class _Pattern:
         self._number("acceleration", low=1.0)
         self._number("center_fraction", low=0.0, low_open=True, high=1.0)
         if self._centre_share() * self.acceleration > 1.0 + 1e-9:
-            raise UserError(
+            raise MaskParameterError(
                 f"mask {self.kind}: center_fraction {self.center_fraction:g} keeps more than "
-                f"1/acceleration = 1/{self.acceleration:g} of k-space; lower one of them"
+                f"1/acceleration = 1/{self.acceleration:g} of k-space; lower one of them",
+                "center_fraction",
             )
 
     def _number(self, name: str, *, low: float, low_open: bool = False, high: float = math.inf) -> None:
@@ -109,7 +120,9 @@ class _Pattern:
         """Check that parameter ``name`` is a bool."""
         value = getattr(self, name)
         if not isinstance(value, bool):
-            raise UserError(f"mask {self.kind}: parameter '{name}' must be true or false (got {value!r})")
+            raise MaskParameterError(
+                f"mask {self.kind}: parameter '{name}' must be true or false (got {value!r})", name
+            )
 
     def _centre_share(self) -> float:
         """The fraction of k-space the always-sampled centre takes."""
@@ -609,7 +622,9 @@ def create(kind: str, **params: Any) -> MaskFunc:
     accepted = [field.name for field in dataclasses.fields(cls)]
     for name in params:
         if name not in accepted:
-            raise UserError(f"mask {kind}: unknown parameter {name!r}; {kind} accepts: {', '.join(accepted)}")
+            raise MaskParameterError(
+                f"mask {kind}: unknown parameter {name!r}; {kind} accepts: {', '.join(accepted)}", name
+            )
     missing = [
         field.name
         for field in dataclasses.fields(cls)
@@ -618,5 +633,5 @@ def create(kind: str, **params: Any) -> MaskFunc:
         and field.default_factory is dataclasses.MISSING
     ]
     if missing:
-        raise UserError(f"mask {kind}: parameter {missing[0]!r} is required")
+        raise MaskParameterError(f"mask {kind}: parameter {missing[0]!r} is required", missing[0])
     return cls(**params)

@@ -9,6 +9,7 @@ split. The loop knows nothing about any particular algorithm.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -26,10 +27,10 @@ import torch
 
 from data.site import SiteDataModule
 from fl.strategies import Strategy, TensorDict, build_strategy
-from models.recon_module import ReconModule
+from models.recon_module import NonFiniteError, ReconModule, all_finite
 from utils.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
 from utils.config import Config, save_config
-from utils.errors import UserError
+from utils.errors import TrainingFailure, UserError
 from utils.figures import metric_curves, reconstruction_row
 from utils.metrics import METRICS, RunningStats
 from utils.run_log import MetricsCSV, TensorBoardLog
@@ -62,6 +63,14 @@ def _summarise(per_volume: dict[str, dict[str, dict[str, float]]], which: str) -
     stats = RunningStats().extend(v[which] for v in per_volume.values())
     mean, std = stats.mean(), stats.std()
     return {**mean, **{f"{k}_std": std[k] for k in mean}, "volumes": stats.count}
+
+
+class SiteDiverged(Exception):
+    """A site's local training produced a non-finite loss or non-finite weights."""
+
+    def __init__(self, site: str, rnd: int, reason: str):
+        super().__init__(f"site {site} diverged in round {rnd}: {reason}")
+        self.site, self.round, self.reason = site, rnd, reason
 
 
 @dataclass
@@ -111,6 +120,9 @@ class Federation:
             )
             start = time.perf_counter()
             dm.setup()
+            for dataset in dm.datasets.values():  # one sample per split: masks fit, files decode
+                if len(dataset):
+                    dataset[0]
             counts = {s: len(d) for s, d in dm.datasets.items()}
             if not counts["train"] or not counts["val"]:
                 raise UserError(
@@ -173,7 +185,11 @@ class Federation:
         return {n: state[n].detach().clone().cpu() for n in self.global_state}
 
     def train_site(self, site: Site, rnd: int) -> tuple[TensorDict, float]:
-        """Load the global tensors, run the local epochs, return (shared tensors, mean train loss)."""
+        """Load the global tensors, run the local epochs, return (shared tensors, mean train loss).
+
+        Raises:
+            SiteDiverged: a step's loss, or a weight after the fit, is not finite.
+        """
         self._load_global(site)
         module = site.module
         module.set_lr(lr_at(self.config, rnd))
@@ -184,9 +200,25 @@ class Federation:
             self._trainer(self.config.fl.local_epochs).fit(
                 module, train_dataloaders=site.data.train_dataloader()
             )
+            if not all_finite(module.model):
+                raise NonFiniteError("non-finite weights after local training")
+        except NonFiniteError as err:
+            raise SiteDiverged(site.name, rnd, str(err)) from None
         finally:
             module.penalty = None
         return self._shared_tensors(site), module.mean_train_loss
+
+    @staticmethod
+    def _snapshot(site: Site) -> dict[str, Any]:
+        return {
+            "model": copy.deepcopy(site.module.model.state_dict()),
+            "optimizer": copy.deepcopy(site.module.optimizer.state_dict()),
+        }
+
+    @staticmethod
+    def _restore(site: Site, snapshot: dict[str, Any]) -> None:
+        site.module.model.load_state_dict(snapshot["model"])
+        site.module.optimizer.load_state_dict(snapshot["optimizer"])
 
     def evaluate_site(self, site: Site, split: str = "val") -> dict[str, Any]:
         """Per-volume metrics of the site's current model on ``split`` (and of the zero-filled input)."""
@@ -197,17 +229,40 @@ class Federation:
             trainer.test(site.module, dataloaders=site.data.test_dataloader(), verbose=False)
         return site.module.collector.scores()
 
-    def run_round(self, rnd: int) -> dict[str, dict[str, float]]:
-        """One communication round; returns per site its train loss and validation metrics."""
-        updates, losses = {}, {}
+    def run_round(self, rnd: int) -> dict[str, dict[str, Any]]:
+        """One communication round; returns per site its train loss, status and validation metrics.
+
+        A site that diverges stops the run (``fl.on_site_failure: abort``), or is restored to its
+        state before the round and left out of this round's aggregation (``skip``).
+        """
+        skip = self.config.fl.on_site_failure == "skip"
+        updates, losses, status = {}, {}, {}
         for site in self.sites:
-            updates[site.name], losses[site.name] = self.train_site(site, rnd)
-        self.global_state = self.strategy.aggregate(rnd, updates, self._weights())
+            snapshot = self._snapshot(site) if skip else None
+            try:
+                updates[site.name], losses[site.name] = self.train_site(site, rnd)
+                status[site.name] = "ok"
+            except SiteDiverged as err:
+                if snapshot is None:
+                    kept = (
+                        f"checkpoints/last.ckpt (round {self.completed_rounds}) is kept"
+                        if self.completed_rounds
+                        else "no round had completed"
+                    )
+                    raise TrainingFailure(
+                        f"{err}; {kept} (with fl.on_site_failure=skip the site would sit this round out)"
+                    ) from None
+                self._restore(site, snapshot)
+                losses[site.name], status[site.name] = math.nan, f"skipped: {err.reason}"
+                self.log(f"{err}; left out of round {rnd}'s aggregation, retried next round")
+        if updates:
+            weights = self._weights()
+            self.global_state = self.strategy.aggregate(rnd, updates, {s: weights[s] for s in updates})
         summary = {}
         for site in self.sites:
             self._load_global(site)
             val = _summarise(self.evaluate_site(site, "val"), "model")
-            summary[site.name] = {"loss": losses[site.name], **val}
+            summary[site.name] = {"loss": losses[site.name], "status": status[site.name], **val}
             if val["psnr"] > site.best_psnr:
                 site.best_psnr, site.best_round = val["psnr"], rnd
                 site.best_state = {
@@ -225,7 +280,8 @@ class Federation:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, self.run_dir / "config.yaml")
         metrics = MetricsCSV(self.run_dir / "metrics.csv")
-        tb = TensorBoardLog(self.run_dir / "tb")
+        metrics.truncate_to(self.completed_rounds)  # drop rows of a round that was cut short
+        tb = TensorBoardLog(self.run_dir / "tb", purge_step=self.completed_rounds + 1)
         total = len(self.sites[0].module.model.state_dict())
         self.log(
             f"{cfg.fl.algorithm}: {len(self.sites)} sites, {cfg.fl.rounds} rounds x {cfg.fl.local_epochs} "
@@ -238,7 +294,14 @@ class Federation:
                 summary = self.run_round(rnd)
                 lr = lr_at(cfg, rnd)
                 for site, values in summary.items():
-                    metrics.write(round=rnd, site=site, split="train", loss=values["loss"], lr=lr)
+                    metrics.write(
+                        round=rnd,
+                        site=site,
+                        split="train",
+                        loss=values["loss"],
+                        lr=lr,
+                        status=values["status"],
+                    )
                     metrics.write(round=rnd, site=site, split="val", **{k: values[k] for k in METRICS})
                     tb.scalars(f"{site}/train", {"loss": values["loss"], "lr": lr}, rnd)
                     tb.scalars(f"{site}/val", {k: values[k] for k in METRICS}, rnd)
@@ -256,7 +319,10 @@ class Federation:
         self, rnd: int, summary: dict[str, dict[str, float]], took: float, per_round: float
     ) -> None:
         total = self.config.fl.rounds
-        parts = [f"{site} loss {v['loss']:.4f} psnr {v['psnr']:.2f}" for site, v in summary.items()]
+        parts = []
+        for site, v in summary.items():
+            loss = f"loss {v['loss']:.4f}" if v["status"] == "ok" else "SKIPPED"
+            parts.append(f"{site} {loss} psnr {v['psnr']:.2f}")
         eta = (total - rnd) * per_round
         self.log(
             f"round {rnd:>{len(str(total))}}/{total} | "
@@ -337,11 +403,20 @@ class Federation:
                 for s in self.sites
             },
             "history": self.history,
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "python": list(random.getstate()[1]),
-            },
+            "rng": _rng_state(),
         }
+
+    def resume(self) -> bool:
+        """Continue from ``<run_dir>/checkpoints/last.ckpt``; False if no round was completed yet."""
+        path = self.run_dir / "checkpoints" / "last.ckpt"
+        if not self.sites:
+            self.setup()
+        if not path.exists():
+            self.log(f"{self.run_dir}: no completed round to resume from; starting at round 1")
+            return False
+        self.load(path)
+        self.log(f"resuming {self.run_dir} after round {self.completed_rounds} of {self.config.fl.rounds}")
+        return True
 
     def save(self, path: Path) -> None:
         """Write :meth:`state_dict` atomically."""
@@ -369,7 +444,40 @@ class Federation:
         self.strategy.load_state_dict(ckpt["strategy"])
         self.history = {k: list(v) for k, v in ckpt["history"].items()}
         self.completed_rounds = int(ckpt["round"])
-        torch.set_rng_state(ckpt["rng"]["torch"])
+        _set_rng_state(ckpt["rng"])
+
+
+def _rng_state() -> dict[str, Any]:
+    """Every global random generator's state, as tensors and plain data (``weights_only``-safe)."""
+    version, python_state, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": {"version": version, "state": list(python_state), "gauss": gauss},
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": pos,
+            "has_gauss": has_gauss,
+            "cached": cached,
+        },
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    """Restore :func:`_rng_state`."""
+    torch.set_rng_state(state["torch"])
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["state"]), py["gauss"]))
+    npy = state["numpy"]
+    np.random.set_state(
+        (npy["kind"], npy["keys"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"], npy["cached"])
+    )
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def results_markdown(results: dict[str, Any]) -> str:

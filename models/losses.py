@@ -33,37 +33,48 @@ def reconstruction_loss(kind: str):
     return losses[kind]
 
 
-def _l1_distance(params: Sequence[Tensor], others: Sequence[Tensor]) -> Tensor:
-    """sum_p |params[p] - others[p]|_1 as a 0-dim tensor on the parameters' device (no host sync)."""
-    diffs = torch._foreach_sub(list(params), list(others))
-    return torch.stack(torch._foreach_norm(diffs, 1)).sum()
-
-
 class _ContrastiveL1(torch.autograd.Function):
-    """pos / (neg + eps) with the analytic gradient; inputs after the two lists are the parameters."""
+    """pos / (neg + eps) with the analytic gradient; inputs after the two lists are the parameters.
+
+    The forward pass keeps sign(theta - g) and sum_j sign(theta - theta_j) (two parameter-sized lists,
+    built in place from the differences it needs anyway), so the backward pass is two fused passes.
+    """
 
     @staticmethod
     def forward(ctx, anchor: list[Tensor], negatives: list[list[Tensor]], *params: Tensor) -> Tensor:
         with torch.no_grad():
-            pos = _l1_distance(params, anchor)
-            neg = sum(_l1_distance(params, negative) for negative in negatives) + NEG_EPS
-        ctx.anchor, ctx.negatives = anchor, negatives
-        ctx.save_for_backward(pos, neg, *params)
+            pos, toward = _distance_and_sign(params, anchor)
+            neg, away = torch.zeros_like(pos), None
+            for negative in negatives:
+                distance, signs = _distance_and_sign(params, negative)
+                neg = neg + distance
+                if away is None:
+                    away = signs
+                else:
+                    torch._foreach_add_(away, signs)
+            neg = neg + NEG_EPS
+        ctx.toward, ctx.away = toward, away
+        ctx.save_for_backward(pos, neg)
         return pos / neg
 
     @staticmethod
     def backward(ctx, grad_output: Tensor):
-        pos, neg, *params = ctx.saved_tensors
-        grads = torch._foreach_sign(torch._foreach_sub(params, ctx.anchor))
-        torch._foreach_div_(grads, neg)
-        if ctx.negatives:
-            push = torch._foreach_sign(torch._foreach_sub(params, ctx.negatives[0]))
-            for negative in ctx.negatives[1:]:
-                torch._foreach_add_(push, torch._foreach_sign(torch._foreach_sub(params, negative)))
-            torch._foreach_mul_(push, pos / neg**2)
-            torch._foreach_sub_(grads, push)
-        torch._foreach_mul_(grads, grad_output)
+        pos, neg = ctx.saved_tensors
+        grads, away = ctx.toward, ctx.away
+        ctx.toward = ctx.away = None
+        torch._foreach_mul_(grads, grad_output / neg)
+        if away is not None:
+            torch._foreach_mul_(away, grad_output * pos / neg**2)
+            torch._foreach_sub_(grads, away)
         return (None, None, *grads)
+
+
+def _distance_and_sign(params: Sequence[Tensor], others: Sequence[Tensor]) -> tuple[Tensor, list[Tensor]]:
+    """(sum_p |params - others|_1 as a 0-dim device tensor, sign(params - others) per tensor)."""
+    diffs = torch._foreach_sub(list(params), list(others))
+    distance = torch.stack(torch._foreach_norm(diffs, 1)).sum()
+    torch._foreach_sign_(diffs)
+    return distance, diffs
 
 
 def contrastive_l1(

@@ -21,6 +21,16 @@ from models.unet import Unet
 from utils.metrics import volume_metrics
 
 
+class NonFiniteError(RuntimeError):
+    """A training step produced a non-finite loss, or a local fit left non-finite weights."""
+
+
+def all_finite(module: torch.nn.Module) -> bool:
+    """Whether every parameter and floating buffer of ``module`` is finite (one reduction, one sync)."""
+    tensors = [t for t in (*module.parameters(), *module.buffers()) if t.is_floating_point()]
+    return bool(torch.stack(torch._foreach_norm(tensors)).isfinite().all()) if tensors else True
+
+
 class VolumeCollector:
     """Gathers predicted and target slices per volume, then scores whole volumes."""
 
@@ -72,6 +82,7 @@ class ReconModule(L.LightningModule):
         self._optimizer: torch.optim.Optimizer | None = None
         self._loss_sum: Tensor | None = None
         self._loss_count = 0
+        self._first_bad_step: Tensor | None = None  # on the device: no host sync per step
         self.collector = VolumeCollector()
 
     def forward(self, x: Tensor) -> Tensor:
@@ -80,7 +91,7 @@ class ReconModule(L.LightningModule):
 
     # -- training ------------------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
-        self._loss_sum, self._loss_count = None, 0
+        self._loss_sum, self._loss_count, self._first_bad_step = None, 0, None
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         pred = self(batch["input"])
@@ -88,9 +99,19 @@ class ReconModule(L.LightningModule):
         if self.penalty is not None:
             loss = loss + self.penalty(self.model)
         detached = loss.detach()
-        self._loss_sum = detached if self._loss_sum is None else self._loss_sum + detached
+        step = torch.where(torch.isfinite(detached), 0, self.global_step + 1)
+        if self._first_bad_step is None:
+            self._loss_sum, self._first_bad_step = detached, step
+        else:
+            self._loss_sum = self._loss_sum + detached
+            self._first_bad_step = torch.where(self._first_bad_step > 0, self._first_bad_step, step)
         self._loss_count += 1
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        """Stop the fit if any step of the epoch had a non-finite loss (checked once per epoch)."""
+        if self._first_bad_step is not None and int(self._first_bad_step) > 0:
+            raise NonFiniteError(f"non-finite loss at step {int(self._first_bad_step)}")
 
     @property
     def mean_train_loss(self) -> float:

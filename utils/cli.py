@@ -6,14 +6,16 @@ import logging
 import sys
 from collections.abc import Callable
 
-from utils.errors import UserError
+from utils.errors import TrainingFailure, UserError
 
 EXIT_USER_ERROR = 2
+EXIT_TRAINING_FAILURE = 3
 PACKAGES = ("data", "fl", "models", "utils")  # this project's loggers: INFO; everything else: WARNING
 
 
 def run_cli(job: Callable[[], None]) -> int:
-    """Run ``job``; a :class:`UserError` prints ``error: <message>`` on one line and returns 2."""
+    """Run ``job``; a :class:`UserError` prints ``error: <message>`` on one line and returns 2,
+    a :class:`TrainingFailure` prints ``failed: <message>`` and returns 3."""
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stdout)
     for package in PACKAGES:
         logging.getLogger(package).setLevel(logging.INFO)
@@ -22,6 +24,9 @@ def run_cli(job: Callable[[], None]) -> int:
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except TrainingFailure as err:
+        print(f"failed: {err}", file=sys.stderr)
+        return EXIT_TRAINING_FAILURE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

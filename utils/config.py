@@ -15,6 +15,7 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from data import masks
 from data.sources import SourceOptions
@@ -67,6 +68,13 @@ class MaskConfig(BaseModel):
     def _check_with_registry(self) -> MaskConfig:
         try:
             masks.create(self.kind, **self.params())
+        except masks.MaskParameterError as err:  # point at the parameter itself: sites.0.mask.<param>
+            detail = InitErrorDetails(
+                type=PydanticCustomError("mask_parameter", "{message}", {"message": str(err)}),
+                loc=(err.parameter,),
+                input=getattr(self, err.parameter, None) or (self.model_extra or {}).get(err.parameter),
+            )
+            raise ValidationError.from_exception_data("MaskConfig", [detail]) from None
         except UserError as err:
             raise ValueError(str(err)) from None
         return self
@@ -100,6 +108,11 @@ class FLConfig(_Section):
     local_epochs: int = Field(10, ge=1, description="passes over the site's training data per round")
     client_weights: Literal["uniform", "samples"] = Field(
         "uniform", description="aggregation weights: 1/K, or proportional to training slices"
+    )
+    on_site_failure: Literal["abort", "skip"] = Field(
+        "abort",
+        description="a site whose loss or weights become non-finite: stop the run, or leave the site out of "
+        "this round's aggregation and retry it next round",
     )
     fedmri: FedMRIConfig = FedMRIConfig()
 
@@ -225,6 +238,31 @@ def save_config(config: Config, path: str | Path) -> None:
     from utils.checkpoint import atomic_write_text
 
     atomic_write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+
+def config_differences(old: Config, new: Config) -> list[str]:
+    """Dotted keys whose values differ between two configs, as ``key (old -> new)``."""
+    flat_old, flat_new = _flatten(old.to_dict()), _flatten(new.to_dict())
+    keys = sorted(set(flat_old) | set(flat_new))
+    missing = "<unset>"
+    return [
+        f"{k} ({flat_old.get(k, missing)!r} -> {flat_new.get(k, missing)!r})"
+        for k in keys
+        if flat_old.get(k, missing) != flat_new.get(k, missing)
+    ]
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict):
+        items = data.items()
+    elif isinstance(data, list):
+        items = enumerate(data)
+    else:
+        return {prefix: data}
+    flat: dict[str, Any] = {}
+    for key, value in items:
+        flat.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
 
 
 def format_validation_error(err: ValidationError, data: Any) -> str:

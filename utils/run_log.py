@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from utils.checkpoint import atomic_write_text
+
 METRIC_COLUMNS = (
     "round",
     "site",
@@ -21,6 +23,7 @@ METRIC_COLUMNS = (
     "lr",
     "bytes_sent",
     "bytes_received",
+    "status",
 )
 
 
@@ -33,8 +36,11 @@ def _format(value: Any) -> str:
 
 
 class MetricsCSV:
-    """Appends rows to ``metrics.csv``; each row is one ``write`` + flush + fsync, so a kill never
-    leaves a partial line, and :meth:`truncate_after` drops rows of rounds a resume will redo."""
+    """Appends rows to ``metrics.csv``, each as one ``write`` + flush + fsync.
+
+    A row cut short by a kill is never read back (:meth:`rows` ignores an unterminated last line),
+    and :meth:`truncate_to` rewrites the file atomically without the rows a resumed run will redo.
+    """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -58,15 +64,14 @@ class MetricsCSV:
         self._append(buffer.getvalue())
 
     def rows(self) -> list[dict[str, str]]:
-        """All complete rows as dicts of strings."""
-        with open(self.path, encoding="utf-8", newline="") as handle:
-            return list(csv.DictReader(handle))
+        """All complete rows (newline-terminated) as dicts of strings."""
+        text = self.path.read_text(encoding="utf-8")
+        complete = text[: text.rfind("\n") + 1]
+        return list(csv.DictReader(io.StringIO(complete)))
 
-    def truncate_after(self, rnd: int) -> None:
-        """Keep only rows of rounds <= ``rnd`` (and the header), rewriting the file atomically."""
-        from utils.checkpoint import atomic_write_text
-
-        kept = [r for r in self.rows() if r["round"] and int(r["round"]) <= rnd]
+    def truncate_to(self, rnd: int) -> None:
+        """Keep the training and validation rows of rounds <= ``rnd``; drop test rows and the rest."""
+        kept = [r for r in self.rows() if r["split"] != "test" and r["round"] and int(r["round"]) <= rnd]
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=METRIC_COLUMNS, lineterminator="\n")
         writer.writeheader()
@@ -77,13 +82,13 @@ class MetricsCSV:
 class TensorBoardLog:
     """Scalars per site and round under ``<run>/tb`` (silently off if tensorboard is missing)."""
 
-    def __init__(self, directory: str | Path):
+    def __init__(self, directory: str | Path, purge_step: int | None = None):
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:  # pragma: no cover - tensorboard is in requirements.txt
             self.writer = None
             return
-        self.writer = SummaryWriter(log_dir=str(directory))
+        self.writer = SummaryWriter(log_dir=str(directory), purge_step=purge_step)
 
     def scalars(self, prefix: str, values: Mapping[str, float], step: int) -> None:
         """Log ``prefix/name`` for every finite value."""
