@@ -30,7 +30,7 @@ class UndersampledSlice:
     zero_filled: torch.Tensor  # (h, w) float32 magnitude, cropped to the target
     target: torch.Tensor  # (h, w) float32 magnitude
     mask: torch.Tensor  # (H, W) bool, drawn for the k-space
-    masked_kspace: torch.Tensor  # (C, H, W) complex64 (C = 1 for single-coil and simulated k-space)
+    masked_kspace: torch.Tensor  # complex64, (H, W) single-coil or simulated, (C, H, W) multi-coil
 
 
 def _magnitude(images: torch.Tensor) -> torch.Tensor:
@@ -46,7 +46,8 @@ def undersample_kspace(
     ``target`` (h, w) is the reference image; when None it is the magnitude of the fully sampled k-space,
     cropped the same way.
     """
-    if kspace.dim() == 2:
+    single = kspace.dim() == 2
+    if single:
         kspace = kspace.unsqueeze(0)
     if kspace.dim() != 3:
         raise ValueError(f"expected k-space (H, W) or (C, H, W), got shape {tuple(kspace.shape)}")
@@ -59,9 +60,8 @@ def undersample_kspace(
         target = _magnitude(center_crop(ifft2c(kspace), crop))
     if tuple(target.shape) != tuple(zero_filled.shape):
         raise ValueError(f"target shape {tuple(target.shape)} does not match the crop {tuple(crop)}")
-    return UndersampledSlice(
-        zero_filled=zero_filled, target=target.float(), mask=mask_t, masked_kspace=masked.to(torch.complex64)
-    )
+    masked = (masked[0] if single else masked).to(torch.complex64)
+    return UndersampledSlice(zero_filled, target.float(), mask_t, masked)
 
 
 def undersample(image: np.ndarray, mask: np.ndarray) -> UndersampledSlice:
@@ -92,8 +92,9 @@ class ReconTransform:
 
     Returns a dict with ``input`` and ``target`` (1, h, w) float32, normalised by the zero-filled
     image's ``mean`` and ``std`` (0-dim float32 tensors); ``input`` is clamped to [-clamp, clamp].
-    With ``return_kspace`` it also holds ``masked_kspace`` (C, H, W) complex64 (C = 1 unless the source
-    is multi-coil) and ``mask`` (H, W) bool, for models that work in k-space; k-space is not normalised.
+    With ``return_kspace`` it also holds ``masked_kspace``, complex64 at the k-space size (before the
+    crop): (H, W) for single-coil and simulated k-space, (C, H, W) multi-coil; and ``mask`` (H, W) bool,
+    for models that work in k-space. K-space is not normalised.
     """
 
     mask_func: MaskFunc

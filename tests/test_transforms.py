@@ -98,4 +98,6 @@ def test_kspace_and_mask_only_on_request():
     np.testing.assert_allclose(sample["masked_kspace"].numpy(), coils * mask, atol=1e-6)
     np.testing.assert_array_equal(sample["input"].numpy(), plain(data, SEED)["input"].numpy())
     image_sample = full(np.abs(np_ifft2c(coils[0])).astype(np.float32)[:16, :16], SEED)
-    assert image_sample["masked_kspace"].shape == (1, 16, 16) and image_sample["mask"].shape == (16, 16)
+    assert image_sample["masked_kspace"].shape == (16, 16) and image_sample["mask"].shape == (16, 16)
+    single = full(KspaceSlice(coils[1], None, (16, 16)), SEED)
+    np.testing.assert_allclose(single["masked_kspace"].numpy(), coils[1] * mask, atol=1e-6)
