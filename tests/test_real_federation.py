@@ -6,6 +6,8 @@ import json
 import math
 
 import numpy as np
+import pytest
+import torch
 
 from fl.federation import Federation
 from tests.conftest import tiny_config_dict
@@ -13,7 +15,16 @@ from tests.mri_files import write_brats, write_fastmri
 from utils.config import load_config
 
 
-def test_simulated_brats_and_fastmri_sites_train_together(tmp_path):
+@pytest.fixture
+def one_thread():
+    """32 x 32 tensors: on a busy CPU, waking intra-op threads costs far more than they save."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_simulated_brats_and_fastmri_sites_train_together(tmp_path, one_thread):
     rng = np.random.default_rng(0)
     brats_root, knee_root = tmp_path / "brats", tmp_path / "knee"
     write_brats(brats_root, [f"BraTS19_X_{i}_1" for i in range(5)], rng=rng, shape=(32, 32, 6))
