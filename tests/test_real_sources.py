@@ -247,6 +247,22 @@ def test_dicom_series_are_grouped_ordered_and_named(tmp_path, dicom_root):
     assert {v.subject for split in SPLITS for v in every.volumes(split)} == {f"patient{p}" for p in range(4)}
 
 
+def test_dicom_headers_are_read_once(tmp_path, dicom_root, monkeypatch):
+    from data.sources import dicom
+
+    root, _ = dicom_root
+    make(tmp_path, kind="dicom", root=str(root))
+    read = []
+    original = dicom.read_dicom_header
+    monkeypatch.setattr(dicom, "read_dicom_header", lambda path: read.append(path) or original(path))
+    again = make(tmp_path, kind="dicom", root=str(root))
+    assert read == [] and len([v for split in SPLITS for v in again.volumes(split)]) == 12
+    touched = next(root.rglob("*.dcm"))
+    touched.write_bytes(touched.read_bytes())  # same content, new modification time
+    make(tmp_path, kind="dicom", root=str(root))
+    assert read == [touched]
+
+
 def test_kspace_resize_keeps_the_field_of_view(tmp_path, dicom_root):
     root, written = dicom_root
     source = make(tmp_path, kind="dicom", root=str(root), contrasts={"t1": "T1"}, size=16, resize="kspace")

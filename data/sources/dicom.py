@@ -109,7 +109,8 @@ class DicomSource(ImageVolumeSource):
                     unreadable.append((path, str(err)))
                     continue
             headers[path] = header
-            fresh[str(path)] = [*stamp, list(header.__dict__.values())]
+            fields = [header.series, header.description, header.patient, header.instance, header.position]
+            fresh[str(path)] = [*stamp, [*fields, list(header.shape)]]
         if fresh != known:
             _write_json(cache_file, {"version": HEADER_CACHE_VERSION, "files": fresh})
         return headers, unreadable

@@ -23,7 +23,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field, field_validator
 
-from data.sources.base import SPLITS, KspaceSlice, Split, VolumeInfo
+from data.sources.base import SPLITS, KspaceSlice, SourceContext, Split, VolumeInfo
 from data.sources.readers import CorruptFile
 from data.sources.splits import assign_splits
 from data.sources.volumes import FileSource, SourceOptionsBase, relative_label
@@ -126,7 +126,7 @@ class FastMRISource(FileSource):
         "fastMRI .h5 files (datasets kspace and reconstruction_esc/_rss, ismrmrd_header)"
     )
 
-    def __init__(self, options: FastMRIOptions, context) -> None:
+    def __init__(self, options: FastMRIOptions, context: SourceContext) -> None:
         super().__init__(options, context)
         self._files: dict[str, FastMRIFile] = {}
         self._handles: OrderedDict[str, Any] = OrderedDict()

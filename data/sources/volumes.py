@@ -179,7 +179,7 @@ class VolumeCache:
 
     def key(self, paths: Sequence[Path], identity: dict) -> str:
         """A stable name for one volume's cache entry."""
-        spec = {"version": CACHE_VERSION, "paths": [str(p) for p in paths], **identity}
+        spec = {"version": CACHE_VERSION, "paths": [os.path.abspath(p) for p in paths], **identity}
         return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
     def lookup(self, key: str, paths: Sequence[Path]) -> tuple[str, int, str, tuple[int, int, int]] | None:
