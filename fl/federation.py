@@ -120,9 +120,6 @@ class Federation:
             )
             start = time.perf_counter()
             dm.setup()
-            for dataset in dm.datasets.values():  # one sample per split: masks fit, files decode
-                if len(dataset):
-                    dataset[0]
             counts = {s: len(d) for s, d in dm.datasets.items()}
             if not counts["train"] or not counts["val"]:
                 raise UserError(
