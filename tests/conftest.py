@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
+# Tiny tensors: one thread per process is faster than two fighting over a shared CPU, and the
+# subprocesses the tests start inherit it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import copy
 from pathlib import Path
 
