@@ -33,11 +33,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
 
     def job() -> None:
-        from fl.federation import Federation
+        from fl.pooled import create_run
         from utils.config import load_config
 
         config = load_config(args.config, args.overrides)
-        Federation(config).run()
+        create_run(config).run()
 
     return run_cli(job)
 

@@ -17,6 +17,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ import numpy as np
 import torch
 
 from data.site import SiteDataModule
-from fl.strategies import Strategy, TensorDict, build_strategy
+from fl.strategies import Strategy, TensorDict, build_strategy, nbytes, set_trainable
 from models.recon_module import ReconModule
 from utils.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
 from utils.config import Config, save_config
@@ -84,11 +85,17 @@ class Federation:
         log: where progress lines go (default: print).
     """
 
+    pooled_data = False  # PooledTraining (Centralized, Transfer-Site) sets this
+
     def __init__(self, config: Config, log: Callable[[str], None] = print):
         self.config = config
         self.log = log
         self.run_dir = config.run_dir
-        self.strategy: Strategy = build_strategy(config.fl)
+        self.strategy: Strategy = build_strategy(config.fl, seed=config.seed)
+        if self.strategy.pooled and not self.pooled_data:
+            raise UserError(
+                f"fl.algorithm: {config.fl.algorithm} is not federated; run it with fl.pooled.PooledTraining"
+            )
         self.sites: list[Site] = []
         self.global_state: TensorDict = {}
         self.completed_rounds = 0
@@ -131,7 +138,8 @@ class Federation:
             module.model.load_state_dict(initial)
         self.sites = [Site(dm.name, dm, module) for dm, module in zip(data, modules)]
         names = list(initial)
-        self.global_state = {n: initial[n].detach().clone().cpu() for n in self.strategy.shared_names(names)}
+        shared = self.strategy.shared_names(names, modules[0].model)
+        self.global_state = {n: initial[n].detach().clone().cpu() for n in shared}
         self.history = {s.name: [] for s in self.sites}
 
     def _new_module(self) -> ReconModule:
@@ -173,20 +181,47 @@ class Federation:
         return {n: state[n].detach().clone().cpu() for n in self.global_state}
 
     def train_site(self, site: Site, rnd: int) -> tuple[TensorDict, float]:
-        """Load the global tensors, run the local epochs, return (shared tensors, mean train loss)."""
+        """Load the global tensors, run the local epochs (in the strategy's phases), return
+        (shared tensors, mean train loss of the last epoch)."""
         self._load_global(site)
-        module = site.module
-        module.set_lr(lr_at(self.config, rnd))
-        module.reconstruction_weight = getattr(self.strategy, "reconstruction_weight", 1.0)
-        module.penalty = self.strategy.penalty(site.name, rnd, module.model, self.global_state)
+        module, strategy = site.module, self.strategy
+        lr = lr_at(self.config, rnd)
+        module.set_lr(lr)
+        module.reconstruction_weight = getattr(strategy, "reconstruction_weight", 1.0)
+        module.penalty = strategy.penalty(site.name, rnd, module.model, self.global_state)
+        module.step_hook = partial(strategy.on_local_step, site.name)
         site.data.set_round(rnd)
+        steps = 0
         try:
-            self._trainer(self.config.fl.local_epochs).fit(
-                module, train_dataloaders=site.data.train_dataloader()
-            )
+            for phase in strategy.local_plan(site.name, rnd, self.config.fl.local_epochs, module.model):
+                set_trainable(module.model, phase)
+                trainer = self._trainer(phase.epochs)
+                trainer.fit(module, train_dataloaders=site.data.train_dataloader())
+                steps += trainer.global_step
         finally:
-            module.penalty = None
+            module.penalty, module.step_hook = None, None
+            set_trainable(module.model, None)
+        strategy.after_local_fit(site.name, rnd, module.model, self.global_state, steps=steps, lr=lr)
         return self._shared_tensors(site), module.mean_train_loss
+
+    def prepare_round(self, rnd: int) -> None:
+        """Load the global tensors into every site and let the strategy see each before any trains."""
+        for site in self.sites:
+            self._load_global(site)
+            site.data.set_round(rnd)
+            self.strategy.prepare_site(site.name, rnd, site.module.model, site.data.train_dataloader())
+
+    def traffic(self, updates: dict[str, TensorDict]) -> dict[str, dict[str, int]]:
+        """Bytes each site sent (its shared tensors and strategy extras) and received this round."""
+        received = nbytes(self.global_state.values())
+        out = {}
+        for site in self.sites:
+            extra_sent, extra_received = self.strategy.pop_traffic(site.name)
+            out[site.name] = {
+                "bytes_sent": nbytes(updates[site.name].values()) + extra_sent,
+                "bytes_received": received + extra_received,
+            }
+        return out
 
     def evaluate_site(self, site: Site, split: str = "val") -> dict[str, Any]:
         """Per-volume metrics of the site's current model on ``split`` (and of the zero-filled input)."""
@@ -200,14 +235,16 @@ class Federation:
     def run_round(self, rnd: int) -> dict[str, dict[str, float]]:
         """One communication round; returns per site its train loss and validation metrics."""
         updates, losses = {}, {}
+        self.prepare_round(rnd)
         for site in self.sites:
             updates[site.name], losses[site.name] = self.train_site(site, rnd)
         self.global_state = self.strategy.aggregate(rnd, updates, self._weights())
+        traffic = self.traffic(updates)
         summary = {}
         for site in self.sites:
             self._load_global(site)
             val = _summarise(self.evaluate_site(site, "val"), "model")
-            summary[site.name] = {"loss": losses[site.name], **val}
+            summary[site.name] = {"loss": losses[site.name], **val, **traffic[site.name]}
             if val["psnr"] > site.best_psnr:
                 site.best_psnr, site.best_round = val["psnr"], rnd
                 site.best_state = {
@@ -238,7 +275,15 @@ class Federation:
                 summary = self.run_round(rnd)
                 lr = lr_at(cfg, rnd)
                 for site, values in summary.items():
-                    metrics.write(round=rnd, site=site, split="train", loss=values["loss"], lr=lr)
+                    metrics.write(
+                        round=rnd,
+                        site=site,
+                        split="train",
+                        loss=values["loss"],
+                        lr=lr,
+                        bytes_sent=values.get("bytes_sent"),
+                        bytes_received=values.get("bytes_received"),
+                    )
                     metrics.write(round=rnd, site=site, split="val", **{k: values[k] for k in METRICS})
                     tb.scalars(f"{site}/train", {"loss": values["loss"], "lr": lr}, rnd)
                     tb.scalars(f"{site}/val", {k: values[k] for k in METRICS}, rnd)

@@ -57,7 +57,7 @@ class ReconModule(L.LightningModule):
 
     Args:
         model: U-Net keyword arguments (chans, num_pool_layers, drop_prob, norm).
-        optim: optimiser name (``rmsprop`` | ``adam``), ``lr`` and ``weight_decay``.
+        optim: optimiser name (``rmsprop`` | ``adam`` | ``sgd``), ``lr`` and ``weight_decay``.
         loss: ``mse`` | ``l1``.
     """
 
@@ -67,7 +67,8 @@ class ReconModule(L.LightningModule):
         self.optim = dict(optim)
         self.loss_fn = reconstruction_loss(loss)
         # Installed by the federation before each local fit:
-        self.penalty = None  # callable(model) -> 0-dim tensor, or None
+        self.penalty = None  # callable(model, outputs) -> 0-dim tensor, or None
+        self.step_hook = None  # callable(model), after every backward pass, or None
         self.reconstruction_weight = 1.0
         self._optimizer: torch.optim.Optimizer | None = None
         self._loss_sum: Tensor | None = None
@@ -83,14 +84,19 @@ class ReconModule(L.LightningModule):
         self._loss_sum, self._loss_count = None, 0
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
-        pred = self(batch["input"])
+        features, skips = self.model.encoder(batch["input"])
+        pred = self.model.decoder(features, skips)
         loss = self.reconstruction_weight * self.loss_fn(pred, batch["target"])
         if self.penalty is not None:
-            loss = loss + self.penalty(self.model)
+            loss = loss + self.penalty(self.model, {"features": features})
         detached = loss.detach()
         self._loss_sum = detached if self._loss_sum is None else self._loss_sum + detached
         self._loss_count += 1
         return loss
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        if self.step_hook is not None:
+            self.step_hook(self.model)
 
     @property
     def mean_train_loss(self) -> float:
@@ -107,6 +113,8 @@ class ReconModule(L.LightningModule):
                 self._optimizer = torch.optim.RMSprop(self.parameters(), lr=lr, weight_decay=wd)
             elif name == "adam":
                 self._optimizer = torch.optim.Adam(self.parameters(), lr=lr, weight_decay=wd)
+            elif name == "sgd":
+                self._optimizer = torch.optim.SGD(self.parameters(), lr=lr, weight_decay=wd)
             else:
                 raise ValueError(f"unknown optimiser {name!r}")
         return self._optimizer
