@@ -242,13 +242,21 @@ class Config(_Section):
         return self.model_dump(mode="json")
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Read a YAML config (or an empty one), apply ``key.sub=value`` overrides and validate.
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    base: dict[str, Any] | None = None,
+) -> Config:
+    """Read a YAML config (or start from ``base``, or an empty one), apply ``key.sub=value``
+    overrides and validate.
 
     Raises:
         UserError: unreadable file, malformed override, or any invalid value (naming the key path).
     """
-    raw = OmegaConf.create(_read_yaml(path) if path is not None else {})
+    if base is not None:
+        raw = OmegaConf.create(base)
+    else:
+        raw = OmegaConf.create(_read_yaml(path) if path is not None else {})
     for item in overrides:
         key, sep, text = item.partition("=")
         key = key.strip()
