@@ -203,9 +203,9 @@ class PooledDataset(Dataset):
 class PooledBatchSampler(Sampler):
     """Batches of a pooled training set: each batch from one site (image sizes differ between sites).
 
-    Each member's slices come in the same keyed order, with the same training masks, as in that
-    site's own loader for the same round and epoch; the batches of all members are then
-    interleaved in an order fixed by (seed, pool name, round, epoch).
+    Each member contributes the same batches, with the same training masks, as its own loader
+    forms in that round and epoch; the batches of all members are then interleaved in an order
+    fixed by (seed, pool name, round, epoch).
     """
 
     def __init__(self, members: list[SiteDataModule], *, seed: int, name: str):
