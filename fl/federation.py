@@ -1,10 +1,12 @@
 """The in-process federation: every round, each site trains locally, the strategy aggregates.
 
-One round: every site loads the global shared tensors, trains ``local_epochs`` with a Lightning
-Trainer (plus the strategy's penalty), and hands back its shared tensors; the strategy turns them
-into the new global tensors, which every site loads; every site is validated and its best round
-(by validation PSNR) is kept. After the last round each site's best model is tested on its test
-split. The loop knows nothing about any particular algorithm.
+One round: every site loads the global shared tensors and the strategy sees each one
+(``prepare_site``); then each site trains ``local_epochs`` with a Lightning Trainer, in the phases
+the strategy plans, with the strategy's penalty and step hook, and hands back its shared tensors;
+the strategy turns them into the new global tensors, which every site loads; the bytes each site
+sent and received are counted; every site is validated and its best round (by validation PSNR) is
+kept. After the last round each site's best model is tested on its test split. The loop knows
+nothing about any particular algorithm (see the hooks in ``fl/strategies.py``).
 """
 
 from __future__ import annotations
