@@ -83,10 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
 
     def job() -> None:
-        from fl.federation import Federation
+        from fl.pooled import create_run
 
         config = resolve_config(args)
-        federation = Federation(config)
+        federation = create_run(config)
         federation.setup()  # validates every site's data before anything is written or removed
         if args.resume:
             federation.resume()

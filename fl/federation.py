@@ -1,10 +1,12 @@
 """The in-process federation: every round, each site trains locally, the strategy aggregates.
 
-One round: every site loads the global shared tensors, trains ``local_epochs`` with a Lightning
-Trainer (plus the strategy's penalty), and hands back its shared tensors; the strategy turns them
-into the new global tensors, which every site loads; every site is validated and its best round
-(by validation PSNR) is kept. After the last round each site's best model is tested on its test
-split. The loop knows nothing about any particular algorithm.
+One round: every site loads the global shared tensors and the strategy sees each one
+(``prepare_site``); then each site trains ``local_epochs`` with a Lightning Trainer, in the phases
+the strategy plans, with the strategy's penalty and step hook, and hands back its shared tensors;
+the strategy turns them into the new global tensors, which every site loads; the bytes each site
+sent and received are counted; every site is validated and its best round (by validation PSNR) is
+kept. After the last round each site's best model is tested on its test split. The loop knows
+nothing about any particular algorithm (see the hooks in ``fl/strategies.py``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +29,7 @@ import numpy as np
 import torch
 
 from data.site import SiteDataModule
-from fl.strategies import Strategy, TensorDict, build_strategy
+from fl.strategies import Strategy, TensorDict, build_strategy, nbytes, set_trainable
 from models.recon_module import NonFiniteError, ReconModule, all_finite
 from utils.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
 from utils.config import Config, save_config
@@ -93,11 +96,17 @@ class Federation:
         log: where progress lines go (default: print).
     """
 
+    pooled_data = False  # PooledTraining (Centralized, Transfer-Site) sets this
+
     def __init__(self, config: Config, log: Callable[[str], None] = print):
         self.config = config
         self.log = log
         self.run_dir = config.run_dir
-        self.strategy: Strategy = build_strategy(config.fl)
+        self.strategy: Strategy = build_strategy(config.fl, seed=config.seed)
+        if self.strategy.pooled and not self.pooled_data:
+            raise UserError(
+                f"fl.algorithm: {config.fl.algorithm} is not federated; run it with fl.pooled.PooledTraining"
+            )
         self.sites: list[Site] = []
         self.global_state: TensorDict = {}
         self.completed_rounds = 0
@@ -140,7 +149,8 @@ class Federation:
             module.model.load_state_dict(initial)
         self.sites = [Site(dm.name, dm, module) for dm, module in zip(data, modules)]
         names = list(initial)
-        self.global_state = {n: initial[n].detach().clone().cpu() for n in self.strategy.shared_names(names)}
+        shared = self.strategy.shared_names(names, modules[0].model)
+        self.global_state = {n: initial[n].detach().clone().cpu() for n in shared}
         self.history = {s.name: [] for s in self.sites}
 
     def _new_module(self) -> ReconModule:
@@ -182,27 +192,35 @@ class Federation:
         return {n: state[n].detach().clone().cpu() for n in self.global_state}
 
     def train_site(self, site: Site, rnd: int) -> tuple[TensorDict, float]:
-        """Load the global tensors, run the local epochs, return (shared tensors, mean train loss).
+        """Load the global tensors, run the local epochs (in the strategy's phases), return
+        (shared tensors, mean train loss of the last epoch).
 
         Raises:
             SiteDiverged: a step's loss, or a weight after the fit, is not finite.
         """
         self._load_global(site)
-        module = site.module
-        module.set_lr(lr_at(self.config, rnd))
-        module.reconstruction_weight = getattr(self.strategy, "reconstruction_weight", 1.0)
-        module.penalty = self.strategy.penalty(site.name, rnd, module.model, self.global_state)
+        module, strategy = site.module, self.strategy
+        lr = lr_at(self.config, rnd)
+        module.set_lr(lr)
+        module.reconstruction_weight = getattr(strategy, "reconstruction_weight", 1.0)
+        module.penalty = strategy.penalty(site.name, rnd, module.model, self.global_state)
+        module.step_hook = partial(strategy.on_local_step, site.name)
         site.data.set_round(rnd)
+        steps = 0
         try:
-            self._trainer(self.config.fl.local_epochs).fit(
-                module, train_dataloaders=site.data.train_dataloader()
-            )
+            for phase in strategy.local_plan(site.name, rnd, self.config.fl.local_epochs, module.model):
+                set_trainable(module.model, phase)
+                trainer = self._trainer(phase.epochs)
+                trainer.fit(module, train_dataloaders=site.data.train_dataloader())
+                steps += trainer.global_step
             if not all_finite(module.model):
                 raise NonFiniteError("non-finite weights after local training")
         except NonFiniteError as err:
             raise SiteDiverged(site.name, rnd, str(err)) from None
         finally:
-            module.penalty = None
+            module.penalty, module.step_hook = None, None
+            set_trainable(module.model, None)
+        strategy.after_local_fit(site.name, rnd, module.model, self.global_state, steps=steps, lr=lr)
         return self._shared_tensors(site), module.mean_train_loss
 
     @staticmethod
@@ -217,6 +235,25 @@ class Federation:
         site.module.model.load_state_dict(snapshot["model"])
         site.module.optimizer.load_state_dict(snapshot["optimizer"])
 
+    def prepare_round(self, rnd: int) -> None:
+        """Load the global tensors into every site and let the strategy see each before any trains."""
+        for site in self.sites:
+            self._load_global(site)
+            site.data.set_round(rnd)
+            self.strategy.prepare_site(site.name, rnd, site.module.model, site.data.train_dataloader())
+
+    def traffic(self, updates: dict[str, TensorDict]) -> dict[str, dict[str, int]]:
+        """Bytes each site sent (its shared tensors and strategy extras) and received this round."""
+        received = nbytes(self.global_state.values())
+        out = {}
+        for site in self.sites:
+            extra_sent, extra_received = self.strategy.pop_traffic(site.name)
+            out[site.name] = {
+                "bytes_sent": nbytes(updates[site.name].values()) + extra_sent if site.name in updates else 0,
+                "bytes_received": received + extra_received,
+            }
+        return out
+
     def evaluate_site(self, site: Site, split: str = "val") -> dict[str, Any]:
         """Per-volume metrics of the site's current model on ``split`` (and of the zero-filled input)."""
         trainer = self._trainer()
@@ -227,13 +264,14 @@ class Federation:
         return site.module.collector.scores()
 
     def run_round(self, rnd: int) -> dict[str, dict[str, Any]]:
-        """One communication round; returns per site its train loss, status and validation metrics.
+        """One communication round; returns per site its train loss, status, traffic and validation metrics.
 
         A site that diverges stops the run (``fl.on_site_failure: abort``), or is restored to its
         state before the round and left out of this round's aggregation (``skip``).
         """
         skip = self.config.fl.on_site_failure == "skip"
         updates, losses, status = {}, {}, {}
+        self.prepare_round(rnd)
         for site in self.sites:
             snapshot = self._snapshot(site) if skip else None
             try:
@@ -255,11 +293,17 @@ class Federation:
         if updates:
             weights = self._weights()
             self.global_state = self.strategy.aggregate(rnd, updates, {s: weights[s] for s in updates})
+        traffic = self.traffic(updates)
         summary = {}
         for site in self.sites:
             self._load_global(site)
             val = _summarise(self.evaluate_site(site, "val"), "model")
-            summary[site.name] = {"loss": losses[site.name], "status": status[site.name], **val}
+            summary[site.name] = {
+                "loss": losses[site.name],
+                "status": status[site.name],
+                **val,
+                **traffic[site.name],
+            }
             if val["psnr"] > site.best_psnr:
                 site.best_psnr, site.best_round = val["psnr"], rnd
                 site.best_state = {
@@ -297,7 +341,9 @@ class Federation:
                         split="train",
                         loss=values["loss"],
                         lr=lr,
-                        status=values["status"],
+                        status=values.get("status", "ok"),
+                        bytes_sent=values.get("bytes_sent"),
+                        bytes_received=values.get("bytes_received"),
                     )
                     metrics.write(round=rnd, site=site, split="val", **{k: values[k] for k in METRICS})
                     tb.scalars(f"{site}/train", {"loss": values["loss"], "lr": lr}, rnd)

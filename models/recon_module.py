@@ -67,7 +67,7 @@ class ReconModule(L.LightningModule):
 
     Args:
         model: U-Net keyword arguments (chans, num_pool_layers, drop_prob, norm).
-        optim: optimiser name (``rmsprop`` | ``adam``), ``lr`` and ``weight_decay``.
+        optim: optimiser name (``rmsprop`` | ``adam`` | ``sgd``), ``lr`` and ``weight_decay``.
         loss: ``mse`` | ``l1``.
     """
 
@@ -77,7 +77,8 @@ class ReconModule(L.LightningModule):
         self.optim = dict(optim)
         self.loss_fn = reconstruction_loss(loss)
         # Installed by the federation before each local fit:
-        self.penalty = None  # callable(model) -> 0-dim tensor, or None
+        self.penalty = None  # callable(model, outputs) -> 0-dim tensor, or None
+        self.step_hook = None  # callable(model), after every backward pass, or None
         self.reconstruction_weight = 1.0
         self._optimizer: torch.optim.Optimizer | None = None
         self._loss_sum: Tensor | None = None
@@ -94,10 +95,11 @@ class ReconModule(L.LightningModule):
         self._loss_sum, self._loss_count, self._first_bad_step = None, 0, None
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
-        pred = self(batch["input"])
+        features, skips = self.model.encoder(batch["input"])
+        pred = self.model.decoder(features, skips)
         loss = self.reconstruction_weight * self.loss_fn(pred, batch["target"])
         if self.penalty is not None:
-            loss = loss + self.penalty(self.model)
+            loss = loss + self.penalty(self.model, {"features": features})
         detached = loss.detach()
         step = torch.where(torch.isfinite(detached), 0, self.global_step + 1)
         if self._first_bad_step is None:
@@ -112,6 +114,10 @@ class ReconModule(L.LightningModule):
         """Stop the fit if any step of the epoch had a non-finite loss (checked once per epoch)."""
         if self._first_bad_step is not None and int(self._first_bad_step) > 0:
             raise NonFiniteError(f"non-finite loss at step {int(self._first_bad_step)}")
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        if self.step_hook is not None:
+            self.step_hook(self.model)
 
     @property
     def mean_train_loss(self) -> float:
@@ -128,6 +134,8 @@ class ReconModule(L.LightningModule):
                 self._optimizer = torch.optim.RMSprop(self.parameters(), lr=lr, weight_decay=wd)
             elif name == "adam":
                 self._optimizer = torch.optim.Adam(self.parameters(), lr=lr, weight_decay=wd)
+            elif name == "sgd":
+                self._optimizer = torch.optim.SGD(self.parameters(), lr=lr, weight_decay=wd)
             else:
                 raise ValueError(f"unknown optimiser {name!r}")
         return self._optimizer

@@ -98,10 +98,47 @@ class FedMRIConfig(_Section):
         "all", description="previous-round encoders to push away from: every site's, or only the site's own"
     )
     start_round: int = Field(2, ge=1, description="first round (1-based) with the contrastive term")
+    share: Literal["encoder", "whole", "all_but_head"] = Field(
+        "encoder",
+        description="what is averaged (an ablation): the encoder (the paper's), all, or all but fl.head",
+    )
+
+
+class FedProxConfig(_Section):
+    """FedProx's proximal term mu/2 ||theta - theta_global||^2."""
+
+    mu: float = Field(0.01, ge=0.0, description="weight of the proximal term")
+
+
+class ScaffoldConfig(_Section):
+    """SCAFFOLD's client control variates."""
+
+    variates: Literal["gradients", "delta"] = Field(
+        "gradients",
+        description="mean raw gradient over the local steps, or the paper's option II (x - y) / (steps * lr)",
+    )
+
+
+class FedRepConfig(_Section):
+    """FedRep's alternation: head epochs (body frozen), then fl.local_epochs body epochs (head frozen)."""
+
+    head_epochs: int = Field(1, ge=1, description="epochs training only the head at the start of each round")
+
+
+class FLMRCMConfig(_Section):
+    """FL-MRCM's adversarial alignment of bottleneck features to a target site."""
+
+    target_site: str | None = Field(
+        None, description="the site whose features the others align to; null = last"
+    )
+    weight: float = Field(1.0, ge=0.0, description="weight of the adversarial term (the authors' is 1)")
+    features: int = Field(64, ge=1, description="pooled feature vectors the target site sends each round")
+    disc_lr: float = Field(1e-3, gt=0.0, description="learning rate of each source site's discriminator")
+    hidden: int = Field(256, ge=1, description="hidden units of the discriminator")
 
 
 class FLConfig(_Section):
-    """The federation: algorithm, rounds and aggregation weights."""
+    """The federation: algorithm, rounds and aggregation weights, and each algorithm's options."""
 
     algorithm: str = Field("fedmri", description="one of: " + ", ".join(ALGORITHMS))
     rounds: int = Field(50, ge=1)
@@ -114,7 +151,16 @@ class FLConfig(_Section):
         description="a site whose loss or weights become non-finite: stop the run, or leave the site out of "
         "this round's aggregation and retry it next round",
     )
+    head: Literal["stage", "conv"] = Field(
+        "stage",
+        description="the U-Net's head for LG-FedAvg, FedPer, FedRep and fedmri.share=all_but_head: "
+        "the last decoder stage, or only the 1x1 output conv",
+    )
     fedmri: FedMRIConfig = FedMRIConfig()
+    fedprox: FedProxConfig = FedProxConfig()
+    scaffold: ScaffoldConfig = ScaffoldConfig()
+    fedrep: FedRepConfig = FedRepConfig()
+    flmrcm: FLMRCMConfig = FLMRCMConfig()
 
     @field_validator("algorithm")
     @classmethod
@@ -127,7 +173,9 @@ class FLConfig(_Section):
 class OptimConfig(_Section):
     """Per-site optimiser (state kept across rounds) and the per-round step schedule."""
 
-    name: Literal["rmsprop", "adam"] = "rmsprop"
+    name: Literal["rmsprop", "adam", "sgd"] = Field(
+        "rmsprop", description="rmsprop (the paper's), adam, or plain sgd (SCAFFOLD's analysis)"
+    )
     lr: float = Field(1e-4, gt=0.0)
     lr_step_rounds: int = Field(
         40, ge=1, description="multiply the learning rate by lr_gamma every this many rounds"
@@ -186,6 +234,21 @@ class Config(_Section):
             raise ValueError(f"site names must be unique; repeated: {', '.join(duplicates)}")
         return sites
 
+    @model_validator(mode="after")
+    def _algorithm_fits_the_sites(self) -> Config:
+        names = [s.name for s in self.sites]
+        if self.fl.algorithm == "flmrcm":
+            target = self.fl.flmrcm.target_site
+            if target is None:
+                self.fl.flmrcm.target_site = names[-1]
+            elif target not in names:
+                raise ValueError(f"fl.flmrcm.target_site: {target!r} is not a site; expected one of {names}")
+            if len(names) < 2:
+                raise ValueError("fl.algorithm: flmrcm needs a target site and at least one other site")
+        if self.fl.algorithm == "transfer" and len(names) < 2:
+            raise ValueError("fl.algorithm: transfer trains on the other sites, so it needs at least two")
+        return self
+
     @property
     def run_dir(self) -> Path:
         """Where this run writes its outputs."""
@@ -196,13 +259,21 @@ class Config(_Section):
         return self.model_dump(mode="json")
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Read a YAML config (or an empty one), apply ``key.sub=value`` overrides and validate.
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    base: dict[str, Any] | None = None,
+) -> Config:
+    """Read a YAML config (or start from ``base``, or an empty one), apply ``key.sub=value``
+    overrides and validate.
 
     Raises:
         UserError: unreadable file, malformed override, or any invalid value (naming the key path).
     """
-    raw = OmegaConf.create(_read_yaml(path) if path is not None else {})
+    if base is not None:
+        raw = OmegaConf.create(base)
+    else:
+        raw = OmegaConf.create(_read_yaml(path) if path is not None else {})
     for item in overrides:
         key, sep, text = item.partition("=")
         key = key.strip()

@@ -1,4 +1,4 @@
-"""Figures written with every run: reconstructions per site and validation PSNR per round."""
+"""Figures: reconstructions per site, validation curves, and the comparison and evaluation plots."""
 
 from __future__ import annotations
 
@@ -65,4 +65,96 @@ def metric_curves(
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def grouped_bars(
+    path: str | Path,
+    groups: Sequence[str],
+    series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    ylabel: str = "test PSNR (dB)",
+    title: str = "",
+) -> None:
+    """One group of bars per entry of ``groups`` (e.g. sites), one bar per series (e.g. method),
+    with (means, stds) per series drawn as bar heights and error bars."""
+    n = max(len(series), 1)
+    width = 0.8 / n
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(groups) * max(1.0, n / 4)), 4.0))
+    x = np.arange(len(groups))
+    lows = []
+    for i, (name, (means, stds)) in enumerate(series.items()):
+        ax.bar(x + (i - (n - 1) / 2) * width, means, width, yerr=stds, capsize=2, label=name)
+        lows.extend(np.asarray(means) - np.asarray(stds))
+    if lows:
+        finite = [v for v in lows if np.isfinite(v)]
+        if finite:
+            ax.set_ylim(bottom=max(0.0, min(finite) - 1.0))
+    ax.set_xticks(x, groups)
+    ax.set_ylabel(ylabel)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7, ncol=min(n, 4), loc="upper center", bbox_to_anchor=(0.5, -0.12))
+    if title:
+        ax.set_title(title, fontsize=10)
+    _save(fig, path)
+
+
+def heatmap(
+    path: str | Path,
+    matrix: np.ndarray,
+    rows: Sequence[str],
+    cols: Sequence[str],
+    title: str = "",
+    xlabel: str = "test site",
+    ylabel: str = "model of site",
+) -> None:
+    """A labelled matrix of values (e.g. PSNR of site i's model on site j's test data)."""
+    matrix = np.asarray(matrix, dtype=float)
+    fig, ax = plt.subplots(figsize=(1.3 * len(cols) + 2, 1.0 * len(rows) + 1.5))
+    image = ax.imshow(matrix, cmap="viridis")
+    for i in range(matrix.shape[0]):
+        for j in range(matrix.shape[1]):
+            if np.isfinite(matrix[i, j]):
+                ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", color="w", fontsize=8)
+    ax.set_xticks(range(len(cols)), cols)
+    ax.set_yticks(range(len(rows)), rows)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    if title:
+        ax.set_title(title, fontsize=10)
+    _save(fig, path)
+
+
+def reconstruction_grid(
+    path: str | Path,
+    columns: Sequence[str],
+    targets: Sequence[np.ndarray],
+    rows: Sequence[tuple[str, Sequence[np.ndarray | None]]],
+    errors: bool = False,
+    title: str = "",
+) -> None:
+    """Images in a grid: a ground-truth row, then one row per entry of ``rows`` (label, one image per
+    column), each labelled with its PSNR/SSIM; ``errors`` draws |image - target| x5 instead."""
+    all_rows = [("ground truth", list(targets)), *rows]
+    fig, axes = plt.subplots(
+        len(all_rows), len(columns), figsize=(2.3 * len(columns), 2.4 * len(all_rows)), squeeze=False
+    )
+    for r, (label, images) in enumerate(all_rows):
+        for c, image in enumerate(images):
+            ax = axes[r][c]
+            ax.axis("off")
+            if image is None:
+                continue
+            target = targets[c]
+            vmax = float(target.max()) or 1.0
+            if errors and r > 0:
+                ax.imshow(np.abs(image - target), cmap="inferno", vmin=0, vmax=vmax / 5)
+            else:
+                ax.imshow(image, cmap="gray", vmin=0, vmax=vmax)
+            text = label if r > 0 else columns[c]
+            if r > 0:
+                text += "\n" + _label(target, image, vmax)
+            ax.set_title(text, fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
     _save(fig, path)

@@ -1,0 +1,213 @@
+"""Every algorithm through the real federation loop on tiny data: one round, state, traffic, hooks."""
+
+import math
+
+import pytest
+import torch
+
+import fl.strategies as strategies
+from data.site import round_order
+from fl.federation import Federation
+from fl.pooled import PooledTraining, create_run
+from fl.strategies import ALGORITHMS, head_names, nbytes
+from utils.config import validate_config
+from utils.errors import UserError
+
+ALL_SHARED = {"fedavg", "fedprox", "fedbn", "scaffold"}
+STATEFUL = {"fedmri", "scaffold", "centralized", "transfer"}
+
+
+def quiet(_):
+    pass
+
+
+@pytest.mark.parametrize("algorithm", [a for a in ALGORITHMS if a != "flmrcm"])  # flmrcm: below
+def test_one_round_of_every_algorithm(tiny_config, tmp_path, algorithm):
+    run = create_run(tiny_config(algorithm=algorithm, rounds=1), log=quiet)
+    assert isinstance(run, PooledTraining) == (algorithm in ("centralized", "transfer"))
+    run.setup()
+    summary = run.run_round(1)
+    assert set(summary) == {"fastmri", "brats"}
+    for values in summary.values():
+        assert math.isfinite(values["loss"]) and values["psnr"] > 0
+    a, b = (s.module.model.state_dict() for s in run.sites)
+    identical = {n for n in a if torch.equal(a[n], b[n])}
+    if algorithm in ALL_SHARED | {"centralized"}:
+        assert identical == set(a)
+    elif algorithm in ("singleset", "transfer"):
+        assert not any(n.startswith("encoder.") for n in identical)
+    else:
+        assert set(run.global_state) <= identical and identical != set(a)
+    if run.pooled_data:
+        assert "bytes_sent" not in summary["fastmri"]
+    else:
+        shared = nbytes(run.global_state.values())
+        assert summary["fastmri"]["bytes_received"] >= shared
+        assert summary["brats"]["bytes_sent"] >= shared
+        if algorithm == "scaffold":  # the control variates double the traffic in both directions
+            assert summary["fastmri"]["bytes_sent"] == summary["fastmri"]["bytes_received"] == 2 * shared
+    if algorithm in STATEFUL:
+        assert_checkpoint_carries_the_strategy(run, tmp_path)
+
+
+def assert_checkpoint_carries_the_strategy(run, tmp_path):
+    """The strategy's state goes into the checkpoint, loads with weights_only and restores."""
+    path = tmp_path / "last.ckpt"
+    run.save(path)
+    ckpt = torch.load(path, weights_only=True)
+    again = create_run(run.config, log=quiet)
+    again.setup()
+    again.load(path)
+    state = again.strategy.state_dict()
+    assert ckpt["strategy"].keys() == state.keys() and state
+    flat = [t for t in _tensors(ckpt["strategy"])]
+    assert flat and all(torch.equal(a, b) for a, b in zip(flat, _tensors(state)))
+
+
+def _tensors(tree):
+    if isinstance(tree, torch.Tensor):
+        yield tree
+    elif isinstance(tree, dict):
+        for key in sorted(tree, key=str):
+            yield from _tensors(tree[key])
+    elif isinstance(tree, (list, tuple)):
+        for item in tree:
+            yield from _tensors(item)
+
+
+def test_federation_refuses_the_pooled_references(tiny_config):
+    with pytest.raises(UserError, match="fl.algorithm"):
+        Federation(tiny_config(algorithm="centralized"), log=quiet)
+
+
+def test_fedrep_trains_head_then_body_in_each_round(tiny_config, monkeypatch):
+    run = Federation(tiny_config(algorithm="fedrep", rounds=1), log=quiet)
+    run.setup()
+    site = run.sites[0]
+    params = [n for n, _ in site.module.model.named_parameters()]
+    head = head_names(params)
+    changed = []
+    make_trainer = run._trainer
+
+    def spy(max_epochs=1):
+        trainer = make_trainer(max_epochs)
+        fit = trainer.fit
+
+        def recorded_fit(module, **kwargs):
+            before = {n: p.detach().clone() for n, p in module.model.named_parameters()}
+            fit(module, **kwargs)
+            after = dict(module.model.named_parameters())
+            changed.append({n for n in before if not torch.equal(before[n], after[n].detach().cpu())})
+
+        trainer.fit = recorded_fit
+        return trainer
+
+    monkeypatch.setattr(run, "_trainer", spy)
+    run.train_site(site, 1)
+    assert len(changed) == 2
+    assert changed[0] == head  # head phase: only the head learns
+    assert changed[1] == set(params) - head  # body phase: only the body learns
+    assert all(p.requires_grad for p in site.module.model.parameters())  # restored afterwards
+    assert set(run.global_state) == set(site.module.model.state_dict()) - head_names(
+        run.global_state.keys() | head
+    )
+
+
+def test_flmrcm_discriminator_sees_only_features_never_images(tiny_config, monkeypatch, tmp_path):
+    config = tiny_config(algorithm="flmrcm", rounds=1)
+    config.sites[1].source.size = 48  # the target (the last site) has a different image size
+    config = validate_config(config.to_dict())
+    assert config.fl.flmrcm.target_site == "brats"
+    seen_by_discriminator = []
+    make = strategies.feature_discriminator
+
+    def recording(dim, hidden):
+        disc = make(dim, hidden)
+        disc.register_forward_pre_hook(lambda m, args: seen_by_discriminator.append(tuple(args[0].shape)))
+        return disc
+
+    monkeypatch.setattr(strategies, "feature_discriminator", recording)
+    run = Federation(config, log=quiet)
+    run.setup()
+    seen_by_encoder = {s.name: set() for s in run.sites}
+    for s in run.sites:
+        s.module.model.encoder.register_forward_pre_hook(
+            lambda m, args, name=s.name: seen_by_encoder[name].add(tuple(args[0].shape[-2:]))
+        )
+    summary = run.run_round(1)
+    bottleneck = config.model.chans * 2**config.model.num_pool_layers
+    # Images never leave their site: each encoder only ever ran on its own site's image size.
+    assert seen_by_encoder == {"fastmri": {(32, 32)}, "brats": {(48, 48)}}
+    # What crossed sites and what the discriminator saw: pooled bottleneck features only.
+    target = run.strategy.target_features
+    assert target.ndim == 2 and target.shape[1] == 4 * bottleneck
+    assert seen_by_discriminator and all(
+        len(s) == 2 and s[1] == 4 * bottleneck for s in seen_by_discriminator
+    )
+    assert set(run.strategy.discriminators) == {"fastmri"}  # the target trains without one
+    # Traffic: FedAvg's whole model both ways, plus the features the target sends and the source receives.
+    shared = nbytes(run.global_state.values())
+    assert summary["brats"]["bytes_sent"] == shared + nbytes([target])
+    assert summary["fastmri"]["bytes_received"] == shared + nbytes([target])
+    assert summary["fastmri"]["bytes_sent"] == summary["brats"]["bytes_received"] == shared
+    a, b = (s.module.model.state_dict() for s in run.sites)
+    assert all(torch.equal(a[n], b[n]) for n in a)
+    assert_checkpoint_carries_the_strategy(run, tmp_path)
+
+
+def test_centralized_pool_batches_come_from_one_site_in_each_sites_own_order(tiny_config):
+    run = create_run(tiny_config(algorithm="centralized", rounds=1), log=quiet)
+    run.setup()
+    pool = run.pools["all"]
+    pool.set_round(3)
+    pool.sampler.set_epoch(1)
+    batches = list(pool.sampler)
+    assert len(batches) == len(pool.sampler)
+    seen = {0: [], 1: []}
+    for batch in batches:
+        members = {member for member, _ in batch}
+        assert len(members) == 1  # image sizes differ between sites: never mixed in a batch
+        assert all(key[1:] == (3, 1) for _, key in batch)
+        seen[batch[0][0]].append([key[0] for _, key in batch])
+    for index, member in enumerate(pool.members):
+        # The same batches, with the same masks, as the site's own loader forms in that epoch.
+        order = round_order(len(member.datasets["train"]), seed=0, site=member.name, rnd=3, epoch=1)
+        own = [order[i : i + member.batch_size] for i in range(0, len(order), member.batch_size)]
+        assert sorted(seen[index]) == sorted(own)
+    sample = next(iter(pool.train_dataloader()))
+    assert sample["input"].shape[1:] == (1, 32, 32)
+
+
+def test_transfer_site_trains_each_model_on_the_other_sites_only(tiny_config):
+    run = create_run(tiny_config(algorithm="transfer", rounds=1), log=quiet)
+    run.setup()
+    assert run.groups == {"fastmri": ["brats"], "brats": ["fastmri"]}
+    assert [m.name for m in run.pools["fastmri"].members] == ["brats"]
+    validated = []
+    validate = run._validate
+    run._validate = lambda module, data: validated.append(data.name) or validate(module, data)
+    run.run_round(1)
+    assert sorted(validated) == ["brats", "fastmri"]  # model selection on the training sites' val only
+
+
+@pytest.mark.parametrize(
+    ("changes", "key"),
+    [
+        ({"fl": {"algorithm": "flmrcm", "flmrcm": {"target_site": "nowhere"}}}, "fl.flmrcm.target_site"),
+        ({"fl": {"algorithm": "transfer"}, "sites": 1}, "fl.algorithm"),
+        ({"fl": {"fedprox": {"mu": -1}}}, "fl.fedprox.mu"),
+        ({"fl": {"head": "neck"}}, "fl.head"),
+        ({"fl": {"fedmri": {"share": "half"}}}, "fl.fedmri.share"),
+    ],
+)
+def test_algorithm_options_are_validated(tmp_path, changes, key):
+    from tests.conftest import tiny_config_dict
+
+    data = tiny_config_dict(tmp_path)
+    if changes.pop("sites", None):
+        data["sites"] = data["sites"][:1]
+    for section, values in changes.items():
+        for k, v in values.items():
+            data[section][k] = v
+    with pytest.raises(UserError, match=key.replace(".", r"\.")):
+        validate_config(data)

@@ -1,0 +1,130 @@
+"""compare.py and evaluate.py on a tiny comparison: tables, best marks, reuse, cross-site metrics."""
+
+import csv
+import json
+import re
+
+import pytest
+import yaml
+
+import compare
+import evaluate
+from tests.conftest import tiny_config_dict
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def comparison(tmp_path_factory):
+    """One tiny comparison (FedAvg, SingleSet and FedMRI with negatives all/self), one round each."""
+    tmp = tmp_path_factory.mktemp("compare")
+    config = tmp / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_config_dict(tmp, rounds=1)))
+    args = [
+        "--config",
+        str(config),
+        "--algorithms",
+        "fedavg,singleset",
+        "--ablations",
+        "negatives",
+        "--name",
+        "cmp",
+    ]
+    lines = []
+    data = compare.run_all(compare.parse_args(args), log=lines.append)
+    return {"root": tmp / "runs" / "cmp", "data": data, "lines": lines, "args": args}
+
+
+def test_compare_writes_tables_figures_and_trains_each_distinct_config_once(comparison):
+    root, data = comparison["root"], comparison["data"]
+    for name in ["comparison.md", "comparison.csv", "comparison.json"] + [
+        f"figures/{f}"
+        for f in ("psnr_per_site.png", "reconstructions.png", "errors.png", "ablation_negatives.png")
+    ]:
+        assert (root / name).is_file() and (root / name).stat().st_size > 0, name
+    assert sorted(p.name for p in (root / "runs").iterdir()) == [
+        "fedavg",
+        "fedmri-negatives-all",
+        "fedmri-negatives-self",
+        "singleset",
+    ]
+    assert set(data["methods"]) == {"FedAvg", "SingleSet", "negatives: all", "negatives: self"}
+    assert json.loads((root / "comparison.json").read_text())["methods"].keys() == data["methods"].keys()
+    rows = list(csv.DictReader(open(root / "comparison.csv")))
+    assert {(r["method"], r["site"]) for r in rows} == {
+        (m, s) for m in data["methods"] for s in ("fastmri", "brats", "mean")
+    }
+    # Communication: FedAvg sends and receives the whole model; SingleSet nothing.
+    fedavg, singleset = (
+        data["methods"]["FedAvg"]["communication"],
+        data["methods"]["SingleSet"]["communication"],
+    )
+    assert fedavg["mean"]["sent_per_round"] == fedavg["mean"]["received_per_round"] > 0
+    assert singleset["mean"]["sent_per_round"] == singleset["mean"]["received_per_round"] == 0
+
+
+def test_compare_marks_the_best_mean_psnr(comparison):
+    data, text = comparison["data"], (comparison["root"] / "comparison.md").read_text()
+    psnr = text.split("## PSNR (dB)")[1].split("##")[0]
+    rows = {
+        line.split("|")[1].strip(): line.split("|")[-2].strip()
+        for line in psnr.splitlines()[3:]
+        if "|" in line
+    }
+    means = {m: round(data["methods"][m]["mean"]["psnr"], 2) for m in ("FedAvg", "SingleSet")}
+    best = {m for m, v in means.items() if v == max(means.values())}
+    for method in means:
+        assert rows[method].startswith("**") == (method in best), (method, rows[method])
+    assert "zero-filled input" in rows and not rows["zero-filled input"].startswith("**")
+    assert "## Ablation: negatives (FedMRI)" in text and "## Communication" in text
+    assert re.search(r"Command: `python compare.py --config .*--ablations negatives", text)
+
+
+def test_compare_reuses_complete_runs(comparison):
+    lines = []
+    compare.run_all(compare.parse_args(comparison["args"]), log=lines.append)
+    reused = [line for line in lines if line.endswith("reused")]
+    assert len(reused) == 4 and not any("training" in line for line in lines)
+
+
+def test_evaluate_run_reproduces_the_test_metrics_and_fills_the_cross_site_matrix(comparison, capsys):
+    run = comparison["root"] / "runs" / "fedavg"
+    assert evaluate.main(["--run", str(run)]) == 0
+    out = run / "evaluation"
+    for name in ("evaluation.md", "evaluation.csv", "evaluation.json"):
+        assert (out / name).is_file()
+    assert (out / "figures" / "cross_site_psnr.png").is_file()
+    assert (out / "figures" / "cross_site_reconstructions.png").is_file()
+    results = json.loads((run / "results.json").read_text())
+    evaluation = json.loads((out / "evaluation.json").read_text())
+    for site, values in results["sites"].items():
+        assert evaluation["own"][site]["psnr"] == pytest.approx(values["model"]["psnr"], abs=1e-6)
+    matrix = evaluation["cross_site"]
+    assert set(matrix) == {"fastmri", "brats"} and all(
+        set(row) == {"fastmri", "brats"} for row in matrix.values()
+    )
+    # After one FedAvg round every site holds the same model, so the rows of the matrix agree.
+    assert matrix["fastmri"]["brats"]["psnr"] == pytest.approx(matrix["brats"]["brats"]["psnr"], abs=1e-6)
+    assert "Cross-site PSNR" in (out / "evaluation.md").read_text()
+
+
+def test_evaluate_a_federation_checkpoint(comparison, tmp_path):
+    ckpt = comparison["root"] / "runs" / "fedmri-negatives-self" / "checkpoints" / "last.ckpt"
+    assert evaluate.main(["--ckpt", str(ckpt), "--out", str(tmp_path / "ev")]) == 0
+    evaluation = json.loads((tmp_path / "ev" / "evaluation.json").read_text())
+    # FedMRI keeps decoders local, so the two sites' models differ on the same test data.
+    assert evaluation["cross_site"]["fastmri"]["fastmri"] != evaluation["cross_site"]["brats"]["fastmri"]
+
+
+@pytest.mark.parametrize(
+    ("tool", "argv", "needle"),
+    [
+        (evaluate, ["--run", "no/such/run"], "no/such/run"),
+        (compare, ["--algorithms", "fedfoo"], "--algorithms"),
+        (compare, ["--algorithms", "fedavg", "--local-epochs", "x"], "--local-epochs"),
+    ],
+)
+def test_user_errors_are_one_line_and_exit_2(tool, argv, needle, capsys):
+    assert tool.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and needle in err[0]

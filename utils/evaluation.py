@@ -1,0 +1,163 @@
+"""Trained models on test data outside the training loop: for evaluate.py and compare.py.
+
+Loads each site's model from a run directory or a checkpoint, builds any config's sites, tests a
+model on a site's test split with the same ReconModule and volume metrics as training, and
+reconstructs one fixed test slice per site for figures.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+
+from data.site import SiteDataModule
+from data.transforms import denormalize
+from models.recon_module import ReconModule
+from utils.checkpoint import load_checkpoint
+from utils.config import Config, load_config, validate_config
+from utils.errors import UserError
+from utils.metrics import RunningStats
+
+
+def summarise(per_volume: dict[str, dict[str, dict[str, float]]], which: str = "model") -> dict[str, float]:
+    """Mean and sample std over volumes of one entry (``model`` or ``zero_filled``) of volume scores."""
+    stats = RunningStats().extend(v[which] for v in per_volume.values())
+    mean, std = stats.mean(), stats.std()
+    return {**mean, **{f"{k}_std": std[k] for k in mean}, "volumes": stats.count}
+
+
+@dataclass
+class TrainedModels:
+    """Each site's model weights and the config they were trained with."""
+
+    config: Config
+    models: dict[str, dict[str, torch.Tensor]]  # site -> U-Net state dict
+    rounds: dict[str, int]  # site -> the round the weights are from (0 if unknown)
+    source: str  # where they were read from
+
+
+def load_run(run_dir: str | Path) -> TrainedModels:
+    """The best model of every site of a run directory (``checkpoints/best_<site>.ckpt``)."""
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.yaml"
+    if not config_path.is_file():
+        raise UserError(f"run {run_dir}: no config.yaml; expected a directory written by train.py")
+    config = load_config(config_path)
+    models, rounds = {}, {}
+    for site in config.sites:
+        path = run_dir / "checkpoints" / f"best_{site.name}.ckpt"
+        if not path.is_file():
+            raise UserError(f"run {run_dir}: {path.name} not found; did the run finish its test?")
+        ckpt = load_checkpoint(path)
+        models[site.name], rounds[site.name] = ckpt["model"], int(ckpt.get("round", 0))
+    return TrainedModels(config, models, rounds, str(run_dir))
+
+
+def load_ckpt(path: str | Path) -> TrainedModels:
+    """The site models in a checkpoint: a run's ``best_<site>.ckpt`` (one site) or a federation
+    checkpoint such as ``last.ckpt`` (every site's best model so far, else its current one)."""
+    ckpt = load_checkpoint(path)
+    if "config" not in ckpt:
+        raise UserError(f"checkpoint {path}: no config inside; expected one written by train.py")
+    config = validate_config(ckpt["config"])
+    if "sites" in ckpt:
+        models, rounds = {}, {}
+        for site, state in ckpt["sites"].items():
+            best = ckpt.get("best", {}).get(site, {})
+            if best.get("model"):
+                models[site], rounds[site] = best["model"], int(best.get("round", 0))
+            else:
+                models[site], rounds[site] = state["model"], int(ckpt.get("round", 0))
+        return TrainedModels(config, models, rounds, str(path))
+    if "model" in ckpt and "site" in ckpt:
+        return TrainedModels(
+            config, {ckpt["site"]: ckpt["model"]}, {ckpt["site"]: int(ckpt["round"])}, str(path)
+        )
+    raise UserError(f"checkpoint {path}: neither a federation checkpoint nor a site's best model")
+
+
+def build_sites(config: Config) -> dict[str, SiteDataModule]:
+    """Every site of ``config`` with its data prepared (generated or read from the cache)."""
+    sites = {}
+    for site_cfg in config.sites:
+        dm = SiteDataModule(
+            site_cfg,
+            seed=config.seed,
+            cache_dir=config.data.cache_dir,
+            clamp=config.data.clamp,
+            num_workers=config.trainer.num_workers,
+        )
+        dm.setup()
+        sites[site_cfg.name] = dm
+    return sites
+
+
+def new_module(config: Config, state: dict[str, torch.Tensor] | None = None) -> ReconModule:
+    """A ReconModule with ``config``'s U-Net, optionally loaded with ``state``."""
+    module = ReconModule(
+        model=config.model.model_dump(),
+        optim={"name": config.optim.name, "lr": config.optim.lr},
+        loss=config.loss,
+    )
+    if state is not None:
+        try:
+            module.model.load_state_dict(state)
+        except RuntimeError as err:
+            raise UserError(
+                f"model does not fit the config's U-Net (model.*): {str(err).splitlines()[0]}"
+            ) from None
+    return module
+
+
+def _trainer(config: Config) -> L.Trainer:
+    return L.Trainer(
+        accelerator=config.trainer.accelerator,
+        devices=1,
+        precision=config.trainer.precision,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+
+
+def score_model(config: Config, module: ReconModule, data: SiteDataModule) -> dict[str, Any]:
+    """Per-volume scores of ``module`` on ``data``'s test split (model and zero-filled)."""
+    if not len(data.datasets["test"]):
+        raise UserError(f"sites.{data.name}: has no test slices")
+    _trainer(config).test(module, dataloaders=data.test_dataloader(), verbose=False)
+    return module.collector.scores()
+
+
+def figure_slice(data: SiteDataModule) -> tuple[str, int]:
+    """The test slice shown in figures: the middle slice of the site's first test volume."""
+    volumes = sorted(data.datasets["test"].volumes, key=lambda v: v.name)
+    if not volumes:
+        raise UserError(f"sites.{data.name}: has no test slices")
+    return volumes[0].name, volumes[0].num_slices // 2
+
+
+def reconstruct_slice(
+    module: ReconModule, data: SiteDataModule, volume: str, index: int
+) -> dict[str, np.ndarray]:
+    """Zero-filled input, reconstruction and target of one test slice, in the original scale."""
+    dataset = data.datasets["test"]
+    position = next(
+        i for i, (v, s) in enumerate(dataset.index) if dataset.volumes[v].name == volume and s == index
+    )
+    sample = dataset[position]
+    module.eval()
+    device = next(module.model.parameters()).device
+    with torch.no_grad():
+        pred = module.model(sample["input"][None].to(device)).cpu()
+    mean, std = sample["mean"], sample["std"]
+    return {
+        "zero_filled": denormalize(sample["input"][None], mean, std)[0, 0].numpy(),
+        "recon": denormalize(pred, mean, std)[0, 0].numpy(),
+        "target": denormalize(sample["target"][None], mean, std)[0, 0].numpy(),
+    }
