@@ -230,6 +230,20 @@ class Strategy:
         sent, received = self._traffic.pop(site, (0, 0))
         return sent, received
 
+    # -- per-site state, for runs where sites live in other processes ---------------------------
+    def site_state(self, site: str) -> dict[str, Any]:
+        """What this object holds about ``site`` that only the process training ``site`` computed in
+        this round (client variates, discriminators, features it sends, traffic counts).
+
+        A distributed run copies it from the site's process to every other with
+        :meth:`load_site_state`, so that :meth:`aggregate` and checkpoints see the same state everywhere.
+        """
+        return {"traffic": list(self._traffic.get(site, (0, 0)))}
+
+    def load_site_state(self, site: str, state: Mapping[str, Any]) -> None:
+        """Adopt :meth:`site_state` of ``site`` computed in another process."""
+        self._traffic[site] = list(state.get("traffic", (0, 0)))
+
     # -- checkpoints ----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Server and client state that must survive a checkpoint (tensors and plain data only)."""
@@ -449,6 +463,21 @@ class Scaffold(Strategy):
             }
         return weighted_average(updates, weights)
 
+    def site_state(self, site: str) -> dict[str, Any]:
+        state = super().site_state(site)
+        if site in self.c_local:
+            state["c_local"] = self.c_local[site]
+        if site in self._deltas:
+            state["delta"] = self._deltas[site]
+        return state
+
+    def load_site_state(self, site: str, state: Mapping[str, Any]) -> None:
+        super().load_site_state(site, state)
+        if "c_local" in state:
+            self.c_local[site] = dict(state["c_local"])
+        if "delta" in state:
+            self._deltas[site] = dict(state["delta"])
+
     def state_dict(self) -> dict[str, Any]:
         return {"c": self.c, "c_local": self.c_local}
 
@@ -561,6 +590,24 @@ class FLMRCM(Strategy):
             return weight * F.binary_cross_entropy_with_logits(disc(own), ones)
 
         return adversarial
+
+    def site_state(self, site: str) -> dict[str, Any]:
+        state = super().site_state(site)
+        if site == self.target and self.target_features is not None:
+            state["target_features"] = self.target_features
+        if site in self.discriminators:
+            state["discriminator"] = self.discriminators[site].state_dict()
+            state["optimizer"] = self.disc_optimizers[site].state_dict()
+        return state
+
+    def load_site_state(self, site: str, state: Mapping[str, Any]) -> None:
+        super().load_site_state(site, state)
+        if "target_features" in state:
+            self.target_features = state["target_features"]
+        if "discriminator" in state:
+            weights = state["discriminator"]
+            self._discriminator(site, weights["0.weight"].shape[1]).load_state_dict(weights)
+            self.disc_optimizers[site].load_state_dict(state["optimizer"])
 
     def state_dict(self) -> dict[str, Any]:
         return {

@@ -54,3 +54,44 @@ def test_fedmri_aggregation_keeps_previous_local_encoders():
     restored = FedMRI()
     restored.load_state_dict(strategy.state_dict())
     assert torch.equal(restored.previous["b"]["encoder.x"], torch.ones(3))
+
+
+def test_site_state_round_trips_between_processes(tiny_config):
+    """What a site's process computed (SCAFFOLD variates, FL-MRCM discriminators) can be adopted elsewhere."""
+    from fl.federation import Federation
+    from fl.strategies import build_strategy
+
+    for algorithm in ("scaffold", "flmrcm"):
+        config = tiny_config(algorithm=algorithm)
+        fed = Federation(config, log=lambda _: None)
+        fed.setup()
+        fed.prepare_round(1)
+        for site in fed.sites:
+            fed.train_site(site, 1)
+        other = build_strategy(config.fl, seed=config.seed)
+        for site in fed.sites:
+            state = fed.strategy.site_state(site.name)
+            assert set(state) > {"traffic"}, algorithm
+            other.load_site_state(site.name, state)
+            again = other.site_state(site.name)
+            assert set(again) == set(state)
+            flat_a = {k: v for k, v in _flatten(state).items()}
+            flat_b = {k: v for k, v in _flatten(again).items()}
+            assert flat_a.keys() == flat_b.keys()
+            for key, value in flat_a.items():
+                if isinstance(value, torch.Tensor):
+                    assert torch.equal(value, flat_b[key]), (algorithm, key)
+                else:
+                    assert value == flat_b[key], (algorithm, key)
+
+
+def _flatten(state, prefix=""):
+    out = {}
+    items = (
+        state.items() if isinstance(state, dict) else enumerate(state) if isinstance(state, list) else None
+    )
+    if items is None:
+        return {prefix: state}
+    for key, value in items:
+        out.update(_flatten(value, f"{prefix}.{key}"))
+    return out
