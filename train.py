@@ -22,11 +22,8 @@ from utils.cli import run_cli
 DEFAULT_CONFIG = "configs/default.yaml"
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Command-line arguments: a config file, dotted overrides, and how to treat an existing run."""
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """A config file, dotted overrides, and how to treat an existing run (shared with train_multi_gpu.py)."""
     parser.add_argument(
         "--config", help=f"YAML config (default: {DEFAULT_CONFIG}, or the run's own with --resume)"
     )
@@ -38,17 +35,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--force", action="store_true", help="with --resume: accept a config that differs from the run's"
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing run of the same name")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line arguments of train.py."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_arguments(parser)
     return parser.parse_args(argv)
 
 
-def resolve_config(args: argparse.Namespace):
-    """The config to run: a new one, or with ``--resume`` the run's own (checked against any changes)."""
+def resolve_config(args: argparse.Namespace, check_existing: bool = True):
+    """The config to run: a new one, or with ``--resume`` the run's own (checked against any changes).
+
+    With ``check_existing``, a new run whose directory already holds one is refused (unless ``--overwrite``).
+    """
     from utils.config import config_differences, load_config
     from utils.errors import UserError
 
     if not args.resume:
         config = load_config(args.config or DEFAULT_CONFIG, args.overrides)
-        if _holds_run(config.run_dir) and not args.overwrite:
+        if check_existing and _holds_run(config.run_dir) and not args.overwrite:
             raise UserError(
                 f"{config.run_dir} already holds a run: continue it with --resume {config.run_dir}, "
                 "replace it with --overwrite, or choose another name=..."

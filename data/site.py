@@ -80,28 +80,45 @@ class RoundSampler(Sampler):
 
     The federation sets :attr:`round` before each local fit; Lightning calls :meth:`set_epoch`.
     Each item is yielded as ``(index, round, epoch)`` so the dataset can draw that item's mask.
+
+    Data-parallel training shards the order over ``num_replicas`` ranks: the order is padded (from
+    its start) to a multiple of ``num_replicas`` and rank r takes every ``num_replicas``-th item from
+    position r, so the k-th batches of all ranks together hold exactly the items of the k-th batch of
+    one process whose batch is ``num_replicas`` times larger.
     """
 
-    def __init__(self, num_samples: int, *, seed: int, site: str):
+    def __init__(self, num_samples: int, *, seed: int, site: str, num_replicas: int = 1, rank: int = 0):
         self.num_samples = num_samples
         self.seed = seed
         self.site = site
         self.round = 1
         self.epoch = 0
+        self.num_replicas = num_replicas
+        self.rank = rank
 
     def set_epoch(self, epoch: int) -> None:
         """Called by Lightning at the start of every epoch of a fit."""
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return self.num_samples
+        return -(-self.num_samples // self.num_replicas)
 
     def __iter__(self) -> Iterator[tuple[int, int, int]]:
         order = round_order(
             self.num_samples, seed=self.seed, site=self.site, rnd=self.round, epoch=self.epoch
         )
-        for i in order:
+        padded = len(self) * self.num_replicas
+        order = (order * (padded // max(len(order), 1) + 1))[:padded]
+        for i in order[self.rank :: self.num_replicas]:
             yield (i, self.round, self.epoch)
+
+
+def volume_shard(dataset: SliceDataset, num_replicas: int, rank: int) -> list[int]:
+    """Indices of the slices of the volumes that ``rank`` scores: volume v goes to rank v % num_replicas.
+
+    Every volume is scored by exactly one rank, whole, however the volumes divide over the ranks.
+    """
+    return [i for i, (volume, _) in enumerate(dataset.index) if volume % num_replicas == rank]
 
 
 class SiteDataModule(L.LightningDataModule):
@@ -141,6 +158,7 @@ class SiteDataModule(L.LightningDataModule):
         self.datasets: dict[str, SliceDataset] = {}
         self._loaders: dict[str, DataLoader] = {}
         self.train_sampler: RoundSampler | None = None
+        self.num_replicas, self.rank = 1, 0
 
     def setup(self, stage: str | None = None) -> None:
         """Prepare the source (check, generate/convert, index) and build the three datasets; idempotent.
@@ -159,7 +177,13 @@ class SiteDataModule(L.LightningDataModule):
                 site=self.name,
                 redraw_masks=self.redraw_masks and split == "train",
             )
-        self.train_sampler = RoundSampler(len(self.datasets["train"]), seed=self.seed, site=self.name)
+        self.train_sampler = RoundSampler(
+            len(self.datasets["train"]),
+            seed=self.seed,
+            site=self.name,
+            num_replicas=self.num_replicas,
+            rank=self.rank,
+        )
         for dataset in self.datasets.values():
             if len(dataset):
                 dataset[0]  # one sample per split: a mask file that does not fit the data fails here
@@ -170,6 +194,14 @@ class SiteDataModule(L.LightningDataModule):
         self.setup()
         return len(self.datasets["train"])
 
+    def shard(self, num_replicas: int, rank: int) -> None:
+        """Data-parallel loaders for ``rank`` of ``num_replicas``: its share of every training batch,
+        and whole volumes of the validation and test splits (each volume on exactly one rank)."""
+        self.num_replicas, self.rank = num_replicas, rank
+        self._loaders.clear()
+        if self.train_sampler is not None:
+            self.train_sampler.num_replicas, self.train_sampler.rank = num_replicas, rank
+
     def set_round(self, rnd: int) -> None:
         """Key the training order and masks of the coming local fit to round ``rnd``."""
         self.setup()
@@ -178,10 +210,16 @@ class SiteDataModule(L.LightningDataModule):
     def _loader(self, split: str) -> DataLoader:
         self.setup()
         if split not in self._loaders:
+            if split == "train":
+                sampler = self.train_sampler
+            elif self.num_replicas > 1:
+                sampler = volume_shard(self.datasets[split], self.num_replicas, self.rank)
+            else:
+                sampler = None
             self._loaders[split] = DataLoader(
                 self.datasets[split],
                 batch_size=self.batch_size,
-                sampler=self.train_sampler if split == "train" else None,
+                sampler=sampler,
                 shuffle=False,
                 num_workers=self.num_workers,
                 persistent_workers=self.num_workers > 0,

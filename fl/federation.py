@@ -97,6 +97,7 @@ class Federation:
     """
 
     pooled_data = False  # PooledTraining (Centralized, Transfer-Site) sets this
+    writer = True  # whether this process writes outputs (only rank 0 of a distributed run does)
 
     def __init__(self, config: Config, log: Callable[[str], None] = print):
         self.config = config
@@ -161,7 +162,7 @@ class Federation:
             loss=cfg.loss,
         )
 
-    def _trainer(self, max_epochs: int = 1) -> L.Trainer:
+    def _trainer(self, max_epochs: int = 1, *, fit: bool = False) -> L.Trainer:
         t = self.config.trainer
         return L.Trainer(
             accelerator=t.accelerator,
@@ -174,6 +175,15 @@ class Federation:
             enable_model_summary=False,
             num_sanity_val_steps=0,
         )
+
+    # -- where sites live (a distributed run overrides these) ------------------------------------
+    def owned_sites(self) -> list[Site]:
+        """The sites this process trains and evaluates (all of them in a single process)."""
+        return self.sites
+
+    def exchange(self, local: dict[str, Any]) -> dict[str, Any]:
+        """Per-site results computed here -> the results of every site, in site order."""
+        return local
 
     # -- the round -----------------------------------------------------------------------------
     def _weights(self) -> dict[str, float]:
@@ -206,11 +216,14 @@ class Federation:
         module.penalty = strategy.penalty(site.name, rnd, module.model, self.global_state)
         module.step_hook = partial(strategy.on_local_step, site.name)
         site.data.set_round(rnd)
+        torch.manual_seed(
+            stable_seed(self.config.seed, "local", site.name, rnd)
+        )  # same in any process layout
         steps = 0
         try:
             for phase in strategy.local_plan(site.name, rnd, self.config.fl.local_epochs, module.model):
                 set_trainable(module.model, phase)
-                trainer = self._trainer(phase.epochs)
+                trainer = self._trainer(phase.epochs, fit=True)
                 trainer.fit(module, train_dataloaders=site.data.train_dataloader())
                 steps += trainer.global_step
             if not all_finite(module.model):
@@ -237,10 +250,18 @@ class Federation:
 
     def prepare_round(self, rnd: int) -> None:
         """Load the global tensors into every site and let the strategy see each before any trains."""
-        for site in self.sites:
+        local = {}
+        for site in self.owned_sites():
             self._load_global(site)
             site.data.set_round(rnd)
             self.strategy.prepare_site(site.name, rnd, site.module.model, site.data.train_dataloader())
+            local[site.name] = self.strategy.site_state(site.name)
+        self._adopt_site_states(local, self.exchange(local))
+
+    def _adopt_site_states(self, local: dict[str, Any], merged: dict[str, Any]) -> None:
+        for name, state in merged.items():
+            if name not in local:
+                self.strategy.load_site_state(name, state)
 
     def traffic(self, updates: dict[str, TensorDict]) -> dict[str, dict[str, int]]:
         """Bytes each site sent (its shared tensors and strategy extras) and received this round."""
@@ -269,48 +290,63 @@ class Federation:
         A site that diverges stops the run (``fl.on_site_failure: abort``), or is restored to its
         state before the round and left out of this round's aggregation (``skip``).
         """
-        skip = self.config.fl.on_site_failure == "skip"
-        updates, losses, status = {}, {}, {}
         self.prepare_round(rnd)
-        for site in self.sites:
-            snapshot = self._snapshot(site) if skip else None
-            try:
-                updates[site.name], losses[site.name] = self.train_site(site, rnd)
-                status[site.name] = "ok"
-            except SiteDiverged as err:
-                if snapshot is None:
-                    kept = (
-                        f"checkpoints/last.ckpt (round {self.completed_rounds}) is kept"
-                        if self.completed_rounds
-                        else "no round had completed"
-                    )
-                    raise TrainingFailure(
-                        f"{err}; {kept} (with fl.on_site_failure=skip the site would sit this round out)"
-                    ) from None
-                self._restore(site, snapshot)
-                losses[site.name], status[site.name] = math.nan, f"skipped: {err.reason}"
-                self.log(f"{err}; left out of round {rnd}'s aggregation, retried next round")
+        local = {site.name: self._train_or_skip(site, rnd) for site in self.owned_sites()}
+        trained = self.exchange(local)
+        self._adopt_site_states(local, {n: r["site_state"] for n, r in trained.items()})
+        updates = {n: r["update"] for n, r in trained.items() if r["update"] is not None}
         if updates:
             weights = self._weights()
             self.global_state = self.strategy.aggregate(rnd, updates, {s: weights[s] for s in updates})
         traffic = self.traffic(updates)
+        local = {site.name: self._validate_and_keep_best(site, rnd) for site in self.owned_sites()}
+        validated = self.exchange(local)
         summary = {}
         for site in self.sites:
-            self._load_global(site)
-            val = _summarise(self.evaluate_site(site, "val"), "model")
+            val, best = validated[site.name]["val"], validated[site.name]["best"]
+            if site.name not in local and best is not None:  # a site trained by another process improved
+                site.best_round, site.best_psnr, site.best_state = best
             summary[site.name] = {
-                "loss": losses[site.name],
-                "status": status[site.name],
+                "loss": trained[site.name]["loss"],
+                "status": trained[site.name]["status"],
                 **val,
                 **traffic[site.name],
             }
-            if val["psnr"] > site.best_psnr:
-                site.best_psnr, site.best_round = val["psnr"], rnd
-                site.best_state = {
-                    k: v.detach().clone().cpu() for k, v in site.module.model.state_dict().items()
-                }
         self.completed_rounds = rnd
         return summary
+
+    def _train_or_skip(self, site: Site, rnd: int) -> dict[str, Any]:
+        """Train one site; under ``on_site_failure: skip`` a diverging site is restored and sits out."""
+        snapshot = self._snapshot(site) if self.config.fl.on_site_failure == "skip" else None
+        try:
+            update, loss = self.train_site(site, rnd)
+            result = {"update": update, "loss": loss, "status": "ok"}
+        except SiteDiverged as err:
+            if snapshot is None:
+                kept = (
+                    f"checkpoints/last.ckpt (round {self.completed_rounds}) is kept"
+                    if self.completed_rounds
+                    else "no round had completed"
+                )
+                raise TrainingFailure(
+                    f"{err}; {kept} (with fl.on_site_failure=skip the site would sit this round out)"
+                ) from None
+            self._restore(site, snapshot)
+            self.log(f"{err}; left out of round {rnd}'s aggregation, retried next round")
+            result = {"update": None, "loss": math.nan, "status": f"skipped: {err.reason}"}
+        result["site_state"] = self.strategy.site_state(site.name)
+        return result
+
+    def _validate_and_keep_best(self, site: Site, rnd: int) -> dict[str, Any]:
+        """Load the new global tensors, validate, and keep the model if it is the site's best so far."""
+        self._load_global(site)
+        val = _summarise(self.evaluate_site(site, "val"), "model")
+        best = None
+        if val["psnr"] > site.best_psnr:
+            site.best_psnr, site.best_round = val["psnr"], rnd
+            site.best_state = {k: v.detach().clone().cpu() for k, v in site.module.model.state_dict().items()}
+            best = (site.best_round, site.best_psnr, site.best_state)
+        return {"val": val, "best": best}
 
     # -- the whole run -------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -318,11 +354,13 @@ class Federation:
         cfg = self.config
         if not self.sites:
             self.setup()
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, self.run_dir / "config.yaml")
-        metrics = MetricsCSV(self.run_dir / "metrics.csv")
-        metrics.truncate_to(self.completed_rounds)  # drop rows of a round that was cut short
-        tb = TensorBoardLog(self.run_dir / "tb", purge_step=self.completed_rounds + 1)
+        metrics, tb = None, None
+        if self.writer:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.run_dir / "config.yaml")
+            metrics = MetricsCSV(self.run_dir / "metrics.csv")
+            metrics.truncate_to(self.completed_rounds)  # drop rows of a round that was cut short
+            tb = TensorBoardLog(self.run_dir / "tb", purge_step=self.completed_rounds + 1)
         total = len(self.sites[0].module.model.state_dict())
         self.log(
             f"{cfg.fl.algorithm}: {len(self.sites)} sites, {cfg.fl.rounds} rounds x {cfg.fl.local_epochs} "
@@ -335,6 +373,9 @@ class Federation:
                 summary = self.run_round(rnd)
                 lr = lr_at(cfg, rnd)
                 for site, values in summary.items():
+                    self.history[site].append(values["psnr"])
+                    if not self.writer:
+                        continue
                     metrics.write(
                         round=rnd,
                         site=site,
@@ -348,14 +389,15 @@ class Federation:
                     metrics.write(round=rnd, site=site, split="val", **{k: values[k] for k in METRICS})
                     tb.scalars(f"{site}/train", {"loss": values["loss"], "lr": lr}, rnd)
                     tb.scalars(f"{site}/val", {k: values[k] for k in METRICS}, rnd)
-                    self.history[site].append(values["psnr"])
                 self.save(self.run_dir / "checkpoints" / "last.ckpt")
                 now = time.perf_counter()
                 self._log_round(rnd, summary, now - round_start, (now - start) / (rnd - first + 1))
             results = self.test(metrics)
         finally:
-            tb.close()
-        self.write_results(results)
+            if tb is not None:
+                tb.close()
+        if self.writer:
+            self.write_results(results)
         return results
 
     def _log_round(
@@ -376,7 +418,17 @@ class Federation:
     def test(self, metrics: MetricsCSV | None = None) -> dict[str, Any]:
         """Test each site's best model on its test split; figures per site; returns the results."""
         cfg = self.config
-        figures = self.run_dir / "figures"
+        local = {}
+        for site in self.owned_sites():
+            if site.best_state:
+                site.module.model.load_state_dict(site.best_state)
+            per_volume = self.evaluate_site(site, "test")
+            local[site.name] = {
+                "model": _summarise(per_volume, "model"),
+                "zero_filled": _summarise(per_volume, "zero_filled"),
+                "figure": self._figure_slice(site),
+            }
+        tested = self.exchange(local)
         results: dict[str, Any] = {
             "name": cfg.name,
             "algorithm": cfg.fl.algorithm,
@@ -384,43 +436,63 @@ class Federation:
         }
         sites = {}
         for site in self.sites:
-            if site.best_state:
-                site.module.model.load_state_dict(site.best_state)
-                save_checkpoint(
-                    {
-                        "site": site.name,
-                        "round": site.best_round,
-                        "val_psnr": site.best_psnr,
-                        "model": site.best_state,
-                        "config": cfg.to_dict(),
-                    },
-                    self.run_dir / "checkpoints" / f"best_{site.name}.ckpt",
-                )
-            per_volume = self.evaluate_site(site, "test")
-            model, zero_filled = _summarise(per_volume, "model"), _summarise(per_volume, "zero_filled")
+            model, zero_filled = tested[site.name]["model"], tested[site.name]["zero_filled"]
             sites[site.name] = {"best_round": site.best_round, "model": model, "zero_filled": zero_filled}
-            if metrics is not None:
-                metrics.write(
-                    round=site.best_round, site=site.name, split="test", **{k: model[k] for k in METRICS}
-                )
-            self._figure(site, figures / f"{site.name}.png")
+            if self.writer:
+                self._write_site_outputs(site, model, tested[site.name]["figure"], metrics)
         results["sites"] = sites
         results["mean"] = {
             which: {k: float(np.mean([s[which][k] for s in sites.values()])) for k in METRICS}
             for which in ("model", "zero_filled")
         }
-        if self.history and any(self.history.values()):
-            metric_curves(figures / "val_psnr.png", range(1, self.completed_rounds + 1), self.history)
+        if self.writer and self.history and any(self.history.values()):
+            rounds = range(1, self.completed_rounds + 1)
+            metric_curves(self.run_dir / "figures" / "val_psnr.png", rounds, self.history)
         return results
 
-    def _figure(self, site: Site, path: Path) -> None:
+    def _write_site_outputs(
+        self, site: Site, model: dict[str, float], figure: dict[str, Any] | None, metrics: MetricsCSV | None
+    ) -> None:
+        if site.best_state:
+            save_checkpoint(
+                {
+                    "site": site.name,
+                    "round": site.best_round,
+                    "val_psnr": site.best_psnr,
+                    "model": site.best_state,
+                    "config": self.config.to_dict(),
+                },
+                self.run_dir / "checkpoints" / f"best_{site.name}.ckpt",
+            )
+        if metrics is not None:
+            metrics.write(
+                round=site.best_round, site=site.name, split="test", **{k: model[k] for k in METRICS}
+            )
+        if figure is not None:
+            reconstruction_row(
+                self.run_dir / "figures" / f"{site.name}.png",
+                figure["zero_filled"],
+                figure["pred"],
+                figure["target"],
+                title=f"{site.name}: {figure['volume']}, slice {figure['slice']}",
+            )
+
+    @staticmethod
+    def _figure_slice(site: Site) -> dict[str, Any] | None:
+        """The middle slice of the first test volume scored here (for the reconstruction figure)."""
         collector = site.module.collector
+        if not collector.slices:
+            return None
         volume = sorted(collector.slices)[0]
         pred, target, zero_filled = collector.volume(volume)
         k = len(pred) // 2
-        reconstruction_row(
-            path, zero_filled[k], pred[k], target[k], title=f"{site.name}: {volume}, slice {k}"
-        )
+        return {
+            "volume": volume,
+            "slice": k,
+            "pred": pred[k],
+            "target": target[k],
+            "zero_filled": zero_filled[k],
+        }
 
     def write_results(self, results: dict[str, Any]) -> None:
         """``results.json`` and ``results.md`` (test table per site, mean, zero-filled reference rows)."""

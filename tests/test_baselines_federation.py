@@ -89,8 +89,8 @@ def test_fedrep_trains_head_then_body_in_each_round(tiny_config, monkeypatch):
     changed = []
     make_trainer = run._trainer
 
-    def spy(max_epochs=1):
-        trainer = make_trainer(max_epochs)
+    def spy(max_epochs=1, **kwargs):
+        trainer = make_trainer(max_epochs, **kwargs)
         fit = trainer.fit
 
         def recorded_fit(module, **kwargs):

@@ -151,6 +151,15 @@ class FLConfig(_Section):
         description="a site whose loss or weights become non-finite: stop the run, or leave the site out of "
         "this round's aggregation and retry it next round",
     )
+    parallel: Literal["sites", "data"] = Field(
+        "sites",
+        description="train_multi_gpu.py only: divide the sites among the ranks, or train every site "
+        "data-parallel on all ranks",
+    )
+    site_assignment: Literal["round_robin", "size"] = Field(
+        "round_robin",
+        description="with parallel: sites, how sites go to ranks (size: balance training slices)",
+    )
     head: Literal["stage", "conv"] = Field(
         "stage",
         description="the U-Net's head for LG-FedAvg, FedPer, FedRep and fedmri.share=all_but_head: "
