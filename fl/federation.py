@@ -57,6 +57,18 @@ def quiet_lightning() -> None:
     )
 
 
+def check_fits_model(config: Config, site: str, data: SiteDataModule) -> None:
+    """The dual-domain cascade reads single-coil k-space: refuse multi-coil sites in one line."""
+    if config.model.kind != "dual_domain" or not len(data.datasets["train"]):
+        return
+    shape = tuple(data.datasets["train"][0]["masked_kspace"].shape)
+    if len(shape) != 2:
+        raise UserError(
+            f"sites.{site}: model.kind=dual_domain needs single-coil k-space (H, W), "
+            f"this site's is multi-coil {shape}; use model.kind=unet"
+        )
+
+
 def lr_at(config: Config, rnd: int) -> float:
     """Learning rate of round ``rnd`` (1-based): StepLR applied once per round."""
     return config.optim.lr * config.optim.lr_gamma ** ((rnd - 1) // config.optim.lr_step_rounds)
@@ -127,9 +139,11 @@ class Federation:
                 cache_dir=cfg.data.cache_dir,
                 clamp=cfg.data.clamp,
                 num_workers=cfg.trainer.num_workers,
+                return_kspace=cfg.model.kind == "dual_domain",
             )
             start = time.perf_counter()
             dm.setup()
+            check_fits_model(cfg, site_cfg.name, dm)
             counts = {s: len(d) for s, d in dm.datasets.items()}
             if not counts["train"] or not counts["val"]:
                 raise UserError(

@@ -77,18 +77,22 @@ def weighted_average(updates: Mapping[str, TensorDict], weights: Mapping[str, fl
 
 
 def head_names(names: Iterable[str], head: str = "stage") -> set[str]:
-    """The U-Net's head: the 1x1 output conv (``conv``), or the whole last decoder stage (``stage``:
-    the full-resolution up block and the 1x1 conv)."""
+    """The network's head: the 1x1 output conv (``conv``), or the whole last decoder stage (``stage``:
+    the full-resolution up block and the 1x1 conv). In the dual-domain cascade it is the image
+    U-Net's (``image.decoder.*``), the network that produces the output."""
     names = list(names)
-    found = {n for n in names if n.startswith("decoder.head.")}
+    prefixes = [n[: -len("decoder.head.weight")] for n in names if n.endswith("decoder.head.weight")]
+    if not prefixes:
+        raise ValueError("no head found: expected parameter names decoder.head.* (the U-Net's output conv)")
+    prefix = "" if "" in prefixes else "image." if "image." in prefixes else prefixes[-1]
+    found = {n for n in names if n.startswith(f"{prefix}decoder.head.")}
     if head == "stage":
-        stages = [int(n.split(".")[2]) for n in names if n.startswith("decoder.up.")]
+        up = f"{prefix}decoder.up."
+        stages = [int(n[len(up) :].split(".")[0]) for n in names if n.startswith(up)]
         if stages:
-            found |= {n for n in names if n.startswith(f"decoder.up.{max(stages)}.")}
+            found |= {n for n in names if n.startswith(f"{up}{max(stages)}.")}
     elif head != "conv":
         raise ValueError(f"unknown head {head!r}; expected stage or conv")
-    if not found:
-        raise ValueError("no head found: expected parameter names decoder.head.* (the U-Net's output conv)")
     return found
 
 
@@ -639,7 +643,7 @@ class FedMRI(Strategy):
     """
 
     name = "fedmri"
-    shared_patterns = ("encoder.*",)
+    shared_patterns = ("encoder.*", "*.encoder.*")  # the U-Net's, or both of the dual-domain cascade
 
     def __init__(self, config: Any = None, seed: int = 0):
         super().__init__(config, seed)

@@ -15,7 +15,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from data.fourier import center_crop, fft2c
 from data.transforms import denormalize
+from models.dual_domain import DualDomainNet
 from models.losses import reconstruction_loss
 from models.unet import Unet
 from utils.metrics import volume_metrics
@@ -62,18 +64,31 @@ class VolumeCollector:
         return result
 
 
+def build_network(kind: str = "unet", cascades: int = 1, **unet: Any) -> torch.nn.Module:
+    """The reconstruction network of ``model.kind``: the image U-Net, or the dual-domain cascade."""
+    if kind == "unet":
+        return Unet(in_chans=1, out_chans=1, **unet)
+    if kind == "dual_domain":
+        return DualDomainNet(cascades=cascades, **unet)
+    raise ValueError(f"unknown model kind {kind!r}; expected unet or dual_domain")
+
+
 class ReconModule(L.LightningModule):
-    """U-Net reconstruction for one site: loss, optimiser, volume metrics.
+    """Reconstruction for one site: loss, optimiser, volume metrics.
 
     Args:
-        model: U-Net keyword arguments (chans, num_pool_layers, drop_prob, norm).
+        model: the ``model`` config section (kind, chans, num_pool_layers, drop_prob, norm, cascades,
+            kspace_loss_weight).
         optim: optimiser name (``rmsprop`` | ``adam`` | ``sgd``), ``lr`` and ``weight_decay``.
-        loss: ``mse`` | ``l1``.
+        loss: ``mse`` | ``l1``, on the normalised output image.
     """
 
     def __init__(self, model: dict[str, Any], optim: dict[str, Any], loss: str = "mse"):
         super().__init__()
-        self.model = Unet(in_chans=1, out_chans=1, **model)
+        model = dict(model)
+        self.kind = model.get("kind", "unet")
+        self.kspace_loss_weight = float(model.pop("kspace_loss_weight", 0.0))
+        self.model = build_network(**model)
         self.optim = dict(optim)
         self.loss_fn = reconstruction_loss(loss)
         # Installed by the federation before each local fit:
@@ -87,19 +102,41 @@ class ReconModule(L.LightningModule):
         self.collector = VolumeCollector()
 
     def forward(self, x: Tensor) -> Tensor:
-        """Normalised zero-filled image (N, 1, H, W) -> normalised reconstruction (N, 1, H, W)."""
+        """Normalised zero-filled image (N, 1, H, W) -> normalised reconstruction (N, 1, H, W) (U-Net)."""
         return self.model(x)
+
+    def predict(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor | None]:
+        """A batch -> (normalised reconstruction (N, 1, H, W) at the target's size, bottleneck features).
+
+        The U-Net reads the zero-filled image; the dual-domain cascade reads the masked k-space and
+        mask (its output is centre-cropped to the target when the k-space is larger, as in fastMRI).
+        Features are the U-Net's bottleneck (None for the cascade).
+        """
+        if self.kind == "unet":
+            features, skips = self.model.encoder(batch["input"])
+            return self.model.decoder(features, skips), features
+        pred = self.model(batch["masked_kspace"], batch["mask"], batch["mean"], batch["std"])
+        target_shape = tuple(batch["target"].shape[-2:])
+        if tuple(pred.shape[-2:]) != target_shape:
+            pred = center_crop(pred, target_shape)
+        return pred, None
+
+    def _kspace_loss(self, pred: Tensor, target: Tensor) -> Tensor:
+        """Mean |k-space difference| of the normalised output and target images (orthonormal FFT)."""
+        difference = fft2c(pred[:, 0].to(torch.complex64)) - fft2c(target[:, 0].to(torch.complex64))
+        return difference.abs().mean()
 
     # -- training ------------------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
         self._loss_sum, self._loss_count, self._first_bad_step = None, 0, None
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
-        features, skips = self.model.encoder(batch["input"])
-        pred = self.model.decoder(features, skips)
+        pred, features = self.predict(batch)
         loss = self.reconstruction_weight * self.loss_fn(pred, batch["target"])
+        if self.kspace_loss_weight:
+            loss = loss + self.kspace_loss_weight * self._kspace_loss(pred, batch["target"])
         if self.penalty is not None:
-            loss = loss + self.penalty(self.model, {"features": features})
+            loss = loss + self.penalty(self.model, {} if features is None else {"features": features})
         detached = loss.detach()
         step = torch.where(torch.isfinite(detached), 0, self.global_step + 1)
         if self._first_bad_step is None:
@@ -152,7 +189,7 @@ class ReconModule(L.LightningModule):
 
     # -- evaluation ----------------------------------------------------------------------------
     def _evaluate_batch(self, batch: dict[str, Any]) -> None:
-        pred = self(batch["input"])
+        pred, _ = self.predict(batch)
         mean, std = batch["mean"], batch["std"]
         self.collector.add(
             list(batch["volume"]),

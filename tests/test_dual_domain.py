@@ -58,3 +58,74 @@ def test_channel_round_trip():
     x = torch.randn(3, 5, 7, dtype=torch.complex64)
     assert torch.equal(channels_to_complex(complex_to_channels(x)), x)
     assert complex_to_channels(x).shape == (3, 2, 5, 7)
+
+
+def test_fedmri_shares_both_encoders_and_keeps_both_decoders():
+    from fl.strategies import FedMRI, FedPer
+
+    names = list(DualDomainNet(chans=2, num_pool_layers=2).state_dict())
+    shared = set(FedMRI().shared_names(names))
+    assert shared == {n for n in names if n.startswith(("kspace.encoder.", "image.encoder."))}
+    assert {n.split(".")[0] for n in shared} == {"kspace", "image"}
+    head = set(names) - set(FedPer().shared_names(names))
+    assert head and all(n.startswith("image.decoder.") for n in head)
+
+
+def test_contrastive_term_over_two_encoders_is_the_direct_sum():
+    from types import SimpleNamespace
+
+    from fl.strategies import FedMRI
+
+    torch.manual_seed(0)
+    cfg = SimpleNamespace(fedmri=SimpleNamespace(lam=1.0, beta=10.0, negatives="all", start_round=2))
+    strategy = FedMRI(cfg)
+    nets = {s: DualDomainNet(chans=2, num_pool_layers=2) for s in ("a", "b")}
+    shared = {
+        s: {n: t.clone() for n, t in net.state_dict().items() if strategy.is_shared(n)}
+        for s, net in nets.items()
+    }
+    global_state = strategy.aggregate(1, shared, {"a": 1.0, "b": 1.0})
+    model = DualDomainNet(chans=2, num_pool_layers=2)
+    live = dict(model.named_parameters())
+    encoder = [n for n in live if ".encoder." in n]
+    pos = sum(torch.norm(live[n] - global_state[n], p=1) for n in encoder)
+    neg = sum(torch.norm(live[n] - shared[s][n], p=1) for s in ("a", "b") for n in encoder)
+    expected = 10.0 * pos / (neg + 1e-14)
+    expected.backward()
+    grads = {n: live[n].grad.clone() for n in encoder}
+    model.zero_grad()
+    value = strategy.penalty("a", 2, model, global_state)(model)
+    value.backward()
+    assert torch.allclose(value, expected, rtol=1e-6)
+    for n in encoder:
+        assert torch.allclose(live[n].grad, grads[n], rtol=1e-5, atol=1e-12), n
+
+
+@pytest.mark.parametrize("algorithm", ["fedmri", "fedavg"])
+def test_one_federated_round_of_the_cascade(tiny_config, algorithm):
+    from fl.federation import Federation
+
+    config = tiny_config(algorithm=algorithm)
+    config.model.kind = "dual_domain"
+    config.model.kspace_loss_weight = 0.1
+    fed = Federation(config, log=lambda _: None)
+    fed.setup()
+    summary = fed.run_round(1)
+    summary = fed.run_round(2)
+    assert all(v["status"] == "ok" and v["psnr"] > 0 for v in summary.values())
+    a, b = (s.module.model.state_dict() for s in fed.sites)
+    for name in a:
+        if ".encoder." in name or algorithm == "fedavg":
+            assert torch.equal(a[name], b[name]), name
+    assert any(not torch.equal(a[n], b[n]) for n in a if ".decoder." in n) == (algorithm == "fedmri")
+
+
+def test_flmrcm_is_refused_with_the_cascade(tiny_config):
+    from utils.config import validate_config
+    from utils.errors import UserError
+
+    data = tiny_config().to_dict()
+    data["model"]["kind"] = "dual_domain"
+    data["fl"]["algorithm"] = "flmrcm"
+    with pytest.raises(UserError, match="dual_domain"):
+        validate_config(data)

@@ -32,8 +32,17 @@ class _Section(BaseModel):
 
 
 class ModelConfig(_Section):
-    """The U-Net (REFERENCE.md section 1)."""
+    """The network: the image U-Net (REFERENCE.md section 1) or the dual-domain cascade of two U-Nets."""
 
+    kind: Literal["unet", "dual_domain"] = Field(
+        "unet", description="unet (image only, the paper's) or dual_domain (k-space U-Net + image U-Net)"
+    )
+    cascades: int = Field(
+        1, ge=1, le=16, description="dual_domain: times the two weight-shared U-Nets are applied"
+    )
+    kspace_loss_weight: float = Field(
+        0.0, ge=0.0, description="dual_domain: weight of an L1 loss between output and target k-space"
+    )
     chans: int = Field(32, ge=1, description="channels of the first block; the paper uses 32")
     num_pool_layers: int = Field(4, ge=1, le=8, description="down/up-sampling stages; the paper uses 4")
     drop_prob: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout2d probability")
@@ -233,6 +242,15 @@ class Config(_Section):
     optim: OptimConfig = OptimConfig()
     loss: Literal["mse", "l1"] = "mse"
     trainer: TrainerConfig = TrainerConfig()
+
+    @model_validator(mode="after")
+    def _algorithm_fits_model(self) -> Config:
+        if self.model.kind == "dual_domain" and self.fl.algorithm == "flmrcm":
+            raise ValueError(
+                "fl.algorithm: flmrcm aligns the image U-Net's bottleneck features; "
+                "it is not available with model.kind=dual_domain"
+            )
+        return self
 
     @field_validator("sites")
     @classmethod

@@ -91,6 +91,7 @@ def build_sites(config: Config) -> dict[str, SiteDataModule]:
             cache_dir=config.data.cache_dir,
             clamp=config.data.clamp,
             num_workers=config.trainer.num_workers,
+            return_kspace=config.model.kind == "dual_domain",
         )
         dm.setup()
         sites[site_cfg.name] = dm
@@ -153,8 +154,9 @@ def reconstruct_slice(
     sample = dataset[position]
     module.eval()
     device = next(module.model.parameters()).device
+    batch = {k: v[None].to(device) for k, v in sample.items() if isinstance(v, torch.Tensor)}
     with torch.no_grad():
-        pred = module.model(sample["input"][None].to(device)).cpu()
+        pred = module.predict(batch)[0].cpu()
     mean, std = sample["mean"], sample["std"]
     return {
         "zero_filled": denormalize(sample["input"][None], mean, std)[0, 0].numpy(),
