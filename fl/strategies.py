@@ -19,6 +19,13 @@ in this order every round, and nothing else:
    sites' encoders, SCAFFOLD's control variates, FL-MRCM's features), for the communication columns.
 
 Server and client state that must survive a checkpoint goes in :meth:`Strategy.state_dict`.
+
+When every site runs in its own process and only messages cross (the Flower app, ``fl/flower``),
+the server and each site hold their own instance, and two hook pairs carry what an algorithm needs
+besides the shared tensors: :meth:`Strategy.downlink` / :meth:`Strategy.receive_downlink` from the
+server to a site before its round (FedMRI's other sites' encoders, SCAFFOLD's server variate), and
+:meth:`Strategy.uplink` / :meth:`Strategy.receive_uplink` from a site to the server after its local
+fit (SCAFFOLD's variate change).
 """
 
 from __future__ import annotations
@@ -176,6 +183,9 @@ class Strategy:
     excluded_patterns: tuple[str, ...] = ()
     # Non-federated references train on pooled data instead ("all" sites, or the "others").
     pooled: str | None = None
+    # Why the algorithm cannot run with its sites in separate processes that exchange only the shared
+    # tensors and what downlink/uplink carry (None: it can).
+    separate_sites_unsupported: str | None = None
 
     def __init__(self, config: Any = None, seed: int = 0):
         self.config = config
@@ -248,6 +258,22 @@ class Strategy:
         """Adopt :meth:`site_state` of ``site`` computed in another process."""
         self._traffic[site] = list(state.get("traffic", (0, 0)))
 
+    # -- what crosses the network when every site is its own process (fl/flower) -----------------
+    def downlink(self, site: str, rnd: int) -> TensorDict:
+        """Server side: tensors ``site`` needs for round ``rnd`` besides the global shared tensors."""
+        return {}
+
+    def receive_downlink(self, site: str, rnd: int, tensors: Mapping[str, Tensor]) -> None:
+        """Site side: adopt :meth:`downlink`, after the global tensors are loaded and before the fit."""
+
+    def uplink(self, site: str, rnd: int, shared: Mapping[str, Tensor]) -> TensorDict:
+        """Site side, after a successful local fit: tensors the server needs besides ``shared`` (the
+        site's shared tensors, which it sends anyway and may keep)."""
+        return {}
+
+    def receive_uplink(self, site: str, rnd: int, tensors: Mapping[str, Tensor]) -> None:
+        """Server side: adopt :meth:`uplink` of ``site`` before :meth:`aggregate`."""
+
     # -- checkpoints ----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Server and client state that must survive a checkpoint (tensors and plain data only)."""
@@ -259,6 +285,17 @@ class Strategy:
 
 def _options(config: Any, section: str) -> Any:
     return getattr(config, section, None)
+
+
+def prefixed(prefix: str, tensors: Mapping[str, Tensor]) -> TensorDict:
+    """``{prefix/name: tensor}``: names for tensors that travel next to the shared ones."""
+    return {f"{prefix}/{name}": t for name, t in tensors.items()}
+
+
+def unprefixed(prefix: str, tensors: Mapping[str, Tensor]) -> TensorDict:
+    """The tensors of :func:`prefixed` under ``prefix``, with their own names again."""
+    start = f"{prefix}/"
+    return {name[len(start) :]: t for name, t in tensors.items() if name.startswith(start)}
 
 
 class FedAvg(Strategy):
@@ -482,6 +519,20 @@ class Scaffold(Strategy):
         if "delta" in state:
             self._deltas[site] = dict(state["delta"])
 
+    def downlink(self, site: str, rnd: int) -> TensorDict:
+        return prefixed("c", self.c)
+
+    def receive_downlink(self, site: str, rnd: int, tensors: Mapping[str, Tensor]) -> None:
+        self.c = unprefixed("c", tensors)
+
+    def uplink(self, site: str, rnd: int, shared: Mapping[str, Tensor]) -> TensorDict:
+        return prefixed("delta", self._deltas.pop(site, {}))
+
+    def receive_uplink(self, site: str, rnd: int, tensors: Mapping[str, Tensor]) -> None:
+        delta = unprefixed("delta", tensors)
+        if delta:
+            self._deltas[site] = delta
+
     def state_dict(self) -> dict[str, Any]:
         return {"c": self.c, "c_local": self.c_local}
 
@@ -521,6 +572,10 @@ class FLMRCM(Strategy):
 
     name = "flmrcm"
     shared_patterns = ("*",)
+    separate_sites_unsupported = (
+        "its target site must send features of the round's global model to the other sites between "
+        "aggregation and their local fits, an exchange downlink/uplink do not make"
+    )
 
     def __init__(self, config: Any = None, seed: int = 0):
         super().__init__(config, seed)
@@ -655,6 +710,7 @@ class FedMRI(Strategy):
         self.share = getattr(options, "share", "encoder")
         self.head = getattr(config, "head", "stage")
         self.previous: dict[str, TensorDict] = {}
+        self._own_round: int | None = None  # at a site: the round of its own encoder in previous
 
     @property
     def reconstruction_weight(self) -> float:
@@ -707,11 +763,42 @@ class FedMRI(Strategy):
         }
         return weighted_average(updates, weights)
 
+    def _contrastive_round(self, rnd: int) -> bool:
+        return rnd >= self.start_round and self.beta != 0
+
+    def downlink(self, site: str, rnd: int) -> TensorDict:
+        """With ``negatives: all``, the other sites' previous encoders; a site keeps its own."""
+        if self.negatives != "all" or not self._contrastive_round(rnd):
+            return {}
+        out: TensorDict = {}
+        for other in sorted(self.previous):
+            if other != site:
+                out.update(prefixed(f"previous/{other}", self.previous[other]))
+        return out
+
+    def receive_downlink(self, site: str, rnd: int, tensors: Mapping[str, Tensor]) -> None:
+        others: dict[str, TensorDict] = {}
+        for key, tensor in tensors.items():
+            _, other, name = key.split("/", 2)
+            others.setdefault(other, {})[name] = tensor
+        own = self.previous.get(site) if self._own_round == rnd - 1 else None
+        self.previous = {**others, **({site: own} if own is not None else {})}
+
+    def uplink(self, site: str, rnd: int, shared: Mapping[str, Tensor]) -> TensorDict:
+        """Keeps the site's own encoder for its next round's negatives; sends nothing more."""
+        self.previous = {site: {n: t.detach().clone() for n, t in shared.items()}}
+        self._own_round = rnd
+        return {}
+
     def state_dict(self) -> dict[str, Any]:
-        return {"previous": self.previous}
+        state: dict[str, Any] = {"previous": self.previous}
+        if self._own_round is not None:
+            state["own_round"] = self._own_round
+        return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.previous = {site: dict(tensors) for site, tensors in state.get("previous", {}).items()}
+        self._own_round = state.get("own_round")
 
 
 class Centralized(Strategy):
@@ -724,6 +811,7 @@ class Centralized(Strategy):
     name = "centralized"
     shared_patterns = ()
     pooled = "all"
+    separate_sites_unsupported = "it is not federated: one model trains on the sites' training data pooled"
 
     def __init__(self, config: Any = None, seed: int = 0):
         super().__init__(config, seed)
@@ -752,6 +840,9 @@ class TransferSite(Centralized):
 
     name = "transfer"
     pooled = "others"
+    separate_sites_unsupported = (
+        "it is not federated: each site's model trains on the other sites' training data pooled"
+    )
 
 
 ALGORITHMS: dict[str, type[Strategy]] = {
