@@ -1,0 +1,77 @@
+"""The Flower ServerApp: reads the federation YAML and runs :class:`fl.flower.server.FlowerServer`.
+
+Its run config (``[tool.flwr.app.config]`` of ``pyproject.toml``, or ``flwr run --run-config``):
+
+============== ==================== ==========================================================
+key            default              meaning
+============== ==================== ==========================================================
+config         configs/default.yaml the federation YAML; relative paths are looked up in the app
+                                    (the repository, shipped with ``flwr run``), then in the
+                                    SuperLink's working directory
+overrides      ""                   ``key.path=value`` overrides, separated by spaces
+resume         false                continue after the last completed round
+overwrite      false                replace an existing run of the same name (server and sites)
+poll-interval  0.2                  seconds between polls for the sites' replies
+node-wait      600                  seconds to wait for every site's SuperNode
+============== ==================== ==========================================================
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+
+from fl.flower.nodes import SiteDirectory
+from utils.errors import TrainingFailure, UserError
+
+APP_ROOT = Path(__file__).resolve().parents[2]
+
+app = ServerApp()
+
+
+def config_path(value: str) -> Path:
+    """The federation YAML named by the run config: in the app first, else as given."""
+    path = Path(value).expanduser()
+    if not path.is_absolute() and (APP_ROOT / path).is_file():
+        return APP_ROOT / path
+    return path
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    """Load the config named by the run config and run the federation over ``grid``."""
+    run_config = context.run_config
+
+    def log(line: str) -> None:
+        print(line, flush=True)
+
+    try:
+        path = config_path(str(run_config.get("config", "configs/default.yaml")))
+        if not path.is_file():  # before the heavy imports: a wrong path fails at once
+            raise UserError(f"run config config: {path} is not a file")
+        poll_interval = float(run_config.get("poll-interval", 0.2))
+        directory = SiteDirectory(grid, poll_interval, float(run_config.get("node-wait", 600)), log)
+        directory.ask()  # the nodes answer while torch and the config load
+
+        from fl.flower.server import FlowerServer
+        from utils.config import load_config
+
+        config = load_config(path, shlex.split(str(run_config.get("overrides", ""))))
+        FlowerServer(
+            grid,
+            config,
+            resume=bool(run_config.get("resume", False)),
+            overwrite=bool(run_config.get("overwrite", False)),
+            poll_interval=poll_interval,
+            log=log,
+            directory=directory,
+        ).run()
+    except UserError as err:
+        print(f"error: {err}", flush=True)
+        raise
+    except TrainingFailure as err:
+        print(f"failed: {err}", flush=True)
+        raise

@@ -1,0 +1,126 @@
+"""What the Flower app's messages hold, and how big they are on the wire.
+
+A message's content is a Flower ``RecordDict`` of named records:
+
+========== ============= =========================================================================
+record     type          holds
+========== ============= =========================================================================
+round      ConfigRecord  server -> site: round number, whether to validate the previous round first,
+                         whether the run starts fresh, the run's name
+config     ConfigRecord  server -> site, first message to a node only: the federation config of
+                         this site (JSON text; hyper-parameters, its source options and mask)
+global     ArrayRecord   server -> site: the global shared tensors
+downlink   ArrayRecord   server -> site: what the algorithm sends besides them (``Strategy.downlink``)
+status     ConfigRecord  site -> server: its name; ``ok``, ``skipped: ...`` or ``diverged: ...``;
+                         or ``error``: one line naming what is wrong at the site
+train      MetricRecord  site -> server: mean training loss, training slices (aggregation weight)
+shared     ArrayRecord   site -> server: its shared tensors after the local fit
+uplink     ArrayRecord   site -> server: what the algorithm sends besides them (``Strategy.uplink``)
+val        MetricRecord  site -> server: validation metrics of the previous round (NMSE, PSNR, SSIM)
+test_*     MetricRecord  site -> server, at the end: test metrics of its best model and zero-filled
+best       MetricRecord  site -> server, at the end: its best round and validation PSNR
+========== ============= =========================================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
+
+from utils.errors import UserError
+
+if TYPE_CHECKING:  # torch is imported where tensors are converted: naming a site needs no torch
+    from torch import Tensor
+
+IDENTIFY = "query.identify"  # the site names itself (nothing else is exchanged)
+TRAIN = "train"  # validate the previous round (if asked), then train this round
+FINISH = "evaluate"  # validate the last round, test the best model
+
+SUMMARY_KEYS = ("nmse", "psnr", "ssim", "nmse_std", "psnr_std", "ssim_std", "volumes")
+
+
+def to_record(tensors: Mapping[str, Tensor]) -> ArrayRecord:
+    """An ArrayRecord holding exactly ``tensors`` (names kept, values copied to host memory)."""
+    import torch
+
+    record = ArrayRecord()
+    for name, tensor in tensors.items():
+        if tensor.dtype == torch.bfloat16:
+            raise UserError(
+                f"trainer.precision: tensor {name} is bfloat16, which Flower's arrays cannot carry; "
+                "use 32-true or a mixed precision"
+            )
+        record[name] = Array(tensor.detach().cpu().contiguous().numpy())
+    return record
+
+
+def from_record(record: ArrayRecord | None) -> dict[str, Tensor]:
+    """The tensors of an ArrayRecord, by name (an absent record is empty)."""
+    import torch
+
+    if record is None:
+        return {}
+    return {name: torch.from_numpy(np.array(array.numpy(), copy=True)) for name, array in record.items()}
+
+
+def metric_record(values: Mapping[str, Any]) -> MetricRecord:
+    """A MetricRecord of plain numbers (ints stay ints, everything else becomes a float)."""
+    return MetricRecord({k: int(v) if isinstance(v, int) else float(v) for k, v in values.items()})
+
+
+def summary_record(summary: Mapping[str, Any]) -> MetricRecord:
+    """The scalar metrics of a validation or test summary (mean, std, volume count)."""
+    return metric_record({k: summary[k] for k in SUMMARY_KEYS})
+
+
+def config_of(content: RecordDict, name: str) -> dict[str, Any]:
+    """The values of ConfigRecord ``name`` of a message content ({} if absent)."""
+    record = content.config_records.get(name)
+    return dict(record) if record is not None else {}
+
+
+def metrics_of(content: RecordDict, name: str) -> dict[str, Any] | None:
+    """The values of MetricRecord ``name`` of a message content (None if absent)."""
+    record = content.metric_records.get(name)
+    return dict(record) if record is not None else None
+
+
+def arrays_of(content: RecordDict, name: str) -> dict[str, Tensor]:
+    """The tensors of ArrayRecord ``name`` of a message content ({} if absent)."""
+    return from_record(content.array_records.get(name))
+
+
+def content(
+    configs: Mapping[str, Mapping[str, Any]] | None = None,
+    arrays: Mapping[str, Mapping[str, Tensor]] | None = None,
+    metrics: Mapping[str, MetricRecord] | None = None,
+) -> RecordDict:
+    """A message content from config values, named tensor sets and metric records."""
+    records: dict[str, Any] = {}
+    for name, values in (configs or {}).items():
+        records[name] = ConfigRecord(dict(values))
+    for name, tensors in (arrays or {}).items():
+        records[name] = to_record(tensors)
+    records.update(metrics or {})
+    return RecordDict(records)
+
+
+def message_bytes(message: Message) -> int:
+    """Bytes of a message as it is serialised for transport: every distinct object of its tree
+    (metadata, record dict, records, arrays and their chunks), without the transport's framing."""
+    return sum(len(obj.deflate()) for obj in get_all_nested_objects(message).values())
+
+
+def tensor_stats(message: Message) -> tuple[int, int]:
+    """(number of arrays, bytes of their raw values) in a message."""
+    count = size = 0
+    if message.has_content():
+        for record in message.content.array_records.values():
+            for array in record.values():
+                count += 1
+                size += int(np.prod(array.shape, dtype=np.int64)) * np.dtype(array.dtype).itemsize
+    return count, size
