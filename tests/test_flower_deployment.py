@@ -37,7 +37,6 @@ def deployment(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("deployment")
     data = tiny_config_dict(tmp)  # FedMRI, negatives: all, 2 sites, 2 rounds, 32x32 images
     reference = validate_config(copy.deepcopy(data) | {"name": "inproc"})
-    Federation(reference, log=quiet).run()  # also generates the sites' data into data.cache_dir
     data["name"] = "flower"
     config = validate_config(copy.deepcopy(data))
     path = tmp / "federation.yaml"
@@ -48,7 +47,8 @@ def deployment(tmp_path_factory):
     ]
     start = time.monotonic()
     loopback = Loopback(tmp / "flower", nodes, env={"OMP_NUM_THREADS": "1"})
-    with loopback:
+    with loopback:  # the SuperNodes connect while the in-process run trains
+        Federation(reference, log=quiet).run()  # also generates the sites' data into data.cache_dir
         outcome = loopback.run({"config": str(path), "poll-interval": 0.1}, timeout=300)
     return SimpleNamespace(
         reference=reference,
