@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.losses import contrastive_l1
+from models.losses import ContrastiveL1
 from utils.seeding import stable_seed
 
 TensorDict = dict[str, Tensor]
@@ -738,20 +738,20 @@ class FedMRI(Strategy):
             negative_sites = [site]
         else:
             negative_sites = sorted(self.previous)
-        named = dict(model.named_parameters())
         names = _trainable_shared(model, global_state)
         if not names:
             return None
-        device = named[names[0]].device
-        anchor = [global_state[n].to(device) for n in names]
-        negatives = [[self.previous[s][n].to(device) for n in names] for s in negative_sites]
+        # Stacked on the live parameters' device at the first step, reused by every later step.
+        term = ContrastiveL1(
+            [global_state[n] for n in names], [[self.previous[s][n] for n in names] for s in negative_sites]
+        )
         others = [self.previous[s][n] for s in negative_sites if s != site for n in names]
         self.record_traffic(site, received=nbytes(others))
         beta = self.beta
 
         def contrastive(model: nn.Module, outputs: Mapping[str, Tensor] | None = None) -> Tensor:
             live = dict(model.named_parameters())
-            return beta * contrastive_l1([live[n] for n in names], anchor, negatives)
+            return beta * term([live[n] for n in names])
 
         return contrastive
 

@@ -6,23 +6,31 @@ The contrastive term (REFERENCE.md section 1) over the shared encoder parameters
     neg   = sum_j sum_{p in E} |theta_k[p] - theta_prev_j[p]|_1
     L_con = pos / (neg + 1e-14)
 
-It is computed without building an autograd graph over the parameters: the value comes from fused
-``torch._foreach`` reductions and the backward pass returns the analytic gradient
+It is computed without building an autograd graph over the parameters. The server's encoder and the
+previous encoders are fixed for a whole local fit, so :class:`ContrastiveL1` stacks them once into
+one (1 + K, N) tensor; every step then walks the encoder in cache-sized chunks, taking the
+differences to all 1 + K references in one broadcast subtraction and reducing them while they are
+still in cache: the L1 sums (accumulated in float64 across chunks), ``sign(theta - g)`` and
+``sum_j sign(theta - theta_j)``. The backward pass returns the analytic gradient
 
-    d L_con / d theta = sign(theta - g) / neg  -  pos / neg^2 * sum_j sign(theta - theta_j),
+    d L_con / d theta = sign(theta - g) / neg  -  pos / neg^2 * sum_j sign(theta - theta_j)
 
-so the cost per step is a few elementwise passes over the encoder, whatever its size.
+in two fused passes. Everything stays on the parameters' device (no host synchronisation).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 NEG_EPS = 1e-14
+# Elements per chunk on the CPU: the (1 + K, chunk) work buffers stay in the core's cache. On other
+# devices every tensor is one chunk (few large kernels beat many small ones there).
+CPU_CHUNK = 65536
 
 
 def reconstruction_loss(kind: str):
@@ -33,48 +41,176 @@ def reconstruction_loss(kind: str):
     return losses[kind]
 
 
-class _ContrastiveL1(torch.autograd.Function):
-    """pos / (neg + eps) with the analytic gradient; inputs after the two lists are the parameters.
+def memory_order(t: Tensor) -> tuple[int, ...]:
+    """The dimension order in which ``t``'s elements lie in memory (identity for contiguous tensors).
 
-    The forward pass keeps sign(theta - g) and sum_j sign(theta - theta_j) (two parameter-sized lists,
-    built in place from the differences it needs anyway), so the backward pass is two fused passes.
+    ``t.permute(order)`` is contiguous whenever ``t`` is dense (e.g. channels_last conv weights);
+    otherwise the identity is returned and callers fall back to copies.
     """
+    if t.is_contiguous():
+        return tuple(range(t.dim()))
+    order = tuple(sorted(range(t.dim()), key=lambda d: (-t.stride(d) if t.shape[d] > 1 else 0, d)))
+    return order if t.permute(order).is_contiguous() else tuple(range(t.dim()))
+
+
+def _flat(t: Tensor, order: tuple[int, ...]) -> Tensor:
+    """``t``'s elements in the given dimension order, as a 1-D tensor (a view when ``t`` is dense)."""
+    return t.permute(order).reshape(-1)
+
+
+@dataclass
+class _Chunk:
+    """One chunk of one parameter: its live values, its references and its slices of the buffers."""
+
+    values: Tensor  # (c,) view of the parameter
+    refs: Tensor  # (1 + K, c) view of the stacked references
+    work: Tensor  # (1 + K, c) differences, then their absolute values
+    signs: Tensor  # (K, c) signs of the differences to the negatives
+
+
+class _Plan:
+    """The stacked references, work buffers and chunk views of one set of live parameters."""
+
+    def __init__(self, params: Sequence[Tensor], groups: Sequence[Sequence[Tensor]], chunk: int | None):
+        first = params[0]
+        self.device, self.dtype = first.device, first.dtype
+        self.pointers = [p.data_ptr() for p in params]
+        self.orders = [memory_order(p) for p in params]
+        self.shapes = [tuple(p.permute(o).shape) for p, o in zip(params, self.orders)]
+        self.sizes = [p.numel() for p in params]
+        self.numel = sum(self.sizes)
+        rows = len(groups)
+        self.refs = torch.empty(rows, self.numel, device=self.device, dtype=self.dtype)
+        with torch.no_grad():
+            for row, group in enumerate(groups):
+                torch.cat(
+                    [_flat(t.detach().to(self.device, self.dtype), o) for t, o in zip(group, self.orders)],
+                    out=self.refs[row],
+                )
+        if chunk is None:
+            chunk = CPU_CHUNK if self.device.type == "cpu" else max(self.sizes)
+        self.chunk = max(1, min(chunk, max(self.sizes)))
+        self.work = torch.empty(rows, self.chunk, device=self.device, dtype=self.dtype)
+        self.signs = torch.empty(max(rows - 1, 1), self.chunk, device=self.device, dtype=self.dtype)
+        self.ones = torch.ones(rows - 1, device=self.device, dtype=self.dtype)
+        self.param_chunks: list[list[tuple[int, int]]] = []
+        offset = 0
+        for size in self.sizes:
+            self.param_chunks.append(
+                [(offset + s, min(size, s + self.chunk) - s) for s in range(0, size, self.chunk)]
+            )
+            offset += size
+        self.chunk_sizes = [c for spans in self.param_chunks for _, c in spans]
+        self._views: list[_Chunk] | None = None
+
+    def matches(self, params: Sequence[Tensor]) -> bool:
+        """Whether ``params`` are the tensors this plan was built for (same storage, device, dtype)."""
+        return (
+            len(params) == len(self.pointers)
+            and all(p.device == self.device and p.dtype == self.dtype for p in params)
+            and [p.data_ptr() for p in params] == self.pointers
+        )
+
+    def chunks(self, params: Sequence[Tensor]) -> list[_Chunk]:
+        """The chunk views of the live ``params``: built once when every parameter is dense (views of
+        the parameters stay valid while their storage does), else rebuilt from copies on every call."""
+        if self._views is not None:
+            return self._views
+        out, live = [], True
+        for p, order, spans in zip(params, self.orders, self.param_chunks):
+            flat = _flat(p.detach(), order)
+            live = live and flat.data_ptr() == p.data_ptr()
+            base = spans[0][0]
+            for start, count in spans:
+                out.append(
+                    _Chunk(
+                        values=flat[start - base : start - base + count],
+                        refs=self.refs[:, start : start + count],
+                        work=self.work[:, :count],
+                        signs=self.signs[:, :count],
+                    )
+                )
+        if live:
+            self._views = out
+        return out
+
+    def unflatten(self, flat: Tensor) -> list[Tensor]:
+        """Split a flat encoder-sized tensor into tensors shaped (and laid out) like the parameters."""
+        out = []
+        for piece, shape, order in zip(flat.split(self.sizes), self.shapes, self.orders):
+            inverse = [0] * len(order)
+            for i, d in enumerate(order):
+                inverse[d] = i
+            out.append(piece.view(shape).permute(inverse))
+        return out
+
+
+class _ContrastiveL1(torch.autograd.Function):
+    """pos / (neg + eps) with the analytic gradient; inputs after the plan are the live parameters."""
 
     @staticmethod
-    def forward(ctx, anchor: list[Tensor], negatives: list[list[Tensor]], *params: Tensor) -> Tensor:
-        with torch.no_grad():
-            pos, toward = _distance_and_sign(params, anchor)
-            neg, away = torch.zeros_like(pos), None
-            for negative in negatives:
-                distance, signs = _distance_and_sign(params, negative)
-                neg = neg + distance
-                if away is None:
-                    away = signs
-                else:
-                    torch._foreach_add_(away, signs)
-            neg = neg + NEG_EPS
-        ctx.toward, ctx.away = toward, away
-        ctx.save_for_backward(pos, neg)
-        return pos / neg
+    def forward(ctx, plan: _Plan, *params: Tensor) -> Tensor:
+        with torch.no_grad(), torch.autocast(plan.device.type, enabled=False):
+            chunks = plan.chunks(params)
+            rows = plan.refs.shape[0]
+            toward = torch.empty(plan.numel, device=plan.device, dtype=plan.dtype)
+            away = torch.empty_like(toward) if rows > 1 else None
+            towards = toward.split(plan.chunk_sizes)
+            aways = away.split(plan.chunk_sizes) if away is not None else [None] * len(chunks)
+            sums = torch.empty(len(chunks), rows, device=plan.device, dtype=plan.dtype)
+            for c, t, a, s in zip(chunks, towards, aways, sums):
+                torch.sub(c.values, c.refs, out=c.work)
+                torch.sign(c.work[0], out=t)
+                if a is not None:
+                    torch.sign(c.work[1:], out=c.signs)
+                    torch.mv(c.signs.t(), plan.ones, out=a)  # exact: sums of +-1
+                torch.sum(c.work.abs_(), dim=1, out=s)
+            totals = sums.sum(dim=0, dtype=torch.float64)
+            pos, neg = totals[0], totals[1:].sum() + NEG_EPS
+            value = (pos / neg).to(plan.dtype)
+        ctx.plan, ctx.toward, ctx.away = plan, toward, away
+        ctx.save_for_backward(pos.to(plan.dtype), neg.to(plan.dtype))
+        return value
 
     @staticmethod
     def backward(ctx, grad_output: Tensor):
         pos, neg = ctx.saved_tensors
-        grads, away = ctx.toward, ctx.away
-        ctx.toward = ctx.away = None
-        torch._foreach_mul_(grads, grad_output / neg)
-        if away is not None:
-            torch._foreach_mul_(away, grad_output * pos / neg**2)
-            torch._foreach_sub_(grads, away)
-        return (None, None, *grads)
+        with torch.no_grad(), torch.autocast(ctx.plan.device.type, enabled=False):
+            grad = ctx.toward * (grad_output / neg)
+            if ctx.away is not None:
+                grad.addcmul_(ctx.away, -grad_output * pos / neg**2)
+        return (None, *ctx.plan.unflatten(grad))
 
 
-def _distance_and_sign(params: Sequence[Tensor], others: Sequence[Tensor]) -> tuple[Tensor, list[Tensor]]:
-    """(sum_p |params - others|_1 as a 0-dim device tensor, sign(params - others) per tensor)."""
-    diffs = torch._foreach_sub(list(params), list(others))
-    distance = torch.stack(torch._foreach_norm(diffs, 1)).sum()
-    torch._foreach_sign_(diffs)
-    return distance, diffs
+class ContrastiveL1:
+    """FedMRI's L_con of one site during one local fit: the anchor and negatives are fixed, the
+    parameters live; the references are stacked on the parameters' device at the first call.
+
+    Args:
+        anchor: the server's encoder, tensor for tensor.
+        negatives: previous-round local encoders (each a list matching ``anchor``).
+        chunk: elements per chunk (default: ``CPU_CHUNK`` on the CPU, whole tensors elsewhere).
+    """
+
+    def __init__(
+        self, anchor: Sequence[Tensor], negatives: Sequence[Sequence[Tensor]], chunk: int | None = None
+    ):
+        self.groups = [[a.detach() for a in anchor], *[[n.detach() for n in neg] for neg in negatives]]
+        for group in self.groups[1:]:
+            if len(group) != len(anchor):
+                raise ValueError(f"expected {len(anchor)} tensors per encoder, got {len(group)}")
+        self.chunk = chunk
+        self._plan: _Plan | None = None
+
+    def __call__(self, params: Sequence[Tensor]) -> Tensor:
+        """L_con of the live ``params`` as a 0-dim tensor; its backward gives the exact (sub)gradient."""
+        params = list(params)
+        if len(params) != len(self.groups[0]):
+            raise ValueError(f"expected {len(self.groups[0])} parameters, got {len(params)}")
+        if self._plan is None or not self._plan.matches(params):
+            self._plan = None  # release the old buffers first
+            self._plan = _Plan(params, self.groups, self.chunk)
+        return _ContrastiveL1.apply(self._plan, *params)
 
 
 def contrastive_l1(
@@ -87,11 +223,9 @@ def contrastive_l1(
         anchor: the server's encoder, tensor for tensor.
         negatives: previous-round local encoders (each a list matching ``params``).
     Returns:
-        A 0-dim tensor; its backward pass gives the exact (sub)gradient of the ratio.
+        A 0-dim tensor; its backward pass gives the exact (sub)gradient of the ratio. A training loop
+        that evaluates the term every step should keep one :class:`ContrastiveL1` instead.
     """
-    anchor = [a.detach() for a in anchor]
-    negatives = [[n.detach() for n in negative] for negative in negatives]
-    for group in (anchor, *negatives):
-        if len(group) != len(params):
-            raise ValueError(f"expected {len(params)} tensors per encoder, got {len(group)}")
-    return _ContrastiveL1.apply(anchor, negatives, *params)
+    if len(anchor) != len(params):
+        raise ValueError(f"expected {len(params)} tensors per encoder, got {len(anchor)}")
+    return ContrastiveL1(anchor, negatives)(params)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from fl.strategies import FedMRI
-from models.losses import contrastive_l1, reconstruction_loss
+from models.losses import ContrastiveL1, contrastive_l1, reconstruction_loss
 from models.unet import Unet
 
 
@@ -102,3 +102,90 @@ def test_reconstruction_losses():
     assert reconstruction_loss("l1")(a, b).item() == 2.0
     with pytest.raises(ValueError):
         reconstruction_loss("ssim")
+
+
+def encoder_lists(local, server, previous):
+    names = [n for n, _ in local.named_parameters() if n.startswith("encoder.")]
+    live, glob = dict(local.named_parameters()), dict(server.named_parameters())
+    negs = [[dict(net.named_parameters())[n].detach() for n in names] for net in previous]
+    return [live[n] for n in names], [glob[n].detach() for n in names], negs
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 100, 4096, None])
+def test_chunked_term_equals_the_direct_computation(chunk):
+    local, server, previous = tiny_encoders(3, seed=2)
+    params, anchor, negatives = encoder_lists(local, server, previous)
+    expected = direct(local, server, previous)
+    expected_grads = torch.autograd.grad(expected, params)
+    term = ContrastiveL1(anchor, negatives, chunk=chunk)
+    for _ in range(2):  # the second call reuses the stacked references and chunk views
+        value = term(params)
+        grads = torch.autograd.grad(value, params)
+        assert torch.allclose(value, expected, rtol=1e-6)
+        for got, want in zip(grads, expected_grads):
+            assert torch.allclose(got, want, rtol=1e-5, atol=1e-12)
+
+
+def test_term_follows_parameter_updates():
+    local, server, previous = tiny_encoders(2, seed=3)
+    params, anchor, negatives = encoder_lists(local, server, previous)
+    term = ContrastiveL1(anchor, negatives, chunk=50)
+    before = term(params).detach()
+    with torch.no_grad():
+        for p in params:
+            p.add_(0.05)
+    after = term(params)
+    assert not torch.equal(before, after.detach())
+    assert torch.allclose(after, direct(local, server, previous), rtol=1e-6)
+
+
+def test_two_evaluations_before_one_backward_keep_their_own_gradients():
+    local, server, previous = tiny_encoders(2, seed=4)
+    params, anchor, negatives = encoder_lists(local, server, previous)
+    term = ContrastiveL1(anchor, negatives, chunk=64)
+
+    def shift(amount):
+        with torch.no_grad():
+            params[0].add_(amount)
+
+    single = torch.autograd.grad(term(params), params)
+    shift(1.0)  # the first tensor now has other signs
+    shifted = torch.autograd.grad(term(params), params)
+    shift(-1.0)
+    first = term(params)
+    shift(1.0)
+    second = term(params)
+    both = torch.autograd.grad(first + second, params)
+    assert any(not torch.allclose(a, b) for a, b in zip(single, shifted))
+    for b, s, t in zip(both, single, shifted):
+        assert torch.allclose(b, s + t, rtol=1e-5, atol=1e-12)
+
+
+def test_channels_last_parameters_give_the_same_value_and_gradient_in_their_layout():
+    local, server, previous = tiny_encoders(2, seed=5)
+    params, anchor, negatives = encoder_lists(local, server, previous)
+    expected = ContrastiveL1(anchor, negatives, chunk=30)(params)
+    expected_grads = torch.autograd.grad(expected, params)
+    local.to(memory_format=torch.channels_last)
+    params, _, _ = encoder_lists(local, server, previous)
+    assert any(not p.is_contiguous() for p in params)
+    value = ContrastiveL1(anchor, negatives, chunk=30)(params)
+    grads = torch.autograd.grad(value, params)
+    assert torch.allclose(value, expected, rtol=1e-6)
+    for p, got, want in zip(params, grads, expected_grads):
+        assert torch.allclose(got, want, rtol=1e-6, atol=1e-12)
+        for layout in (torch.contiguous_format, torch.channels_last):
+            assert got.is_contiguous(memory_format=layout) == p.is_contiguous(memory_format=layout)
+
+
+def test_references_follow_the_parameters_to_another_dtype():
+    """A stand-in for a model that moves to a GPU after the term was built."""
+    local, server, previous = tiny_encoders(2, seed=6)
+    params, anchor, negatives = encoder_lists(local, server, previous)
+    term = ContrastiveL1(anchor, negatives)
+    term(params)
+    local.double()
+    params, _, _ = encoder_lists(local, server, previous)
+    value = term(params)
+    assert value.dtype == torch.float64
+    assert torch.allclose(value, direct(local, server, previous).double(), rtol=1e-6)
