@@ -83,6 +83,57 @@ def weighted_average(updates: Mapping[str, TensorDict], weights: Mapping[str, fl
     return averaged
 
 
+class FlatAverager:
+    """:func:`weighted_average` on flat float64 buffers kept from round to round: the same numbers,
+    bit for bit, without the per-tensor float64 temporaries.
+
+    Every site's floating tensors are copied into one flat float64 buffer, scaled in place and added
+    to a flat accumulator in the sites' order, exactly the operations ``weighted_average`` applies
+    tensor by tensor; integer buffers take ``weighted_average``'s own path. The buffers live as long
+    as this object and are reallocated only when the shared tensors change size.
+    """
+
+    def __init__(self) -> None:
+        self._accumulator: Tensor | None = None
+        self._term: Tensor | None = None
+
+    def _buffers(self, numel: int, device: torch.device) -> tuple[Tensor, Tensor]:
+        acc = self._accumulator
+        if acc is None or acc.numel() != numel or acc.device != device:
+            self._accumulator = self._term = None  # release the old pair first
+            self._accumulator = torch.empty(numel, dtype=torch.float64, device=device)
+            self._term = torch.empty(numel, dtype=torch.float64, device=device)
+        return self._accumulator, self._term
+
+    def __call__(self, updates: Mapping[str, TensorDict], weights: Mapping[str, float]) -> TensorDict:
+        """The weighted average of ``updates``, name by name, as :func:`weighted_average` computes it."""
+        if not updates:
+            return {}
+        total = sum(weights[site] for site in updates)
+        if total <= 0:
+            raise ValueError("aggregation weights must sum to a positive number")
+        first = next(iter(updates.values()))
+        names = [n for n, t in first.items() if t.is_floating_point()]
+        others = [n for n, t in first.items() if not t.is_floating_point()]
+        averaged: TensorDict = {}
+        if names:
+            sizes = [first[n].numel() for n in names]
+            acc, term = self._buffers(sum(sizes), first[names[0]].device)
+            for index, (site, tensors) in enumerate(updates.items()):
+                target = acc if index == 0 else term
+                torch.cat([tensors[n].reshape(-1) for n in names], out=target)
+                target.mul_(weights[site] / total)
+                if index:
+                    acc.add_(term)
+            for name, piece in zip(names, acc.split(sizes)):
+                averaged[name] = piece.view(first[name].shape).to(first[name].dtype)
+        if others:
+            averaged.update(
+                weighted_average({s: {n: t[n] for n in others} for s, t in updates.items()}, weights)
+            )
+        return {n: averaged[n] for n in first}
+
+
 def head_names(names: Iterable[str], head: str = "stage") -> set[str]:
     """The network's head: the 1x1 output conv (``conv``), or the whole last decoder stage (``stage``:
     the full-resolution up block and the 1x1 conv). In the dual-domain cascade it is the image
@@ -191,6 +242,7 @@ class Strategy:
         self.config = config
         self.seed = seed
         self._traffic: dict[str, list[int]] = {}
+        self._averager = FlatAverager() if getattr(config, "flat_aggregation", False) else None
 
     # -- what travels ---------------------------------------------------------------------------
     def is_shared(self, name: str) -> bool:
@@ -230,6 +282,12 @@ class Strategy:
         self, rnd: int, updates: Mapping[str, TensorDict], weights: Mapping[str, float]
     ) -> TensorDict:
         """New global tensors from each site's shared tensors after its local training."""
+        return self.average(updates, weights)
+
+    def average(self, updates: Mapping[str, TensorDict], weights: Mapping[str, float]) -> TensorDict:
+        """:func:`weighted_average`, on flat buffers under ``fl.flat_aggregation`` (same numbers)."""
+        if self._averager is not None:
+            return self._averager(updates, weights)
         return weighted_average(updates, weights)
 
     # -- communication --------------------------------------------------------------------------
@@ -502,7 +560,7 @@ class Scaffold(Strategy):
                 n: self.c.get(n, torch.zeros_like(deltas[0][n])) + sum(d[n] for d in deltas) / len(updates)
                 for n in names
             }
-        return weighted_average(updates, weights)
+        return self.average(updates, weights)
 
     def site_state(self, site: str) -> dict[str, Any]:
         state = super().site_state(site)
@@ -761,7 +819,7 @@ class FedMRI(Strategy):
         self.previous = {
             site: {n: t.detach().clone() for n, t in tensors.items()} for site, tensors in updates.items()
         }
-        return weighted_average(updates, weights)
+        return self.average(updates, weights)
 
     def _contrastive_round(self, rnd: int) -> bool:
         return rnd >= self.start_round and self.beta != 0

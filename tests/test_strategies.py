@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from fl.strategies import ALGORITHMS, FedAvg, FedMRI, SingleSet, weighted_average
+from fl.strategies import ALGORITHMS, FedAvg, FedMRI, FlatAverager, SingleSet, weighted_average
 from models.unet import Unet
 
 
@@ -95,3 +95,50 @@ def _flatten(state, prefix=""):
     for key, value in items:
         out.update(_flatten(value, f"{prefix}.{key}"))
     return out
+
+
+def random_updates(sites: int, seed: int, scale: float = 1.0) -> dict:
+    """Sites' tensors of a small U-Net in float32 (channels_last among them) plus an integer buffer."""
+    generator = torch.Generator().manual_seed(seed)
+    state = Unet(chans=2, num_pool_layers=2).state_dict()
+    updates = {}
+    for k in range(sites):
+        tensors = {n: scale * torch.randn(t.shape, generator=generator) for n, t in state.items()}
+        first = next(n for n, t in tensors.items() if t.dim() == 4)
+        tensors[first] = tensors[first].contiguous(memory_format=torch.channels_last)
+        tensors["steps"] = torch.tensor(10 + 3 * k)
+        updates[f"site{k}"] = tensors
+    return updates
+
+
+@pytest.mark.parametrize("sites", [1, 3, 5])
+def test_flat_aggregation_gives_weighted_average_bit_for_bit(sites):
+    averager = FlatAverager()
+    for seed in range(3):  # buffers reused across rounds
+        updates = random_updates(sites, seed, scale=10.0 ** (seed - 1))
+        weights = {s: 0.7 + 1.3 * i for i, s in enumerate(updates)}
+        expected = weighted_average(updates, weights)
+        got = averager(updates, weights)
+        assert list(got) == list(expected)
+        for name in expected:
+            assert got[name].dtype == expected[name].dtype and got[name].shape == expected[name].shape
+            assert torch.equal(got[name], expected[name]), name
+    smaller = {s: {n: t for n, t in list(u.items())[:3]} for s, u in random_updates(2, 9).items()}
+    expected = weighted_average(smaller, {s: 1.0 for s in smaller})
+    got = averager(smaller, {s: 1.0 for s in smaller})
+    assert all(torch.equal(got[n], expected[n]) for n in expected)
+    with pytest.raises(ValueError):
+        averager(smaller, {s: 0.0 for s in smaller})
+
+
+def test_strategies_aggregate_flat_when_configured():
+    from types import SimpleNamespace
+
+    updates = random_updates(3, seed=4)
+    weights = {s: 1.0 for s in updates}
+    for algorithm in (FedAvg, FedMRI):
+        plain = algorithm(SimpleNamespace(flat_aggregation=False)).aggregate(2, updates, weights)
+        flat_strategy = algorithm(SimpleNamespace(flat_aggregation=True))
+        assert isinstance(flat_strategy._averager, FlatAverager)
+        flat = flat_strategy.aggregate(2, updates, weights)
+        assert all(torch.equal(flat[n], plain[n]) for n in plain)
