@@ -129,8 +129,10 @@ class SiteDataModule(L.LightningDataModule):
         seed: the run's seed.
         cache_dir: where sources may cache generated or converted data.
         clamp: clamp of the normalised input (None = off).
-        num_workers: loader worker processes (persistent across rounds when > 0).
+        num_workers: loader worker processes.
         return_kspace: samples also carry ``masked_kspace`` and ``mask`` (for k-space models).
+        persistent_workers: keep the workers alive across fits and rounds (when ``num_workers`` > 0).
+        pin_memory: page-locked batches (None: when CUDA is available).
     """
 
     def __init__(
@@ -142,12 +144,16 @@ class SiteDataModule(L.LightningDataModule):
         clamp: float | None = 6.0,
         num_workers: int = 0,
         return_kspace: bool = False,
+        persistent_workers: bool = True,
+        pin_memory: bool | None = None,
     ):
         super().__init__()
         self.name: str = site.name
         self.batch_size: int = site.batch_size
         self.seed = seed
         self.num_workers = num_workers
+        self.persistent_workers = persistent_workers
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.redraw_masks = bool(site.mask.redraw_train)
         self.transform = ReconTransform(
             masks.create(site.mask.kind, **site.mask.params()), clamp=clamp, return_kspace=return_kspace
@@ -222,8 +228,8 @@ class SiteDataModule(L.LightningDataModule):
                 sampler=sampler,
                 shuffle=False,
                 num_workers=self.num_workers,
-                persistent_workers=self.num_workers > 0,
-                pin_memory=torch.cuda.is_available(),
+                persistent_workers=self.persistent_workers and self.num_workers > 0,
+                pin_memory=self.pin_memory,
             )
         return self._loaders[split]
 
@@ -304,9 +310,20 @@ class PooledDataModule:
         seed: the run's seed.
         name: the pool's name (keys its batch order).
         num_workers: loader worker processes.
+        persistent_workers: keep the workers alive across fits and rounds (when ``num_workers`` > 0).
+        pin_memory: page-locked batches (None: when CUDA is available).
     """
 
-    def __init__(self, members: list[SiteDataModule], *, seed: int, name: str, num_workers: int = 0):
+    def __init__(
+        self,
+        members: list[SiteDataModule],
+        *,
+        seed: int,
+        name: str,
+        num_workers: int = 0,
+        persistent_workers: bool = True,
+        pin_memory: bool | None = None,
+    ):
         if not members:
             raise ValueError("a pool needs at least one site")
         for member in members:
@@ -318,8 +335,8 @@ class PooledDataModule:
             PooledDataset(members),
             batch_sampler=self.sampler,
             num_workers=num_workers,
-            persistent_workers=num_workers > 0,
-            pin_memory=torch.cuda.is_available(),
+            persistent_workers=persistent_workers and num_workers > 0,
+            pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
         )
 
     @property

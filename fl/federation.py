@@ -140,6 +140,8 @@ class Federation:
                 clamp=cfg.data.clamp,
                 num_workers=cfg.trainer.num_workers,
                 return_kspace=cfg.model.kind == "dual_domain",
+                persistent_workers=cfg.trainer.persistent_workers,
+                pin_memory=cfg.trainer.pin_memory,
             )
             start = time.perf_counter()
             dm.setup()

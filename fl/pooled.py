@@ -47,6 +47,8 @@ class PooledTraining(Federation):
                 seed=self.config.seed,
                 name=f"{self.strategy.name}-{group}",
                 num_workers=self.config.trainer.num_workers,
+                persistent_workers=self.config.trainer.persistent_workers,
+                pin_memory=self.config.trainer.pin_memory,
             )
         if self.strategy.pooled == "all":
             self.log(f"{self.strategy.name}: one model on the pooled training data of {', '.join(names)}")

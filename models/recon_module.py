@@ -78,7 +78,8 @@ class ReconModule(L.LightningModule):
 
     Args:
         model: the ``model`` config section (kind, chans, num_pool_layers, drop_prob, norm, cascades,
-            kspace_loss_weight).
+            kspace_loss_weight, and the fast paths ``channels_last``: weights and inputs in channels_last
+            memory order, and ``compile``: ``torch.compile`` in place, so parameter names do not change).
         optim: optimiser name (``rmsprop`` | ``adam`` | ``sgd``), ``lr`` and ``weight_decay``.
         loss: ``mse`` | ``l1``, on the normalised output image.
     """
@@ -88,7 +89,17 @@ class ReconModule(L.LightningModule):
         model = dict(model)
         self.kind = model.get("kind", "unet")
         self.kspace_loss_weight = float(model.pop("kspace_loss_weight", 0.0))
+        self.channels_last = bool(model.pop("channels_last", False))
+        compile_model = bool(model.pop("compile", False))
         self.model = build_network(**model)
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        if compile_model:
+            if self.kind == "unet":  # the training step calls the two halves
+                self.model.encoder.compile()
+                self.model.decoder.compile()
+            else:
+                self.model.compile()
         self.optim = dict(optim)
         self.loss_fn = reconstruction_loss(loss)
         # Installed by the federation before each local fit:
@@ -103,7 +114,11 @@ class ReconModule(L.LightningModule):
 
     def forward(self, x: Tensor) -> Tensor:
         """Normalised zero-filled image (N, 1, H, W) -> normalised reconstruction (N, 1, H, W) (U-Net)."""
-        return self.model(x)
+        return self.model(self._layout(x))
+
+    def _layout(self, x: Tensor) -> Tensor:
+        """The input in the model's memory order."""
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def predict(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor | None]:
         """A batch -> (normalised reconstruction (N, 1, H, W) at the target's size, bottleneck features).
@@ -113,7 +128,7 @@ class ReconModule(L.LightningModule):
         Features are the U-Net's bottleneck (None for the cascade).
         """
         if self.kind == "unet":
-            features, skips = self.model.encoder(batch["input"])
+            features, skips = self.model.encoder(self._layout(batch["input"]))
             return self.model.decoder(features, skips), features
         pred = self.model(batch["masked_kspace"], batch["mask"], batch["mean"], batch["std"])
         target_shape = tuple(batch["target"].shape[-2:])

@@ -92,6 +92,8 @@ def build_sites(config: Config) -> dict[str, SiteDataModule]:
             clamp=config.data.clamp,
             num_workers=config.trainer.num_workers,
             return_kspace=config.model.kind == "dual_domain",
+            persistent_workers=config.trainer.persistent_workers,
+            pin_memory=config.trainer.pin_memory,
         )
         dm.setup()
         sites[site_cfg.name] = dm

@@ -1,0 +1,93 @@
+"""The performance switches: safe defaults, unchanged parameter names, and the same numbers where promised."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from fl.federation import Federation
+from models.recon_module import ReconModule
+from utils.config import load_config
+from utils.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_MODEL = {"chans": 4, "num_pool_layers": 2}
+OPTIM = {"name": "rmsprop", "lr": 1e-3}
+
+
+def test_default_config_keeps_every_fast_path_off():
+    config = load_config(ROOT / "configs" / "default.yaml")
+    assert config.model.channels_last is False and config.model.compile is False
+    assert config.fl.flat_aggregation is False
+    assert config.trainer.precision == "32-true"
+    assert config.trainer.persistent_workers is True and config.trainer.pin_memory is None
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("model.channels_last=sometimes", "model.channels_last"),
+        ("model.compile=fast", "model.compile"),
+        ("fl.flat_aggregation=3", "fl.flat_aggregation"),
+        ("trainer.pin_memory=always", "trainer.pin_memory"),
+        ("trainer.persistent_workers=maybe", "trainer.persistent_workers"),
+    ],
+)
+def test_bad_fast_path_values_name_their_key(override, key):
+    with pytest.raises(UserError, match=key.replace(".", r"\.")):
+        load_config(ROOT / "configs" / "default.yaml", [override])
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.compile's imports
+@pytest.mark.parametrize("options", [{"channels_last": True}, {"compile": True}])
+def test_fast_paths_keep_parameter_names(options):
+    plain = ReconModule(model=TINY_MODEL, optim=OPTIM)
+    fast = ReconModule(model={**TINY_MODEL, **options}, optim=OPTIM)
+    assert list(fast.model.state_dict()) == list(plain.model.state_dict())
+    assert [n for n, _ in fast.model.named_parameters()] == [n for n, _ in plain.model.named_parameters()]
+    fast.model.load_state_dict(plain.model.state_dict())  # checkpoints move between the two
+
+
+def test_channels_last_module_computes_the_same_loss_and_gradients():
+    torch.manual_seed(0)
+    plain = ReconModule(model=TINY_MODEL, optim=OPTIM)
+    fast = ReconModule(model={**TINY_MODEL, "channels_last": True}, optim=OPTIM)
+    fast.model.load_state_dict(plain.model.state_dict())
+    conv = fast.model.encoder.down[1].layers[0].weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    batch = {"input": torch.randn(2, 1, 16, 16), "target": torch.randn(2, 1, 16, 16)}
+    losses = []
+    for module in (plain, fast):
+        loss = module.training_step(batch, 0)
+        loss.backward()
+        losses.append(loss.detach())
+    assert torch.allclose(losses[0], losses[1], rtol=1e-5)
+    for (name, a), b in zip(plain.model.named_parameters(), fast.model.parameters()):
+        assert torch.allclose(a.grad, b.grad, rtol=1e-4, atol=1e-6), name
+    assert torch.allclose(plain(batch["input"]), fast(batch["input"]), rtol=1e-4, atol=1e-5)
+
+
+def _final_state(config) -> dict:
+    fed = Federation(config, log=lambda _: None)
+    fed.setup()
+    for rnd in (1, 2):  # the contrastive term is active in round 2
+        fed.run_round(rnd)
+    return {
+        "global": fed.global_state,
+        "sites": {s.name: s.module.model.state_dict() for s in fed.sites},
+        "previous": fed.strategy.previous,
+    }
+
+
+def test_flat_aggregation_leaves_a_fedmri_run_bit_for_bit_unchanged(tiny_config):
+    plain = _final_state(tiny_config())
+    config = tiny_config()
+    config.fl.flat_aggregation = True
+    flat = _final_state(config)
+
+    def same(a, b):
+        if isinstance(a, dict):
+            return set(a) == set(b) and all(same(a[k], b[k]) for k in a)
+        return torch.equal(a, b)
+
+    assert same(plain, flat)
