@@ -157,14 +157,16 @@ class _ContrastiveL1(torch.autograd.Function):
             away = torch.empty_like(toward) if rows > 1 else None
             towards = toward.split(plan.chunk_sizes)
             aways = away.split(plan.chunk_sizes) if away is not None else [None] * len(chunks)
-            sums = torch.empty(len(chunks), rows, device=plan.device, dtype=plan.dtype)
+            # per-chunk sums at least in float32 (half-precision parameters under bf16-true)
+            sum_dtype = torch.promote_types(plan.dtype, torch.float32)
+            sums = torch.empty(len(chunks), rows, device=plan.device, dtype=sum_dtype)
             for c, t, a, s in zip(chunks, towards, aways, sums):
                 torch.sub(c.values, c.refs, out=c.work)
                 torch.sign(c.work[0], out=t)
                 if a is not None:
                     torch.sign(c.work[1:], out=c.signs)
                     torch.mv(c.signs.t(), plan.ones, out=a)  # exact: sums of +-1
-                torch.sum(c.work.abs_(), dim=1, out=s)
+                torch.sum(c.work.abs_(), dim=1, dtype=sum_dtype, out=s)
             totals = sums.sum(dim=0, dtype=torch.float64)
             pos, neg = totals[0], totals[1:].sum() + NEG_EPS
             value = (pos / neg).to(plan.dtype)

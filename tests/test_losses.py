@@ -189,3 +189,15 @@ def test_references_follow_the_parameters_to_another_dtype():
     value = term(params)
     assert value.dtype == torch.float64
     assert torch.allclose(value, direct(local, server, previous).double(), rtol=1e-6)
+
+
+def test_half_precision_parameters_keep_float32_sums():
+    local, server, previous = tiny_encoders(2, seed=7)
+    expected = direct(local, server, previous)
+    local.bfloat16()
+    params, anchor, negatives = encoder_lists(local, server, previous)
+    value = ContrastiveL1(anchor, negatives, chunk=100)(params)
+    assert value.dtype == torch.bfloat16
+    reference = direct(local, server, previous)  # bf16 parameters against the float32 references
+    assert torch.allclose(value.float(), reference.float(), rtol=1e-2)
+    assert torch.allclose(value.float(), expected, rtol=5e-2)
