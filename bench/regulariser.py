@@ -21,10 +21,7 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
-import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,6 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.timing import interleaved, load, machine, median  # noqa: E402
 from models.losses import ContrastiveL1  # noqa: E402
 from models.unet import Unet  # noqa: E402
 
@@ -73,19 +71,6 @@ def round_in_progress(chans: int, sites: int, seed: int = 0) -> tuple[Unet, Unet
         for p in encoder_tensors(local):
             p.add_(torch.randn_like(p), alpha=2e-4)
     return local, server, previous
-
-
-def interleaved(candidates: dict[str, Callable[[], object]], reps: int) -> dict[str, float]:
-    """Median seconds of each candidate, the candidates alternating within every repetition."""
-    for fn in candidates.values():
-        fn()  # warm-up
-    times: dict[str, list[float]] = {name: [] for name in candidates}
-    for _ in range(reps):
-        for name, fn in candidates.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def step_fn(chans: int, size: int, batch: int) -> Callable[[], None]:
@@ -139,13 +124,14 @@ def main() -> int:
     exact_models = [copy.deepcopy(m).double() for m in (local, server, *previous)]
     exact_value = authors_term(exact_models[0], exact_models[1], exact_models[2:])
     exact_value.backward()
+    exact_value = exact_value.detach()
     exact_grad = torch.cat([p.grad.flatten() for p in encoder_tensors(exact_models[0])])
     results = {}
     for name, fn in (("authors", theirs), ("ours", ours)):
         value = fn()
         grad = torch.cat([p.grad.flatten() for p in params]).double()
         results[name] = (
-            abs(float(value.double() - exact_value.detach())) / abs(float(exact_value)),
+            abs(float(value.double() - exact_value)) / abs(float(exact_value)),
             float((grad - exact_grad).abs().max() / exact_grad.abs().max()),
             grad,
             value,
@@ -155,12 +141,9 @@ def main() -> int:
         (results["ours"][2] - results["authors"][2]).abs().max() / results["authors"][2].abs().max()
     )
 
-    timed = interleaved({"authors": theirs, "ours": ours}, args.reps)
-    print(
-        f"U-Net chans={args.chans}: encoder {count:,} parameters, {args.sites} previous encoders, "
-        f"{torch.get_num_threads()} torch threads, load average {os.getloadavg()[0]:.1f} "
-        f"on {os.cpu_count()} CPUs"
-    )
+    timed = {k: median(v) for k, v in interleaved({"authors": theirs, "ours": ours}, args.reps).items()}
+    print(machine())
+    print(f"U-Net chans={args.chans}: encoder {count:,} parameters, {args.sites} previous encoders; {load()}")
     print(
         f"  authors' formulation  {timed['authors'] * 1e3:8.2f} ms  (value + backward, median of {args.reps})"
     )
@@ -189,13 +172,13 @@ def main() -> int:
             small_term(p_small).backward()
 
         step = step_fn(chans, size, 8)
-        timed = interleaved({"step": step, "reg": reg}, args.step_reps)
+        timed = {k: median(v) for k, v in interleaved({"step": step, "reg": reg}, args.step_reps).items()}
         print(
             f"  {label:7s} size (chans {chans}, {size}x{size}, batch 8): step {timed['step'] * 1e3:8.1f} ms, "
             f"regulariser {timed['reg'] * 1e3:6.2f} ms = {100 * timed['reg'] / timed['step']:.2f} % of a step"
             "   (target <= 2 %)"
         )
-    print(f"  load average at the end {os.getloadavg()[0]:.1f}")
+    print(f"  at the end: {load()}")
     return 0
 
 
