@@ -221,6 +221,23 @@ class _Linear(torch.autograd.Function):
         return (None, *[d * grad_output for d in ctx.directions])
 
 
+class _OnDevice:
+    """Fixed tensors of a penalty, copied to the live parameters' device the first time they meet there.
+
+    The federation builds a site's penalty before its fit, while the module is still on the CPU;
+    Lightning moves the module to the accelerator when the fit starts (and back when it ends).
+    """
+
+    def __init__(self, tensors: list[Tensor]):
+        self.tensors = tensors
+
+    def on(self, device: torch.device) -> list[Tensor]:
+        """The tensors on ``device``."""
+        if self.tensors and self.tensors[0].device != device:
+            self.tensors = [t.to(device) for t in self.tensors]
+        return self.tensors
+
+
 def _trainable_shared(model: nn.Module, global_state: TensorDict) -> list[str]:
     named = dict(model.named_parameters())
     return [n for n in global_state if n in named and named[n].requires_grad]
@@ -384,13 +401,13 @@ class FedProx(Strategy):
         names = _trainable_shared(model, global_state)
         if self.mu == 0 or not names:
             return None
-        device = dict(model.named_parameters())[names[0]].device
-        anchor = [global_state[n].to(device) for n in names]
+        anchor = _OnDevice([global_state[n] for n in names])
         mu = self.mu
 
         def proximal(model: nn.Module, outputs: Mapping[str, Tensor] | None = None) -> Tensor:
             live = dict(model.named_parameters())
-            return _Proximal.apply(anchor, mu, *[live[n] for n in names])
+            params = [live[n] for n in names]
+            return _Proximal.apply(anchor.on(params[0].device), mu, *params)
 
         return proximal
 
@@ -497,12 +514,12 @@ class Scaffold(Strategy):
         self.record_traffic(site, received=nbytes(c.values()))
         if not names or all(not torch.any(d) for d in correction.values()):
             return None
-        device = named[names[0]].device
-        directions = [correction[n].to(device) for n in names]
+        directions = _OnDevice([correction[n] for n in names])
 
         def drift_correction(model: nn.Module, outputs: Mapping[str, Tensor] | None = None) -> Tensor:
             live = dict(model.named_parameters())
-            return _Linear.apply(directions, *[live[n] for n in names])
+            params = [live[n] for n in names]
+            return _Linear.apply(directions.on(params[0].device), *params)
 
         return drift_correction
 
@@ -679,11 +696,9 @@ class FLMRCM(Strategy):
         if site == self.target or self.target_features is None or self.weight == 0:
             return None
         self.record_traffic(site, received=nbytes([self.target_features]))
-        device = next(model.parameters()).device
-        disc = self._discriminator(site, self.target_features.shape[1]).to(device)
+        disc = self._discriminator(site, self.target_features.shape[1])
         optimizer = self.disc_optimizers[site]
-        _optimizer_to(optimizer, device)
-        target = self.target_features.to(device)
+        targets = _OnDevice([self.target_features])
         generator = torch.Generator().manual_seed(stable_seed(self.seed, "flmrcm-sample", site, rnd))
         weight = self.weight
 
@@ -691,6 +706,11 @@ class FLMRCM(Strategy):
             if outputs is None or "features" not in outputs:
                 raise ValueError("FL-MRCM's penalty needs the batch's bottleneck features")
             own = pooled_features(outputs["features"]).float()
+            device = own.device
+            if next(disc.parameters()).device != device:  # follow the model to its training device
+                disc.to(device)
+                _optimizer_to(optimizer, device)
+            target = targets.on(device)[0]
             index = torch.randint(len(target), (own.shape[0],), generator=generator).to(device)
             theirs = target[index]
             ones, zeros = torch.ones(len(own), 1, device=device), torch.zeros(len(own), 1, device=device)

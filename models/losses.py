@@ -20,6 +20,7 @@ in two fused passes. Everything stays on the parameters' device (no host synchro
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -145,12 +146,19 @@ class _Plan:
         return out
 
 
+def _without_autocast(device: torch.device):
+    """A context that turns autocast off on ``device`` (the term is computed in the parameters' dtype)."""
+    if torch.amp.is_autocast_available(device.type):
+        return torch.autocast(device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
 class _ContrastiveL1(torch.autograd.Function):
     """pos / (neg + eps) with the analytic gradient; inputs after the plan are the live parameters."""
 
     @staticmethod
     def forward(ctx, plan: _Plan, *params: Tensor) -> Tensor:
-        with torch.no_grad(), torch.autocast(plan.device.type, enabled=False):
+        with torch.no_grad(), _without_autocast(plan.device):
             chunks = plan.chunks(params)
             rows = plan.refs.shape[0]
             toward = torch.empty(plan.numel, device=plan.device, dtype=plan.dtype)
@@ -177,7 +185,7 @@ class _ContrastiveL1(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output: Tensor):
         pos, neg = ctx.saved_tensors
-        with torch.no_grad(), torch.autocast(ctx.plan.device.type, enabled=False):
+        with torch.no_grad(), _without_autocast(ctx.plan.device):
             grad = ctx.toward * (grad_output / neg)
             if ctx.away is not None:
                 grad.addcmul_(ctx.away, -grad_output * pos / neg**2)

@@ -201,3 +201,16 @@ def test_half_precision_parameters_keep_float32_sums():
     reference = direct(local, server, previous)  # bf16 parameters against the float32 references
     assert torch.allclose(value.float(), reference.float(), rtol=1e-2)
     assert torch.allclose(value.float(), expected, rtol=5e-2)
+
+
+def test_references_follow_the_parameters_to_another_device():
+    """Lightning moves a module to its accelerator when a fit starts ("meta" stands in for a GPU)."""
+    local, server, previous = tiny_encoders(2, seed=8)
+    params, anchor, negatives = encoder_lists(local, server, previous)
+    term = ContrastiveL1(anchor, negatives)
+    term(params)
+    local.to("meta")
+    params, _, _ = encoder_lists(local, server, previous)
+    value = term(params)
+    grads = torch.autograd.grad(value, params)
+    assert value.device.type == "meta" and all(g.device.type == "meta" for g in grads)

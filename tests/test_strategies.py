@@ -142,3 +142,30 @@ def test_strategies_aggregate_flat_when_configured():
         assert isinstance(flat_strategy._averager, FlatAverager)
         flat = flat_strategy.aggregate(2, updates, weights)
         assert all(torch.equal(flat[n], plain[n]) for n in plain)
+
+
+@pytest.mark.parametrize("algorithm", ["fedmri", "fedprox", "scaffold", "flmrcm"])
+def test_penalties_follow_the_model_to_its_training_device(algorithm):
+    """The federation builds a site's penalty before its fit, while the module is still on the CPU,
+    and Lightning moves it to the accelerator when the fit starts ("meta" stands in for a GPU)."""
+    from types import SimpleNamespace
+
+    config = SimpleNamespace(fedprox=SimpleNamespace(mu=0.1), flmrcm=SimpleNamespace(target_site="b"))
+    strategy = ALGORITHMS[algorithm](config)
+    torch.manual_seed(0)
+    model = Unet(chans=2, num_pool_layers=2)
+    names = strategy.shared_names(list(model.state_dict()), model)
+    state = model.state_dict()
+    updates = {s: {n: state[n] + 0.1 * torch.randn_like(state[n]) for n in names} for s in ("a", "b")}
+    global_state = strategy.aggregate(1, updates, {"a": 1.0, "b": 1.0})
+    if algorithm == "scaffold":
+        strategy.c = {n: torch.randn_like(t) for n, t in global_state.items() if t.is_floating_point()}
+    if algorithm == "flmrcm":
+        strategy.prepare_site("b", 2, model, [{"input": torch.randn(4, 1, 16, 16)}])
+    penalty = strategy.penalty("a", 2, model, global_state)
+    assert penalty is not None
+    model.to("meta")
+    features, _ = model.encoder(torch.randn(4, 1, 16, 16, device="meta"))
+    value = penalty(model, {"features": features})
+    assert value.device.type == "meta"
+    value.backward()
