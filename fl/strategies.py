@@ -84,25 +84,26 @@ def weighted_average(updates: Mapping[str, TensorDict], weights: Mapping[str, fl
 
 
 class FlatAverager:
-    """:func:`weighted_average` on flat float64 buffers kept from round to round: the same numbers,
-    bit for bit, without the per-tensor float64 temporaries.
+    """:func:`weighted_average` in place on buffers kept from round to round: the same numbers, bit for
+    bit, without allocating float64 temporaries for every tensor of every site.
 
-    Every site's floating tensors are copied into one flat float64 buffer, scaled in place and added
-    to a flat accumulator in the sites' order, exactly the operations ``weighted_average`` applies
-    tensor by tensor; integer buffers take ``weighted_average``'s own path. The buffers live as long
-    as this object and are reallocated only when the shared tensors change size.
+    The floating tensors are averaged into one flat float64 accumulator, tensor by tensor (so each
+    tensor's slice of the accumulator stays in cache while every site's term is added to it), each
+    site's term scaled in a float64 scratch buffer of the largest tensor's size: exactly the
+    operations ``weighted_average`` applies, in the same order. Integer buffers take
+    ``weighted_average``'s own path. The buffers are reallocated only when the shared tensors change.
     """
 
     def __init__(self) -> None:
         self._accumulator: Tensor | None = None
         self._term: Tensor | None = None
 
-    def _buffers(self, numel: int, device: torch.device) -> tuple[Tensor, Tensor]:
-        acc = self._accumulator
-        if acc is None or acc.numel() != numel or acc.device != device:
+    def _buffers(self, numel: int, largest: int, device: torch.device) -> tuple[Tensor, Tensor]:
+        acc, term = self._accumulator, self._term
+        if acc is None or acc.numel() != numel or term.numel() != largest or acc.device != device:
             self._accumulator = self._term = None  # release the old pair first
             self._accumulator = torch.empty(numel, dtype=torch.float64, device=device)
-            self._term = torch.empty(numel, dtype=torch.float64, device=device)
+            self._term = torch.empty(largest, dtype=torch.float64, device=device)
         return self._accumulator, self._term
 
     def __call__(self, updates: Mapping[str, TensorDict], weights: Mapping[str, float]) -> TensorDict:
@@ -118,19 +119,21 @@ class FlatAverager:
         averaged: TensorDict = {}
         if names:
             sizes = [first[n].numel() for n in names]
-            acc, term = self._buffers(sum(sizes), first[names[0]].device)
-            for index, (site, tensors) in enumerate(updates.items()):
-                target = acc if index == 0 else term
-                torch.cat([tensors[n].reshape(-1) for n in names], out=target)
-                target.mul_(weights[site] / total)
-                if index:
-                    acc.add_(term)
+            acc, term = self._buffers(sum(sizes), max(sizes), first[names[0]].device)
+            factors = [weights[site] / total for site in updates]
             for name, piece in zip(names, acc.split(sizes)):
+                scratch = term[: piece.numel()]
+                for index, tensors in enumerate(updates.values()):
+                    values = tensors[name].reshape(-1)
+                    if index == 0:
+                        piece.copy_(values).mul_(factors[0])
+                    else:
+                        scratch.copy_(values).mul_(factors[index])
+                        piece.add_(scratch)
                 averaged[name] = piece.view(first[name].shape).to(first[name].dtype)
         if others:
-            averaged.update(
-                weighted_average({s: {n: t[n] for n in others} for s, t in updates.items()}, weights)
-            )
+            rest = {site: {n: tensors[n] for n in others} for site, tensors in updates.items()}
+            averaged.update(weighted_average(rest, weights))
         return {n: averaged[n] for n in first}
 
 

@@ -181,8 +181,8 @@ class FLConfig(_Section):
     )
     flat_aggregation: bool = Field(
         False,
-        description="average the shared tensors in float64 buffers kept between rounds, one flat pass per "
-        "site, instead of tensor by tensor; the same numbers",
+        description="average the shared tensors in place in flat float64 buffers kept between rounds, "
+        "instead of allocating float64 temporaries per tensor and site; the same numbers, bit for bit",
     )
     head: Literal["stage", "conv"] = Field(
         "stage",
