@@ -93,7 +93,8 @@ def main() -> int:
 
     peaks = {}
     print(machine())
-    print(f"train.py --config {args.config} fl.rounds={args.rounds}, one fresh process per run")
+    threads = f", OMP_NUM_THREADS={args.threads}" if args.threads else ""
+    print(f"train.py --config {args.config} fl.rounds={args.rounds}, one fresh process per run{threads}")
     print(f"  {'sites':>5} | {'peak RSS MiB':>12} | RSS after each round, MiB")
     with tempfile.TemporaryDirectory() as tmp:
         for sites in args.sites:

@@ -118,6 +118,7 @@ def main() -> int:
         f"median of {args.reps} steps per variant, variants alternating"
     )
     base = median(times["fp32"])
+    print("  (first step: with model.compile it includes compiling; inductor's disk cache shortens reruns)")
     for label, t in times.items():
         line = (
             f"  {label:<28} {median(t) * 1e3:9.1f} ms  {args.batch / median(t):8.1f} slices/s  "
