@@ -15,7 +15,9 @@ still in cache: the L1 sums (accumulated in float64 across chunks), ``sign(theta
 
     d L_con / d theta = sign(theta - g) / neg  -  pos / neg^2 * sum_j sign(theta - theta_j)
 
-in two fused passes. Everything stays on the parameters' device (no host synchronisation).
+in two fused passes. Everything stays on the parameters' device (no host synchronisation). On the
+CPU the chunk loop runs on one thread: splitting each cache-sized operation between threads buys
+little and costs a synchronisation per operation.
 """
 
 from __future__ import annotations
@@ -153,12 +155,27 @@ def _without_autocast(device: torch.device):
     return contextlib.nullcontext()
 
 
+@contextlib.contextmanager
+def _one_cpu_thread(device: torch.device):
+    """Run the chunk loop on one thread: its cache-sized operations are too small to be worth a thread
+    synchronisation each (hundreds per step), which on a busy machine can stall for milliseconds."""
+    threads = torch.get_num_threads()
+    if device.type != "cpu" or threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 class _ContrastiveL1(torch.autograd.Function):
     """pos / (neg + eps) with the analytic gradient; inputs after the plan are the live parameters."""
 
     @staticmethod
     def forward(ctx, plan: _Plan, *params: Tensor) -> Tensor:
-        with torch.no_grad(), _without_autocast(plan.device):
+        with torch.no_grad(), _without_autocast(plan.device), _one_cpu_thread(plan.device):
             chunks = plan.chunks(params)
             rows = plan.refs.shape[0]
             toward = torch.empty(plan.numel, device=plan.device, dtype=plan.dtype)

@@ -214,3 +214,16 @@ def test_references_follow_the_parameters_to_another_device():
     value = term(params)
     grads = torch.autograd.grad(value, params)
     assert value.device.type == "meta" and all(g.device.type == "meta" for g in grads)
+
+
+def test_the_chunk_loop_gives_back_the_threads_it_borrows():
+    local, server, previous = tiny_encoders(2, seed=9)
+    params, anchor, negatives = encoder_lists(local, server, previous)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        value = ContrastiveL1(anchor, negatives, chunk=50)(params)
+        assert torch.get_num_threads() == 2
+        assert torch.allclose(value, direct(local, server, previous), rtol=1e-6)
+    finally:
+        torch.set_num_threads(threads)
