@@ -4,12 +4,13 @@
     python bench/data_rate.py --workers 2 --threads 1
 
 Three sources, each through its SiteDataModule's training loader (batch 8, masks redrawn per
-sample, the way a local fit reads them): the simulated cache (the default config's ``sms`` site,
-128 x 128), fastMRI single-coil ``.h5`` files (640 x 368 k-space, 320 x 320 targets, written here)
-and BraTS NIfTI volumes (240 x 240 x 155, slices 40-119, written here and converted once into the
-cache before timing). The model's consumption is a training step of the config's U-Net
-(forward, MSE, backward, RMSprop) on batches of the same size. Loader epochs and model steps
-alternate; the ratio loader / model must be at least 5 for the loaders never to starve the model.
+sample, the way a local fit reads them): the simulated cache (the config's first simulated site;
+the default's ``fastmri``, 96 x 96), fastMRI single-coil ``.h5`` files (640 x 368 k-space,
+320 x 320 targets, written here) and BraTS NIfTI volumes (240 x 240 x 155, slices 40-119, written
+here and converted once into the cache before timing). The model's consumption is a training step
+of the config's U-Net (forward, MSE, backward, RMSprop) on batches of the same size. Loader epochs
+and model steps alternate; the ratio loader / model must be at least 5 for the loaders never to
+starve the model.
 
 Then, with loader workers (``--persistent-workers N``, default 2), one epoch per fit as the
 federation runs it: workers kept alive between fits (``trainer.persistent_workers: true``) against
