@@ -39,10 +39,18 @@ def test_bad_fast_path_values_name_their_key(override, key):
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.compile's imports
-@pytest.mark.parametrize("options", [{"channels_last": True}, {"compile": True}])
-def test_fast_paths_keep_parameter_names(options):
-    plain = ReconModule(model=TINY_MODEL, optim=OPTIM)
-    fast = ReconModule(model={**TINY_MODEL, **options}, optim=OPTIM)
+@pytest.mark.parametrize(
+    ("kind", "options"),
+    [
+        ("unet", {"channels_last": True}),
+        ("unet", {"compile": True}),
+        ("dual_domain", {"channels_last": True}),
+        ("dual_domain", {"compile": True}),
+    ],
+)
+def test_fast_paths_keep_parameter_names(kind, options):
+    plain = ReconModule(model={**TINY_MODEL, "kind": kind}, optim=OPTIM)
+    fast = ReconModule(model={**TINY_MODEL, "kind": kind, **options}, optim=OPTIM)
     assert list(fast.model.state_dict()) == list(plain.model.state_dict())
     assert [n for n, _ in fast.model.named_parameters()] == [n for n, _ in plain.model.named_parameters()]
     fast.model.load_state_dict(plain.model.state_dict())  # checkpoints move between the two
