@@ -149,12 +149,17 @@ def _canonical(config_dict: dict[str, Any]) -> str:
 
 
 def _is_complete(run_dir: Path, config_dict: dict[str, Any]) -> bool:
+    """Whether ``run_dir`` holds finished results of exactly this config (the saved config is read
+    with today's schema, so keys added since the run, at their defaults, do not force a retrain)."""
     import yaml
 
+    from utils.config import validate_config
+    from utils.errors import UserError
+
     try:
-        saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+        saved = validate_config(yaml.safe_load((run_dir / "config.yaml").read_text())).to_dict()
         json.loads((run_dir / "results.json").read_text())
-    except (OSError, ValueError, yaml.YAMLError):
+    except (OSError, ValueError, yaml.YAMLError, UserError):
         return False
     return saved == config_dict
 

@@ -82,8 +82,11 @@ def grouped_bars(
     fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(groups) * max(1.0, n / 4)), 4.0))
     x = np.arange(len(groups))
     lows = []
+    colours = plt.cm.tab20(np.arange(n) % 20) if n > 10 else [f"C{i}" for i in range(n)]
     for i, (name, (means, stds)) in enumerate(series.items()):
-        ax.bar(x + (i - (n - 1) / 2) * width, means, width, yerr=stds, capsize=2, label=name)
+        ax.bar(
+            x + (i - (n - 1) / 2) * width, means, width, yerr=stds, capsize=2, label=name, color=colours[i]
+        )
         lows.extend(np.asarray(means) - np.asarray(stds))
     if lows:
         finite = [v for v in lows if np.isfinite(v)]
