@@ -13,7 +13,8 @@ and errors.png (the same test slice of every site through every method), ablatio
 
 Ablations (FedMRI variants): sharing (encoder / whole model / all but the head, each with the
 contrastive term), contrastive (with and without it), beta (1, 10, 100), negatives (all / self),
-local_epochs (the config's E and 2E, or --local-epochs).
+local_epochs (the config's E and 2E, or --local-epochs), domain (FedMRI and FedAvg with the image
+U-Net and with the dual-domain cascade, model.kind=dual_domain).
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ LABELS = {
     "centralized": "Centralized",
     "transfer": "Transfer-Site",
 }
-ABLATIONS = ("sharing", "contrastive", "beta", "negatives", "local_epochs")
+ABLATIONS = ("sharing", "contrastive", "beta", "negatives", "local_epochs", "domain")
+TITLES = {"domain": "image only vs dual domain (FedMRI and FedAvg)"}
 
 
 @dataclass
@@ -132,6 +134,12 @@ def variants(
             out += [
                 Variant(f"negatives: {n}", f"fedmri-negatives-{n}", fedmri + [f"fl.fedmri.negatives={n}"])
                 for n in ("all", "self")
+            ]
+        elif ablation == "domain":
+            out += [
+                Variant(f"{LABELS[a]} ({label})", f"{a}{suffix}", [f"fl.algorithm={a}", f"model.kind={kind}"])
+                for a in ("fedmri", "fedavg")
+                for kind, label, suffix in (("unet", "image", ""), ("dual_domain", "dual-domain", "-dual"))
             ]
         elif ablation == "local_epochs":
             out += [
@@ -407,7 +415,7 @@ def markdown(data: dict[str, Any]) -> str:
         labels = _labels(data, family)
         if not labels:
             continue
-        parts.append(f"## Ablation: {family.replace('_', ' ')} (FedMRI)\n")
+        parts.append(f"## Ablation: {TITLES.get(family, family.replace('_', ' ') + ' (FedMRI)')}\n")
         columns = [f"{s} PSNR" for s in sites] + ["mean PSNR", "mean SSIM", "mean NMSE", "MB/round/site"]
         rows_mean = [
             [methods[m]["sites"][s]["psnr"] for s in sites] + [methods[m]["mean"]["psnr"]] for m in labels

@@ -9,7 +9,7 @@ import yaml
 
 import compare
 import evaluate
-from tests.conftest import tiny_config_dict
+from tests.conftest import ROOT, tiny_config_dict
 
 pytestmark = pytest.mark.slow
 
@@ -128,3 +128,14 @@ def test_user_errors_are_one_line_and_exit_2(tool, argv, needle, capsys):
     assert tool.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and needle in err[0]
+
+
+def test_domain_ablation_trains_both_models_for_fedmri_and_fedavg():
+    from utils.config import load_config
+
+    base = load_config(ROOT / "configs" / "default.yaml")
+    found = {v.key: v for v in compare.variants([], ["domain"], base, [1])}
+    assert set(found) == {"fedmri", "fedmri-dual", "fedavg", "fedavg-dual"}
+    assert "model.kind=dual_domain" in found["fedavg-dual"].overrides
+    assert "fl.algorithm=fedmri" in found["fedmri-dual"].overrides
+    assert all(v.families == ["domain"] for v in found.values())
