@@ -41,7 +41,7 @@ class ModelConfig(_Section):
         1, ge=1, le=16, description="dual_domain: times the two weight-shared U-Nets are applied"
     )
     kspace_loss_weight: float = Field(
-        0.0, ge=0.0, description="dual_domain: weight of an L1 loss between output and target k-space"
+        0.0, ge=0.0, description="weight of an L1 k-space loss, output vs target (meant for dual_domain)"
     )
     chans: int = Field(32, ge=1, description="channels of the first block; the paper uses 32")
     num_pool_layers: int = Field(4, ge=1, le=8, description="down/up-sampling stages; the paper uses 4")
