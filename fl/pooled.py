@@ -85,7 +85,7 @@ class PooledTraining(Federation):
                 score = val["psnr"]
             else:
                 score = float(np.mean([self._validate(model, by_name[m].data) for m in self.groups[group]]))
-            summary[site.name] = {"loss": losses[group], **val}
+            summary[site.name] = {"loss": losses[group], "status": "ok", **val}
             if score > site.best_psnr:
                 site.best_psnr, site.best_round = score, rnd
                 site.best_state = {

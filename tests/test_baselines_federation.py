@@ -30,6 +30,7 @@ def test_one_round_of_every_algorithm(tiny_config, tmp_path, algorithm):
     assert set(summary) == {"fastmri", "brats"}
     for values in summary.values():
         assert math.isfinite(values["loss"]) and values["psnr"] > 0
+        assert values["status"] == "ok"
     a, b = (s.module.model.state_dict() for s in run.sites)
     identical = {n for n in a if torch.equal(a[n], b[n])}
     if algorithm in ALL_SHARED | {"centralized"}:
@@ -188,6 +189,22 @@ def test_transfer_site_trains_each_model_on_the_other_sites_only(tiny_config):
     run._validate = lambda module, data: validated.append(data.name) or validate(module, data)
     run.run_round(1)
     assert sorted(validated) == ["brats", "fastmri"]  # model selection on the training sites' val only
+
+
+@pytest.mark.parametrize("algorithm", ["centralized", "transfer"])
+def test_pooled_references_run_to_the_end_with_outputs(tiny_config, algorithm):
+    """The whole run (round log, metrics, best models, test) as train.py drives it, not one round."""
+    config = tiny_config(algorithm=algorithm, rounds=2)
+    lines = []
+    results = create_run(config, log=lines.append).run()
+    assert sum(line.startswith("round ") for line in lines) == 2
+    run_dir = config.run_dir
+    rows = (run_dir / "metrics.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    train = [row.split(",") for row in rows[1:] if row.split(",")[header.index("split")] == "train"]
+    assert len(train) == 4 and {row[header.index("status")] for row in train} == {"ok"}
+    assert (run_dir / "results.json").is_file()
+    assert set(results["sites"]) == {"fastmri", "brats"}
 
 
 @pytest.mark.parametrize(
