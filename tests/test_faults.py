@@ -16,7 +16,7 @@ import yaml
 import train
 from fl.federation import Federation
 from tests.conftest import ROOT, tiny_config_dict
-from utils.checkpoint import load_checkpoint, save_checkpoint
+from utils.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
 from utils.errors import TrainingFailure, UserError
 from utils.run_log import MetricsCSV
 
@@ -169,6 +169,18 @@ def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
         save_checkpoint({"round": 2, "w": torch.zeros(3)}, path)
     assert path.read_bytes() == good
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+def test_atomic_outputs_are_as_readable_as_plainly_written_files(tmp_path):
+    """The temporary file's private 0600 mode must not carry over to checkpoints and results."""
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    atomic_write_text(tmp_path / "results.md", "x")
+    save_checkpoint({"round": 1}, tmp_path / "last.ckpt")
+    expected = plain.stat().st_mode & 0o777
+    assert (tmp_path / "results.md").stat().st_mode & 0o777 == expected
+    assert (tmp_path / "last.ckpt").stat().st_mode & 0o777 == expected
 
 
 class Payload:

@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import ClassVar, Literal
 
@@ -23,6 +22,7 @@ from pydantic import Field, field_validator
 
 from data.sources.readers import CorruptFile, DicomHeader, read_dicom_header, read_dicom_series
 from data.sources.volumes import ImageVolumeSource, VolumeFile, VolumeSourceOptions, relative_label
+from utils.checkpoint import temp_file
 
 HEADER_CACHE_VERSION = 1
 
@@ -159,7 +159,7 @@ def _write_json(path: Path, data: dict) -> None:
     """Write JSON atomically; a cache that cannot be written is only slower next time."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".", suffix=".json", dir=path.parent)
+        fd, tmp = temp_file(path.parent, ".", ".json")
         with os.fdopen(fd, "w") as handle:
             json.dump(data, handle)
         os.replace(tmp, path)

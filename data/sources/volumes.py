@@ -17,7 +17,6 @@ import logging
 import math
 import os
 import re
-import tempfile
 from abc import abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from data.sources.base import SPLITS, Source, SourceContext, Split, VolumeInfo
 from data.sources.readers import CorruptFile
 from data.sources.splits import SplitFiles, SplitFractions, assign_splits
+from utils.checkpoint import temp_file
 from utils.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -203,7 +203,7 @@ class VolumeCache:
         self.folder.mkdir(parents=True, exist_ok=True)
         data_path, meta_path = self.folder / f"{key}.npy", self.folder / f"{key}.json"
         stats = _file_stats(paths)
-        fd, tmp = tempfile.mkstemp(prefix=f".{key}-", suffix=".npy", dir=self.folder)
+        fd, tmp = temp_file(self.folder, f".{key}-", ".npy")
         try:
             with os.fdopen(fd, "wb") as handle:
                 np.lib.format.write_array(handle, np.ascontiguousarray(array), allow_pickle=False)
@@ -225,7 +225,7 @@ class VolumeCache:
             "dtype": array.dtype.str,
             "offset": offset,
         }
-        fd, tmp = tempfile.mkstemp(prefix=f".{key}-", suffix=".json", dir=self.folder)
+        fd, tmp = temp_file(self.folder, f".{key}-", ".json")
         with os.fdopen(fd, "w") as handle:
             json.dump(meta, handle)
         os.replace(tmp, meta_path)
