@@ -508,7 +508,7 @@ def write_outputs(
             m: (
                 [data["methods"][m]["sites"][s]["psnr"] for s in sites]
                 + [data["methods"][m]["mean"]["psnr"]],
-                [data["methods"][m]["sites"][s]["psnr_std"] for s in sites] + [0.0],
+                [data["methods"][m]["sites"][s]["psnr_std"] for s in sites] + [float("nan")],  # no std bar
             )
             for m in labels
         }
