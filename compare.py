@@ -6,8 +6,9 @@
 
 Every variant is the config plus overrides (the same data, seed and schedule), trained with
 train.py's code into <output_dir>/<name>/runs/<variant>/. A run whose results.json exists and whose
-config.yaml equals the variant's resolved config is reused, so an interrupted comparison picks up
-where it stopped (--force retrains). Writes <output_dir>/<name>/comparison.md, comparison.csv,
+config.yaml equals the variant's resolved config is reused, and one that was interrupted continues
+after its last completed round, so an interrupted comparison picks up where it stopped (--force
+retrains from scratch). Writes <output_dir>/<name>/comparison.md, comparison.csv,
 comparison.json and figures/: psnr_per_site.png (PSNR per site and method), reconstructions.png
 and errors.png (the same test slice of every site through every method), ablation_<kind>.png.
 
@@ -24,6 +25,7 @@ import csv
 import io
 import json
 import shlex
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -156,20 +158,34 @@ def _canonical(config_dict: dict[str, Any]) -> str:
     return json.dumps(keep, sort_keys=True)
 
 
-def _is_complete(run_dir: Path, config_dict: dict[str, Any]) -> bool:
-    """Whether ``run_dir`` holds finished results of exactly this config (the saved config is read
-    with today's schema, so keys added since the run, at their defaults, do not force a retrain)."""
+def _saved_config(run_dir: Path) -> dict[str, Any] | None:
+    """The config a run in ``run_dir`` was started with, read with today's schema (so keys added
+    since the run, at their defaults, still compare equal); None if there is none or it is invalid."""
     import yaml
 
     from utils.config import validate_config
     from utils.errors import UserError
 
     try:
-        saved = validate_config(yaml.safe_load((run_dir / "config.yaml").read_text())).to_dict()
-        json.loads((run_dir / "results.json").read_text())
+        return validate_config(yaml.safe_load((run_dir / "config.yaml").read_text())).to_dict()
     except (OSError, ValueError, yaml.YAMLError, UserError):
+        return None
+
+
+def _is_complete(run_dir: Path, config_dict: dict[str, Any]) -> bool:
+    """Whether ``run_dir`` holds finished results of exactly this config."""
+    if _saved_config(run_dir) != config_dict:
         return False
-    return saved == config_dict
+    try:
+        json.loads((run_dir / "results.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def _is_resumable(run_dir: Path, config_dict: dict[str, Any]) -> bool:
+    """Whether ``run_dir`` holds an unfinished run of exactly this config with a completed round."""
+    return (run_dir / "checkpoints" / "last.ckpt").is_file() and _saved_config(run_dir) == config_dict
 
 
 def _minutes(seconds: float) -> str:
@@ -236,7 +252,15 @@ def run_all(args: argparse.Namespace, log: Any = print) -> dict[str, Any]:
         what = f"{config.fl.algorithm}, {config.fl.rounds} rounds"
         log(f"[{i}/{len(planned)}] {key}: training ({what}) -> {run_dir}")
         run_start = time.perf_counter()
-        create_run(config, log=lambda line: log("    " + line.replace("\n", "\n    "))).run()
+        run = create_run(config, log=lambda line: log("    " + line.replace("\n", "\n    ")))
+        if not args.force and _is_resumable(run_dir, config.to_dict()):
+            run.resume()  # an interrupted comparison continues this run after its last completed round
+        elif run_dir.exists():
+            # Outputs of another config (or of a forced retrain) must not outlive this run's start:
+            # an interruption would otherwise leave this config beside another run's results.json.
+            log(f"    replacing the earlier run in {run_dir}")
+            shutil.rmtree(run_dir)
+        run.run()
         took = time.perf_counter() - run_start
         trained_time, trained = trained_time + took, trained + 1
         left = len(todo) - trained

@@ -87,6 +87,59 @@ def test_compare_reuses_complete_runs(comparison):
     assert len(reused) == 4 and not any("training" in line for line in lines)
 
 
+def _interrupt_at_round(monkeypatch, stop_at: int) -> None:
+    """Make the next federation raise KeyboardInterrupt when it starts round ``stop_at``."""
+    from fl.federation import Federation
+
+    real = Federation.run_round
+
+    def run_round(self, rnd):
+        if rnd == stop_at:
+            monkeypatch.setattr(Federation, "run_round", real)
+            raise KeyboardInterrupt
+        return real(self, rnd)
+
+    monkeypatch.setattr(Federation, "run_round", run_round)
+
+
+def test_an_interrupted_comparison_resumes_its_run_and_ends_as_if_uninterrupted(tmp_path, monkeypatch):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_config_dict(tmp_path, rounds=2)))
+
+    def run(name, log):
+        args = ["--config", str(config), "--algorithms", "fedavg", "--name", name]
+        return compare.run_all(compare.parse_args(args), log=log)
+
+    reference = run("straight", lambda _: None)["methods"]["FedAvg"]["sites"]
+    _interrupt_at_round(monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt):
+        run("cut", lambda _: None)
+    run_dir = tmp_path / "runs" / "cut" / "runs" / "fedavg"
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file() and not (run_dir / "results.json").exists()
+    lines = []
+    resumed = run("cut", lines.append)["methods"]["FedAvg"]["sites"]
+    assert any("resuming" in line and "after round 1" in line for line in lines)
+    assert sum(line.strip().startswith("round ") for line in lines) == 1  # only round 2 was trained
+    assert resumed == reference
+
+
+def test_a_changed_config_never_inherits_the_earlier_runs_results(tmp_path, monkeypatch):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_config_dict(tmp_path, rounds=1)))
+    args = ["--config", str(config), "--algorithms", "singleset", "--name", "cmp"]
+    compare.run_all(compare.parse_args(args), log=lambda _: None)
+    run_dir = tmp_path / "runs" / "cmp" / "runs" / "singleset"
+    assert (run_dir / "results.json").is_file()
+    # The same variant with 2 rounds, interrupted after round 1: the 1-round results must be gone.
+    _interrupt_at_round(monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt):
+        compare.run_all(compare.parse_args([*args, "fl.rounds=2"]), log=lambda _: None)
+    assert not (run_dir / "results.json").exists()
+    lines = []
+    compare.run_all(compare.parse_args([*args, "fl.rounds=2"]), log=lines.append)
+    assert any("resuming" in line for line in lines) and not any(line.endswith("reused") for line in lines)
+
+
 def test_evaluate_run_reproduces_the_test_metrics_and_fills_the_cross_site_matrix(comparison, capsys):
     run = comparison["root"] / "runs" / "fedavg"
     assert evaluate.main(["--run", str(run)]) == 0
