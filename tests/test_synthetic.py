@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import subprocess
 import sys
@@ -175,6 +176,15 @@ def test_cache_is_reused_and_invalidated_by_option_changes(tmp_path, monkeypatch
     for changes in ({"noise_scale": 0.5}, {"slices_per_subject": 4}, {"contrasts": ["t1"]}):
         with pytest.raises(AssertionError, match="generator ran"):
             make_source(tmp_path, **changes).prepare()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+def test_generated_cache_is_as_readable_as_a_plainly_created_folder(tmp_path):
+    make_source(tmp_path).prepare()
+    (tmp_path / "plain").mkdir()
+    expected = (tmp_path / "plain").stat().st_mode & 0o777
+    caches = [p for p in tmp_path.rglob("*") if p.is_dir() and p.name != "plain"]
+    assert caches and all(p.stat().st_mode & 0o777 == expected for p in caches)
 
 
 def test_interrupted_generation_leaves_no_cache_that_loads(tmp_path, monkeypatch):

@@ -28,6 +28,7 @@ def _umask() -> int:
 
 
 FILE_MODE = 0o666 & ~_umask()  # what open() gives a new file; mkstemp's own mode is 0600
+DIR_MODE = 0o777 & ~_umask()  # what mkdir() gives a new folder; mkdtemp's own mode is 0700
 
 
 def temp_file(directory: str | Path, prefix: str, suffix: str) -> tuple[int, str]:

@@ -31,6 +31,7 @@ from scipy import ndimage
 from scipy.special import expit
 
 from data.sources.base import SPLITS, Source, SourceContext, Split, VolumeInfo
+from utils.checkpoint import DIR_MODE
 from utils.errors import UserError
 from utils.seeding import stable_seed
 
@@ -553,6 +554,7 @@ class SyntheticSource(Source):
                 shutil.rmtree(final)
             final.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
+            os.chmod(tmp, DIR_MODE)  # the cache is as readable as any folder created here
         except OSError as err:
             raise UserError(f"data.cache_dir: cannot write {final.parent} ({err.strerror or err})") from None
         try:
