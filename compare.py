@@ -2,7 +2,7 @@
 
     python compare.py --config configs/default.yaml --algorithms fedmri,fedavg,fedprox,singleset
     python compare.py --config configs/default.yaml --algorithms fedmri --ablations beta,negatives fl.rounds=5
-    python compare.py --algorithms all --ablations all --name comparison
+    python compare.py --algorithms all --ablations all --name comparison --jobs 2
 
 Every variant is the config plus overrides (the same data, seed and schedule), trained with
 train.py's code into <output_dir>/<name>/runs/<variant>/. A run whose results.json exists and whose
@@ -83,6 +83,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--name", default="comparison", help="output folder under output_dir (default: comparison)"
     )
     parser.add_argument("--force", action="store_true", help="retrain runs that are already complete")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="runs trained at once, each in its own process with CPUs // jobs torch threads "
+        "(OMP_NUM_THREADS, when set, fixes that number); default 1",
+    )
     parser.add_argument("overrides", nargs="*", metavar="key.path=value", help="overrides for every run")
     return parser.parse_args(argv)
 
@@ -199,7 +206,6 @@ def _minutes(seconds: float) -> str:
 
 def run_all(args: argparse.Namespace, log: Any = print) -> dict[str, Any]:
     """Train (or reuse) every variant, then write the tables and figures; returns the JSON data."""
-    from fl.pooled import create_run
     from utils.config import load_config
     from utils.errors import UserError
 
@@ -243,34 +249,105 @@ def run_all(args: argparse.Namespace, log: Any = print) -> dict[str, Any]:
         f"{base.fl.rounds} rounds x {base.fl.local_epochs} local epochs on {len(base.sites)} sites "
         f"(seed {base.seed})"
     )
+    if args.jobs < 1:
+        raise UserError(f"--jobs: must be >= 1 (got {args.jobs})")
     start, trained_time, trained = time.perf_counter(), 0.0, 0
     todo = [k for k, (c, d) in planned.items() if args.force or not _is_complete(d, c.to_dict())]
-    for i, (key, (config, run_dir)) in enumerate(planned.items(), 1):
-        if key not in todo:
-            log(f"[{i}/{len(planned)}] {key}: complete in {run_dir}, reused")
-            continue
-        what = f"{config.fl.algorithm}, {config.fl.rounds} rounds"
-        log(f"[{i}/{len(planned)}] {key}: training ({what}) -> {run_dir}")
-        run_start = time.perf_counter()
-        run = create_run(config, log=lambda line: log("    " + line.replace("\n", "\n    ")))
-        if not args.force and _is_resumable(run_dir, config.to_dict()):
-            run.resume()  # an interrupted comparison continues this run after its last completed round
-        elif run_dir.exists():
-            # Outputs of another config (or of a forced retrain) must not outlive this run's start:
-            # an interruption would otherwise leave this config beside another run's results.json.
-            log(f"    replacing the earlier run in {run_dir}")
-            shutil.rmtree(run_dir)
-        run.run()
-        took = time.perf_counter() - run_start
+    number = {key: i for i, key in enumerate(planned, 1)}
+
+    def finished(key: str, took: float) -> None:
+        nonlocal trained_time, trained
         trained_time, trained = trained_time + took, trained + 1
         left = len(todo) - trained
-        eta = f", about {_minutes(left * trained_time / trained)} left" if left else ""
+        per_run = trained_time / trained / min(args.jobs, max(len(todo), 1))
+        eta = f", about {_minutes(left * per_run)} left" if left else ""
         so_far = _minutes(time.perf_counter() - start)
-        log(f"[{i}/{len(planned)}] {key}: done in {_minutes(took)}; {so_far} so far{eta}")
+        log(f"[{number[key]}/{len(planned)}] {key}: done in {_minutes(took)}; {so_far} so far{eta}")
+
+    for key, (_, run_dir) in planned.items():
+        if key not in todo:
+            log(f"[{number[key]}/{len(planned)}] {key}: complete in {run_dir}, reused")
+    if args.jobs > 1 and len(todo) > 1:
+        _train_in_parallel(todo, planned, number, args, log, finished)
+    else:
+        for key in todo:
+            config, run_dir = planned[key]
+            log(f"[{number[key]}/{len(planned)}] {key}: training ({_what(config)}) -> {run_dir}")
+            took = _train(
+                config, run_dir, args.force, lambda line: log("    " + line.replace("\n", "\n    "))
+            )
+            finished(key, took)
 
     data = collect(base, table, planned, args)
     write_outputs(data, root, planned, table, log)
     return data
+
+
+def _what(config: Any) -> str:
+    return f"{config.fl.algorithm}, {config.fl.rounds} rounds"
+
+
+def _train(config: Any, run_dir: Path, force: bool, log: Any) -> float:
+    """Train one variant into ``run_dir``: continue it if it was cut short, else start it afresh."""
+    from fl.pooled import create_run
+
+    run_start = time.perf_counter()
+    run = create_run(config, log=log)
+    if not force and _is_resumable(run_dir, config.to_dict()):
+        run.resume()  # an interrupted comparison continues this run after its last completed round
+    elif run_dir.exists():
+        # Outputs of another config (or of a forced retrain) must not outlive this run's start:
+        # an interruption would otherwise leave this config beside another run's results.json.
+        log(f"replacing the earlier run in {run_dir}")
+        shutil.rmtree(run_dir)
+    run.run()
+    return time.perf_counter() - run_start
+
+
+def _train_worker(key: str, config_dict: dict[str, Any], run_dir: str, force: bool, threads: int) -> float:
+    """One variant in a worker process; its log lines go to this process's stdout, prefixed."""
+    import torch
+
+    from utils.config import validate_config
+
+    torch.set_num_threads(threads)
+
+    def log(line: str) -> None:
+        print("\n".join(f"    {key} | {part}" for part in line.split("\n")), flush=True)
+
+    return _train(validate_config(config_dict), Path(run_dir), force, log)
+
+
+def _train_in_parallel(
+    todo: list[str],
+    planned: dict[str, tuple[Any, Path]],
+    number: dict[str, int],
+    args: argparse.Namespace,
+    log: Any,
+    finished: Any,
+) -> None:
+    """``--jobs`` worker processes (spawned: no state shared with this one) train the variants."""
+    import multiprocessing
+    import os
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    jobs = min(args.jobs, len(todo))
+    threads = int(os.environ.get("OMP_NUM_THREADS") or 0) or max(1, (os.cpu_count() or 1) // jobs)
+    log(f"training {len(todo)} runs, {jobs} at a time, {threads} torch thread(s) each")
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        running = {}
+        for key in todo:
+            config, run_dir = planned[key]
+            log(f"[{number[key]}/{len(planned)}] {key}: queued ({_what(config)}) -> {run_dir}")
+            future = pool.submit(_train_worker, key, config.to_dict(), str(run_dir), args.force, threads)
+            running[future] = key
+        while running:
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                finished(running.pop(future), future.result())  # a failed run raises here
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _communication(run_dir: Path) -> dict[str, Any] | None:

@@ -123,6 +123,21 @@ def test_an_interrupted_comparison_resumes_its_run_and_ends_as_if_uninterrupted(
     assert resumed == reference
 
 
+def test_parallel_jobs_train_the_same_runs_as_one_process(comparison, monkeypatch):
+    """--jobs 2 spawns worker processes; with the same thread count the results are identical."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    args = [*comparison["args"], "--name", "parallel", "--jobs", "2"]
+    lines = []
+    data = compare.run_all(compare.parse_args(args), log=lines.append)
+    assert any("4 runs, 2 at a time, 1 torch thread(s) each" in line for line in lines)
+    assert sum(": done in " in line for line in lines) == 4
+    assert (comparison["root"].parent / "parallel" / "comparison.md").is_file()
+    reference = comparison["data"]["methods"]
+    assert data["methods"].keys() == reference.keys()
+    for method, values in reference.items():
+        assert data["methods"][method]["sites"] == values["sites"], method
+
+
 def test_a_changed_config_never_inherits_the_earlier_runs_results(tmp_path, monkeypatch):
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(tiny_config_dict(tmp_path, rounds=1)))
