@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from pathlib import Path
 from typing import ClassVar, Literal
@@ -22,7 +21,7 @@ from pydantic import Field, field_validator
 
 from data.sources.readers import CorruptFile, DicomHeader, read_dicom_header, read_dicom_series
 from data.sources.volumes import ImageVolumeSource, VolumeFile, VolumeSourceOptions, relative_label
-from utils.checkpoint import temp_file
+from utils.checkpoint import atomic_write_text
 
 HEADER_CACHE_VERSION = 1
 
@@ -158,10 +157,6 @@ def group_series(
 def _write_json(path: Path, data: dict) -> None:
     """Write JSON atomically; a cache that cannot be written is only slower next time."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = temp_file(path.parent, ".", ".json")
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle)
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps(data))
     except OSError:
         pass

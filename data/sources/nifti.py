@@ -53,7 +53,37 @@ def nifti_files(root: Path) -> list[Path]:
 
 
 class NiftiSource(ImageVolumeSource):
-    """Shared decoding of the NIfTI datasets: reorient, slice along the configured plane."""
+    """What the NIfTI datasets share: files found by a naming scheme, one per subject and contrast,
+    reoriented and sliced along the configured plane. A dataset names its scheme (``name_pattern``
+    with ``subject`` and ``contrast`` groups), maps the contrast text (``contrast_of``) and names the
+    subject id a split file may also use (``alias_of``)."""
+
+    name_pattern: ClassVar[re.Pattern[str]]
+
+    def contrast_of(self, text: str) -> str | None:
+        """The configured contrast name of the file name's contrast part (None: not a contrast)."""
+        return text.lower()
+
+    def alias_of(self, subject: str, path: Path) -> str:
+        """Another id of ``subject`` that split files may use."""
+        raise NotImplementedError
+
+    def scan(self, root: Path) -> tuple[list[VolumeFile], list[tuple[str, str]]]:
+        """Every requested contrast file, keyed by the subject id in its name."""
+        found: dict[tuple[str, str], Path] = {}
+        for path in nifti_files(root):
+            match = self.name_pattern.match(NIFTI_SUFFIX.sub("", path.name))
+            if match is None:
+                continue
+            contrast = self.contrast_of(match["contrast"])
+            if contrast not in self.options.contrasts:
+                continue
+            key = (match["subject"], contrast)
+            if key in found:
+                raise_duplicate(self.where, key, found[key], path)
+            found[key] = path
+        volumes = [VolumeFile(s, c, (p,), aliases=(self.alias_of(s, p),)) for (s, c), p in found.items()]
+        return volumes, []
 
     def decode(self, volume: VolumeFile) -> np.ndarray:
         """The volume's slices along ``plane``, (slices, rows, columns)."""
@@ -84,22 +114,15 @@ class BratsSource(NiftiSource):
 
     describe: ClassVar[str] = "BraTS subject folders with <ID>_t1.nii.gz, <ID>_t2.nii.gz, ... files"
 
-    def scan(self, root: Path) -> tuple[list[VolumeFile], list[tuple[str, str]]]:
-        """Every requested modality file, keyed by the subject id in its name."""
-        found: dict[tuple[str, str], Path] = {}
-        for path in nifti_files(root):
-            match = BRATS_NAME.match(NIFTI_SUFFIX.sub("", path.name))
-            if match is None:
-                continue
-            contrast = BRATS_ALIASES.get(match["contrast"].lower())
-            if contrast not in self.options.contrasts:
-                continue
-            key = (match["subject"], contrast)
-            if key in found:
-                raise_duplicate(self.where, key, found[key], path)
-            found[key] = path
-        volumes = [VolumeFile(s, c, (p,), aliases=(p.parent.name,)) for (s, c), p in found.items()]
-        return volumes, []
+    name_pattern = BRATS_NAME
+
+    def contrast_of(self, text: str) -> str | None:
+        """2023 names read as the classic ones; ``seg`` is no contrast."""
+        return BRATS_ALIASES.get(text.lower())
+
+    def alias_of(self, subject: str, path: Path) -> str:
+        """The subject's folder name."""
+        return path.parent.name
 
 
 class IxiOptions(VolumeSourceOptions):
@@ -122,22 +145,11 @@ class IxiSource(NiftiSource):
 
     describe: ClassVar[str] = "IXI NIfTI files named like IXI002-Guys-0828-T1.nii.gz"
 
-    def scan(self, root: Path) -> tuple[list[VolumeFile], list[tuple[str, str]]]:
-        """Every requested contrast file; split files may name subjects by id or by the IXI number alone."""
-        found: dict[tuple[str, str], Path] = {}
-        for path in nifti_files(root):
-            match = IXI_NAME.match(NIFTI_SUFFIX.sub("", path.name))
-            if match is None:
-                continue
-            contrast = match["contrast"].lower()
-            if contrast not in self.options.contrasts:
-                continue
-            key = (match["subject"], contrast)
-            if key in found:
-                raise_duplicate(self.where, key, found[key], path)
-            found[key] = path
-        volumes = [VolumeFile(s, c, (p,), aliases=(s.split("-")[0],)) for (s, c), p in found.items()]
-        return volumes, []
+    name_pattern = IXI_NAME
+
+    def alias_of(self, subject: str, path: Path) -> str:
+        """Split files may name subjects by the IXI number alone (``IXI002``)."""
+        return subject.split("-")[0]
 
 
 def raise_duplicate(where: str, key: tuple[str, str], first: Path, second: Path) -> None:

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from data.sources.base import SPLITS, Source, SourceContext, Split, VolumeInfo
 from data.sources.readers import CorruptFile
 from data.sources.splits import SplitFiles, SplitFractions, assign_splits
-from utils.checkpoint import temp_file
+from utils.checkpoint import atomic_write_text, temp_file
 from utils.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -207,13 +207,7 @@ class VolumeCache:
         try:
             with os.fdopen(fd, "wb") as handle:
                 np.lib.format.write_array(handle, np.ascontiguousarray(array), allow_pickle=False)
-            with open(tmp, "rb") as handle:
-                version = np.lib.format.read_magic(handle)
-                if version == (1, 0):
-                    np.lib.format.read_array_header_1_0(handle)
-                else:
-                    np.lib.format.read_array_header_2_0(handle)
-                offset = handle.tell()
+                offset = handle.tell() - array.nbytes  # .npy is header + raw data, nothing after
             os.replace(tmp, data_path)
         finally:
             if os.path.exists(tmp):
@@ -225,10 +219,7 @@ class VolumeCache:
             "dtype": array.dtype.str,
             "offset": offset,
         }
-        fd, tmp = temp_file(self.folder, f".{key}-", ".json")
-        with os.fdopen(fd, "w") as handle:
-            json.dump(meta, handle)
-        os.replace(tmp, meta_path)
+        atomic_write_text(meta_path, json.dumps(meta))
         return str(data_path), offset, array.dtype.str, tuple(array.shape)
 
 
