@@ -238,13 +238,29 @@ def record(tmp: Path, only: list[str] | None = None) -> dict[str, Any]:
     return {"environment": environment(), "runs": runs}
 
 
+def differences(found: dict[str, Any], stored: dict[str, Any]) -> list[str]:
+    """``run: key`` for every fingerprint of ``found`` that differs from (or is missing in) ``stored``."""
+    out = []
+    for name, prints in found["runs"].items():
+        reference = stored["runs"].get(name)
+        if reference is None:
+            out.append(f"{name}: no reference")
+            continue
+        out += [f"{name}: {k}" for k in sorted(set(prints) | set(reference)) if prints.get(k) != reference.get(k)]
+    return out
+
+
 if __name__ == "__main__":
     import tempfile
 
-    if sys.argv[1:2] != ["record"]:
-        sys.exit("usage: python -m tests.reference_runs record [NAME ...]")
+    if sys.argv[1:2] not in (["record"], ["check"]):
+        sys.exit("usage: python -m tests.reference_runs record|check [NAME ...]")
     with tempfile.TemporaryDirectory() as tmp:
         found = record(Path(tmp), sys.argv[2:] or None)
+    if sys.argv[1] == "check":
+        diff = differences(found, json.loads(REFERENCE.read_text()))
+        print("\n".join(diff) if diff else "all fingerprints match")
+        sys.exit(1 if diff else 0)
     if sys.argv[2:] and REFERENCE.exists():
         stored = json.loads(REFERENCE.read_text())
         stored["runs"].update(found["runs"])
