@@ -16,7 +16,8 @@ import yaml
 import train
 from fl.federation import Federation
 from tests.conftest import ROOT, tiny_config_dict
-from utils.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
+from utils.checkpoint import load_checkpoint, save_checkpoint
+from utils.io import atomic_write_text
 from utils.errors import TrainingFailure, UserError
 from utils.run_log import MetricsCSV
 

@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from utils.checkpoint import atomic_write_bytes  # noqa: E402
+from utils.io import atomic_write_bytes  # noqa: E402
 from utils.metrics import psnr, ssim  # noqa: E402
 
 

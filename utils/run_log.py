@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from utils.checkpoint import atomic_write_text
+from utils.io import atomic_write_text
 
 METRIC_COLUMNS = (
     "round",

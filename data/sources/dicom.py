@@ -21,7 +21,7 @@ from pydantic import Field, field_validator
 
 from data.sources.readers import CorruptFile, DicomHeader, read_dicom_header, read_dicom_series
 from data.sources.volumes import ImageVolumeSource, VolumeFile, VolumeSourceOptions, relative_label
-from utils.checkpoint import atomic_write_text
+from utils.io import atomic_write_text
 
 HEADER_CACHE_VERSION = 1
 

@@ -21,7 +21,7 @@ from abc import abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import IO, Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from data.sources.base import SPLITS, Source, SourceContext, Split, VolumeInfo
 from data.sources.readers import CorruptFile
 from data.sources.splits import SplitFiles, SplitFractions, assign_splits
-from utils.checkpoint import atomic_write_text, temp_file
+from utils.io import atomic_write, atomic_write_text
 from utils.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -203,15 +203,12 @@ class VolumeCache:
         self.folder.mkdir(parents=True, exist_ok=True)
         data_path, meta_path = self.folder / f"{key}.npy", self.folder / f"{key}.json"
         stats = _file_stats(paths)
-        fd, tmp = temp_file(self.folder, f".{key}-", ".npy")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                np.lib.format.write_array(handle, np.ascontiguousarray(array), allow_pickle=False)
-                offset = handle.tell() - array.nbytes  # .npy is header + raw data, nothing after
-            os.replace(tmp, data_path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+
+        def write_npy(handle: IO[bytes]) -> int:
+            np.lib.format.write_array(handle, np.ascontiguousarray(array), allow_pickle=False)
+            return handle.tell() - array.nbytes  # .npy is header + raw data, nothing after
+
+        offset = atomic_write(data_path, write_npy)
         meta = {
             "version": CACHE_VERSION,
             "sources": stats,
