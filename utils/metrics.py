@@ -6,10 +6,11 @@ to ``gt.max()`` over the whole volume, as in fastMRI's ``evaluate.py``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import numpy as np
-from skimage.metrics import structural_similarity
+from runstats import Statistics
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 METRICS = ("nmse", "psnr", "ssim")
 
@@ -29,11 +30,16 @@ def nmse(gt: np.ndarray, pred: np.ndarray) -> float:
 
 
 def psnr(gt: np.ndarray, pred: np.ndarray, maxval: float | None = None) -> float:
-    """Peak signal-to-noise ratio in dB over the volume, peak = ``maxval`` or ``gt.max()``."""
+    """Peak signal-to-noise ratio in dB over the volume (skimage's), peak = ``maxval`` or ``gt.max()``.
+
+    The arrays are cast to float64 first: given float32, skimage would take the differences in
+    float32, which moves the result in the seventh digit.
+    """
     _check(gt, pred)
     maxval = float(gt.max()) if maxval is None else float(maxval)
-    mse = np.mean((gt.astype(np.float64) - pred.astype(np.float64)) ** 2)
-    return float(10.0 * np.log10(maxval**2 / mse)) if mse > 0 else float("inf")
+    with np.errstate(divide="ignore"):  # identical volumes: inf dB
+        value = peak_signal_noise_ratio(gt.astype(np.float64), pred.astype(np.float64), data_range=maxval)
+    return float(value)
 
 
 def ssim(gt: np.ndarray, pred: np.ndarray, maxval: float | None = None) -> float:
@@ -49,36 +55,15 @@ def volume_metrics(gt: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     return {"nmse": nmse(gt, pred), "psnr": psnr(gt, pred), "ssim": ssim(gt, pred)}
 
 
-class RunningStats:
-    """Running mean and variance (Welford) of named scalar metrics, one value per volume."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self._mean: dict[str, float] = {}
-        self._m2: dict[str, float] = {}
-
-    def update(self, values: dict[str, float]) -> None:
-        """Add one volume's metrics."""
-        self.count += 1
+def summarise_volumes(scores: Iterable[Mapping[str, float]]) -> dict[str, float]:
+    """Mean, sample standard deviation (``<name>_std``, 0 below two volumes) and number of volumes
+    (``volumes``) of each named metric, from one dict of metrics per volume."""
+    stats: dict[str, Statistics] = {}
+    count = 0
+    for values in scores:
+        count += 1
         for key, value in values.items():
-            mean = self._mean.get(key, 0.0)
-            delta = value - mean
-            mean += delta / self.count
-            self._mean[key] = mean
-            self._m2[key] = self._m2.get(key, 0.0) + delta * (value - mean)
-
-    def extend(self, items: Iterable[dict[str, float]]) -> RunningStats:
-        """Add many volumes' metrics; returns self."""
-        for values in items:
-            self.update(values)
-        return self
-
-    def mean(self) -> dict[str, float]:
-        """Mean of each metric over the volumes seen."""
-        return dict(self._mean)
-
-    def std(self) -> dict[str, float]:
-        """Sample standard deviation of each metric (0 with fewer than two volumes)."""
-        if self.count < 2:
-            return {key: 0.0 for key in self._mean}
-        return {key: float(np.sqrt(m2 / (self.count - 1))) for key, m2 in self._m2.items()}
+            stats.setdefault(key, Statistics()).push(value)
+    mean = {key: float(s.mean()) for key, s in stats.items()}
+    std = {f"{key}_std": float(s.stddev(ddof=1)) if len(s) > 1 else 0.0 for key, s in stats.items()}
+    return {**mean, **std, "volumes": count}
