@@ -1,6 +1,8 @@
 """Reconstruction losses and FedMRI's weighted contrastive term in parameter space.
 
-The contrastive term (REFERENCE.md section 1) over the shared encoder parameters E of a site k:
+The contrastive term of C.-M. Feng et al., "Specificity-Preserving Federated Learning for MR Image
+Reconstruction", IEEE TMI 2022 (arXiv 2112.05752), as README's "The method, as implemented" states it,
+over the shared encoder parameters E of a site k:
 
     pos   = sum_{p in E} |theta_k[p] - theta_global[p]|_1
     neg   = sum_j sum_{p in E} |theta_k[p] - theta_prev_j[p]|_1

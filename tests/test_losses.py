@@ -16,7 +16,7 @@ def tiny_encoders(k: int, seed: int = 0):
 
 
 def direct(local, server, previous):
-    """The formula of REFERENCE.md section 1, one parameter at a time."""
+    """The FedMRI formula of README's "The method, as implemented", one parameter at a time."""
     names = [n for n, _ in local.named_parameters() if n.startswith("encoder.")]
     live = dict(local.named_parameters())
     glob = dict(server.named_parameters())
