@@ -51,7 +51,7 @@ def resolve_config(args: argparse.Namespace, check_existing: bool = True):
 
     With ``check_existing``, a new run whose directory already holds one is refused (unless ``--overwrite``).
     """
-    from utils.config import config_differences, load_config
+    from config import config_differences, load_config
     from utils.errors import UserError
 
     if not args.resume:
@@ -91,16 +91,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
 
     def job() -> None:
-        from fl.pooled import create_run
+        from build import Builder
 
         config = resolve_config(args)
-        federation = create_run(config)
-        federation.setup()  # validates every site's data before anything is written or removed
+        run = Builder(config).run()  # validates every site's data before anything is written or removed
         if args.resume:
-            federation.resume()
+            run.resume()
         elif args.overwrite and config.run_dir.exists():
             shutil.rmtree(config.run_dir)
-        federation.run()
+        run.run()
 
     return run_cli(job)
 

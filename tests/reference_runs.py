@@ -122,7 +122,6 @@ def fingerprint_run(run_dir: Path) -> dict[str, str]:
     for site, best in sorted(last["best"].items()):
         out[f"best/{site}"] = digest([best["round"], best["psnr"], best["model"]])
     out["history"] = digest(last["history"])
-    out["strategy"] = digest(last.get("strategy", {}))
     for path in sorted((run_dir / "checkpoints").glob("best_*.ckpt")):
         ckpt = torch.load(path, weights_only=True, map_location="cpu")
         out[f"file/{path.name}"] = digest([ckpt["round"], ckpt["val_psnr"], ckpt["model"]])

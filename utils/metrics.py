@@ -67,3 +67,8 @@ def summarise_volumes(scores: Iterable[Mapping[str, float]]) -> dict[str, float]
     mean = {key: float(s.mean()) for key, s in stats.items()}
     std = {f"{key}_std": float(s.stddev(ddof=1)) if len(s) > 1 else 0.0 for key, s in stats.items()}
     return {**mean, **std, "volumes": count}
+
+
+def summarise(per_volume: Mapping[str, Mapping[str, Mapping[str, float]]], which: str = "model") -> dict[str, float]:
+    """:func:`summarise_volumes` of one entry (``model`` or ``zero_filled``) of per-volume scores."""
+    return summarise_volumes(v[which] for v in per_volume.values())

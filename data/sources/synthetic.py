@@ -17,7 +17,6 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from functools import lru_cache
@@ -31,8 +30,8 @@ from scipy import ndimage
 from scipy.special import expit
 
 from data.sources.base import SPLITS, Source, SourceContext, Split, VolumeInfo
-from utils.checkpoint import DIR_MODE
 from utils.errors import UserError
+from utils.io import temp_dir
 from utils.seeding import stable_seed
 
 GENERATOR_VERSION = 1  # bump whenever the generated images change; it invalidates old caches
@@ -553,8 +552,7 @@ class SyntheticSource(Source):
             if final.exists():  # incomplete or corrupt
                 shutil.rmtree(final)
             final.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
-            os.chmod(tmp, DIR_MODE)  # the cache is as readable as any folder created here
+            tmp = temp_dir(final.parent, f".tmp-{final.name}-")  # as readable as any folder created here
         except OSError as err:
             raise UserError(f"data.cache_dir: cannot write {final.parent} ({err.strerror or err})") from None
         try:

@@ -1,0 +1,286 @@
+"""The one place that turns a :class:`~config.Config` into objects: data modules, LightningModules,
+Trainers, an algorithm's halves, sites, and the run that ties them together.
+
+``train.py``, ``train_multi_gpu.py``, ``evaluate.py``, ``compare.py`` and the Flower apps build
+everything here, so the same config always gives the same objects.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import torch
+
+from config import Config
+from data.site import PooledDataModule, SiteDataModule
+from fl.algorithms import ALGORITHMS, Client, Context, Server, build_client, build_server
+from fl.federation import Federation
+from fl.loop import RunLoop
+from fl.references import REFERENCES, PooledReference
+from fl.reporter import Reporter
+from fl.site import Site, TrainerFactory
+from fl.transport import InProcess, Transport
+from models.recon_module import ReconModule
+from utils.errors import UserError
+from utils.seeding import stable_seed
+
+
+def quiet_lightning() -> None:
+    """Silence Lightning's per-fit banners and hints; the run prints its own progress."""
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    for message in (
+        r".*does not have many workers.*",
+        r".*LeafSpec.*",
+        r".*(litlogger|tensorboardX).*",
+        r".*You defined a `validation_step` but have no `val_dataloader`.*",
+        r".*number of training batches.*is smaller than the logging interval.*",
+    ):
+        warnings.filterwarnings("ignore", message=message)
+
+
+def is_federated(algorithm: str) -> bool:
+    """Whether ``algorithm`` trains by federation (False for the non-federated references)."""
+    return algorithm in ALGORITHMS
+
+
+class Builder:
+    """Builds the objects of one run from its config.
+
+    Args:
+        config: the run's configuration.
+        log: where progress lines go.
+    """
+
+    def __init__(self, config: Config, log: Callable[[str], None] = print):
+        self.config = config
+        self.log = log
+
+    # -- parts ---------------------------------------------------------------------------------
+    def data_module(self, site) -> SiteDataModule:
+        """The data module of one site (``sites.<i>``), not yet set up."""
+        cfg = self.config
+        return SiteDataModule(
+            site,
+            seed=cfg.seed,
+            cache_dir=cfg.data.cache_dir,
+            clamp=cfg.data.clamp,
+            num_workers=cfg.trainer.num_workers,
+            return_kspace=cfg.model.kind == "dual_domain",
+            persistent_workers=cfg.trainer.persistent_workers,
+            pin_memory=cfg.trainer.pin_memory,
+        )
+
+    def module(self, state: dict[str, torch.Tensor] | None = None) -> ReconModule:
+        """A ReconModule with the config's network, optimiser and loss; optionally loaded with ``state``."""
+        cfg = self.config
+        module = ReconModule(
+            model=cfg.model.model_dump(),
+            optim={"name": cfg.optim.name, "lr": cfg.optim.lr, "weight_decay": cfg.optim.weight_decay},
+            loss=cfg.loss,
+        )
+        if state is not None:
+            try:
+                module.model.load_state_dict(state)
+            except RuntimeError as err:
+                raise UserError(f"model does not fit the config's network (model.*): {str(err).splitlines()[0]}") from None
+        return module
+
+    def trainer(self, max_epochs: int = 1, fit: bool = False, **overrides: Any) -> L.Trainer:
+        """A Lightning Trainer for one local fit or one evaluation (``overrides`` replace its arguments)."""
+        t = self.config.trainer
+        arguments = {
+            "accelerator": t.accelerator,
+            "devices": t.devices,
+            "precision": t.precision,
+            "max_epochs": max_epochs,
+            "logger": False,
+            "enable_checkpointing": False,
+            "enable_progress_bar": t.step_progress,
+            "enable_model_summary": False,
+            "num_sanity_val_steps": 0,
+        }
+        return L.Trainer(**{**arguments, **overrides})
+
+    def context(self) -> Context:
+        """What every algorithm may read besides its options."""
+        cfg = self.config
+        return Context(
+            seed=cfg.seed,
+            sites=tuple(s.name for s in cfg.sites),
+            head=cfg.fl.head,
+            flat_aggregation=cfg.fl.flat_aggregation,
+        )
+
+    def server(self, model: torch.nn.Module) -> Server:
+        """The algorithm's server half, set up with the initial ``model``."""
+        fl = self.config.fl
+        server = build_server(fl.algorithm, fl.options(), self.context())
+        server.setup(model)
+        return server
+
+    def client(self, site: str) -> Client:
+        """The algorithm's site half for ``site`` (a plain one for the non-federated references)."""
+        fl = self.config.fl
+        if not is_federated(fl.algorithm):
+            return Client(None, self.context(), site)
+        return build_client(fl.algorithm, fl.options(), self.context(), site)
+
+    def initial_model(self) -> torch.nn.Module:
+        """The initial network every site starts from (seeded by the config's seed)."""
+        torch.manual_seed(stable_seed(self.config.seed, "init"))
+        return self.module().model
+
+    # -- sites ---------------------------------------------------------------------------------
+    def prepare_data(self, names: list[str] | None = None) -> list[SiteDataModule]:
+        """Every site's data (or the named ones'), prepared and checked before any training, so a bad
+        fourth site fails before anything is written."""
+        cfg = self.config
+        prepared = []
+        for site in cfg.sites:
+            if names is not None and site.name not in names:
+                continue
+            dm = self.data_module(site)
+            start = time.perf_counter()
+            dm.setup()
+            self._check_fits_model(site.name, dm)
+            counts = {s: len(d) for s, d in dm.datasets.items()}
+            if not counts["train"] or not counts["val"]:
+                raise UserError(f"sites.{site.name}: needs training and validation slices, found {counts}")
+            accel = f" x{site.mask.acceleration:g}" if site.mask.acceleration else ""
+            self.log(
+                f"site {site.name}: {counts['train']} train / {counts['val']} val / "
+                f"{counts['test']} test slices ({site.source.kind}, {site.mask.kind}{accel}) "
+                f"[{time.perf_counter() - start:.1f} s]"
+            )
+            prepared.append(dm)
+        return prepared
+
+    def _check_fits_model(self, site: str, data: SiteDataModule) -> None:
+        """The dual-domain cascade reads single-coil k-space: refuse multi-coil sites in one line."""
+        if self.config.model.kind != "dual_domain" or not len(data.datasets["train"]):
+            return
+        shape = tuple(data.datasets["train"][0]["masked_kspace"].shape)
+        if len(shape) != 2:
+            raise UserError(
+                f"sites.{site}: model.kind=dual_domain needs single-coil k-space (H, W), "
+                f"this site's is multi-coil {shape}; use model.kind=unet"
+            )
+
+    def sites(self, data: list[SiteDataModule], trainer: TrainerFactory | None = None) -> tuple[list[Site], torch.nn.Module]:
+        """One :class:`Site` per data module, every model with the same initial weights; and that
+        initial model (the first site's)."""
+        cfg = self.config
+        torch.manual_seed(stable_seed(cfg.seed, "init"))
+        modules = [self.module() for _ in data]
+        initial = modules[0].model.state_dict()
+        for module in modules[1:]:
+            module.model.load_state_dict(initial)
+        factory = trainer or (lambda epochs, fit: self.trainer(epochs, fit))
+        sites = [Site(dm.name, dm, module, self.client(dm.name), factory, seed=cfg.seed) for dm, module in zip(data, modules)]
+        return sites, modules[0].model
+
+    # -- runs ----------------------------------------------------------------------------------
+    def reporter(self, writer: bool = True, log: Callable[[str], None] | None = None) -> Reporter:
+        """The run's outputs (``writer=False``: keep the history only)."""
+        cfg = self.config
+        return Reporter(
+            cfg.run_dir,
+            name=cfg.name,
+            algorithm=cfg.fl.algorithm,
+            rounds=cfg.fl.rounds,
+            config=cfg.to_dict(),
+            sites=[s.name for s in cfg.sites],
+            writer=writer,
+            log=log or self.log,
+        )
+
+    def federation(self, server: Server, transport: Transport) -> Federation:
+        """The federated rounds of ``server`` over ``transport``."""
+        fl = self.config.fl
+        return Federation(
+            server,
+            transport,
+            local_epochs=fl.local_epochs,
+            lr=self.config.optim.lr_at,
+            client_weights=fl.client_weights,
+            on_site_failure=fl.on_site_failure,
+            log=self.log,
+        )
+
+    def reference(self, sites: list[Site], initial: torch.nn.Module) -> PooledReference:
+        """The non-federated reference of ``fl.algorithm`` over ``sites``: one pooled model per group."""
+        cfg = self.config
+        cls = REFERENCES[cfg.fl.algorithm]
+        groups = cls.groups([s.name for s in sites])
+        by_name = {s.name: s for s in sites}
+        modules, pools = {}, {}
+        for group, members in groups.items():
+            module = self.module()
+            module.model.load_state_dict(initial.state_dict())
+            modules[group] = module
+            pools[group] = PooledDataModule(
+                [by_name[m].data for m in members],
+                seed=cfg.seed,
+                name=f"{cls.name}-{group}",
+                num_workers=cfg.trainer.num_workers,
+                persistent_workers=cfg.trainer.persistent_workers,
+                pin_memory=cfg.trainer.pin_memory,
+            )
+        return cls(
+            sites,
+            modules,
+            pools,
+            trainer=lambda epochs, fit: self.trainer(epochs, fit),
+            local_epochs=cfg.fl.local_epochs,
+            lr=cfg.optim.lr_at,
+        )
+
+    def headline(self, rounds: Federation | PooledReference, total_tensors: int, where: str = "") -> str:
+        """The run's first line: algorithm, sites, schedule, what is shared, where outputs go."""
+        cfg = self.config
+        return (
+            f"{cfg.fl.algorithm}{where}: {len(cfg.sites)} sites, {cfg.fl.rounds} rounds x {cfg.fl.local_epochs} "
+            f"local epochs; {rounds.describe(total_tensors)}; outputs in {cfg.run_dir}"
+        )
+
+    def loop(
+        self,
+        rounds: Federation | PooledReference,
+        total_tensors: int,
+        *,
+        writer: bool = True,
+        barrier: Callable[[], None] = lambda: None,
+        where: str = "",
+        reporter: Reporter | None = None,
+    ) -> RunLoop:
+        """The round loop of ``rounds`` with this run's reporter and checkpoints."""
+        cfg = self.config
+        return RunLoop(
+            rounds,
+            reporter or self.reporter(writer),
+            config=cfg.to_dict(),
+            total=cfg.fl.rounds,
+            lr=cfg.optim.lr_at,
+            headline=self.headline(rounds, total_tensors, where),
+            writer=writer,
+            barrier=barrier,
+            log=self.log,
+        )
+
+    def run(self) -> RunLoop:
+        """The in-process run of ``train.py``: every site's data prepared, the federation (or the
+        reference) over local sites, ready to :meth:`~fl.loop.RunLoop.resume` or run."""
+        quiet_lightning()
+        sites, initial = self.sites(self.prepare_data())
+        total = len(initial.state_dict())
+        if is_federated(self.config.fl.algorithm):
+            rounds = self.federation(self.server(initial), InProcess(sites))
+        else:
+            rounds = self.reference(sites, initial)
+        return self.loop(rounds, total)

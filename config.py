@@ -1,0 +1,241 @@
+"""Typed, validated run configuration: YAML file + dotted command-line overrides -> :class:`Config`.
+
+Each layer declares its own sections beside its code (``data/options.py`` with the sources' and
+masks' options, ``models/options.py``, ``fl/options.py`` with every algorithm's options); this module
+assembles them, adds the run's own keys (name, seed, outputs, trainer) and reads files.
+
+OmegaConf reads the YAML and applies overrides such as ``fl.rounds=5`` or
+``sites.0.mask.acceleration=8`` (values are parsed as YAML); pydantic validates the result against
+the schema. Every problem becomes one :class:`~utils.errors.UserError` line that names the key
+path, e.g. ``config error: sites.0.mask.acceleration: must be >= 1 (got 0.5)``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from data.options import NAME_PATTERN, DataOptions, SiteOptions
+from fl.options import FLOptions
+from models.options import ModelOptions, OptimOptions
+from utils.errors import UserError
+from utils.io import atomic_write_text
+
+
+class _Section(BaseModel):
+    """A config section: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TrainerConfig(_Section):
+    """Lightning Trainer settings used for every local fit and evaluation."""
+
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
+    devices: int = Field(1, ge=1)
+    precision: Literal["32-true", "bf16-mixed", "16-mixed", "bf16-true"] = "32-true"
+    num_workers: int = Field(0, ge=0, description="loader worker processes per site")
+    persistent_workers: bool = Field(
+        True, description="keep each site's loader workers alive from round to round (num_workers > 0)"
+    )
+    pin_memory: bool | None = Field(
+        None, description="page-locked batches for faster copies to a GPU; null = when CUDA is available"
+    )
+    step_progress: bool = Field(
+        False, description="per-step progress bars (the round-level display is always on)"
+    )
+
+
+class Config(_Section):
+    """A whole run: the sites, the model, the federated algorithm, optimisation and outputs."""
+
+    name: str = Field(
+        "fedmri", pattern=NAME_PATTERN, description="run name: outputs go to <output_dir>/<name>/"
+    )
+    seed: int = Field(0, ge=0)
+    output_dir: str = "runs"
+    paths: dict[str, str] = Field(
+        default_factory=dict,
+        description="named data folders that sources refer to as ${paths.NAME}; override them per machine",
+    )
+    data: DataOptions = DataOptions()
+    model: ModelOptions = ModelOptions()
+    sites: list[SiteOptions] = Field(min_length=1)
+    fl: FLOptions = FLOptions()
+    optim: OptimOptions = OptimOptions()
+    loss: Literal["mse", "l1"] = "mse"
+    trainer: TrainerConfig = TrainerConfig()
+
+    @field_validator("sites")
+    @classmethod
+    def _unique_site_names(cls, sites: list[SiteOptions]) -> list[SiteOptions]:
+        names = [s.name for s in sites]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"site names must be unique; repeated: {', '.join(duplicates)}")
+        return sites
+
+    @model_validator(mode="after")
+    def _algorithm_fits_the_sites(self) -> Config:
+        self.fl.check_sites([s.name for s in self.sites], self.model.kind)
+        return self
+
+    @property
+    def run_dir(self) -> Path:
+        """Where this run writes its outputs."""
+        return Path(self.output_dir) / self.name
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, YAML/JSON-serialisable form (the resolved config saved with every run)."""
+        return self.model_dump(mode="json")
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    base: dict[str, Any] | None = None,
+) -> Config:
+    """Read a YAML config (or start from ``base``, or an empty one), apply ``key.sub=value``
+    overrides and validate.
+
+    Raises:
+        UserError: unreadable file, malformed override, or any invalid value (naming the key path).
+    """
+    if base is not None:
+        raw = OmegaConf.create(base)
+    else:
+        raw = OmegaConf.create(_read_yaml(path) if path is not None else {})
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise UserError(f"override {item!r}: expected key.path=value, e.g. fl.rounds=5")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError as err:
+            raise UserError(f"override {key}: cannot parse value {text!r} ({_first_line(err)})") from None
+        try:
+            OmegaConf.update(raw, key, value, merge=False)
+        except (OmegaConfBaseException, TypeError, IndexError, ValueError) as err:
+            raise UserError(f"override {key}: {_first_line(err)}") from None
+    try:
+        data = OmegaConf.to_container(raw, resolve=True)
+    except OmegaConfBaseException as err:
+        raise UserError(f"config {path}: {_first_line(err)}") from None
+    return validate_config(data)
+
+
+def validate_config(data: Any) -> Config:
+    """Validate a plain mapping as a :class:`Config`, turning every problem into one UserError line."""
+    if not isinstance(data, dict):
+        raise UserError(f"config: expected a mapping of sections, got {type(data).__name__}")
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise UserError(format_validation_error(err, data)) from None
+
+
+def save_config(config: Config, path: str | Path) -> None:
+    """Write the resolved config as YAML (atomically)."""
+    atomic_write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+
+def config_differences(old: Config, new: Config) -> list[str]:
+    """Dotted keys whose values differ between two configs, as ``key (old -> new)``."""
+    flat_old, flat_new = _flatten(old.to_dict()), _flatten(new.to_dict())
+    keys = sorted(set(flat_old) | set(flat_new))
+    missing = "<unset>"
+    return [
+        f"{k} ({flat_old.get(k, missing)!r} -> {flat_new.get(k, missing)!r})"
+        for k in keys
+        if flat_old.get(k, missing) != flat_new.get(k, missing)
+    ]
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict):
+        items = data.items()
+    elif isinstance(data, list):
+        items = enumerate(data)
+    else:
+        return {prefix: data}
+    flat: dict[str, Any] = {}
+    for key, value in items:
+        flat.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+def format_validation_error(err: ValidationError, data: Any) -> str:
+    """One line naming each failing key path, e.g. ``config error: fl.rounds: must be >= 1 (got 0)``."""
+    parts = []
+    for item in err.errors():
+        path = _key_path(item["loc"], data)
+        parts.append(f"{path}: {_describe(item)}" if path else _describe(item))
+    return "config error: " + "; ".join(parts)
+
+
+def _read_yaml(path: str | Path) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config {path}: file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise UserError(f"config {path}: not valid YAML ({_first_line(err)})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"config {path}: expected a mapping of sections at the top level")
+    return data
+
+
+def _key_path(loc: tuple, data: Any) -> str:
+    """Dotted path of an error location, without pydantic's union tags and validator names."""
+    parts: list[str] = []
+    node = data
+    for part in loc:
+        if isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        elif isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, dict) and part == node.get("kind"):
+            continue  # discriminated-union tag inserted by pydantic
+        elif isinstance(part, str) and ("[" in part or "function-" in part):
+            continue
+        else:
+            node = None
+        parts.append(str(part))
+    return ".".join(parts)
+
+
+def _describe(item: dict) -> str:
+    kind, ctx, value = item["type"], item.get("ctx") or {}, item.get("input")
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required key is missing"
+    bounds = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}
+    for name, op in bounds.items():
+        if kind == name:
+            limit = next(iter(ctx.values()), "?")
+            return f"must be {op} {limit} (got {value!r})"
+    if kind == "literal_error":
+        return f"got {value!r}; expected {ctx.get('expected', '?')}"
+    if kind == "union_tag_invalid":
+        return f"unknown kind {ctx.get('tag')!r}; expected one of {ctx.get('expected_tags')}"
+    if kind == "too_short":
+        return "must not be empty"
+    msg = item["msg"].removeprefix("Value error, ")
+    if kind.endswith(("_type", "_parsing")):
+        return f"{msg[0].lower()}{msg[1:]} (got {value!r})"
+    return msg
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

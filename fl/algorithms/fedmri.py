@@ -1,0 +1,144 @@
+"""FedMRI: a shared encoder, site-specific decoders, and a weighted contrastive term in parameter space
+(Feng et al., "Specificity-Preserving Federated Learning for MR Image Reconstruction", IEEE TMI 2022).
+
+Section III-B of the paper: the server averages only the encoder, with uniform weights, and every
+decoder stays at its site. Section III-C (Eq. 5-7): from the second round on, site k's loss is
+``lam * L_rec + beta * pos / neg``, where ``pos`` is the L1 distance of its encoder to the server's
+encoder and ``neg`` the summed L1 distances to the previous round's local encoders of all sites (the
+authors' code takes every site's, the site's own included; ``lam = 1``, ``beta = 100`` there).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import Field
+from torch import Tensor, nn
+
+from fl.aggregation import TensorDict
+from fl.algorithms.base import AlgorithmOptions, Client, LocalPlan, Payload, Phase, Reply, Server
+from fl.algorithms.base import head_names, prefixed, shared_parameters
+from models.losses import ContrastiveL1
+
+
+class FedMRIOptions(AlgorithmOptions):
+    """FedMRI's weighted contrastive regulariser: loss = lam * L_rec + beta * pos / neg."""
+
+    lam: float = Field(1.0, ge=0.0, description="weight of the reconstruction loss")
+    beta: float = Field(100.0, ge=0.0, description="weight of the contrastive term (the paper's lambda)")
+    negatives: Literal["all", "self"] = Field(
+        "all", description="previous-round encoders to push away from: every site's, or only the site's own"
+    )
+    start_round: int = Field(2, ge=1, description="first round (1-based) with the contrastive term")
+    share: Literal["encoder", "whole", "all_but_head"] = Field(
+        "encoder",
+        description="what is averaged (an ablation): the encoder (the paper's), all, or all but fl.head",
+    )
+
+
+def _contrastive_round(options: FedMRIOptions, rnd: int) -> bool:
+    return rnd >= options.start_round and options.beta != 0
+
+
+class FedMRIClient(Client):
+    """Adds ``beta * L_con`` over the shared parameters; keeps its own encoder of the last round it
+    trained, the negative it never needs to be sent."""
+
+    options: FedMRIOptions
+
+    def __init__(self, options: FedMRIOptions, context, site: str):
+        super().__init__(options, context, site)
+        self.own: TensorDict = {}
+        self.own_round: int | None = None
+
+    def plan(self, rnd: int, payload: Payload, model: nn.Module, epochs: int) -> LocalPlan:
+        plan = LocalPlan([Phase(epochs)], reconstruction_weight=self.options.lam)
+        if not _contrastive_round(self.options, rnd):
+            return plan
+        negatives: dict[str, Mapping[str, Tensor]] = {}
+        for key, tensor in payload.extra.items():  # previous/<site>/<name>
+            _, other, name = key.split("/", 2)
+            negatives.setdefault(other, {})[name] = tensor
+        if self.own_round == rnd - 1:
+            negatives[self.site] = self.own
+        if self.options.negatives == "self":
+            negatives = {s: t for s, t in negatives.items() if s == self.site}
+        names = shared_parameters(model, payload.global_state)
+        if not negatives or not names:
+            return plan
+        # Stacked on the live parameters' device at the first step, reused by every later step.
+        term = ContrastiveL1(
+            [payload.global_state[n] for n in names],
+            [[negatives[s][n] for n in names] for s in sorted(negatives)],
+        )
+        beta = self.options.beta
+
+        def contrastive(model: nn.Module, outputs: Mapping[str, Tensor] | None = None) -> Tensor:
+            live = dict(model.named_parameters())
+            return beta * term([live[n] for n in names])
+
+        plan.penalty = contrastive
+        return plan
+
+    def reply(self, rnd: int, payload: Payload, model: nn.Module, shared: TensorDict, steps: int, lr: float) -> Reply:
+        self.own, self.own_round = {n: t.detach().clone() for n, t in shared.items()}, rnd
+        return Reply(shared)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"own": self.own, "own_round": self.own_round}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.own, self.own_round = dict(state.get("own", {})), state.get("own_round")
+
+
+class FedMRI(Server):
+    """Averages the encoder; keeps every site's encoder of the last round (before averaging) and, with
+    ``negatives: all``, sends each site the others' for its contrastive term."""
+
+    name = "fedmri"
+    label = "FedMRI"
+    Options = FedMRIOptions
+    client = FedMRIClient
+    shared_patterns = ("encoder.*", "*.encoder.*")  # the U-Net's, or both of the dual-domain cascade
+    options: FedMRIOptions
+
+    def __init__(self, options: FedMRIOptions, context):
+        super().__init__(options, context)
+        self.previous: dict[str, TensorDict] = {}
+        self.parameters: list[str] = []
+
+    def shared_names(self, model: nn.Module) -> list[str]:
+        names = list(model.state_dict())
+        share = self.options.share
+        if share == "whole":
+            return names
+        if share == "all_but_head":
+            head = head_names(names, self.context.head)
+            return [n for n in names if n not in head]
+        return super().shared_names(model)
+
+    def setup(self, model: nn.Module) -> None:
+        super().setup(model)
+        self.parameters = shared_parameters(model, self.global_state)
+
+    def extra(self, site: str, rnd: int) -> TensorDict:
+        """With ``negatives: all``, the other sites' previous encoders (the parameters the term uses)."""
+        if self.options.negatives != "all" or not _contrastive_round(self.options, rnd):
+            return {}
+        out: TensorDict = {}
+        for other in sorted(self.previous):
+            if other != site:
+                out.update(prefixed(f"previous/{other}", {n: self.previous[other][n] for n in self.parameters}))
+        return out
+
+    def aggregate(self, rnd: int, replies: Mapping[str, Reply], weights: Mapping[str, float]) -> None:
+        self.previous = {s: {n: t.detach().clone() for n, t in r.shared.items()} for s, r in replies.items()}
+        super().aggregate(rnd, replies, weights)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "previous": self.previous}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.previous = {site: dict(tensors) for site, tensors in state.get("previous", {}).items()}

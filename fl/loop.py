@@ -1,0 +1,137 @@
+"""The round loop, written once: every round, then the test, reported and checkpointed.
+
+:class:`RunLoop` drives anything with four methods (``round``, ``test``, ``state_dict``,
+``load_state_dict``): a :class:`~fl.federation.Federation` over any transport, or one of the
+non-federated references. After every round it writes the round's rows and progress line and the
+checkpoint ``checkpoints/last.ckpt``, from which :meth:`RunLoop.resume` continues exactly; after the
+last round every site tests its best model and the results are written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+import yaml
+
+from fl.reporter import Reporter
+from utils.checkpoint import load_checkpoint, save_checkpoint
+from utils.errors import UserError
+from utils.io import atomic_write_text
+from utils.seeding import rng_state, set_rng_state
+
+CHECKPOINT_FORMAT = 2
+
+
+class Rounds(Protocol):
+    """What the loop runs: one round at a time, then the test; its state for checkpoints."""
+
+    completed: int
+
+    def round(self, rnd: int) -> dict[str, dict[str, Any]]: ...
+
+    def test(self) -> dict[str, dict[str, Any]]: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class RunLoop:
+    """Runs ``rounds`` for ``total`` rounds with ``reporter``, checkpointing into ``run_dir``.
+
+    Args:
+        rounds: the rounds to run (a Federation or a reference runner).
+        reporter: the run's outputs.
+        config: the resolved config as plain data (written as ``config.yaml`` and into checkpoints).
+        total: ``fl.rounds``.
+        lr: learning rate of a round, for the rows.
+        headline: the run's first line (algorithm, sites, schedule, what is shared).
+        writer: whether this process writes (only one process of a multi-process run does).
+        barrier: waits for every process (after a checkpoint is written); a no-op in one process.
+    """
+
+    def __init__(
+        self,
+        rounds: Rounds,
+        reporter: Reporter,
+        *,
+        config: dict[str, Any],
+        total: int,
+        lr: Callable[[int], float],
+        headline: str,
+        writer: bool = True,
+        barrier: Callable[[], None] = lambda: None,
+        log: Callable[[str], None] = print,
+    ):
+        self.rounds, self.reporter, self.config = rounds, reporter, config
+        self.total, self.lr, self.headline = total, lr, headline
+        self.writer, self.barrier, self.log = writer, barrier, log
+        self.run_dir = reporter.run_dir
+        self.checkpoint = self.run_dir / "checkpoints" / "last.ckpt"
+        self.completed = 0
+
+    # -- the run -------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        """Train every remaining round, test each site's best model and write every output."""
+        if self.writer:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.run_dir / "config.yaml", yaml.safe_dump(self.config, sort_keys=False))
+        self.reporter.open(self.completed)
+        self.log(self.headline)
+        try:
+            for rnd in range(self.completed + 1, self.total + 1):
+                summary = self.rounds.round(rnd)
+                self.reporter.round(rnd, summary, self.lr(rnd))
+                self.completed = self.rounds.completed = rnd
+                self.save(self.checkpoint)
+                self.reporter.progress(rnd, summary)
+            results = self.reporter.results(self.rounds.test(), self.completed)
+        finally:
+            self.reporter.close()
+        self.reporter.write_results(results)
+        return results
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue the run exactly: loadable with ``weights_only=True``."""
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "round": self.completed,
+            "config": self.config,
+            **self.rounds.state_dict(),
+            "history": self.reporter.history,
+            "rng": rng_state(),
+        }
+
+    def save(self, path: Path) -> None:
+        """Write :meth:`state_dict` atomically (this process writes) and wait for every process."""
+        state = self.state_dict()  # every process takes part (a multi-process run gathers here)
+        if self.writer:
+            save_checkpoint(state, path)
+        self.barrier()
+
+    def resume(self) -> bool:
+        """Continue from ``checkpoints/last.ckpt``; False if no round was completed yet."""
+        if not self.checkpoint.exists():
+            self.log(f"{self.run_dir}: no completed round to resume from; starting at round 1")
+            return False
+        self.load(self.checkpoint)
+        self.log(f"resuming {self.run_dir} after round {self.completed} of {self.total}")
+        return True
+
+    def load(self, path: Path) -> None:
+        """Restore a checkpoint written by :meth:`save`."""
+        ckpt = load_checkpoint(path)
+        if ckpt.get("format") != CHECKPOINT_FORMAT:
+            raise UserError(f"checkpoint {path}: unsupported format {ckpt.get('format')!r}")
+        if set(ckpt["history"]) != set(self.reporter.history):
+            raise UserError(f"checkpoint {path}: sites {sorted(ckpt['history'])} do not match the config's")
+        try:
+            self.rounds.load_state_dict(ckpt)
+        except (RuntimeError, ValueError, KeyError) as err:
+            raise UserError(f"checkpoint {path}: does not fit the run ({str(err).splitlines()[0]})") from None
+        self.reporter.history = {k: list(v) for k, v in ckpt["history"].items()}
+        self.completed = self.rounds.completed = int(ckpt["round"])
+        set_rng_state(ckpt["rng"])

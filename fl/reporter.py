@@ -1,0 +1,179 @@
+"""Everything a run writes and prints about itself: ``metrics.csv``, TensorBoard, the round lines with
+time left, ``results.json``/``results.md``, the best model of every site and the figures.
+
+One :class:`Reporter` per run; a process that does not write (a multi-process run's other ranks)
+gets one with ``writer=False``, which keeps the history of validation PSNR and prints nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from utils.checkpoint import save_checkpoint
+from utils.io import atomic_write_text
+from utils.figures import metric_curves, reconstruction_row
+from utils.metrics import METRICS
+from utils.run_log import MetricsCSV, TensorBoardLog
+
+
+def results_markdown(results: dict[str, Any]) -> str:
+    """The test table: one row per site (reconstruction and zero-filled input) and the mean."""
+    lines = [
+        f"### {results['name']}: {results['algorithm']}, {results['rounds']} rounds "
+        "(test split, best round per site)",
+        "",
+        "| site | method | best round | volumes | NMSE | PSNR (dB) | SSIM |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, site in results["sites"].items():
+        for which, label in (("model", results["algorithm"]), ("zero_filled", "zero-filled")):
+            m = site[which]
+            lines.append(
+                f"| {name} | {label} | {site['best_round'] if which == 'model' else ''} | {m['volumes']} | "
+                f"{m['nmse']:.4f} ± {m['nmse_std']:.4f} | {m['psnr']:.2f} ± {m['psnr_std']:.2f} | "
+                f"{m['ssim']:.4f} ± {m['ssim_std']:.4f} |"
+            )
+    for which, label in (("model", results["algorithm"]), ("zero_filled", "zero-filled")):
+        m = results["mean"][which]
+        lines.append(f"| **mean** | {label} | | | {m['nmse']:.4f} | {m['psnr']:.2f} | {m['ssim']:.4f} |")
+    return "\n".join(lines) + "\n"
+
+
+class Reporter:
+    """Writes a run's rows, progress, results, best models and figures.
+
+    Args:
+        run_dir: the run's output folder.
+        name: the run's name; ``algorithm``: ``fl.algorithm``; ``rounds``: ``fl.rounds``.
+        config: the resolved config as plain data (stored in every best-model checkpoint).
+        sites: the site names, in order.
+        writer: whether this process writes (False: only the history is kept).
+        log: where progress lines go.
+    """
+
+    def __init__(
+        self,
+        run_dir: Path,
+        *,
+        name: str,
+        algorithm: str,
+        rounds: int,
+        config: dict[str, Any],
+        sites: list[str],
+        writer: bool = True,
+        log: Callable[[str], None] = print,
+    ):
+        self.run_dir, self.name, self.algorithm, self.rounds = Path(run_dir), name, algorithm, rounds
+        self.config, self.writer, self.log = config, writer, log
+        self.history: dict[str, list[float]] = {s: [] for s in sites}
+        self.metrics: MetricsCSV | None = None
+        self.tb: TensorBoardLog | None = None
+        self._start = self._mark = 0.0
+        self._first = 1
+
+    # -- the run -------------------------------------------------------------------------------
+    def open(self, completed: int) -> None:
+        """Start (or continue after round ``completed``): drop rows of a round cut short, open TensorBoard."""
+        if self.writer:
+            self.metrics = MetricsCSV(self.run_dir / "metrics.csv")
+            self.metrics.truncate_to(completed)
+            self.tb = TensorBoardLog(self.run_dir / "tb", purge_step=completed + 1)
+        self._start = self._mark = time.perf_counter()
+        self._first = completed + 1
+
+    def close(self) -> None:
+        """Close TensorBoard's event file."""
+        if self.tb is not None:
+            self.tb.close()
+            self.tb = None
+
+    def round(self, rnd: int, summary: Mapping[str, Mapping[str, Any]], lr: float) -> None:
+        """Round ``rnd`` is done: its rows (train and val per site) and its history entries."""
+        for site, values in summary.items():
+            self.history[site].append(values["psnr"])
+            if not self.writer:
+                continue
+            self.metrics.write(
+                round=rnd, site=site, split="train", loss=values["loss"], lr=lr,
+                status=values.get("status", "ok"),
+                bytes_sent=values.get("bytes_sent"), bytes_received=values.get("bytes_received"),
+            )  # fmt: skip
+            self.metrics.write(round=rnd, site=site, split="val", **{k: values[k] for k in METRICS})
+            self.tb.scalars(f"{site}/train", {"loss": values["loss"], "lr": lr}, rnd)
+            self.tb.scalars(f"{site}/val", {k: values[k] for k in METRICS}, rnd)
+
+    def progress(self, rnd: int, summary: Mapping[str, Mapping[str, Any]]) -> None:
+        """The round's line: each site's loss and validation PSNR, the round's time and the time left."""
+        now = time.perf_counter()
+        took, self._mark = now - self._mark, now
+        per_round = (now - self._start) / (rnd - self._first + 1)
+        parts = []
+        for site, v in summary.items():
+            loss = f"loss {v['loss']:.4f}" if v["status"] == "ok" else "SKIPPED"
+            parts.append(f"{site} {loss} psnr {v['psnr']:.2f}")
+        eta = (self.rounds - rnd) * per_round
+        self.log(
+            f"round {rnd:>{len(str(self.rounds))}}/{self.rounds} | " + " | ".join(parts)
+            + f" | {took:.0f} s, eta {eta:.0f} s"
+        )  # fmt: skip
+
+    # -- the end -------------------------------------------------------------------------------
+    def results(self, tested: Mapping[str, Mapping[str, Any]], completed: int) -> dict[str, Any]:
+        """The results of every site's test; writes its row, best model and figure where this process writes."""
+        sites = {}
+        for site, result in tested.items():
+            model = result["model"]
+            sites[site] = {"best_round": result["best_round"], "model": model, "zero_filled": result["zero_filled"]}
+            if self.writer:
+                self._site_outputs(site, result)
+        results: dict[str, Any] = {"name": self.name, "algorithm": self.algorithm, "rounds": completed, "sites": sites}
+        results["mean"] = {
+            which: {k: float(np.mean([s[which][k] for s in sites.values()])) for k in METRICS}
+            for which in ("model", "zero_filled")
+        }
+        if self.writer and any(self.history.values()):
+            metric_curves(self.run_dir / "figures" / "val_psnr.png", range(1, completed + 1), self.history)
+        return results
+
+    def _site_outputs(self, site: str, result: Mapping[str, Any]) -> None:
+        best = result.get("best")
+        if best and best["model"]:
+            save_checkpoint(
+                {
+                    "site": site,
+                    "round": best["round"],
+                    "val_psnr": best["psnr"],
+                    "model": best["model"],
+                    "config": self.config,
+                },
+                self.run_dir / "checkpoints" / f"best_{site}.ckpt",
+            )
+        model = result["model"]
+        self.metrics.write(
+            round=result["best_round"], site=site, split="test",
+            bytes_sent=result.get("bytes_sent"), bytes_received=result.get("bytes_received"),
+            **{k: model[k] for k in METRICS},
+        )  # fmt: skip
+        figure = result.get("figure")
+        if figure is not None:
+            reconstruction_row(
+                self.run_dir / "figures" / f"{site}.png",
+                figure["zero_filled"],
+                figure["pred"],
+                figure["target"],
+                title=f"{site}: {figure['volume']}, slice {figure['slice']}",
+            )
+
+    def write_results(self, results: dict[str, Any]) -> None:
+        """``results.json`` and ``results.md``, and the table on the console."""
+        if not self.writer:
+            return
+        atomic_write_text(self.run_dir / "results.json", json.dumps(results, indent=2) + "\n")
+        atomic_write_text(self.run_dir / "results.md", results_markdown(results))
+        self.log("\n" + results_markdown(results))

@@ -1,0 +1,222 @@
+"""One site of a federation: its data, its model and optimiser, its algorithm half, and its best round.
+
+A :class:`Site` does everything that happens at a hospital: load the round's global tensors, train
+locally as its client half plans, send back a reply, validate and keep its best model, test it. The
+same object serves every transport: the in-process loop and a multi-process run call it directly,
+the Flower ClientApp calls it once per message.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import lightning as L
+import torch
+
+from data.site import SiteDataModule
+from fl.aggregation import TensorDict
+from fl.algorithms.base import Client, Payload, Reply, set_trainable
+from models.recon_module import NonFiniteError, ReconModule, all_finite
+from utils.metrics import summarise
+from utils.seeding import stable_seed
+
+# (max_epochs, fit) -> a Lightning Trainer for one local fit or one evaluation.
+TrainerFactory = Callable[[int, bool], L.Trainer]
+# Per-volume scores of this process -> per-volume scores of the whole split (a data-parallel run).
+ScoreMerger = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+class SiteDiverged(Exception):
+    """A site's local training produced a non-finite loss or non-finite weights."""
+
+    def __init__(self, site: str, rnd: int, reason: str):
+        super().__init__(f"site {site} diverged in round {rnd}: {reason}")
+        self.site, self.round, self.reason = site, rnd, reason
+
+
+@dataclass
+class FitResult:
+    """A site's local fit of one round: ``ok`` with its reply, or ``skipped`` (restored, left out)."""
+
+    status: str
+    loss: float
+    train_slices: int
+    reply: Reply | None = None
+
+
+@dataclass
+class Site:
+    """One client: data, module (model + optimiser), algorithm half, and its best round so far.
+
+    Args:
+        name: the site's name.
+        data: its data module (already set up).
+        module: its ReconModule.
+        client: its half of the algorithm.
+        trainer: builds the Lightning Trainer of a local fit or an evaluation.
+        seed: the run's seed (keys the local fit's randomness by site and round).
+        merge_scores: combines per-volume scores across processes (identity in one process).
+    """
+
+    name: str
+    data: SiteDataModule
+    module: ReconModule
+    client: Client
+    trainer: TrainerFactory
+    seed: int = 0
+    merge_scores: ScoreMerger = lambda scores: scores  # noqa: E731
+    best_round: int = 0
+    best_psnr: float = -math.inf
+    best_state: TensorDict = field(default_factory=dict)
+
+    # -- the round -----------------------------------------------------------------------------
+    def load_global(self, global_state: TensorDict) -> None:
+        """Copy the global shared tensors into the site's model."""
+        state = self.module.model.state_dict()
+        with torch.no_grad():
+            for name, tensor in global_state.items():
+                state[name].copy_(tensor)
+
+    def shared_tensors(self, names: Any) -> TensorDict:
+        """Copies of the named entries of the model's state dict, on the CPU."""
+        state = self.module.model.state_dict()
+        return {n: state[n].detach().clone().cpu() for n in names}
+
+    def prepare(self, rnd: int, payload: Payload) -> Reply:
+        """Answer the server's request to compute something from the round's global tensors."""
+        self.load_global(payload.global_state)
+        self.data.set_round(rnd)
+        return self.client.prepare(rnd, payload, self.module.model, self.data.train_dataloader())
+
+    def fit(self, rnd: int, payload: Payload, epochs: int, lr: float) -> tuple[Reply, float]:
+        """Load the global tensors, train the round's local epochs as the client plans them, and
+        return the reply and the mean training loss of the last epoch.
+
+        Raises:
+            SiteDiverged: a step's loss, or a weight after the fit, is not finite.
+        """
+        self.load_global(payload.global_state)
+        module = self.module
+        module.set_lr(lr)
+        plan = self.client.plan(rnd, payload, module.model, epochs)
+        module.reconstruction_weight = plan.reconstruction_weight
+        module.penalty, module.step_hook = plan.penalty, plan.step_hook
+        self.data.set_round(rnd)
+        torch.manual_seed(stable_seed(self.seed, "local", self.name, rnd))  # the same in any process layout
+        steps = 0
+        try:
+            for phase in plan.phases:
+                set_trainable(module.model, phase)
+                trainer = self.trainer(phase.epochs, True)
+                trainer.fit(module, train_dataloaders=self.data.train_dataloader())
+                steps += trainer.global_step
+            if not all_finite(module.model):
+                raise NonFiniteError("non-finite weights after local training")
+        except NonFiniteError as err:
+            raise SiteDiverged(self.name, rnd, str(err)) from None
+        finally:
+            module.penalty, module.step_hook = None, None
+            set_trainable(module.model, None)
+        shared = self.shared_tensors(payload.global_state)
+        return self.client.reply(rnd, payload, module.model, shared, steps, lr), module.mean_train_loss
+
+    def fit_or_skip(self, rnd: int, payload: Payload, epochs: int, lr: float, skip: bool) -> FitResult:
+        """:meth:`fit`, reporting divergence as a status: ``diverged: <why>``, or with ``skip``
+        ``skipped: <why>`` after restoring the site to its state before the round."""
+        snapshot = self.snapshot() if skip else None
+        try:
+            reply, loss = self.fit(rnd, payload, epochs, lr)
+        except SiteDiverged as err:
+            if snapshot is None:
+                return FitResult(f"diverged: {err.reason}", math.nan, self.data.num_train_slices)
+            self.restore(snapshot)
+            return FitResult(f"skipped: {err.reason}", math.nan, self.data.num_train_slices)
+        return FitResult("ok", loss, self.data.num_train_slices, reply)
+
+    def evaluate(self, split: str = "val") -> dict[str, Any]:
+        """Per-volume metrics of the current model on ``split`` (and of the zero-filled input)."""
+        trainer = self.trainer(1, False)
+        if split == "val":
+            trainer.validate(self.module, dataloaders=self.data.val_dataloader(), verbose=False)
+        else:
+            trainer.test(self.module, dataloaders=self.data.test_dataloader(), verbose=False)
+        return self.merge_scores(self.module.collector.scores())
+
+    def validate(self, rnd: int, global_state: TensorDict) -> tuple[dict[str, float], bool]:
+        """Load the new global tensors, validate, and keep the model if it is the best so far.
+
+        Returns the validation summary and whether this round became the site's best.
+        """
+        self.load_global(global_state)
+        val = summarise(self.evaluate("val"), "model")
+        improved = val["psnr"] > self.best_psnr
+        if improved:
+            self.best_psnr, self.best_round = val["psnr"], rnd
+            self.best_state = {k: v.detach().clone().cpu() for k, v in self.module.model.state_dict().items()}
+        return val, improved
+
+    def test(self) -> dict[str, Any]:
+        """Test the best model on the test split: summaries of the model and the zero-filled input,
+        and the slice shown in the site's figure."""
+        if self.best_state:
+            self.module.model.load_state_dict(self.best_state)
+        per_volume = self.evaluate("test")
+        return {
+            "best_round": self.best_round,
+            "model": summarise(per_volume, "model"),
+            "zero_filled": summarise(per_volume, "zero_filled"),
+            "figure": self.figure_slice(),
+        }
+
+    def figure_slice(self) -> dict[str, Any] | None:
+        """The middle slice of the first test volume scored here (for the reconstruction figure)."""
+        collector = self.module.collector
+        if not collector.slices:
+            return None
+        volume = sorted(collector.slices)[0]
+        pred, target, zero_filled = collector.volume(volume)
+        k = len(pred) // 2
+        return {"volume": volume, "slice": k, "pred": pred[k], "target": target[k], "zero_filled": zero_filled[k]}
+
+    # -- state ---------------------------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        """A copy of the model, optimiser and client state (to restore a diverged round)."""
+        return copy.deepcopy(
+            {
+                "model": self.module.model.state_dict(),
+                "optimizer": self.module.optimizer.state_dict(),
+                "client": self.client.state_dict(),
+            }
+        )
+
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        """Go back to a :meth:`snapshot`."""
+        self.module.model.load_state_dict(snapshot["model"])
+        self.module.optimizer.load_state_dict(snapshot["optimizer"])
+        self.client.load_state_dict(snapshot["client"])
+
+    def state_dict(self) -> dict[str, Any]:
+        """What the site needs to continue exactly besides its best round: model, optimiser, client state."""
+        return {
+            "model": self.module.model.state_dict(),
+            "optimizer": self.module.optimizer.state_dict(),
+            "client": self.client.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` (raises RuntimeError, ValueError or KeyError if it does not fit)."""
+        self.module.model.load_state_dict(state["model"])
+        self.module.optimizer.load_state_dict(state["optimizer"])
+        self.client.load_state_dict(state.get("client", {}))
+
+    def best(self) -> dict[str, Any]:
+        """The best round so far: its number, validation PSNR and model."""
+        return {"round": self.best_round, "psnr": self.best_psnr, "model": self.best_state}
+
+    def load_best(self, best: dict[str, Any]) -> None:
+        """Restore :meth:`best`."""
+        self.best_round, self.best_psnr, self.best_state = int(best["round"]), float(best["psnr"]), best["model"]
