@@ -53,8 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     def job() -> None:
         from lightning.fabric import Fabric
 
-        from fl.distributed import DistributedFederation, agree
-        from fl.federation import quiet_lightning
+        from build import Builder, is_federated, quiet_lightning
+        from fl.distributed import Distributed, agree
         from train import resolve_config
         from utils.errors import UserError
 
@@ -67,24 +67,45 @@ def main(argv: list[str] | None = None) -> int:
             )
         if devices < 2:
             raise UserError(f"--devices: a multi-process run needs at least 2 (got {devices}); use train.py")
+        if not is_federated(config.fl.algorithm):
+            raise UserError(f"fl.algorithm: {config.fl.algorithm} is not federated; train it with train.py")
+        if config.fl.parallel == "data" and config.fl.algorithm == "flmrcm":
+            raise UserError(
+                "fl.parallel: data does not support fl.algorithm=flmrcm (each rank would train its own "
+                "discriminator); use fl.parallel: sites"
+            )
         accelerator = "gpu" if config.trainer.accelerator in ("gpu", "cuda") else config.trainer.accelerator
         quiet_lightning()
         Fabric(accelerator=accelerator, devices=devices, strategy="ddp").launch()
 
         import torch.distributed as dist
 
-        if dist.get_rank() == 0:
-            agree(lambda: resolve_config(args))  # refuses to replace an existing run, on every rank
-        else:
-            agree(lambda: None)
-        federation = DistributedFederation(config)
-        federation.setup()
+        first = dist.get_rank() == 0
+        agree((lambda: resolve_config(args)) if first else (lambda: None))  # refuses to replace a run
+        builder = Builder(config, log=print if first else (lambda _: None))
+        # Rank 0 prepares (and caches) the data first, then the others; a data error stops every rank.
+        data = agree(builder.prepare_data if first else (lambda: None))
+        data = agree((lambda: None) if first else builder.prepare_data) or data
+        sites, initial = builder.sites(data)
+        transport = Distributed(
+            sites,
+            mode=config.fl.parallel,
+            assignment=config.fl.site_assignment,
+            trainer=builder.trainer,
+            accelerator=config.trainer.accelerator,
+            step_progress=config.trainer.step_progress,
+            log=builder.log,
+        )
+        federation = builder.federation(builder.server(initial), transport)
+        run = builder.loop(
+            federation, len(initial.state_dict()), writer=transport.writer, barrier=transport.barrier
+        )
         if args.resume:
-            federation.resume()
-        elif args.overwrite and dist.get_rank() == 0 and config.run_dir.exists():
+            run.resume()
+        elif args.overwrite and first and config.run_dir.exists():
             shutil.rmtree(config.run_dir)
         dist.barrier()
-        federation.run()
+        run.run()
         dist.barrier()
 
     return run_cli(job, quiet=quiet)

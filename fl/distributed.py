@@ -2,10 +2,10 @@
 
 ``fl.parallel: sites`` — the sites are divided among the ranks (round-robin, or greedily by
 training-set size); each rank trains and validates its own sites with a single-device Trainer, and
-after the local fits every rank receives every site's shared tensors (and the strategy's per-site
-state), so each rank runs the strategy's aggregation on identical inputs and holds identical global
-tensors. Decoders, optimiser state and data of a site never leave its rank except to rank 0,
-which gathers the full checkpoint and writes every output.
+every rank receives every site's reply (and validation result), so each rank runs the algorithm's
+aggregation on identical inputs and holds identical global tensors. Decoders, optimiser state and
+data of a site never leave its rank except to rank 0, which gathers the checkpoint and writes every
+output.
 
 ``fl.parallel: data`` — every site trains on all ranks at once with DDP: each rank takes its share
 of every batch (global batch = ``batch_size`` x ranks), gradients are averaged, and the replicas
@@ -26,8 +26,9 @@ import torch
 import torch.distributed as dist
 from lightning.pytorch.strategies import DDPStrategy
 
-from fl.federation import Federation, Site
-from utils.config import Config
+from fl.algorithms.base import Payload
+from fl.site import FitResult, Site
+from fl.transport import InProcess
 from utils.errors import UserError
 
 
@@ -72,60 +73,92 @@ def agree(job: Callable[[], Any]) -> Any:
     return result
 
 
-class DistributedFederation(Federation):
-    """:class:`Federation` across ranks; the layout comes from ``fl.parallel``."""
+def merge_volume_scores(scores: dict[str, Any]) -> dict[str, Any]:
+    """Per-volume scores of this rank's volumes -> those of the whole split (each volume once)."""
+    merged: dict[str, Any] = {}
+    for part in all_gather(scores):
+        overlap = set(merged) & set(part)
+        if overlap:
+            raise RuntimeError(f"volumes scored on two ranks: {sorted(overlap)}")
+        merged.update(part)
+    return {name: merged[name] for name in sorted(merged)}
 
-    def __init__(self, config: Config, log: Callable[[str], None] = print):
+
+class Distributed(InProcess):
+    """The sites spread over the ranks of an initialised process group, in ``mode`` ``sites`` or ``data``.
+
+    Args:
+        sites: every site (each rank builds them all; a rank trains only its own under ``sites``).
+        mode: ``fl.parallel``.
+        assignment: ``fl.site_assignment``.
+        trainer: ``trainer(max_epochs, **arguments)`` -> a Lightning Trainer with the config's settings.
+        accelerator: ``trainer.accelerator``.
+        step_progress: ``trainer.step_progress`` (shown on rank 0 only).
+        log: where rank 0's lines go.
+    """
+
+    def __init__(
+        self,
+        sites: list[Site],
+        *,
+        mode: str,
+        assignment: str,
+        trainer: Callable[..., L.Trainer],
+        accelerator: str,
+        step_progress: bool = False,
+        log: Callable[[str], None] = print,
+    ):
+        super().__init__(sites)
         if not dist.is_initialized():
-            raise RuntimeError(
-                "DistributedFederation needs an initialised process group (see train_multi_gpu.py)"
-            )
+            raise RuntimeError("the distributed transport needs an initialised process group (train_multi_gpu.py)")
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
         self.local_rank = int(os.environ.get("LOCAL_RANK", self.rank))
-        super().__init__(config, log=log if self.rank == 0 else (lambda _: None))
         self.writer = self.rank == 0
-        self.mode = config.fl.parallel
-        if self.strategy.pooled:
-            raise UserError(f"fl.algorithm: {config.fl.algorithm} is not federated; train it with train.py")
-        if self.mode == "data" and config.fl.algorithm == "flmrcm":
-            raise UserError(
-                "fl.parallel: data does not support fl.algorithm=flmrcm (each rank would train its own "
-                "discriminator); use fl.parallel: sites"
-            )
-        self.owner: dict[str, int] = {}
-
-    # -- set-up --------------------------------------------------------------------------------
-    def setup(self) -> None:
-        """Rank 0 prepares (and caches) the data first, then the others; a data error stops every rank."""
-        first = self.rank == 0
-        agree(super().setup if first else (lambda: None))
-        agree((lambda: None) if first else super().setup)
-        sizes = {s.name: s.data.num_train_slices for s in self.sites}
-        if self.mode == "sites":
-            self.owner = assign_sites(sizes, self.world, self.config.fl.site_assignment)
-            mine = [n for n, r in self.owner.items() if r == self.rank]
+        self.mode, self._make_trainer = mode, trainer
+        self.accelerator, self.step_progress = accelerator, step_progress
+        sizes = {s.name: s.data.num_train_slices for s in sites}
+        for site in sites:
+            site.trainer = self._trainer
+        if mode == "sites":
+            self.owner = assign_sites(sizes, self.world, assignment)
             per_rank = {r: [n for n, o in self.owner.items() if o == r] for r in range(self.world)}
-            self.log(
-                "sites per rank: "
-                + "; ".join(f"rank {r}: {', '.join(n) or '-'}" for r, n in per_rank.items())
-            )
-            if not mine:
-                self.log(f"rank {self.rank} owns no site ({len(self.sites)} sites on {self.world} ranks)")
+            log("sites per rank: " + "; ".join(f"rank {r}: {', '.join(n) or '-'}" for r, n in per_rank.items()))
+            if not per_rank[self.rank]:
+                log(f"rank {self.rank} owns no site ({len(sites)} sites on {self.world} ranks)")
         else:
             self.owner = {name: self.rank for name in sizes}
-            for site in self.sites:
+            for site in sites:
                 site.data.shard(self.world, self.rank)
-            batches = ", ".join(f"{s.name} {s.data.batch_size} x {self.world}" for s in self.sites)
-            self.log(f"data-parallel on {self.world} ranks; global batch per site: {batches}")
+                site.merge_scores = merge_volume_scores
+            batches = ", ".join(f"{s.name} {s.data.batch_size} x {self.world}" for s in sites)
+            log(f"data-parallel on {self.world} ranks; global batch per site: {batches}")
 
-    # -- where sites live ----------------------------------------------------------------------
-    def owned_sites(self) -> list[Site]:
+    def _device(self) -> dict[str, Any]:
+        accelerator = self.accelerator
+        if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+            return {"accelerator": "gpu", "devices": [self.local_rank]}
+        return {"accelerator": "cpu" if accelerator == "auto" else accelerator, "devices": 1}
+
+    def _trainer(self, max_epochs: int, fit: bool) -> L.Trainer:
+        progress = {"enable_progress_bar": self.step_progress and self.rank == 0}
+        if fit and self.mode == "data":
+            return self._make_trainer(
+                max_epochs,
+                accelerator=self._device()["accelerator"],
+                devices=self.world,  # one node: the process group spans these devices
+                strategy=DDPStrategy(),
+                use_distributed_sampler=False,  # the sites' samplers shard themselves
+                **progress,
+            )
+        return self._make_trainer(max_epochs, **self._device(), **progress)
+
+    def owned(self) -> list[Site]:
         """This rank's sites (``sites``), or every site (``data``: all ranks train each one together)."""
         if self.mode == "data":
             return self.sites
         return [s for s in self.sites if self.owner[s.name] == self.rank]
 
-    def exchange(self, local: dict[str, Any]) -> dict[str, Any]:
+    def gather(self, local: dict[str, Any]) -> dict[str, Any]:
         """Merge every rank's per-site results (``sites``); identical on all ranks already (``data``)."""
         if self.mode == "data":
             return local
@@ -134,67 +167,14 @@ class DistributedFederation(Federation):
             merged.update(part)
         return {s.name: merged[s.name] for s in self.sites if s.name in merged}
 
-    def train_site(self, site: Site, rnd: int) -> tuple[dict[str, torch.Tensor], float]:
+    def fit(self, rnd: int, payloads: dict[str, Payload], epochs: int, lr: float, skip: bool) -> dict[str, FitResult]:
         """As in one process; under ``data`` the reported loss is the mean over the ranks' shares."""
-        update, loss = super().train_site(site, rnd)
+        results = super().fit(rnd, payloads, epochs, lr, skip)
         if self.mode == "data":
-            loss = sum(all_gather(loss)) / self.world
-        return update, loss
+            for result in results.values():
+                result.loss = sum(all_gather(result.loss)) / self.world
+        return results
 
-    def evaluate_site(self, site: Site, split: str = "val") -> dict[str, Any]:
-        """Per-volume scores of the whole split: this rank's volumes, merged with the others' (``data``)."""
-        scores = super().evaluate_site(site, split)
-        if self.mode == "sites":
-            return scores
-        merged: dict[str, Any] = {}
-        for part in all_gather(scores):
-            overlap = set(merged) & set(part)
-            if overlap:
-                raise RuntimeError(f"volumes scored on two ranks: {sorted(overlap)}")
-            merged.update(part)
-        return {name: merged[name] for name in sorted(merged)}
-
-    def _device_kwargs(self) -> dict[str, Any]:
-        accelerator = self.config.trainer.accelerator
-        if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
-            return {"accelerator": "gpu", "devices": [self.local_rank]}
-        return {"accelerator": "cpu" if accelerator == "auto" else accelerator, "devices": 1}
-
-    def _trainer(self, max_epochs: int = 1, *, fit: bool = False) -> L.Trainer:
-        t = self.config.trainer
-        common = {
-            "precision": t.precision,
-            "max_epochs": max_epochs,
-            "logger": False,
-            "enable_checkpointing": False,
-            "enable_progress_bar": t.step_progress and self.rank == 0,
-            "enable_model_summary": False,
-            "num_sanity_val_steps": 0,
-        }
-        if fit and self.mode == "data":
-            device = self._device_kwargs()
-            return L.Trainer(
-                accelerator=device["accelerator"],
-                devices=self.world,  # one node: the process group spans these devices
-                strategy=DDPStrategy(),
-                use_distributed_sampler=False,  # the sites' samplers shard themselves
-                **common,
-            )
-        return L.Trainer(**self._device_kwargs(), **common)
-
-    # -- checkpoints ---------------------------------------------------------------------------
-    def save(self, path) -> None:
-        """Rank 0 gathers every site's model and optimiser state (``sites``) and writes the checkpoint."""
-        if self.mode == "sites":
-            local = {
-                s.name: {"model": s.module.model.state_dict(), "optimizer": s.module.optimizer.state_dict()}
-                for s in self.owned_sites()
-            }
-            for name, state in self.exchange(local).items():
-                if self.rank == 0 and self.owner[name] != 0:
-                    site = next(s for s in self.sites if s.name == name)
-                    site.module.model.load_state_dict(state["model"])
-                    site.module.optimizer.load_state_dict(state["optimizer"])
-        if self.writer:
-            super().save(path)
+    def barrier(self) -> None:
+        """Wait for every rank."""
         dist.barrier()
