@@ -12,16 +12,11 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from data.simulation import PROFILES, simulate_subject
+from data.simulation.imaging import tissue_parameters, tissue_signal
 from data.sources import synthetic
 from data.sources.base import SPLITS, SourceContext, VolumeInfo
-from data.sources.synthetic import (
-    PROFILES,
-    SyntheticOptions,
-    SyntheticSource,
-    _signal,
-    _tissue_parameters,
-    simulate_subject,
-)
+from data.sources.synthetic import SyntheticOptions, SyntheticSource
 from utils.errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -122,9 +117,9 @@ def test_tissue_contrast_follows_spin_echo_physics(profile):
     sim = simulate_subject(options, seed=0, site="a", subject="sub-000")
     pure = {name: sim.fractions[name] > 0.9 for name in ("wm", "gm", "csf")}
     for draw in range(20):
-        params = _tissue_parameters(np.random.default_rng(draw))
-        t1w = _signal(sim.fractions, params, *PROFILES[profile].protocol["t1"])
-        t2w = _signal(sim.fractions, params, *PROFILES[profile].protocol["t2"])
+        params = tissue_parameters(np.random.default_rng(draw))
+        t1w = tissue_signal(sim.fractions, params, *PROFILES[profile].protocol["t1"])
+        t2w = tissue_signal(sim.fractions, params, *PROFILES[profile].protocol["t2"])
         assert mean_where(t1w, pure["wm"]) > mean_where(t1w, pure["gm"]) > mean_where(t1w, pure["csf"])
         assert mean_where(t2w, pure["csf"]) > mean_where(t2w, pure["gm"]) > mean_where(t2w, pure["wm"])
 
@@ -165,6 +160,17 @@ def fail(*args, **kwargs):
     raise AssertionError("the generator ran")
 
 
+def counting(calls: list[str]):
+    """``simulate_subject`` that records which subjects it generates."""
+    real = simulate_subject
+
+    def wrapper(options, seed, site, subject, *args, **kwargs):
+        calls.append(subject)
+        return real(options, seed, site, subject, *args, **kwargs)
+
+    return wrapper
+
+
 def test_cache_is_reused_and_invalidated_by_option_changes(tmp_path, monkeypatch):
     first = make_source(tmp_path)
     first.prepare()
@@ -176,20 +182,53 @@ def test_cache_is_reused_and_invalidated_by_option_changes(tmp_path, monkeypatch
     for changes in ({"noise_scale": 0.5}, {"slices_per_subject": 4}, {"contrasts": ["t1"]}):
         with pytest.raises(AssertionError, match="generator ran"):
             make_source(tmp_path, **changes).prepare()
+    for other in (make_source(tmp_path, seed=1), make_source(tmp_path, site="b")):
+        with pytest.raises(AssertionError, match="generator ran"):
+            other.prepare()
+
+
+def test_site_reads_back_from_the_shared_volume_cache_without_the_generator(tmp_path, monkeypatch):
+    first = make_source(tmp_path)
+    first.prepare()
+    images = all_slices(first)
+    # one VolumeCache entry (.npy + .json manifest) per subject and contrast, next to decoded file volumes
+    keys = {first.entry_key(f"sub-{i:03d}", c) for i in range(4) for c in ("t1", "t2")}
+    assert [p.name for p in tmp_path.iterdir()] == ["volumes"]
+    entries = {f"{key}.{ext}" for key in keys for ext in ("npy", "json")}
+    assert {p.name for p in (tmp_path / "volumes").iterdir()} == entries
+    # neither the generator nor the template is touched when everything is cached
+    monkeypatch.setattr(synthetic, "simulate_subject", fail)
+    monkeypatch.setattr(synthetic, "site_maps", fail)
+    again = make_source(tmp_path)
+    again.prepare()
+    np.testing.assert_array_equal(all_slices(again), images)
+    # a lost entry regenerates only its subject
+    (tmp_path / "volumes" / f"{first.entry_key('sub-002', 't2')}.npy").unlink()
+    monkeypatch.undo()
+    calls: list[str] = []
+    monkeypatch.setattr(synthetic, "simulate_subject", counting(calls))
+    repaired = make_source(tmp_path)
+    repaired.prepare()
+    assert calls == ["sub-002"]
+    np.testing.assert_array_equal(all_slices(repaired), images)
 
 
 @pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
 def test_generated_cache_is_as_readable_as_a_plainly_created_folder(tmp_path):
-    make_source(tmp_path).prepare()
+    make_source(tmp_path / "cache").prepare()
     (tmp_path / "plain").mkdir()
-    expected = (tmp_path / "plain").stat().st_mode & 0o777
-    caches = [p for p in tmp_path.rglob("*") if p.is_dir() and p.name != "plain"]
-    assert caches and all(p.stat().st_mode & 0o777 == expected for p in caches)
+    (tmp_path / "plain.txt").write_text("x")
+    folder_mode = (tmp_path / "plain").stat().st_mode & 0o777
+    file_mode = (tmp_path / "plain.txt").stat().st_mode & 0o777
+    folders = [p for p in (tmp_path / "cache").rglob("*") if p.is_dir()]
+    files = [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
+    assert folders and all(p.stat().st_mode & 0o777 == folder_mode for p in folders)
+    assert files and all(p.stat().st_mode & 0o777 == file_mode for p in files)
 
 
 def test_interrupted_generation_leaves_no_cache_that_loads(tmp_path, monkeypatch):
     source = make_source(tmp_path)
-    root = tmp_path / "synthetic"
+    folder = tmp_path / "volumes"
     calls = []
     real = synthetic.simulate_subject
 
@@ -202,18 +241,46 @@ def test_interrupted_generation_leaves_no_cache_that_loads(tmp_path, monkeypatch
     monkeypatch.setattr(synthetic, "simulate_subject", crash_on_second)
     with pytest.raises(KeyboardInterrupt):
         source.prepare()
-    assert not (root / source.cache_key).exists()
+    for contrast in ("t1", "t2"):  # the first subject is complete, the interrupted one absent
+        assert (folder / f"{source.entry_key('sub-000', contrast)}.json").is_file()
+        assert not list(folder.glob(f"*{source.entry_key('sub-001', contrast)}*"))
 
-    # A process killed outright leaves its temporary folder; a broken final folder must not load either.
-    (root / f".tmp-{source.cache_key}-dead").mkdir()
-    final = root / source.cache_key
-    final.mkdir()
-    np.save(final / "train.npy", np.zeros((1, 40, 40), np.float32))
-    monkeypatch.setattr(synthetic, "simulate_subject", real)
+    # A process killed outright leaves its temporary files, or a volume renamed into place whose
+    # manifest was never written; a manifest whose volume is cut short must not load either.
+    key = source.entry_key("sub-001", "t1")
+    (folder / f".{key}-dead.npy").write_bytes(b"\x93NUMPY half a header")
+    (folder / f".{key}.json.dead.tmp").write_text('{"version"')
+    np.save(folder / f"{key}.npy", np.zeros((3, 40, 40), np.float32))
+    cut = source.entry_key("sub-000", "t2")
+    data = (folder / f"{cut}.npy").read_bytes()
+    (folder / f"{cut}.npy").write_bytes(data[: len(data) // 2])
+    generated: list[str] = []
+    monkeypatch.setattr(synthetic, "simulate_subject", counting(generated))
     source.prepare()
+    assert generated == ["sub-000", "sub-001", "sub-002", "sub-003"]  # the leftovers are ignored
     expected = make_source(tmp_path / "clean")
     expected.prepare()
     np.testing.assert_array_equal(all_slices(source), all_slices(expected))
+
+
+def test_processes_generating_the_same_site_at_once_agree(tmp_path):
+    script = (
+        "import sys; from pathlib import Path; from data.sources.base import SourceContext;"
+        "from data.sources.synthetic import SyntheticOptions, SyntheticSource;"
+        f"o = SyntheticOptions(profile='fastmri', **{SMALL!r});"
+        "SyntheticSource(o, SourceContext(site='a', seed=0, cache_dir=Path(sys.argv[1]))).prepare()"
+    )
+    processes = [
+        subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "shared")], cwd=REPO) for _ in range(3)
+    ]
+    assert [p.wait(timeout=120) for p in processes] == [0, 0, 0]
+    shared = make_source(tmp_path / "shared")
+    expected = make_source(tmp_path / "alone")
+    shared.prepare()
+    expected.prepare()
+    np.testing.assert_array_equal(all_slices(shared), all_slices(expected))
+    names = {p.name for p in (tmp_path / "shared" / "volumes").iterdir()}
+    assert not [n for n in names if n.startswith(".")] and len(names) == 16
 
 
 def test_source_pickles_before_and_after_prepare(tmp_path):

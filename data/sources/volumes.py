@@ -6,7 +6,8 @@ A subclass only finds its volumes on disk (:meth:`ImageVolumeSource.scan`) and d
 splits once and stores it uncompressed as ``<cache_dir>/volumes/<key>.npy`` with a ``<key>.json``
 manifest (source files with size and modification time, shape, dtype); later runs reuse it until a
 source file changes. A slice is then one seek and one read of H * W values, in any worker process,
-instead of decompressing the whole volume per slice.
+instead of decompressing the whole volume per slice. The simulated site (``data/sources/synthetic.py``)
+stores its generated volumes in the same cache, keyed by what they are generated from instead of files.
 """
 
 from __future__ import annotations
@@ -172,7 +173,18 @@ def _file_stats(paths: Sequence[Path]) -> list[list]:
 
 
 class VolumeCache:
-    """Decoded volumes as ``.npy`` files, each with a JSON manifest, keyed by source files and options."""
+    """Volumes as ``.npy`` files, each with a JSON manifest, keyed by source files and an identity.
+
+    An entry's key hashes ``CACHE_VERSION``, the absolute paths of its source files and an identity
+    dict (everything else the array depends on); its manifest records the files' size and modification
+    time. An entry is used only if its manifest has this ``CACHE_VERSION``, the same file stats and an
+    ``.npy`` of the expected length. A generated volume has no source files (``paths=()``): its identity
+    alone keys it, so it must name everything the generator's output depends on.
+
+    Entries are written to a temporary file and renamed into place, the manifest last, so a killed
+    write leaves no entry that loads (only an ignored ``.<key>-*`` temporary file), and processes
+    writing the same entry at once each rename a complete file over it.
+    """
 
     def __init__(self, folder: Path):
         self.folder = Path(folder)
@@ -183,7 +195,7 @@ class VolumeCache:
         return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
     def lookup(self, key: str, paths: Sequence[Path]) -> tuple[str, int, str, tuple[int, int, int]] | None:
-        """(npy path, data offset, dtype, shape) of a valid entry, or None if absent or stale."""
+        """(npy path, data offset, dtype, shape) of a valid entry, or None if absent, stale or incomplete."""
         meta_path, data_path = self.folder / f"{key}.json", self.folder / f"{key}.npy"
         try:
             meta = json.loads(meta_path.read_text())
@@ -374,14 +386,18 @@ class ImageVolumeSource(FileSource):
             raise KeyError(f"{self.where} has no volume {volume.name!r} (was prepare() called?)")
         if not 0 <= index < volume.num_slices:
             raise IndexError(f"slice {index} out of range: {volume.name!r} has {volume.num_slices} slices")
-        _, height, width = entry.shape
-        dtype = np.dtype(entry.dtype)
-        count = height * width
-        with open(entry.path, "rb") as handle:
-            handle.seek(entry.offset + (entry.first + index) * count * dtype.itemsize)
-            data = handle.read(count * dtype.itemsize)
-        image = np.frombuffer(data, dtype=dtype, count=count).reshape(height, width).astype(np.float32)
-        return fit_to_size(image, self.options.size, self.options.resize)
+        return fit_to_size(read_cached_slice(entry, index), self.options.size, self.options.resize)
+
+
+def read_cached_slice(entry: CachedVolume, index: int) -> np.ndarray:
+    """Slice ``entry.first + index`` of a cached volume as (H, W) float32: one seek and one read."""
+    _, height, width = entry.shape
+    dtype = np.dtype(entry.dtype)
+    count = height * width
+    with open(entry.path, "rb") as handle:
+        handle.seek(entry.offset + (entry.first + index) * count * dtype.itemsize)
+        data = handle.read(count * dtype.itemsize)
+    return np.frombuffer(data, dtype=dtype, count=count).reshape(height, width).astype(np.float32)
 
 
 def _unique(name: str, taken: set[str]) -> str:

@@ -1,0 +1,225 @@
+"""A simulated subject's anatomy: per-pixel tissue fractions of its slices, from the ICBM152 template.
+
+Each subject is the ICBM152 2009a symmetric template's anatomy (V. Fonov et al., "Unbiased average
+age-appropriate atlases for pediatric studies", NeuroImage 2011: grey and white matter probability maps,
+CSF = brain - GM - WM) under a random affine and elastic deformation, with enlarged ventricles, uneven
+extra-cerebral layers (CSF, skull, marrow, scalp fat, skin) and, optionally, a tumour.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from scipy import ndimage
+from scipy.special import expit
+
+from data.simulation.profiles import HEAD_LAYERS, Profile
+from utils.errors import UserError
+
+_TEMPLATE_FILES = {
+    "t1": "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
+    "gm": "mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz",
+    "wm": "mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz",
+}
+_VENTRICLES = (98.0, 136.0)  # in-plane (x, y) voxel centre of the lateral ventricles in the template
+_SLAB = (28, 150)  # template z range (voxels, 1 mm) that the simulated slices can reach
+_DIST_STEP = 2  # the distance-to-brain map is computed on a 2 mm grid
+
+
+# ----------------------------------------------------------------------------- template
+
+
+@dataclass(frozen=True)
+class _Template:
+    """The ICBM152 tissue maps cropped to the axial slab, and the distance outside the brain."""
+
+    gm: np.ndarray  # (X, Y, Z) uint8 probability * 255
+    wm: np.ndarray
+    brain: np.ndarray  # (X, Y, Z) uint8 0/255: the skull-stripped template's support
+    dist_mm: np.ndarray  # (X/2, Y/2, Z/2) float32 distance outside the brain, full volume at 2 mm
+    centre: tuple[float, float]  # in-plane (x, y) voxel centre of the brain
+
+
+def _template_dir() -> Path:
+    spec = importlib.util.find_spec("nilearn")
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError("synthetic data needs the ICBM152 template shipped with 'nilearn'; install nilearn")
+    return Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data"
+
+
+@lru_cache(maxsize=1)
+def _template() -> _Template:
+    """Read the template once per process (nibabel only: importing nilearn itself is slow)."""
+    folder = _template_dir()
+    maps = {}
+    for name, filename in _TEMPLATE_FILES.items():
+        path = folder / filename
+        if not path.is_file():
+            raise UserError(f"synthetic data: template file {path} is missing; reinstall nilearn")
+        maps[name] = np.asarray(nib.load(path).dataobj, dtype=np.uint8)
+    brain = maps["t1"] > 0
+    outside = ~brain[::_DIST_STEP, ::_DIST_STEP, ::_DIST_STEP]
+    dist = ndimage.distance_transform_edt(outside).astype(np.float32) * _DIST_STEP
+    xs, ys, _ = np.nonzero(brain)
+    z0, z1 = _SLAB
+    return _Template(
+        gm=np.ascontiguousarray(maps["gm"][:, :, z0:z1]),
+        wm=np.ascontiguousarray(maps["wm"][:, :, z0:z1]),
+        brain=np.ascontiguousarray(brain[:, :, z0:z1].astype(np.uint8) * 255),
+        dist_mm=dist,
+        centre=((xs.min() + xs.max()) / 2.0, (ys.min() + ys.max()) / 2.0),
+    )
+
+
+def site_maps(profile: Profile, size: int) -> dict[str, np.ndarray]:
+    """Template maps blurred to the site's resolution: anti-aliasing in-plane, slice thickness across."""
+    tpl = _template()
+    pixel_mm = profile.fov_mm / size
+    sigma = (0.35 * pixel_mm, 0.35 * pixel_mm, profile.slice_mm / np.sqrt(12.0))
+    return {
+        name: ndimage.gaussian_filter(arr, sigma, output=np.float32) / np.float32(255)
+        for name, arr in (("gm", tpl.gm), ("wm", tpl.wm), ("brain", tpl.brain))
+    }
+
+
+# ----------------------------------------------------------------------------- anatomy
+
+
+def smooth_noise(rng: np.random.Generator, coords: np.ndarray, extent: np.ndarray, nodes: int) -> np.ndarray:
+    """A smooth zero-mean random field, about unit std, at ``coords`` (D, ...) spanning ``extent`` (D,)."""
+    grid = rng.standard_normal((nodes,) * len(extent)).astype(np.float32)
+    scaled = coords * ((nodes - 1) / extent).reshape((-1,) + (1,) * (coords.ndim - 1))
+    return ndimage.map_coordinates(grid, scaled, order=3, mode="nearest", output=np.float32)
+
+
+def _elastic(rng: np.random.Generator, size: int, amplitude_mm: float) -> np.ndarray:
+    """A smooth 2D displacement field (2, size, size) in mm, from a coarse random grid."""
+    coarse = rng.standard_normal((2, 5, 5)) * amplitude_mm
+    return np.stack([ndimage.zoom(c, size / 5.0, order=3, grid_mode=True, mode="nearest") for c in coarse])
+
+
+def _slice_levels(rng: np.random.Generator, count: int) -> np.ndarray:
+    """Template z levels (mm) of a subject's slices: centred on the lateral ventricles, jittered."""
+    centre = 86.0 + rng.uniform(-4.0, 4.0)
+    spacing = float(np.clip(50.0 / max(count - 1, 1), 0.5, 4.0)) * rng.uniform(0.9, 1.1)
+    return centre + spacing * (np.arange(count) - (count - 1) / 2.0)
+
+
+def _sample_points(rng: np.random.Generator, profile: Profile, size: int, count: int) -> np.ndarray:
+    """Template voxel coordinates (3, S, N, N) of every output pixel: a subject's pose and shape."""
+    tpl = _template()
+    pixel_mm = profile.fov_mm / size
+    axis = (np.arange(size) - (size - 1) / 2.0) * pixel_mm
+    v, u = np.meshgrid(axis, axis, indexing="ij")  # u: left -> right, v: anterior -> posterior
+    angle = np.deg2rad(rng.uniform(-8.0, 8.0))
+    scale = rng.uniform(0.93, 1.07, size=2)
+    shift = rng.uniform(-5.0, 5.0, size=2)
+    tilt = rng.uniform(-0.06, 0.06, size=2)
+    displacement = _elastic(rng, size, rng.uniform(1.0, 2.5))
+    levels = _slice_levels(rng, count)
+    cos, sin = np.cos(angle), np.sin(angle)
+    pu = (cos * u - sin * v) * scale[0] + shift[0] + displacement[0]
+    pv = (sin * u + cos * v) * scale[1] + shift[1] + displacement[1]
+    pu, pv = _enlarge_ventricles(pu, pv, tpl.centre, rng.uniform(-0.05, 0.3))
+    z = levels[:, None, None] + tilt[0] * pu + tilt[1] * pv - _SLAB[0]
+    x = np.broadcast_to(tpl.centre[0] + pu, z.shape)
+    y = np.broadcast_to(tpl.centre[1] - pv, z.shape)
+    return np.stack([x, y, z]).astype(np.float32)
+
+
+def _enlarge_ventricles(
+    pu: np.ndarray, pv: np.ndarray, centre: tuple[float, float], strength: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Radial warp around the ventricles (atrophy with age): ``strength`` > 0 enlarges them."""
+    du = pu - (_VENTRICLES[0] - centre[0])
+    dv = pv + (_VENTRICLES[1] - centre[1])
+    factor = 1.0 - strength * np.exp(-(du**2 + dv**2) / (2 * 22.0**2))
+    return pu - du * (1.0 - factor), pv - dv * (1.0 - factor)
+
+
+def _sample(volume: np.ndarray, points: np.ndarray) -> np.ndarray:
+    return ndimage.map_coordinates(volume, points, order=1, mode="constant", cval=0.0, output=np.float32)
+
+
+def _head_layers(
+    rng: np.random.Generator, points: np.ndarray, outside: np.ndarray, pixel_mm: float
+) -> dict[str, np.ndarray]:
+    """Fractions of the extra-cerebral layers (CSF, skull, marrow, scalp fat, skin) around the brain."""
+    tpl = _template()
+    dist_points = points.copy()
+    dist_points[2] += _SLAB[0]
+    dist_points /= _DIST_STEP
+    dist = ndimage.map_coordinates(tpl.dist_mm, dist_points, order=1, mode="nearest", output=np.float32)
+    plane = points.shape[2:]
+    grid = np.indices(plane, dtype=np.float32)
+    dist = dist * np.exp(-0.15 * smooth_noise(rng, grid, np.array(plane, np.float32), 5))  # uneven thickness
+    edge = max(0.2 * pixel_mm, 0.3)  # partial volume of a layer boundary within one pixel
+    fractions: dict[str, np.ndarray] = {}
+    inner = np.zeros_like(dist)  # share of the pixel inside the current layer's outer boundary
+    boundary = 0.0
+    for name, (low, high) in HEAD_LAYERS:
+        boundary += rng.uniform(low, high)
+        within = expit((boundary - dist) / edge)
+        fractions[name] = fractions.get(name, 0.0) + outside * (within - inner)
+        inner = within
+    return fractions
+
+
+def _lesions(
+    rng: np.random.Generator, points: np.ndarray, levels: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Tumour fractions (oedema, necrotic core) in template space: irregular blobs centred in white matter."""
+    tpl = _template()
+    z_lo, z_hi = levels.min() - _SLAB[0], levels.max() - _SLAB[0]
+    candidates = np.argwhere(tpl.wm[:, :, max(int(z_lo), 0) : int(z_hi) + 1] > 230).astype(np.float32)
+    candidates[:, 2] += max(int(z_lo), 0)
+    oedema = np.zeros(points.shape[1:], dtype=np.float32)
+    core = np.zeros_like(oedema)
+    for radius in (rng.uniform(14.0, 28.0), rng.uniform(6.0, 12.0))[: 1 + int(rng.random() < 0.35)]:
+        centre = candidates[rng.integers(len(candidates))]
+        offset = points - centre.reshape(3, 1, 1, 1)
+        local = offset + 2.0 * radius  # lesion-local coordinates of the shape noise
+        box = np.full(3, 4.0 * radius, dtype=np.float32)
+        dist = np.sqrt((offset**2).sum(axis=0))
+        shape = dist / (radius * (1.0 + 0.35 * smooth_noise(rng, local, box, 5)))
+        core_ratio = rng.uniform(0.3, 0.6)
+        inner = dist / (radius * core_ratio * (1.0 + 0.3 * smooth_noise(rng, local, box, 5)))
+        oedema = np.maximum(oedema, expit((1.0 - shape) / 0.08))
+        core = np.maximum(core, expit((1.0 - inner) / 0.1))
+    return oedema, np.minimum(core, oedema)
+
+
+def tissue_fractions(
+    profile: Profile,
+    size: int,
+    count: int,
+    lesions: bool,
+    anatomy_rng: np.random.Generator,
+    lesion_rng: np.random.Generator,
+    maps: dict[str, np.ndarray],
+) -> dict[str, np.ndarray]:
+    """Per-pixel tissue fractions (S, N, N) of one subject's slices; they sum to at most 1."""
+    points = _sample_points(anatomy_rng, profile, size, count)
+    gm, wm, brain = (_sample(maps[name], points) for name in ("gm", "wm", "brain"))
+    brain = np.clip(brain, 0.0, 1.0)
+    tissue = np.minimum(gm + wm, brain)
+    fractions = {"gm": gm, "wm": wm, "csf": brain - tissue}
+    if lesions:
+        levels = points[2, :, size // 2, size // 2] + _SLAB[0]
+        oedema, core = _lesions(lesion_rng, points, levels)
+        spread = oedema * (wm + 0.4 * gm)  # oedema follows white matter tracts
+        fractions["necrosis"] = core * tissue
+        fractions["oedema"] = np.maximum(spread - fractions["necrosis"], 0.0)
+        keep = 1.0 - np.minimum((fractions["necrosis"] + fractions["oedema"]) / np.maximum(tissue, 1e-6), 1.0)
+        fractions["gm"], fractions["wm"] = gm * keep, wm * keep
+    if not profile.skull_stripped:
+        layers = _head_layers(anatomy_rng, points, 1.0 - brain, profile.fov_mm / size)
+        for name, frac in layers.items():
+            fractions[name] = fractions.get(name, 0.0) + frac
+    return {name: np.clip(frac, 0.0, 1.0).astype(np.float32) for name, frac in fractions.items()}
+

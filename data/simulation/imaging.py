@@ -1,0 +1,126 @@
+"""A simulated subject's images: tissue relaxation, spin-echo contrast and the site's scanner.
+
+The anatomy's tissue fractions are imaged by a spin-echo signal model ``S = PD (1 - exp(-TR/T1))
+exp(-TE/T2)`` for T1- and T2-weighted contrasts, with the subject's own tissue T1/T2/PD. The site's
+profile then adds its scanner's fingerprint: coil bias field, blur, Rician noise, intensity curve and
+scale, and a zero background when skull-stripped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+from scipy import ndimage
+
+from data.simulation.anatomy import site_maps, smooth_noise, tissue_fractions
+from data.simulation.profiles import GENERATOR_VERSION, PROFILES, TISSUES, Profile
+from utils.seeding import stable_seed
+
+if TYPE_CHECKING:
+    from data.sources.synthetic import SyntheticOptions
+
+
+def tissue_parameters(rng: np.random.Generator) -> dict[str, tuple[float, float, float]]:
+    """One subject's (T1, T2, PD) per tissue inside the literature ranges.
+
+    Each quantity's position in its range is mostly shared by all tissues (field strength, scanner), so
+    a subject never gets, say, white matter's longest T1 with grey matter's shortest.
+    """
+    shared = rng.random(3)
+    params = {}
+    for name, ranges in TISSUES.items():
+        position = 0.8 * shared + 0.2 * rng.random(3)
+        params[name] = tuple(lo + (hi - lo) * q for (lo, hi), q in zip(ranges, position, strict=True))
+    return params
+
+
+def _spin_echo(pd: float, t1: float, t2: float, tr: float, te: float) -> float:
+    """Spin-echo signal of one tissue."""
+    return pd * (1.0 - np.exp(-tr / t1)) * np.exp(-te / t2)
+
+
+def tissue_signal(
+    fractions: dict[str, np.ndarray], params: dict[str, tuple[float, float, float]], tr: float, te: float
+) -> np.ndarray:
+    """Noise-free magnitude (S, N, N): the fraction-weighted spin-echo signal of every tissue."""
+    out = np.zeros_like(next(iter(fractions.values())))
+    for name, frac in fractions.items():
+        t1, t2, pd = params[name]
+        out += np.float32(_spin_echo(pd, t1, t2, tr, te)) * frac
+    return out
+
+
+def _texture(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Fine multiplicative tissue texture (S, N, N) around 1: the heterogeneity an average template lacks."""
+    field = ndimage.gaussian_filter(rng.standard_normal(shape, dtype=np.float32), (0.5, 1.0, 1.0))
+    return 1.0 + 0.04 * field / (field.std() + 1e-6)
+
+
+# ----------------------------------------------------------------------------- acquisition
+
+
+def _bias_field(rng: np.random.Generator, profile: Profile, shape: tuple[int, ...]) -> np.ndarray:
+    """Smooth multiplicative coil/B1 field (S, N, N), geometric mean 1, in scanner coordinates."""
+    grid = np.indices(shape, dtype=np.float32)
+    # the field changes slowly along the slice axis: the whole stack spans a quarter of its grid
+    extent = np.array([max(shape[0] - 1, 1) * 4.0, shape[1] - 1, shape[2] - 1], dtype=np.float32)
+    log_field = profile.bias_std * smooth_noise(rng, grid, extent, 4)
+    radius2 = ((grid[1] / (shape[1] - 1) - 0.5) ** 2 + (grid[2] / (shape[2] - 1) - 0.5) ** 2) * 4.0
+    log_field += profile.bias_radial * radius2
+    return np.exp(log_field - log_field.mean())
+
+
+def _acquire(
+    signal: np.ndarray, bias: np.ndarray, profile: Profile, noise_scale: float, rng: np.random.Generator
+) -> np.ndarray:
+    """The site's image of a noise-free signal: bias, blur, Rician noise, intensity curve, scale."""
+    image = signal * bias
+    if profile.blur_px > 0:
+        image = ndimage.gaussian_filter(image, (0, profile.blur_px, profile.blur_px))
+    reference = float(np.percentile(image, 99)) or 1.0
+    sigma = profile.noise * noise_scale * reference
+    if sigma > 0:
+        noise = rng.standard_normal((2, *image.shape), dtype=np.float32) * np.float32(sigma)
+        image = np.sqrt((image + noise[0]) ** 2 + noise[1] ** 2)
+    image = reference * (np.maximum(image, 0.0) / reference) ** profile.gamma
+    return (image * profile.scale).astype(np.float32)
+
+
+def _support(fractions: dict[str, np.ndarray]) -> np.ndarray:
+    """Binary brain mask of a skull-stripped site: the background is exactly zero."""
+    return (sum(fractions.values()) > 0.5).astype(np.float32)
+
+
+@dataclass
+class SimulatedSubject:
+    """One subject's simulated slices: the images per contrast and the tissue fractions behind them."""
+
+    images: dict[str, np.ndarray]  # contrast -> (S, N, N) float32 magnitude
+    fractions: dict[str, np.ndarray]  # tissue -> (S, N, N) fraction
+
+
+def simulate_subject(
+    options: SyntheticOptions, seed: int, site: str, subject: str, maps: dict[str, np.ndarray] | None = None
+) -> SimulatedSubject:
+    """Generate one subject of a site; deterministic in (options, seed, site, subject)."""
+    profile = PROFILES[options.profile]
+    maps = maps if maps is not None else site_maps(profile, options.size)
+
+    def rng(*purpose: str) -> np.random.Generator:
+        return np.random.default_rng(stable_seed(GENERATOR_VERSION, seed, site, subject, *purpose))
+
+    lesions = profile.lesions if options.lesions is None else options.lesions
+    fractions = tissue_fractions(
+        profile, options.size, options.slices_per_subject, lesions, rng("anatomy"), rng("lesions"), maps
+    )
+    params = tissue_parameters(rng("tissue"))
+    bias = _bias_field(rng("bias"), profile, fractions["gm"].shape)
+    texture = _texture(rng("texture"), fractions["gm"].shape)
+    images = {}
+    for contrast in options.contrasts:
+        signal = tissue_signal(fractions, params, *profile.protocol[contrast]) * texture
+        image = _acquire(signal, bias, profile, options.noise_scale, rng("noise", contrast))
+        images[contrast] = image * _support(fractions) if profile.skull_stripped else image
+    return SimulatedSubject(images=images, fractions=fractions)
