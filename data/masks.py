@@ -1,15 +1,18 @@
-"""Undersampling masks for centred k-space: one registry of 1D and 2D patterns, and masks read from files.
+"""Undersampling masks for centred k-space: typed options per kind, 1D and 2D patterns, and masks from files.
 
-``create(kind, **params)`` returns a mask function ``f(shape, seed) -> np.ndarray``: a bool array of
-exactly ``shape`` (H, W), True where k-space is sampled, for k-space centred with DC at (H // 2, W // 2).
-The same (shape, seed) always gives the same mask, so a caller that passes a stable seed per (file, slice)
-gets fixed validation masks. Mask functions are small frozen dataclasses: they compare, hash and pickle.
+Each kind declares a pydantic options model next to its pattern; :data:`MaskOptions` is their union,
+discriminated by ``kind``, and is what a site's ``mask`` section of a config holds. ``build_mask(options)``
+returns the mask function ``f(shape, seed) -> np.ndarray``: a bool array of exactly ``shape`` (H, W),
+True where k-space is sampled, for k-space centred with DC at (H // 2, W // 2). The same (shape, seed)
+always gives the same mask, so a caller that passes a stable seed per (file, slice) gets fixed validation
+masks. Mask functions are small frozen dataclasses: they compare, hash and pickle.
 
 Every generated kind takes ``acceleration`` R >= 1 (1 = fully sampled, all True) and ``center_fraction``
 (1D: the fraction of centre columns always kept, ``max(1, round(W * center_fraction))`` of them;
 2D: the always-sampled centre ellipse with semi-axes ``center_fraction * H / 2`` and
 ``center_fraction * W / 2``, a disc on square grids). 1D kinds select columns (the last axis, phase
-encoding) and repeat them over the rows.
+encoding) and repeat them over the rows. Every kind also takes ``redraw_train`` [True]: draw a new
+training mask for every sample and epoch (False: one fixed mask per slice, as for validation).
 
 =============  ==========================================================================================
 kind           parameters [defaults]: what it draws
@@ -26,20 +29,32 @@ radial_2d      acceleration [4], center_fraction [0.08], golden_angle [False]: s
 poisson_2d     acceleration [4], center_fraction [0.08], falloff [2.0]: variable-density Poisson disc
 file           path [required], acceleration [None]: a ``.mat`` (key ``mask``) or ``.npy`` array
 =============  ==========================================================================================
+
+The fastMRI kinds follow the masks of the fastMRI dataset paper (Zbontar et al., "fastMRI: An Open
+Dataset and Benchmarks for Accelerated MRI", 2018) and its reference code.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from numbers import Real
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Annotated, Any, Literal, Union
 
 import numpy as np
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError, PydanticUseDefault
 
 from utils.errors import UserError
 
@@ -48,14 +63,6 @@ MaskFunc = Callable[[tuple[int, int], int], np.ndarray]
 GOLDEN_ANGLE = math.pi * (math.sqrt(5.0) - 1.0) / 2.0  # 180 deg / golden ratio, ~111.25 deg
 TOLERANCE = 0.1  # a file mask's acceleration must be this close (relative) to a requested one
 CALIBRATION_SEED = 0  # the draw that poisson_2d's radius scale is fitted on
-
-
-class MaskParameterError(UserError):
-    """A mask parameter is unknown, missing or out of range; :attr:`parameter` names it."""
-
-    def __init__(self, message: str, parameter: str):
-        super().__init__(message)
-        self.parameter = parameter
 
 
 def acceleration_of(mask: np.ndarray) -> float:
@@ -70,21 +77,6 @@ def _frozen(array: np.ndarray) -> np.ndarray:
     return array
 
 
-def _real(
-    kind: str, name: str, value: object, *, low: float, low_open: bool = False, high: float = math.inf
-) -> float:
-    """Parameter ``name`` of mask ``kind`` as a float, or UserError if it is not a number in its range."""
-    ok = isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
-    if ok and (value > low if low_open else value >= low) and value <= high:
-        return float(value)
-    bound = f"> {low:g}" if low_open else f">= {low:g}"
-    if high < math.inf:
-        bound += f" and <= {high:g}"
-    raise MaskParameterError(
-        f"mask {kind}: parameter '{name}' must be a number {bound} (got {value!r})", name
-    )
-
-
 def _check_shape(shape: tuple[int, int]) -> tuple[int, int]:
     """(H, W) as two positive ints."""
     height, width = (int(n) for n in shape)
@@ -93,40 +85,82 @@ def _check_shape(shape: tuple[int, int]) -> tuple[int, int]:
     return height, width
 
 
-@dataclass(frozen=True)
-class _Pattern:
-    """Shared parameters, their validation and the R = 1 shortcut of the generated kinds."""
+# ------------------------------------------------------------------------------------------ options
 
-    kind: ClassVar[str]
-    acceleration: float = 4.0
-    center_fraction: float = 0.08
 
-    def __post_init__(self) -> None:
-        self._number("acceleration", low=1.0)
-        self._number("center_fraction", low=0.0, low_open=True, high=1.0)
-        if self._centre_share() * self.acceleration > 1.0 + 1e-9:
-            raise MaskParameterError(
-                f"mask {self.kind}: center_fraction {self.center_fraction:g} keeps more than "
-                f"1/acceleration = 1/{self.acceleration:g} of k-space; lower one of them",
-                "center_fraction",
-            )
+def _field_error(model: BaseModel, field: str, message: str) -> ValidationError:
+    """A validation error located at ``field``, so that a config error names ``sites.N.mask.<field>``."""
+    detail = InitErrorDetails(
+        type=PydanticCustomError("mask_option", "{message}", {"message": message}),
+        loc=(field,),
+        input=getattr(model, field),
+    )
+    return ValidationError.from_exception_data(type(model).__name__, [detail])
 
-    def _number(self, name: str, *, low: float, low_open: bool = False, high: float = math.inf) -> None:
-        """Check that parameter ``name`` is a real number in its range and store it as a float."""
-        value = _real(self.kind, name, getattr(self, name), low=low, low_open=low_open, high=high)
-        object.__setattr__(self, name, value)
 
-    def _flag(self, name: str) -> None:
-        """Check that parameter ``name`` is a bool."""
-        value = getattr(self, name)
-        if not isinstance(value, bool):
-            raise MaskParameterError(
-                f"mask {self.kind}: parameter '{name}' must be true or false (got {value!r})", name
-            )
+# A finite real number; ints become floats, while strings and bools are refused (no lax coercion).
+_Real = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+
+
+class MaskOptionsBase(BaseModel):
+    """What every mask kind's options share: the ``kind`` tag and whether training masks are redrawn."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: str = Field(description="the mask kind; one of mask_kinds()")
+    redraw_train: bool = Field(True, description="draw a new training mask for every sample and epoch")
+
+
+class _PatternOptions(MaskOptionsBase):
+    """Options of the generated kinds: acceleration and centre, and the check that the two fit together."""
+
+    acceleration: _Real = Field(4.0, ge=1.0, description="undersampling factor R (1 = fully sampled)")
+    center_fraction: _Real = Field(
+        0.08,
+        gt=0.0,
+        le=1.0,
+        description="always-sampled centre: the fraction of columns (1D) or the radius relative to the "
+        "half-size (2D)",
+    )
+
+    @field_validator("acceleration", "center_fraction", mode="before")
+    @classmethod
+    def _null_is_default(cls, value: Any) -> Any:
+        """Null keeps the kind's default, as configs written before the typed options used it."""
+        if value is None:
+            raise PydanticUseDefault()
+        return value
 
     def _centre_share(self) -> float:
         """The fraction of k-space the always-sampled centre takes."""
         return self.center_fraction
+
+    @model_validator(mode="after")
+    def _centre_fits(self) -> _PatternOptions:
+        """Refuse a centre that alone samples more than 1/R of k-space."""
+        if self._centre_share() * self.acceleration > 1.0 + 1e-9:
+            raise _field_error(
+                self,
+                "center_fraction",
+                f"mask {self.kind}: center_fraction {self.center_fraction:g} keeps more than "
+                f"1/acceleration = 1/{self.acceleration:g} of k-space; lower one of them",
+            )
+        return self
+
+
+class _Pattern2DOptions(_PatternOptions):
+    """Options of the 2D kinds, whose always-sampled centre is an ellipse of radius ``center_fraction``."""
+
+    def _centre_share(self) -> float:
+        return math.pi / 4 * self.center_fraction**2
+
+
+@dataclass(frozen=True)
+class _Pattern:
+    """The generated kinds' shared parameters and their R = 1 shortcut; built from validated options."""
+
+    acceleration: float
+    center_fraction: float
 
     def __call__(self, shape: tuple[int, int], seed: int) -> np.ndarray:
         """The (H, W) bool mask for ``shape`` drawn from ``seed`` (a non-negative int)."""
@@ -153,17 +187,21 @@ def _rows(columns: np.ndarray, height: int) -> np.ndarray:
     return np.broadcast_to(columns, (height, columns.size)).copy()
 
 
+class Random1DOptions(_PatternOptions):
+    """Options of ``random_1d``, fastMRI's random columns."""
+
+    kind: Literal["random_1d"] = "random_1d"
+
+
 @dataclass(frozen=True)
 class Random1D(_Pattern):
-    """fastMRI's random column mask.
+    """fastMRI's random column mask (Zbontar et al. 2018, ``RandomMaskFunc``).
 
     ``num_low = max(1, round(W * center_fraction))`` centre columns are always kept; every other column is
     kept independently with probability ``(W / R - num_low) / (W - num_low)``. The expected number of
     columns is W / R, but a single draw varies (Bernoulli per column): only the mean acceleration over
     many seeds matches R. If the centre alone exceeds W / R (tiny W), the mask is the centre.
     """
-
-    kind: ClassVar[str] = "random_1d"
 
     def _draw(self, height: int, width: int, seed: int) -> np.ndarray:
         start, num_low = _centre_columns(width, self.center_fraction)
@@ -173,6 +211,18 @@ class Random1D(_Pattern):
             columns = np.random.default_rng(seed).random(width) < prob
         columns[start : start + num_low] = True
         return _rows(columns, height)
+
+
+class Equispaced1DOptions(_PatternOptions):
+    """Options of ``equispaced_1d``, fastMRI's equispaced columns."""
+
+    kind: Literal["equispaced_1d"] = "equispaced_1d"
+    exact_fraction: bool = Field(
+        True,
+        strict=True,
+        description="space the lattice so that about W/R columns are sampled in all (false: every R-th "
+        "column, fastMRI's original, which samples more)",
+    )
 
 
 @dataclass(frozen=True)
@@ -189,12 +239,7 @@ class Equispaced1D(_Pattern):
     only picks it, so there are at most round(spacing) distinct masks per shape.
     """
 
-    kind: ClassVar[str] = "equispaced_1d"
-    exact_fraction: bool = True
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self._flag("exact_fraction")
+    exact_fraction: bool
 
     def _draw(self, height: int, width: int, seed: int) -> np.ndarray:
         start, num_low = _centre_columns(width, self.center_fraction)
@@ -224,6 +269,12 @@ def _uniform_columns(width: int, acceleration: float, center_fraction: float) ->
     return _frozen(columns)
 
 
+class Uniform1DOptions(_PatternOptions):
+    """Options of ``uniform_1d``, deterministic evenly spaced columns."""
+
+    kind: Literal["uniform_1d"] = "uniform_1d"
+
+
 @dataclass(frozen=True)
 class Uniform1D(_Pattern):
     """Deterministic evenly spaced columns, the paper's "1D uniform" mask; the seed is ignored.
@@ -233,8 +284,6 @@ class Uniform1D(_Pattern):
     so the total is exactly round(W / R) for every shape. Unlike ``equispaced_1d`` there is no random
     offset, the acceleration is exact, and the spacing may be fractional (gaps differ by at most one column).
     """
-
-    kind: ClassVar[str] = "uniform_1d"
 
     def _draw(self, height: int, width: int, seed: int) -> np.ndarray:
         return _rows(_uniform_columns(width, self.acceleration, self.center_fraction), height)
@@ -251,14 +300,6 @@ def _radius_map(height: int, width: int) -> np.ndarray:
     return _frozen(np.sqrt(y[:, None] ** 2 + x[None, :] ** 2))
 
 
-@dataclass(frozen=True)
-class _Pattern2D(_Pattern):
-    """2D kinds: the always-sampled centre is the ellipse ``normalised radius <= center_fraction``."""
-
-    def _centre_share(self) -> float:
-        return math.pi / 4 * self.center_fraction**2
-
-
 @lru_cache(maxsize=32)
 def _gaussian_plan(
     height: int, width: int, acceleration: float, center_fraction: float, sigma: float
@@ -272,8 +313,17 @@ def _gaussian_plan(
     return _frozen(candidates), _frozen(rho[candidates] ** 2 / (2 * sigma**2)), draws
 
 
+class Random2DOptions(_Pattern2DOptions):
+    """Options of ``random_2d``, Gaussian variable-density random points."""
+
+    kind: Literal["random_2d"] = "random_2d"
+    sigma: _Real = Field(
+        0.4, gt=0.0, description="width of the Gaussian density, in normalised distance from DC"
+    )
+
+
 @dataclass(frozen=True)
-class Random2D(_Pattern2D):
+class Random2D(_Pattern):
     """Variable-density random points: the centre ellipse plus points drawn without replacement.
 
     The density falls off as ``exp(-rho**2 / (2 * sigma**2))`` with ``rho`` the normalised distance from DC
@@ -281,12 +331,7 @@ class Random2D(_Pattern2D):
     with the smallest ``log(Exp(1) noise) - log(density)``), so the acceleration is exact for every draw.
     """
 
-    kind: ClassVar[str] = "random_2d"
-    sigma: float = 0.4
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self._number("sigma", low=0.0, low_open=True)
+    sigma: float
 
     def _draw(self, height: int, width: int, seed: int) -> np.ndarray:
         candidates, cost, draws = _gaussian_plan(
@@ -349,8 +394,17 @@ def _initial_spokes(
     return low
 
 
+class Radial2DOptions(_Pattern2DOptions):
+    """Options of ``radial_2d``, straight spokes through DC."""
+
+    kind: Literal["radial_2d"] = "radial_2d"
+    golden_angle: bool = Field(
+        False, strict=True, description="space the spokes by the golden angle instead of evenly over 180 deg"
+    )
+
+
 @dataclass(frozen=True)
-class Radial2D(_Pattern2D):
+class Radial2D(_Pattern):
     """Straight spokes through DC (full diameters), plus the centre ellipse.
 
     The spokes are evenly spaced over 180 degrees with a random global rotation from the seed, or, with
@@ -360,12 +414,7 @@ class Radial2D(_Pattern2D):
     acceleration is within half a spoke's worth of points of R.
     """
 
-    kind: ClassVar[str] = "radial_2d"
-    golden_angle: bool = False
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self._flag("golden_angle")
+    golden_angle: bool
 
     def _draw(self, height: int, width: int, seed: int) -> np.ndarray:
         angle, reach = _spoke_geometry(height, width, self.center_fraction)
@@ -472,8 +521,17 @@ def _poisson_plan(
     return _frozen(centre), _frozen(best[1]), _frozen(best[2])
 
 
+class Poisson2DOptions(_Pattern2DOptions):
+    """Options of ``poisson_2d``, variable-density Poisson-disc sampling."""
+
+    kind: Literal["poisson_2d"] = "poisson_2d"
+    falloff: _Real = Field(
+        2.0, ge=0.0, description="growth of the exclusion radius with the distance from DC (0 = uniform)"
+    )
+
+
 @dataclass(frozen=True)
-class Poisson2D(_Pattern2D):
+class Poisson2D(_Pattern):
     """Variable-density Poisson-disc sampling, plus the centre ellipse.
 
     No two sampled pixels are closer than the mean of their exclusion radii, and no pixel can be added
@@ -484,12 +542,7 @@ class Poisson2D(_Pattern2D):
     other seeds differ from it by a few per cent at most.
     """
 
-    kind: ClassVar[str] = "poisson_2d"
-    falloff: float = 2.0
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self._number("falloff", low=0.0)
+    falloff: float
 
     def _draw(self, height: int, width: int, seed: int) -> np.ndarray:
         centre, u, v = _poisson_plan(height, width, self.acceleration, self.center_fraction, self.falloff)
@@ -557,6 +610,53 @@ def _load_mask_file(path: str) -> np.ndarray:
     return _frozen(mask)
 
 
+def _absolute(path: str) -> str:
+    """A mask file's path with ``~`` expanded, made absolute (so that worker processes find it too)."""
+    return str(Path(path).expanduser().absolute())
+
+
+def _acceleration_mismatch(path: str, mask: np.ndarray, requested: float | None) -> str | None:
+    """Why a file's mask does not have the ``requested`` acceleration (within 10 %), or None if it does."""
+    measured = acceleration_of(mask)
+    if requested is None or abs(measured / requested - 1) <= TOLERANCE:
+        return None
+    return (
+        f"mask file {path}: its acceleration is {measured:.3g}, not the requested "
+        f"{requested:g}; set acceleration to match the file"
+    )
+
+
+class FileMaskOptions(MaskOptionsBase):
+    """Options of ``file``, a fixed mask read from a file; the file is read and checked on validation."""
+
+    kind: Literal["file"] = "file"
+    path: str = Field(min_length=1, description="a .npy array, or a .mat file with variable 'mask'")
+    acceleration: _Real | None = Field(
+        None,
+        ge=1.0,
+        description="the file's acceleration, checked to within 10 % so reports quoting it are true; "
+        "null = not checked",
+    )
+
+    @field_validator("path", mode="before")
+    @classmethod
+    def _path_text(cls, value: Any) -> Any:
+        return os.fspath(value) if isinstance(value, os.PathLike) else value
+
+    @model_validator(mode="after")
+    def _file_fits(self) -> FileMaskOptions:
+        """Read the file now, so that a bad file fails the config rather than a running job."""
+        path = _absolute(self.path)
+        try:
+            mask = _load_mask_file(path)
+        except UserError as err:
+            raise _field_error(self, "path", str(err)) from None
+        mismatch = _acceleration_mismatch(path, mask, self.acceleration)
+        if mismatch:
+            raise _field_error(self, "acceleration", mismatch)
+        return self
+
+
 @dataclass(frozen=True)
 class FileMask:
     """A fixed mask read from ``path``: a ``.npy`` array or a ``.mat`` file with variable ``mask``.
@@ -569,25 +669,14 @@ class FileMask:
     10 % of it, so that reports quoting it are true.
     """
 
-    kind: ClassVar[str] = "file"
     path: str
-    acceleration: float | None = None
+    acceleration: float | None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.path, str | Path) or not str(self.path):
-            raise UserError(f"mask file: parameter 'path' must be a file path (got {self.path!r})")
-        object.__setattr__(self, "path", str(Path(self.path).expanduser().absolute()))
-        if self.acceleration is not None:
-            object.__setattr__(
-                self, "acceleration", _real(self.kind, "acceleration", self.acceleration, low=1.0)
-            )
-        mask = _load_mask_file(self.path)
-        measured = acceleration_of(mask)
-        if self.acceleration is not None and abs(measured / self.acceleration - 1) > TOLERANCE:
-            raise UserError(
-                f"mask file {self.path}: its acceleration is {measured:.3g}, not the requested "
-                f"{self.acceleration:g}; set acceleration to match the file"
-            )
+        object.__setattr__(self, "path", _absolute(self.path))
+        mismatch = _acceleration_mismatch(self.path, _load_mask_file(self.path), self.acceleration)
+        if mismatch:
+            raise UserError(mismatch)
 
     def __call__(self, shape: tuple[int, int], seed: int) -> np.ndarray:
         """The file's mask as a fresh (H, W) bool array; UserError if its shape does not fit ``shape``."""
@@ -604,9 +693,19 @@ class FileMask:
 
 # ----------------------------------------------------------------------------------------- registry
 
-MASKS: dict[str, type] = {
-    cls.kind: cls for cls in (Random1D, Equispaced1D, Uniform1D, Random2D, Radial2D, Poisson2D, FileMask)
+MASKS: dict[str, tuple[type[MaskOptionsBase], type]] = {
+    "random_1d": (Random1DOptions, Random1D),
+    "equispaced_1d": (Equispaced1DOptions, Equispaced1D),
+    "uniform_1d": (Uniform1DOptions, Uniform1D),
+    "random_2d": (Random2DOptions, Random2D),
+    "radial_2d": (Radial2DOptions, Radial2D),
+    "poisson_2d": (Poisson2DOptions, Poisson2D),
+    "file": (FileMaskOptions, FileMask),
 }
+
+MaskOptions = Annotated[Union[tuple(opts for opts, _ in MASKS.values())], Field(discriminator="kind")]  # noqa: UP007
+
+_OPTIONS = TypeAdapter(MaskOptions)
 
 
 def mask_kinds() -> list[str]:
@@ -614,24 +713,39 @@ def mask_kinds() -> list[str]:
     return list(MASKS)
 
 
+def build_mask(options: MaskOptionsBase) -> MaskFunc:
+    """The mask function that validated ``options`` describe (the pattern's parameters are the options)."""
+    _, pattern_cls = MASKS[options.kind]
+    return pattern_cls(**options.model_dump(exclude={"kind", "redraw_train"}))
+
+
 def create(kind: str, **params: Any) -> MaskFunc:
-    """The mask function of ``kind`` with ``params``; UserError for an unknown kind, parameter or value."""
+    """The mask function of ``kind`` with ``params``, validated as :data:`MaskOptions`; for scripts and tests.
+
+    ``redraw_train`` is accepted like any option but does not change the mask function.
+
+    Raises:
+        UserError: an unknown kind (the message lists the known ones), or an unknown, missing or
+            out-of-range parameter (the message names it).
+    """
     if not isinstance(kind, str) or kind not in MASKS:
         raise UserError(f"mask kind {kind!r} is unknown; expected one of: {', '.join(MASKS)}")
-    cls = MASKS[kind]
-    accepted = [field.name for field in dataclasses.fields(cls)]
-    for name in params:
-        if name not in accepted:
-            raise MaskParameterError(
-                f"mask {kind}: unknown parameter {name!r}; {kind} accepts: {', '.join(accepted)}", name
-            )
-    missing = [
-        field.name
-        for field in dataclasses.fields(cls)
-        if field.name not in params
-        and field.default is dataclasses.MISSING
-        and field.default_factory is dataclasses.MISSING
-    ]
-    if missing:
-        raise MaskParameterError(f"mask {kind}: parameter {missing[0]!r} is required", missing[0])
-    return cls(**params)
+    try:
+        options = _OPTIONS.validate_python({"kind": kind, **params})
+    except ValidationError as err:
+        raise UserError(_describe(kind, err.errors()[0])) from None
+    return build_mask(options)
+
+
+def _describe(kind: str, error: Any) -> str:
+    """One line for the first validation error of ``kind``'s options, naming the parameter."""
+    name = ".".join(str(part) for part in error["loc"][1:])  # loc[0] is the union's tag
+    if error["type"] == "mask_option":
+        return error["msg"]
+    if error["type"] == "extra_forbidden":
+        accepted = [field for field in MASKS[kind][0].model_fields if field != "kind"]
+        return f"mask {kind}: unknown parameter {name!r}; {kind} accepts: {', '.join(accepted)}"
+    if error["type"] == "missing":
+        return f"mask {kind}: parameter {name!r} is required"
+    message = error["msg"]
+    return f"mask {kind}: parameter {name!r}: {message[0].lower()}{message[1:]} (got {error['input']!r})"

@@ -155,9 +155,7 @@ class SiteDataModule(L.LightningDataModule):
         self.persistent_workers = persistent_workers
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.redraw_masks = bool(site.mask.redraw_train)
-        self.transform = ReconTransform(
-            masks.create(site.mask.kind, **site.mask.params()), clamp=clamp, return_kspace=return_kspace
-        )
+        self.transform = ReconTransform(masks.build_mask(site.mask), clamp=clamp, return_kspace=return_kspace)
         self.source = build_source(
             site.source, SourceContext(site=site.name, seed=seed, cache_dir=Path(cache_dir))
         )

@@ -92,3 +92,38 @@ def test_resolved_config_round_trips(tmp_path):
     save_config(config, tmp_path / "config.yaml")
     again = validate_config(yaml.safe_load((tmp_path / "config.yaml").read_text()))
     assert again == config
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("sites.0.mask.acceleration=0.5", "sites.0.mask.acceleration: must be >= 1.0 (got 0.5)"),
+        ("sites.3.mask.sigma=0", "sites.3.mask.sigma: must be > 0.0 (got 0)"),
+        ("sites.0.mask.sigma=0.2", "sites.0.mask.sigma: unknown key"),  # uniform_1d has no sigma
+        ("sites.2.mask.golden_angle=1", "sites.2.mask.golden_angle: input should be a valid boolean (got 1)"),
+        (
+            "sites.0.mask.center_fraction=0.5",
+            "sites.0.mask.center_fraction: mask uniform_1d: center_fraction 0.5 keeps more than "
+            "1/acceleration = 1/3 of k-space; lower one of them",
+        ),
+        (
+            "sites.1.mask.kind=spiral",
+            "sites.1.mask: unknown kind 'spiral'; expected one of 'random_1d', 'equispaced_1d', "
+            "'uniform_1d', 'random_2d', 'radial_2d', 'poisson_2d', 'file'",
+        ),
+        ("sites.0.mask={kind: file, path: /no.npy}", "sites.0.mask.path: mask file /no.npy: not found"),
+    ],
+)
+def test_mask_errors_name_the_mask_key(override, message):
+    with pytest.raises(UserError) as info:
+        load_config(ROOT / "configs" / "default.yaml", [override])
+    assert str(info.value).startswith(f"config error: {message}")
+
+
+def test_mask_sections_are_each_kinds_typed_options():
+    from data.masks import Radial2DOptions, build_mask
+
+    config = load_config(ROOT / "configs" / "default.yaml", ["sites.2.mask.golden_angle=true"])
+    mask = config.sites[2].mask
+    assert isinstance(mask, Radial2DOptions) and mask.golden_angle and mask.acceleration == 4.0
+    assert build_mask(mask)((32, 32), 0).shape == (32, 32)

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import math
 import pickle
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import scipy.io
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import TypeAdapter, ValidationError
 
 from data import masks
-from data.masks import acceleration_of, create, mask_kinds
+from data.masks import MASKS, MaskOptions, acceleration_of, build_mask, create, mask_kinds
 from utils.errors import UserError
 
 GENERATED = ["random_1d", "equispaced_1d", "uniform_1d", "random_2d", "radial_2d", "poisson_2d"]
@@ -65,9 +68,10 @@ def check_invariants(kind: str, shape: tuple[int, int], acceleration: float, see
 def test_registry_lists_every_kind_with_a_docstring():
     assert mask_kinds() == [*GENERATED, "file"]
     assert set(masks.MASKS) == set(mask_kinds())
-    for cls in masks.MASKS.values():
-        assert cls.__doc__ and len(cls.__doc__.split()) > 10
-        assert cls.kind in masks.__doc__
+    for kind, (options_cls, pattern_cls) in masks.MASKS.items():
+        assert pattern_cls.__doc__ and len(pattern_cls.__doc__.split()) > 10
+        assert options_cls.__doc__ and options_cls.model_fields["kind"].default == kind
+        assert kind in masks.__doc__
 
 
 def test_unknown_kind_lists_the_known_kinds():
@@ -97,7 +101,7 @@ def test_unknown_parameter_names_it_and_the_accepted_ones():
         ("radial_2d", {"acceleration": float("inf")}, "acceleration"),
         ("equispaced_1d", {"center_fraction": 0.0}, "center_fraction"),
         ("poisson_2d", {"center_fraction": 1.5}, "center_fraction"),
-        ("random_1d", {"center_fraction": None}, "center_fraction"),
+        ("random_1d", {"center_fraction": "0.1"}, "center_fraction"),
         ("random_2d", {"sigma": 0}, "sigma"),
         ("poisson_2d", {"falloff": -1}, "falloff"),
         ("equispaced_1d", {"exact_fraction": "yes"}, "exact_fraction"),
@@ -120,6 +124,158 @@ def test_integer_parameters_are_stored_as_floats_and_defaults_apply():
     mask_func = create("random_2d", acceleration=4)
     assert mask_func == masks.Random2D(acceleration=4.0, center_fraction=0.08, sigma=0.4)
     assert isinstance(mask_func.acceleration, float)
+
+
+# ----------------------------------------------------------------------------------- typed options
+
+OPTIONS = TypeAdapter(MaskOptions)
+
+
+def options(kind: str, **params):
+    """``kind``'s typed options from a plain mapping, as a config's ``mask`` section is validated."""
+    return OPTIONS.validate_python({"kind": kind, **params})
+
+
+@pytest.fixture
+def mask_file(tmp_path) -> str:
+    """A 20 x 20 ``.npy`` mask sampling every 4th column (acceleration 4)."""
+    mask = np.zeros((20, 20), dtype=bool)
+    mask[:, ::4] = True
+    path = tmp_path / "mask.npy"
+    np.save(path, mask)
+    return str(path)
+
+
+def required(kind: str, mask_file: str) -> dict:
+    """The parameters ``kind`` cannot do without."""
+    return {"path": mask_file} if kind == "file" else {}
+
+
+def test_defaults_resolve_to_the_numbers_the_patterns_always_used(mask_file):
+    pattern = {"acceleration": 4.0, "center_fraction": 0.08}
+    expected = {
+        "random_1d": pattern,
+        "equispaced_1d": {**pattern, "exact_fraction": True},
+        "uniform_1d": pattern,
+        "random_2d": {**pattern, "sigma": 0.4},
+        "radial_2d": {**pattern, "golden_angle": False},
+        "poisson_2d": {**pattern, "falloff": 2.0},
+        "file": {"path": mask_file, "acceleration": None},
+    }
+    assert list(expected) == mask_kinds()
+    for kind, params in expected.items():
+        resolved = options(kind, **required(kind, mask_file))
+        assert resolved.redraw_train is True
+        dumped = resolved.model_dump(exclude={"kind", "redraw_train"})
+        assert dumped == params
+        numbers = [
+            value for key, value in dumped.items() if key not in ("path", "exact_fraction", "golden_angle")
+        ]
+        assert all(type(value) is float for value in numbers if value is not None)
+    # null (configs written before the typed options) keeps the kind's default
+    assert options("random_2d", acceleration=None, center_fraction=None) == options("random_2d")
+
+
+@pytest.mark.parametrize("kind", mask_kinds())
+def test_every_kind_rejects_an_unknown_key(kind, mask_file):
+    with pytest.raises(ValidationError) as err:
+        options(kind, **required(kind, mask_file), spiral_arms=3)
+    assert [(e["type"], e["loc"]) for e in err.value.errors()] == [("extra_forbidden", (kind, "spiral_arms"))]
+    with pytest.raises(UserError, match="unknown parameter 'spiral_arms'"):
+        create(kind, **required(kind, mask_file), spiral_arms=3)
+
+
+NAN, INF = float("nan"), float("inf")
+NOT_BOOLS = (1, 0, "yes", "true", None)  # flags take true or false only
+# (kind or "*", field) -> (refused values, accepted values); every field of every kind must be listed
+BOUNDS: dict[tuple[str, str], tuple[tuple, tuple]] = {
+    ("*", "acceleration"): ((0.999, 0, -2, NAN, INF, "4", True), (1, 1.0, 2.5, 8)),
+    ("*", "center_fraction"): ((0.0, -0.1, 1.0001, NAN, "0.1", True), (1e-6, 0.08, 1.0)),
+    ("*", "redraw_train"): (("maybe", 2, None, [True]), (True, False)),
+    ("equispaced_1d", "exact_fraction"): (NOT_BOOLS, (True, False)),
+    ("radial_2d", "golden_angle"): (NOT_BOOLS, (True, False)),
+    ("random_2d", "sigma"): ((0, -0.1, NAN, INF, "0.4", True), (1e-6, 0.4, 10)),
+    ("poisson_2d", "falloff"): ((-1e-9, -1, NAN, INF, "2", True), (0, 0.5, 6)),
+    ("file", "path"): (("", None, 3), ("<mask_file>",)),
+    ("file", "acceleration"): ((0.5, NAN, INF, "4", True, 6), (None, 4, 4.3)),  # the file's is 4
+}
+FIELDS = [(kind, field) for kind, (cls, _) in MASKS.items() for field in cls.model_fields if field != "kind"]
+
+
+@pytest.mark.parametrize(("kind", "field"), FIELDS)
+def test_every_field_enforces_its_bounds(kind, field, mask_file):
+    refused, accepted = BOUNDS[(kind, field)] if (kind, field) in BOUNDS else BOUNDS[("*", field)]
+    base = required(kind, mask_file)
+    if field == "center_fraction":
+        base["acceleration"] = 1  # a centre of 1.0 fits only without undersampling
+    for value in accepted:
+        value = mask_file if value == "<mask_file>" else value
+        assert options(kind, **{**base, field: value}) is not None
+    for value in refused:
+        with pytest.raises(ValidationError) as err:
+            options(kind, **{**base, field: value})
+        assert [e["loc"] for e in err.value.errors()] == [(kind, field)], value
+        with pytest.raises(UserError, match=f"'{field}'|{field} "):
+            create(kind, **{**base, field: value})
+
+
+@pytest.mark.parametrize(
+    ("kind", "centre", "share"), [("random_1d", 0.3, 0.3), ("radial_2d", 0.7, math.pi / 4 * 0.7**2)]
+)
+def test_the_centre_check_names_center_fraction_at_the_exact_limit(kind, centre, share):
+    """A centre taking ``share`` of k-space fits up to R = 1 / share (a column fraction, or an ellipse)."""
+    options(kind, acceleration=1 / share, center_fraction=centre)
+    with pytest.raises(ValidationError) as err:
+        options(kind, acceleration=1.001 / share, center_fraction=centre)
+    assert [e["loc"] for e in err.value.errors()] == [(kind, "center_fraction")]
+    assert "keeps more than 1/acceleration" in err.value.errors()[0]["msg"]
+
+
+def test_a_file_that_does_not_fit_names_path_or_acceleration(tmp_path, mask_file):
+    with pytest.raises(ValidationError) as err:
+        options("file", path=str(tmp_path / "absent.npy"))
+    assert [e["loc"] for e in err.value.errors()] == [("file", "path")]
+    assert "absent.npy: not found" in err.value.errors()[0]["msg"]
+    with pytest.raises(ValidationError) as err:
+        options("file", path=mask_file, acceleration=6)
+    assert [e["loc"] for e in err.value.errors()] == [("file", "acceleration")]
+    assert options("file", path=Path(mask_file)).path == mask_file
+
+
+@pytest.mark.parametrize(
+    ("kind", "params", "pattern"),
+    [
+        ("random_1d", {}, masks.Random1D(acceleration=4.0, center_fraction=0.08)),
+        ("random_1d", {"acceleration": 8, "center_fraction": 0.04}, masks.Random1D(8.0, 0.04)),
+        ("equispaced_1d", {}, masks.Equispaced1D(4.0, 0.08, exact_fraction=True)),
+        ("equispaced_1d", {"acceleration": 3, "exact_fraction": False}, masks.Equispaced1D(3.0, 0.08, False)),
+        ("uniform_1d", {"acceleration": 5.5}, masks.Uniform1D(5.5, 0.08)),
+        ("random_2d", {}, masks.Random2D(4.0, 0.08, sigma=0.4)),
+        ("random_2d", {"acceleration": 6, "sigma": 0.25}, masks.Random2D(6.0, 0.08, 0.25)),
+        ("radial_2d", {}, masks.Radial2D(4.0, 0.08, golden_angle=False)),
+        ("radial_2d", {"acceleration": 3, "golden_angle": True}, masks.Radial2D(3.0, 0.08, True)),
+        ("poisson_2d", {}, masks.Poisson2D(4.0, 0.08, falloff=2.0)),
+        (
+            "poisson_2d",
+            {"acceleration": 6, "center_fraction": 0.1, "falloff": 0.5},
+            masks.Poisson2D(6.0, 0.1, 0.5),
+        ),
+        ("uniform_1d", {"acceleration": 1}, masks.Uniform1D(1.0, 0.08)),
+    ],
+)
+def test_masks_built_from_typed_options_equal_the_patterns_bit_for_bit(kind, params, pattern):
+    mask_func = build_mask(options(kind, **params, redraw_train=False))
+    assert type(mask_func) is type(pattern) and mask_func == pattern
+    for shape in [(64, 61), (96, 96), (128, 120)]:
+        for seed in [0, 7, 2**40 + 3]:
+            built, direct = mask_func(shape, seed), pattern(shape, seed)
+            assert built.dtype == direct.dtype == np.bool_ and built.tobytes() == direct.tobytes()
+
+
+def test_file_masks_built_from_typed_options_equal_the_file(mask_file):
+    mask_func = build_mask(options("file", path=mask_file, acceleration=4))
+    assert mask_func == masks.FileMask(path=mask_file, acceleration=4.0)
+    assert np.array_equal(mask_func((20, 20), 3), np.load(mask_file))
 
 
 # ---------------------------------------------------------------------------------------- invariants
