@@ -1,33 +1,44 @@
-"""The Strategy seam: shared sets on the real U-Net and aggregation arithmetic."""
+"""The algorithm seam: shared sets on the real U-Net, aggregation arithmetic, and the site half's state."""
 
 import pytest
 import torch
 
-from fl.strategies import ALGORITHMS, FedAvg, FedMRI, FlatAverager, SingleSet, weighted_average
+from fl.aggregation import FlatAverager, weighted_average
+from fl.algorithms import ALGORITHMS, Context, Payload, Reply, build_client, build_server
+from fl.algorithms.fedavg import FedAvg
+from fl.algorithms.fedmri import FedMRI, FedMRIOptions
+from fl.algorithms.singleset import SingleSet
 from models.unet import Unet
 
 
 @pytest.fixture
-def names():
-    return list(Unet(chans=2, num_pool_layers=4).state_dict())
+def model():
+    return Unet(chans=2, num_pool_layers=4)
 
 
-def test_fedmri_shares_exactly_the_encoder(names):
-    shared = FedMRI().shared_names(names)
+def fedmri(**options) -> FedMRI:
+    return FedMRI(FedMRIOptions(**options), Context())
+
+
+def test_fedmri_shares_exactly_the_encoder(model):
+    names = list(model.state_dict())
+    shared = fedmri().shared_names(model)
     assert shared == [n for n in names if n.startswith("encoder.")]
     assert shared and not any(n.startswith("decoder.") for n in shared)
     net = Unet(chans=32, num_pool_layers=4)
     state = net.state_dict()
-    assert sum(state[n].numel() for n in FedMRI().shared_names(list(state))) == 4_709_664
+    assert sum(state[n].numel() for n in fedmri().shared_names(net)) == 4_709_664
 
 
-def test_fedavg_shares_everything_singleset_nothing(names):
-    assert FedAvg().shared_names(names) == names
-    assert SingleSet().shared_names(names) == []
+def test_fedavg_shares_everything_singleset_nothing(model):
+    names = list(model.state_dict())
+    assert FedAvg(None, Context()).shared_names(model) == names
+    assert SingleSet(None, Context()).shared_names(model) == []
 
 
 def test_registry():
     assert {"fedmri", "fedavg", "singleset"} <= set(ALGORITHMS)
+    assert ALGORITHMS["fedmri"] is FedMRI and ALGORITHMS["fedmri"].Options is FedMRIOptions
 
 
 def test_weighted_average_arithmetic():
@@ -45,44 +56,68 @@ def test_weighted_average_arithmetic():
 
 
 def test_fedmri_aggregation_keeps_previous_local_encoders():
-    strategy = FedMRI()
-    updates = {"a": {"encoder.x": torch.zeros(3)}, "b": {"encoder.x": torch.ones(3)}}
-    out = strategy.aggregate(1, updates, {"a": 1.0, "b": 1.0})
-    assert torch.equal(out["encoder.x"], torch.full((3,), 0.5))
-    updates["a"]["encoder.x"].add_(5)  # later changes to the sites' tensors must not leak in
-    assert torch.equal(strategy.previous["a"]["encoder.x"], torch.zeros(3))
-    restored = FedMRI()
-    restored.load_state_dict(strategy.state_dict())
+    server = fedmri()
+    replies = {"a": Reply({"encoder.x": torch.zeros(3)}), "b": Reply({"encoder.x": torch.ones(3)})}
+    server.aggregate(1, replies, {"a": 1.0, "b": 1.0})
+    assert torch.equal(server.global_state["encoder.x"], torch.full((3,), 0.5))
+    replies["a"].shared["encoder.x"].add_(5)  # later changes to the sites' tensors must not leak in
+    assert torch.equal(server.previous["a"]["encoder.x"], torch.zeros(3))
+    restored = fedmri()
+    restored.load_state_dict(server.state_dict())
     assert torch.equal(restored.previous["b"]["encoder.x"], torch.ones(3))
+    assert torch.equal(restored.global_state["encoder.x"], torch.full((3,), 0.5))
 
 
 def test_site_state_round_trips_between_processes(tiny_config):
     """What a site's process computed (SCAFFOLD variates, FL-MRCM discriminators) can be adopted elsewhere."""
-    from fl.federation import Federation
-    from fl.strategies import build_strategy
+    from build import Builder
+    from fl.transport import InProcess
 
     for algorithm in ("scaffold", "flmrcm"):
         config = tiny_config(algorithm=algorithm)
-        fed = Federation(config, log=lambda _: None)
-        fed.setup()
-        fed.prepare_round(1)
-        for site in fed.sites:
-            fed.train_site(site, 1)
-        other = build_strategy(config.fl, seed=config.seed)
-        for site in fed.sites:
-            state = fed.strategy.site_state(site.name)
-            assert set(state) > {"traffic"}, algorithm
-            other.load_site_state(site.name, state)
-            again = other.site_state(site.name)
+        builder = Builder(config, log=lambda _: None)
+        sites, initial = builder.sites(builder.prepare_data())
+        server = builder.server(initial)
+        transport = InProcess(sites)
+        requests = server.prepare_requests(1)
+        if requests:
+            server.receive_prepared(1, transport.prepare(1, {s: Payload(server.global_state) for s in requests}))
+        payloads = {s.name: server.payload(s.name, 1) for s in sites}
+        results = transport.fit(1, payloads, config.fl.local_epochs, config.optim.lr_at(1), skip=False)
+        assert all(r.status == "ok" for r in results.values()), algorithm
+        for site in sites:
+            state = site.client.state_dict()
+            if algorithm == "flmrcm" and site.name == server.target:
+                assert state == {}  # the target site trains no discriminator
+                continue
+            assert state, (algorithm, site.name)
+            other = builder.client(site.name)
+            other.load_state_dict(state)
+            again = other.state_dict()
             assert set(again) == set(state)
-            flat_a = {k: v for k, v in _flatten(state).items()}
-            flat_b = {k: v for k, v in _flatten(again).items()}
+            flat_a = _flatten(state)
+            flat_b = _flatten(again)
             assert flat_a.keys() == flat_b.keys()
-            for key, value in flat_a.items():
-                if isinstance(value, torch.Tensor):
-                    assert torch.equal(value, flat_b[key]), (algorithm, key)
-                else:
-                    assert value == flat_b[key], (algorithm, key)
+            _assert_same(flat_a, flat_b, algorithm)
+        # The server half's state (SCAFFOLD's variate c, FL-MRCM's target features) round trips too.
+        replies = {name: r.reply for name, r in results.items()}
+        if algorithm == "scaffold":
+            assert all(any(k.startswith("delta/") for k in r.extra) for r in replies.values())
+        server.aggregate(1, replies, {name: 1.0 for name in replies})
+        again = builder.server(initial)
+        again.load_state_dict(server.state_dict())
+        _assert_same(_flatten(server.state_dict()), _flatten(again.state_dict()), algorithm)
+        if algorithm == "flmrcm":
+            assert server.state_dict()["features"] is not None
+
+
+def _assert_same(flat_a, flat_b, algorithm):
+    assert flat_a.keys() == flat_b.keys()
+    for key, value in flat_a.items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(value, flat_b[key]), (algorithm, key)
+        else:
+            assert value == flat_b[key], (algorithm, key)
 
 
 def _flatten(state, prefix=""):
@@ -131,38 +166,46 @@ def test_flat_aggregation_gives_weighted_average_bit_for_bit(sites):
         averager(smaller, {s: 0.0 for s in smaller})
 
 
-def test_strategies_aggregate_flat_when_configured():
-    from types import SimpleNamespace
-
+def test_servers_aggregate_flat_when_configured():
     updates = random_updates(3, seed=4)
     weights = {s: 1.0 for s in updates}
-    for algorithm in (FedAvg, FedMRI):
-        plain = algorithm(SimpleNamespace(flat_aggregation=False)).aggregate(2, updates, weights)
-        flat_strategy = algorithm(SimpleNamespace(flat_aggregation=True))
-        assert isinstance(flat_strategy._averager, FlatAverager)
-        flat = flat_strategy.aggregate(2, updates, weights)
+    for name in ("fedavg", "fedmri"):
+        options = ALGORITHMS[name].Options() if ALGORITHMS[name].Options else None
+        plain_server = build_server(name, options, Context(flat_aggregation=False))
+        assert plain_server._averager is None
+        plain_server.aggregate(2, {s: Reply(u) for s, u in updates.items()}, weights)
+        flat_server = build_server(name, options, Context(flat_aggregation=True))
+        assert isinstance(flat_server._averager, FlatAverager)
+        flat_server.aggregate(2, {s: Reply(u) for s, u in updates.items()}, weights)
+        plain, flat = plain_server.global_state, flat_server.global_state
+        assert list(flat) == list(plain)
         assert all(torch.equal(flat[n], plain[n]) for n in plain)
 
 
 @pytest.mark.parametrize("algorithm", ["fedmri", "fedprox", "scaffold", "flmrcm"])
 def test_penalties_follow_the_model_to_its_training_device(algorithm):
-    """The federation builds a site's penalty before its fit, while the module is still on the CPU,
-    and Lightning moves it to the accelerator when the fit starts ("meta" stands in for a GPU)."""
-    from types import SimpleNamespace
-
-    config = SimpleNamespace(fedprox=SimpleNamespace(mu=0.1), flmrcm=SimpleNamespace(target_site="b"))
-    strategy = ALGORITHMS[algorithm](config)
+    """A site's penalty is planned before its fit, while the module is still on the CPU, and
+    Lightning moves it to the accelerator when the fit starts ("meta" stands in for a GPU)."""
+    cls = ALGORITHMS[algorithm]
+    overrides = {"fedprox": {"mu": 0.1}, "flmrcm": {"target_site": "b"}}
+    options = cls.Options(**overrides.get(algorithm, {}))
+    context = Context(sites=("a", "b"))
+    server = build_server(algorithm, options, context)
+    client = build_client(algorithm, options, context, "a")
     torch.manual_seed(0)
     model = Unet(chans=2, num_pool_layers=2)
-    names = strategy.shared_names(list(model.state_dict()), model)
+    server.setup(model)
     state = model.state_dict()
-    updates = {s: {n: state[n] + 0.1 * torch.randn_like(state[n]) for n in names} for s in ("a", "b")}
-    global_state = strategy.aggregate(1, updates, {"a": 1.0, "b": 1.0})
+    names = server.shared_names(model)
+    replies = {s: Reply({n: state[n] + 0.1 * torch.randn_like(state[n]) for n in names}) for s in ("a", "b")}
+    server.aggregate(1, replies, {"a": 1.0, "b": 1.0})
     if algorithm == "scaffold":
-        strategy.c = {n: torch.randn_like(t) for n, t in global_state.items() if t.is_floating_point()}
+        server.c = {n: torch.randn_like(t) for n, t in server.c.items()}
     if algorithm == "flmrcm":
-        strategy.prepare_site("b", 2, model, [{"input": torch.randn(4, 1, 16, 16)}])
-    penalty = strategy.penalty("a", 2, model, global_state)
+        target = build_client(algorithm, options, context, "b")
+        prepared = target.prepare(2, Payload(server.global_state), model, [{"input": torch.randn(4, 1, 16, 16)}])
+        server.receive_prepared(2, {"b": prepared})
+    penalty = client.plan(2, server.payload("a", 2), model, epochs=1).penalty
     assert penalty is not None
     model.to("meta")
     features, _ = model.encoder(torch.randn(4, 1, 16, 16, device="meta"))
