@@ -175,7 +175,8 @@ def format_validation_error(err: ValidationError, data: Any) -> str:
     parts = []
     for item in err.errors():
         path = _key_path(item["loc"], data)
-        parts.append(f"{path}: {_describe(item)}" if path else _describe(item))
+        separator = "." if item["type"] == "union_tag_not_found" else ": "
+        parts.append(f"{path}{separator}{_describe(item)}" if path else _describe(item))
     return "config error: " + "; ".join(parts)
 
 
@@ -223,7 +224,13 @@ def _describe(item: dict) -> str:
     for name, op in bounds.items():
         if kind == name:
             limit = next(iter(ctx.values()), "?")
-            return f"must be {op} {limit} (got {value!r})"
+            return f"must be {op} {limit:g} (got {value!r})" if isinstance(limit, float) else (
+                f"must be {op} {limit} (got {value!r})"
+            )
+    if kind == "union_tag_not_found":
+        return f"{ctx.get('discriminator', 'kind').strip(chr(39))}: required key is missing"
+    if kind == "finite_number":
+        return f"must be a finite number (got {value!r})"
     if kind == "literal_error":
         return f"got {value!r}; expected {ctx.get('expected', '?')}"
     if kind == "union_tag_invalid":
