@@ -5,12 +5,15 @@ import math
 import pytest
 import torch
 
-import fl.strategies as strategies
+import fl.algorithms.flmrcm as flmrcm
+from build import Builder, is_federated
+from config import validate_config
 from data.site import round_order
+from fl.aggregation import nbytes
+from fl.algorithms.base import head_names
 from fl.federation import Federation
-from fl.pooled import PooledTraining, create_run
-from fl.strategies import ALGORITHMS, head_names, nbytes
-from utils.config import validate_config
+from fl.options import algorithm_names
+from fl.references import Centralized, PooledReference, TransferSite
 from utils.errors import UserError
 
 ALL_SHARED = {"fedavg", "fedprox", "fedbn", "scaffold"}
@@ -21,48 +24,64 @@ def quiet(_):
     pass
 
 
-@pytest.mark.parametrize("algorithm", [a for a in ALGORITHMS if a != "flmrcm"])  # flmrcm: below
+def create_run(config, log=quiet):
+    """train.py's run of ``config`` (data prepared, sites built), not yet started."""
+    return Builder(config, log=log).run()
+
+
+def sites_of(rounds):
+    """The sites of a federation (behind its in-process transport) or of a reference."""
+    return rounds.transport.sites if isinstance(rounds, Federation) else rounds.sites
+
+
+@pytest.mark.parametrize("algorithm", [a for a in algorithm_names() if a != "flmrcm"])  # flmrcm: below
 def test_one_round_of_every_algorithm(tiny_config, tmp_path, algorithm):
-    run = create_run(tiny_config(algorithm=algorithm, rounds=1), log=quiet)
-    assert isinstance(run, PooledTraining) == (algorithm in ("centralized", "transfer"))
-    run.setup()
-    summary = run.run_round(1)
+    run = create_run(tiny_config(algorithm=algorithm, rounds=1))
+    rounds = run.rounds
+    pooled = isinstance(rounds, PooledReference)
+    assert pooled == (algorithm in ("centralized", "transfer")) == (not is_federated(algorithm))
+    summary = rounds.round(1)
     assert set(summary) == {"fastmri", "brats"}
     for values in summary.values():
         assert math.isfinite(values["loss"]) and values["psnr"] > 0
         assert values["status"] == "ok"
-    a, b = (s.module.model.state_dict() for s in run.sites)
+    a, b = (s.module.model.state_dict() for s in sites_of(rounds))
     identical = {n for n in a if torch.equal(a[n], b[n])}
     if algorithm in ALL_SHARED | {"centralized"}:
         assert identical == set(a)
     elif algorithm in ("singleset", "transfer"):
         assert not any(n.startswith("encoder.") for n in identical)
     else:
-        assert set(run.global_state) <= identical and identical != set(a)
-    if run.pooled_data:
+        assert set(rounds.server.global_state) <= identical and identical != set(a)
+    if pooled:
         assert "bytes_sent" not in summary["fastmri"]
     else:
-        shared = nbytes(run.global_state.values())
+        shared = nbytes(rounds.server.global_state.values())
         assert summary["fastmri"]["bytes_received"] >= shared
         assert summary["brats"]["bytes_sent"] >= shared
         if algorithm == "scaffold":  # the control variates double the traffic in both directions
             assert summary["fastmri"]["bytes_sent"] == summary["fastmri"]["bytes_received"] == 2 * shared
     if algorithm in STATEFUL:
-        assert_checkpoint_carries_the_strategy(run, tmp_path)
+        assert_checkpoint_carries_the_algorithm(run, tmp_path)
 
 
-def assert_checkpoint_carries_the_strategy(run, tmp_path):
-    """The strategy's state goes into the checkpoint, loads with weights_only and restores."""
+def assert_checkpoint_carries_the_algorithm(run, tmp_path):
+    """The algorithm's server and site state goes into the checkpoint, loads with weights_only and restores."""
     path = tmp_path / "last.ckpt"
     run.save(path)
     ckpt = torch.load(path, weights_only=True)
-    again = create_run(run.config, log=quiet)
-    again.setup()
+    again = create_run(validate_config(run.config))
     again.load(path)
-    state = again.strategy.state_dict()
-    assert ckpt["strategy"].keys() == state.keys() and state
-    flat = [t for t in _tensors(ckpt["strategy"])]
-    assert flat and all(torch.equal(a, b) for a, b in zip(flat, _tensors(state)))
+    state = again.rounds.state_dict()
+    assert ckpt["server"].keys() == state["server"].keys() and ckpt["server"]
+    flat = list(_tensors(ckpt["server"]))
+    assert flat and all(torch.equal(a, b) for a, b in zip(flat, _tensors(state["server"]), strict=True))
+    clients = {name: site["client"] for name, site in ckpt["sites"].items()}
+    assert clients.keys() == state["sites"].keys()
+    for name, client in clients.items():
+        again_client = state["sites"][name]["client"]
+        assert client.keys() == again_client.keys()
+        assert all(torch.equal(a, b) for a, b in zip(_tensors(client), _tensors(again_client), strict=True))
 
 
 def _tensors(tree):
@@ -76,42 +95,42 @@ def _tensors(tree):
             yield from _tensors(item)
 
 
-def test_federation_refuses_the_pooled_references(tiny_config):
-    with pytest.raises(UserError, match="fl.algorithm"):
-        Federation(tiny_config(algorithm="centralized"), log=quiet)
+def test_pooled_references_are_not_federated(tiny_config):
+    """Centralized and Transfer-Site have no server half: train.py runs them as pooled references."""
+    assert not is_federated("centralized") and not is_federated("transfer")
+    assert isinstance(create_run(tiny_config(algorithm="centralized")).rounds, Centralized)
 
 
-def test_fedrep_trains_head_then_body_in_each_round(tiny_config, monkeypatch):
-    run = Federation(tiny_config(algorithm="fedrep", rounds=1), log=quiet)
-    run.setup()
-    site = run.sites[0]
+def test_fedrep_trains_head_then_body_in_each_round(tiny_config):
+    config = tiny_config(algorithm="fedrep", rounds=1)
+    federation = create_run(config).rounds
+    server = federation.server
+    site = federation.transport.sites[0]
     params = [n for n, _ in site.module.model.named_parameters()]
     head = head_names(params)
     changed = []
-    make_trainer = run._trainer
+    make_trainer = site.trainer
 
-    def spy(max_epochs=1, **kwargs):
-        trainer = make_trainer(max_epochs, **kwargs)
-        fit = trainer.fit
+    def spy(max_epochs, fit):
+        trainer = make_trainer(max_epochs, fit)
+        original = trainer.fit
 
         def recorded_fit(module, **kwargs):
             before = {n: p.detach().clone() for n, p in module.model.named_parameters()}
-            fit(module, **kwargs)
+            original(module, **kwargs)
             after = dict(module.model.named_parameters())
             changed.append({n for n in before if not torch.equal(before[n], after[n].detach().cpu())})
 
         trainer.fit = recorded_fit
         return trainer
 
-    monkeypatch.setattr(run, "_trainer", spy)
-    run.train_site(site, 1)
+    site.trainer = spy
+    site.fit(1, server.payload(site.name, 1), config.fl.local_epochs, config.optim.lr_at(1))
     assert len(changed) == 2
     assert changed[0] == head  # head phase: only the head learns
     assert changed[1] == set(params) - head  # body phase: only the body learns
     assert all(p.requires_grad for p in site.module.model.parameters())  # restored afterwards
-    assert set(run.global_state) == set(site.module.model.state_dict()) - head_names(
-        run.global_state.keys() | head
-    )
+    assert set(server.global_state) == set(site.module.model.state_dict()) - head
 
 
 def test_flmrcm_discriminator_sees_only_features_never_images(tiny_config, monkeypatch, tmp_path):
@@ -120,45 +139,46 @@ def test_flmrcm_discriminator_sees_only_features_never_images(tiny_config, monke
     config = validate_config(config.to_dict())
     assert config.fl.flmrcm.target_site == "brats"
     seen_by_discriminator = []
-    make = strategies.feature_discriminator
+    make = flmrcm.feature_discriminator
 
     def recording(dim, hidden):
         disc = make(dim, hidden)
         disc.register_forward_pre_hook(lambda m, args: seen_by_discriminator.append(tuple(args[0].shape)))
         return disc
 
-    monkeypatch.setattr(strategies, "feature_discriminator", recording)
-    run = Federation(config, log=quiet)
-    run.setup()
-    seen_by_encoder = {s.name: set() for s in run.sites}
-    for s in run.sites:
+    monkeypatch.setattr(flmrcm, "feature_discriminator", recording)
+    run = create_run(config)
+    federation = run.rounds
+    sites = federation.transport.sites
+    seen_by_encoder = {s.name: set() for s in sites}
+    for s in sites:
         s.module.model.encoder.register_forward_pre_hook(
             lambda m, args, name=s.name: seen_by_encoder[name].add(tuple(args[0].shape[-2:]))
         )
-    summary = run.run_round(1)
+    summary = federation.round(1)
     bottleneck = config.model.chans * 2**config.model.num_pool_layers
     # Images never leave their site: each encoder only ever ran on its own site's image size.
     assert seen_by_encoder == {"fastmri": {(32, 32)}, "brats": {(48, 48)}}
     # What crossed sites and what the discriminator saw: pooled bottleneck features only.
-    target = run.strategy.target_features
+    target = federation.server.features
     assert target.ndim == 2 and target.shape[1] == 4 * bottleneck
     assert seen_by_discriminator and all(
         len(s) == 2 and s[1] == 4 * bottleneck for s in seen_by_discriminator
     )
-    assert set(run.strategy.discriminators) == {"fastmri"}  # the target trains without one
+    # The target trains without a discriminator.
+    assert {s.name for s in sites if s.client.discriminator is not None} == {"fastmri"}
     # Traffic: FedAvg's whole model both ways, plus the features the target sends and the source receives.
-    shared = nbytes(run.global_state.values())
+    shared = nbytes(federation.server.global_state.values())
     assert summary["brats"]["bytes_sent"] == shared + nbytes([target])
     assert summary["fastmri"]["bytes_received"] == shared + nbytes([target])
     assert summary["fastmri"]["bytes_sent"] == summary["brats"]["bytes_received"] == shared
-    a, b = (s.module.model.state_dict() for s in run.sites)
+    a, b = (s.module.model.state_dict() for s in sites)
     assert all(torch.equal(a[n], b[n]) for n in a)
-    assert_checkpoint_carries_the_strategy(run, tmp_path)
+    assert_checkpoint_carries_the_algorithm(run, tmp_path)
 
 
 def test_centralized_pool_batches_come_from_one_site_in_each_sites_own_order(tiny_config):
-    run = create_run(tiny_config(algorithm="centralized", rounds=1), log=quiet)
-    run.setup()
+    run = create_run(tiny_config(algorithm="centralized", rounds=1)).rounds
     pool = run.pools["all"]
     pool.set_round(3)
     pool.sampler.set_epoch(1)
@@ -180,14 +200,14 @@ def test_centralized_pool_batches_come_from_one_site_in_each_sites_own_order(tin
 
 
 def test_transfer_site_trains_each_model_on_the_other_sites_only(tiny_config):
-    run = create_run(tiny_config(algorithm="transfer", rounds=1), log=quiet)
-    run.setup()
-    assert run.groups == {"fastmri": ["brats"], "brats": ["fastmri"]}
+    run = create_run(tiny_config(algorithm="transfer", rounds=1)).rounds
+    assert isinstance(run, TransferSite)
+    assert run.groups(run.site_names) == {"fastmri": ["brats"], "brats": ["fastmri"]}
     assert [m.name for m in run.pools["fastmri"].members] == ["brats"]
     validated = []
     validate = run._validate
     run._validate = lambda module, data: validated.append(data.name) or validate(module, data)
-    run.run_round(1)
+    run.round(1)
     assert sorted(validated) == ["brats", "fastmri"]  # model selection on the training sites' val only
 
 
