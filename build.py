@@ -186,7 +186,9 @@ class Builder:
         return sites, modules[0].model
 
     # -- runs ----------------------------------------------------------------------------------
-    def reporter(self, writer: bool = True, log: Callable[[str], None] | None = None) -> Reporter:
+    def reporter(
+        self, writer: bool = True, log: Callable[[str], None] | None = None, tensorboard: bool = True
+    ) -> Reporter:
         """The run's outputs (``writer=False``: keep the history only)."""
         cfg = self.config
         return Reporter(
@@ -197,6 +199,7 @@ class Builder:
             config=cfg.to_dict(),
             sites=[s.name for s in cfg.sites],
             writer=writer,
+            tensorboard=tensorboard,
             log=log or self.log,
         )
 

@@ -83,8 +83,8 @@ class Federation:
         if replies:
             weights = {s: float(results[s].train_slices) if self.client_weights == "samples" else 1.0 for s in replies}
             server.aggregate(rnd, replies, weights)
-        traffic = transport.traffic() or self._traffic(payloads, results, prepared)
         validated = transport.validate(rnd, server.global_state)
+        traffic = transport.traffic() or self._traffic(payloads, results, prepared)
         return {
             site: {"loss": results[site].loss, "status": results[site].status, **validated[site], **traffic[site]}
             for site in self.site_names

@@ -54,6 +54,7 @@ class Reporter:
         config: the resolved config as plain data (stored in every best-model checkpoint).
         sites: the site names, in order.
         writer: whether this process writes (False: only the history is kept).
+        tensorboard: whether rows also go to TensorBoard (``tb/``).
         log: where progress lines go.
     """
 
@@ -67,10 +68,11 @@ class Reporter:
         config: dict[str, Any],
         sites: list[str],
         writer: bool = True,
+        tensorboard: bool = True,
         log: Callable[[str], None] = print,
     ):
         self.run_dir, self.name, self.algorithm, self.rounds = Path(run_dir), name, algorithm, rounds
-        self.config, self.writer, self.log = config, writer, log
+        self.config, self.writer, self.tensorboard, self.log = config, writer, tensorboard, log
         self.history: dict[str, list[float]] = {s: [] for s in sites}
         self.metrics: MetricsCSV | None = None
         self.tb: TensorBoardLog | None = None
@@ -83,7 +85,8 @@ class Reporter:
         if self.writer:
             self.metrics = MetricsCSV(self.run_dir / "metrics.csv")
             self.metrics.truncate_to(completed)
-            self.tb = TensorBoardLog(self.run_dir / "tb", purge_step=completed + 1)
+            if self.tensorboard:
+                self.tb = TensorBoardLog(self.run_dir / "tb", purge_step=completed + 1)
         self._start = self._mark = time.perf_counter()
         self._first = completed + 1
 
@@ -105,8 +108,9 @@ class Reporter:
                 bytes_sent=values.get("bytes_sent"), bytes_received=values.get("bytes_received"),
             )  # fmt: skip
             self.metrics.write(round=rnd, site=site, split="val", **{k: values[k] for k in METRICS})
-            self.tb.scalars(f"{site}/train", {"loss": values["loss"], "lr": lr}, rnd)
-            self.tb.scalars(f"{site}/val", {k: values[k] for k in METRICS}, rnd)
+            if self.tb is not None:
+                self.tb.scalars(f"{site}/train", {"loss": values["loss"], "lr": lr}, rnd)
+                self.tb.scalars(f"{site}/val", {k: values[k] for k in METRICS}, rnd)
 
     def progress(self, rnd: int, summary: Mapping[str, Mapping[str, Any]]) -> None:
         """The round's line: each site's loss and validation PSNR, the round's time and the time left."""

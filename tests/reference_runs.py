@@ -179,19 +179,19 @@ def flower_configs(tmp: Path) -> dict[str, dict[str, Any]]:
 
 def run_flower(tmp: Path, name: str, data: dict[str, Any]) -> dict[str, str]:
     """Run ``data`` on the in-process Flower grid; fingerprint the server's and every site's outputs."""
+    from config import validate_config
     from fl.flower.local import LocalGrid
-    from fl.flower.server import FlowerServer
-    from utils.config import validate_config
+    from fl.flower.server_app import serve
 
     config = validate_config(copy.deepcopy(data))
     nodes = [
         {"site": s.name, "data-root": config.data.cache_dir, "output-dir": str(tmp / "sites" / s.name)}
         for s in config.sites
     ]
-    FlowerServer(LocalGrid(nodes), config, log=lambda _: None).run()
+    serve(LocalGrid(nodes), config, log=lambda _: None)
     run_dir = Path(data["output_dir"]) / name
     out: dict[str, str] = {}
-    server = torch.load(run_dir / "checkpoints" / "global.ckpt", weights_only=True)
+    server = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     out["round"] = str(server["round"])
     out["global"] = digest(server["global"])
     out["history"] = digest(server["history"])

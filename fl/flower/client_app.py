@@ -3,14 +3,15 @@
 Three messages reach it (``fl/flower/wire.py`` lists what they hold):
 
 - ``query.identify``: the site names itself; nothing else crosses and torch is not even imported;
-- ``train``: validate the previous round with the new global tensors (from the second round on),
-  then train this round from them; the reply carries the site's shared tensors, what its strategy
-  uplinks, its training loss and validation metrics;
-- ``evaluate``: validate the last round, test the best model; the reply carries test metrics.
+- ``train``: the round's payload (global shared tensors and the algorithm's extra tensors); the site
+  trains and replies with its shared tensors, its extra tensors, its training loss and status;
+- ``evaluate``: ``step: validate`` with the new global tensors (the site validates and keeps its
+  best round), or ``step: test`` after the last round (the best model's test metrics).
 
 The first message of a run to a node carries the site's part of the federation config; the site
 keeps it in ``context.state`` and its run directory. Every user error at the site comes back to the
-server as one line naming the site.
+server as one line naming the site. This module is an entry point: it builds the site from the
+config with ``build.Builder``.
 """
 
 from __future__ import annotations
@@ -41,22 +42,22 @@ def identify(message: Message, context: Context) -> Message:
 
 @app.train()
 def train(message: Message, context: Context) -> Message:
-    """Validate the previous round (if asked), then run this round's local fit."""
-    return _guarded(message, context, final=False)
+    """Run this round's local fit from the payload."""
+    return _guarded(message, context)
 
 
 @app.evaluate()
 def evaluate(message: Message, context: Context) -> Message:
-    """Validate the last round (if asked), then test the site's best model."""
-    return _guarded(message, context, final=True)
+    """Validate the round with the new global tensors, or test the site's best model."""
+    return _guarded(message, context)
 
 
-def _guarded(message: Message, context: Context, final: bool) -> Message:
+def _guarded(message: Message, context: Context) -> Message:
     site = "?"
     try:
         settings = NodeSettings.from_node_config(context.node_config)
         site = settings.site
-        content = _handle(message, context, settings, final)
+        content = _handle(message, context, settings)
     except UserError as err:
         content = RecordDict({"status": ConfigRecord({"site": site, "error": str(err)})})
     return Message(content, reply_to=message)
@@ -64,57 +65,74 @@ def _guarded(message: Message, context: Context, final: bool) -> Message:
 
 def _site_config(message: Message, context: Context, settings: NodeSettings, name: str):
     """This site's config: from the message (first of the run), ``context.state``, or its run directory."""
+    from config import load_config, validate_config
     from fl.flower.site import site_config
     from fl.flower.wire import config_of
-    from utils.config import load_config
 
     sent = config_of(message.content, "config").get("json")
     if sent:
         context.state[STATE] = ConfigRecord({"name": name, "config": sent})
-        return site_config(json.loads(sent), settings)
+        return validate_config(site_config(json.loads(sent), settings))
     kept = context.state.get(STATE)
     if isinstance(kept, ConfigRecord) and kept.get("name") == name:
-        return site_config(json.loads(str(kept["config"])), settings)
+        return validate_config(site_config(json.loads(str(kept["config"])), settings))
     saved = settings.output_dir / name / settings.site / "config.yaml"
     if saved.is_file():
         return load_config(saved)
     raise UserError(f"site {settings.site}: no config for run {name!r} (not sent, not kept, not in {saved})")
 
 
-def _handle(message: Message, context: Context, settings: NodeSettings, final: bool) -> RecordDict:
+def _worker(config, log):
+    """The site's worker: its data, model and algorithm half built as the in-process run builds them."""
+    from build import Builder, quiet_lightning
     from fl.flower.site import SiteWorker
+
+    quiet_lightning()
+    builder = Builder(config, log=log)
+    (site,), _ = builder.sites(builder.prepare_data())
+    return SiteWorker(
+        site,
+        builder.reporter(tensorboard=False),
+        config=config.to_dict(),
+        local_epochs=config.fl.local_epochs,
+        lr=config.optim.lr_at,
+        skip=config.fl.on_site_failure == "skip",
+    )
+
+
+def _handle(message: Message, context: Context, settings: NodeSettings) -> RecordDict:
+    from fl.algorithms.base import Payload
     from fl.flower.wire import arrays_of, config_of, content, metric_record, summary_record
 
     step: dict[str, Any] = config_of(message.content, "round")
-    rnd, name = int(step["round"]), str(step["name"])
-    validate = bool(step.get("validate", False))
-    worker = SiteWorker(
+    rnd, name, kind = int(step["round"]), str(step["name"]), str(step.get("step", ""))
+    worker = _worker(
         _site_config(message, context, settings, name),
         log=lambda line: print(f"[{settings.site}] {line}", flush=True),
     )
-    global_state = arrays_of(message.content, "global")
-    metrics: dict[str, Any] = {}
-    last = rnd if final else rnd - 1  # the round validated by this message, if any
-    if validate:
-        worker.load_trained(last)
-        metrics["val"] = summary_record(worker.validate(last, global_state))
-    elif bool(step.get("fresh", False)):
-        worker.start_fresh(bool(step.get("overwrite", False)))
-    else:
-        worker.load_completed(last)
-    if final:
-        tested = worker.finish()
-        metrics["test_model"] = summary_record(tested["model"])
-        metrics["test_zero_filled"] = summary_record(tested["zero_filled"])
-        metrics["best"] = metric_record(
-            {"round": int(tested["best_round"]), "val_psnr": worker.site.best_psnr}
-        )
-        return content(configs={"status": {"site": worker.name}}, metrics=metrics)
-    outcome = worker.train(rnd, global_state, arrays_of(message.content, "downlink"))
-    metrics["train"] = metric_record({"loss": outcome.loss, "train_slices": outcome.train_slices})
-    arrays = {"uplink": outcome.uplink}
-    if outcome.shared is not None:
-        arrays["shared"] = outcome.shared
-    return content(
-        configs={"status": {"site": worker.name, "train": outcome.status}}, arrays=arrays, metrics=metrics
-    )
+    status = {"site": worker.name}
+    if kind == "train":
+        if bool(step.get("fresh", False)):
+            worker.start_fresh(bool(step.get("overwrite", False)))
+        else:
+            worker.load_completed(rnd - 1)
+        payload = Payload(arrays_of(message.content, "global"), arrays_of(message.content, "extra"))
+        result = worker.train(rnd, payload)
+        arrays = {}
+        if result.reply is not None:
+            arrays = {"shared": result.reply.shared, "extra": result.reply.extra}
+        metrics = {"train": metric_record({"loss": result.loss, "train_slices": result.train_slices})}
+        return content(configs={"status": status | {"train": result.status}}, arrays=arrays, metrics=metrics)
+    if kind == "validate":
+        val = worker.validate(rnd, arrays_of(message.content, "global"))
+        return content(configs={"status": status}, metrics={"val": summary_record(val)})
+    if kind == "test":
+        worker.load_latest()
+        tested = worker.test()
+        metrics = {
+            "test_model": summary_record(tested["model"]),
+            "test_zero_filled": summary_record(tested["zero_filled"]),
+            "best": metric_record({"round": int(tested["best_round"]), "val_psnr": tested["best_psnr"]}),
+        }
+        return content(configs={"status": status}, metrics=metrics)
+    raise UserError(f"site {settings.site}: unknown step {kind!r} in a {message.metadata.message_type} message")

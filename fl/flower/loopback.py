@@ -33,6 +33,7 @@ BIN = Path(sys.executable).parent
 
 
 APP_PACKAGES = ("configs", "data", "fl", "models", "utils")
+APP_MODULES = ("config.py", "build.py")  # the config layer and the builder, beside the packages
 APP_SUFFIXES = (".py", ".yaml", ".yml", ".toml", ".json")
 
 
@@ -45,6 +46,8 @@ def stage_app(dest: Path, root: Path = REPO) -> Path:
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copy2(root / "pyproject.toml", dest / "pyproject.toml")
+    for module in APP_MODULES:
+        shutil.copy2(root / module, dest / module)
     for package in APP_PACKAGES:
         for path in sorted((root / package).rglob("*")):
             if path.is_file() and path.suffix in APP_SUFFIXES and "__pycache__" not in path.parts:
@@ -266,7 +269,7 @@ class Loopback:
 
 def main(argv: list[str] | None = None) -> int:
     """Run a federation on a loopback deployment; exit 0 only if Flower reports it completed."""
-    from utils.config import load_config
+    from config import load_config
 
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter

@@ -1,4 +1,7 @@
-"""The Flower ServerApp: reads the federation YAML and runs :class:`fl.flower.server.FlowerServer`.
+"""The Flower ServerApp: reads the federation YAML and runs the round loop over the Flower transport.
+
+An entry point: it builds the algorithm's server half and the loop with ``build.Builder``, and
+:func:`serve` runs them over any grid (the SuperLink's, or ``fl/flower/local.py``'s for tests).
 
 Its run config (``[tool.flwr.app.config]`` of ``pyproject.toml``, or ``flwr run --run-config``):
 
@@ -19,12 +22,16 @@ node-wait      600                  seconds to wait for every site's SuperNode
 from __future__ import annotations
 
 import shlex
+import shutil
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from fl.flower.nodes import SiteDirectory
+from fl.flower.nodes import SiteDirectory, describe
 from utils.errors import TrainingFailure, UserError
 
 APP_ROOT = Path(__file__).resolve().parents[2]
@@ -56,11 +63,10 @@ def main(grid: Grid, context: Context) -> None:
         directory = SiteDirectory(grid, poll_interval, float(run_config.get("node-wait", 600)), log)
         directory.ask()  # the nodes answer while torch and the config load
 
-        from fl.flower.server import FlowerServer
-        from utils.config import load_config
+        from config import load_config
 
         config = load_config(path, shlex.split(str(run_config.get("overrides", ""))))
-        FlowerServer(
+        serve(
             grid,
             config,
             resume=bool(run_config.get("resume", False)),
@@ -68,10 +74,87 @@ def main(grid: Grid, context: Context) -> None:
             poll_interval=poll_interval,
             log=log,
             directory=directory,
-        ).run()
+        )
     except UserError as err:
         print(f"error: {err}", flush=True)
         raise
     except TrainingFailure as err:
         print(f"failed: {err}", flush=True)
         raise
+
+
+def serve(
+    grid: Grid,
+    config: Any,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    poll_interval: float = 0.2,
+    node_wait: float = 600.0,
+    log: Callable[[str], None] = print,
+    directory: SiteDirectory | None = None,
+) -> dict[str, Any]:
+    """Run the federation of ``config`` over ``grid`` and write the server's outputs; the results.
+
+    Outputs in ``<output_dir>/<name>/`` on the server: ``config.yaml``, ``metrics.csv`` (the in-process
+    columns; bytes are real message sizes), ``traffic.csv`` (every message), ``tb/``,
+    ``checkpoints/last.ckpt`` (the global tensors and the algorithm's server state after the last
+    completed round; ``resume`` continues from it), ``results.json``, ``results.md`` and
+    ``figures/val_psnr.png``. Each site writes its own best model, figures and results at the site.
+    """
+    from build import Builder, is_federated, quiet_lightning
+    from config import config_differences, validate_config
+    from fl.algorithms import ALGORITHMS
+    from fl.flower.transport import FlowerTransport, TrafficCSV
+    from utils.checkpoint import load_checkpoint
+
+    algorithm = config.fl.algorithm
+    reason = ALGORITHMS[algorithm].separate_sites_unsupported if is_federated(algorithm) else (
+        "it is not federated: one model trains on pooled training data"
+    )
+    if reason:
+        raise UserError(f"fl.algorithm: {algorithm} cannot run with every site in its own process: {reason}")
+    quiet_lightning()
+    builder = Builder(config, log=log)
+    run_dir = config.run_dir
+    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    if resume and checkpoint.exists():
+        differences = config_differences(validate_config(load_checkpoint(checkpoint)["config"]), config)
+        if differences:
+            raise UserError(f"resume {checkpoint}: the config differs from the run's in {'; '.join(differences)}")
+    elif not resume and ((run_dir / "metrics.csv").exists() or (run_dir / "checkpoints").exists()):
+        if not overwrite:
+            raise UserError(
+                f"{run_dir} already holds a run: continue it with resume=true, replace it with "
+                "overwrite=true, or choose another name=..."
+            )
+        shutil.rmtree(run_dir)
+
+    def site_config(site: str) -> dict[str, Any]:
+        data = config.to_dict()
+        data["sites"] = [s for s in data["sites"] if s["name"] == site]
+        data["paths"] = {}
+        return data
+
+    initial = builder.initial_model()
+    transport = FlowerTransport(
+        grid,
+        [s.name for s in config.sites],
+        site_config=site_config,
+        name=config.name,
+        directory=directory or SiteDirectory(grid, poll_interval, node_wait, log),
+        poll_interval=poll_interval,
+        overwrite=overwrite or resume,
+        log=log,
+    )
+    run = builder.loop(builder.federation(builder.server(initial), transport), len(initial.state_dict()),
+                       where=" on Flower")  # fmt: skip
+    if resume:
+        run.resume()
+    transport.fresh = run.completed == 0
+    run_dir.mkdir(parents=True, exist_ok=True)
+    transport.traffic_log = TrafficCSV(run_dir / "traffic.csv", keep_rounds=run.completed)
+    start = time.perf_counter()
+    nodes = transport.connect()
+    log(f"sites on Flower: {describe(nodes)}, named in {time.perf_counter() - start:.0f} s")
+    return run.run()

@@ -1,15 +1,14 @@
-"""One site of the Flower app: the in-process federation restricted to this site, driven by messages.
+"""One site of the Flower app: a :class:`~fl.site.Site` driven by messages, its state kept on disk.
 
-The site builds a :class:`~fl.federation.Federation` of one site from the server's config and its
-node config, so its data module, ReconModule, local fit (strategy penalty, phases, step hook, NaN
-guard), validation, best-model choice and test are the in-process run's own code. Flower starts a
-fresh process for every message, so between messages everything lives in the site's run directory
+The site's data module, model, local fit (the algorithm's plan, the NaN guard), validation, best
+model and test are the in-process run's own code (:class:`fl.site.Site`). Flower starts a fresh
+process for every message, so between messages everything lives in the site's run directory
 ``<output-dir>/<name>/<site>/``, written atomically:
 
 - ``checkpoints/last.ckpt``: the site after its last validated round (model with its decoder,
-  optimiser state, its strategy state, best model so far), as the in-process ``last.ckpt``, and
-  ``checkpoints/previous.ckpt``, the round before (the server's checkpoint may lag one round behind
-  the sites' when it stops between their validation and its own);
+  optimiser state, its algorithm state, best model so far, history), and ``checkpoints/previous.ckpt``,
+  the round before (the server's checkpoint may lag one round behind the sites' when it stops between
+  their validation and its own);
 - ``checkpoints/trained.ckpt``: the site after the local fit of the round in progress;
 - ``config.yaml``, ``metrics.csv``, ``checkpoints/best_<site>.ckpt``, ``results.*``, ``figures/``.
 
@@ -19,27 +18,28 @@ A SuperNode restart loses nothing: the next message continues from these files.
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
 import shutil
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from torch import Tensor
+import yaml
 
-from fl.federation import Federation, SiteDiverged, lr_at
+from fl.aggregation import TensorDict
+from fl.algorithms.base import Payload
 from fl.flower.node import NodeSettings
-from utils.config import Config, save_config, validate_config
+from fl.reporter import Reporter
+from fl.site import FitResult, Site
+from utils.checkpoint import load_checkpoint, save_checkpoint
 from utils.errors import UserError
-from utils.metrics import METRICS
-from utils.run_log import MetricsCSV
+from utils.io import atomic_write_text
 
-logger = logging.getLogger(__name__)
+SITE_FORMAT = 2
 
 
-def site_config(config: Mapping[str, Any], settings: NodeSettings) -> Config:
+def site_config(config: Mapping[str, Any], settings: NodeSettings) -> dict[str, Any]:
     """The federation config (plain form) restricted to this site, with its data root, caches and
     run directory ``<output-dir>/<name>/<site>`` taken from the node config."""
     data = json.loads(json.dumps(config))  # a deep copy
@@ -52,9 +52,7 @@ def site_config(config: Mapping[str, Any], settings: NodeSettings) -> Config:
     default_cache = data.get("data", {}).get("cache_dir", ".cache/fedmri")
     if "root" in source:
         if settings.data_root is None:
-            raise UserError(
-                f"node config data-root: required for site {settings.site} (source kind {source['kind']})"
-            )
+            raise UserError(f"node config data-root: required for site {settings.site} (source kind {source['kind']})")
         source["root"] = str(settings.data_root)
         cache = settings.cache_dir or default_cache
     else:  # simulated data: generated once into the data root
@@ -63,38 +61,38 @@ def site_config(config: Mapping[str, Any], settings: NodeSettings) -> Config:
     data.setdefault("data", {})["cache_dir"] = str(cache)
     data["output_dir"] = str(settings.output_dir / data.get("name", "fedmri"))
     data["name"] = settings.site
-    return validate_config(data)
-
-
-@dataclass
-class TrainOutcome:
-    """What a site reports after its local fit of a round."""
-
-    status: str
-    loss: float
-    train_slices: int
-    shared: dict[str, Tensor] | None = None
-    uplink: dict[str, Tensor] = field(default_factory=dict)
+    return data
 
 
 class SiteWorker:
     """The site's side of every message: load its state, do the step, save its state.
 
     Args:
-        config: the federation config restricted to this site (:func:`site_config`).
-        log: where progress lines go.
+        site: the site (built from the federation config restricted to it).
+        reporter: the site's own rows, results and figures.
+        config: the site's resolved config (plain data).
+        local_epochs: ``fl.local_epochs``; ``lr``: learning rate of a round; ``skip``: ``fl.on_site_failure``
+            is ``skip``.
     """
 
-    def __init__(self, config: Config, log: Callable[[str], None] = logger.info):
-        self.config = config
-        self.fed = Federation(config, log=log)
-        self.fed.setup()
-        self.site = self.fed.sites[0]
-        self.strategy = self.fed.strategy
-        self.run_dir = config.run_dir
+    def __init__(
+        self,
+        site: Site,
+        reporter: Reporter,
+        *,
+        config: dict[str, Any],
+        local_epochs: int,
+        lr: Callable[[int], float],
+        skip: bool,
+    ):
+        self.site, self.reporter, self.config = site, reporter, config
+        self.local_epochs, self.lr, self.skip = local_epochs, lr, skip
+        self.run_dir = Path(reporter.run_dir)
         self.last = self.run_dir / "checkpoints" / "last.ckpt"
         self.previous = self.run_dir / "checkpoints" / "previous.ckpt"
         self.trained = self.run_dir / "checkpoints" / "trained.ckpt"
+        self.completed = 0
+        self.fit: dict[str, Any] = {}
 
     @property
     def name(self) -> str:
@@ -102,6 +100,33 @@ class SiteWorker:
         return self.site.name
 
     # -- state between messages ----------------------------------------------------------------
+    def _save(self, path: Path) -> None:
+        save_checkpoint(
+            {
+                "format": SITE_FORMAT,
+                "kind": "flower-site",
+                "round": self.completed,
+                "config": self.config,
+                "sites": {self.name: self.site.state_dict()},
+                "best": {self.name: self.site.best()},
+                "history": self.reporter.history,
+                "fit": self.fit,
+            },
+            path,
+        )
+
+    def _load(self, path: Path) -> None:
+        ckpt = load_checkpoint(path)
+        if ckpt.get("format") != SITE_FORMAT or ckpt.get("kind") != "flower-site":
+            raise UserError(f"site {self.name}: {path} is not a site checkpoint of this version")
+        try:
+            self.site.load_state_dict(ckpt["sites"][self.name])
+            self.site.load_best(ckpt["best"][self.name])
+        except (RuntimeError, ValueError, KeyError) as err:
+            raise UserError(f"site {self.name}: {path} does not fit the site ({str(err).splitlines()[0]})") from None
+        self.reporter.history = {k: list(v) for k, v in ckpt["history"].items()}
+        self.completed, self.fit = int(ckpt["round"]), dict(ckpt.get("fit", {}))
+
     def start_fresh(self, overwrite: bool) -> None:
         """Begin a new run here: refuse to replace another run of the same name unless ``overwrite``."""
         if self.run_dir.exists() and any(self.run_dir.iterdir()):
@@ -112,84 +137,66 @@ class SiteWorker:
                 )
             shutil.rmtree(self.run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(self.config, self.run_dir / "config.yaml")
+        atomic_write_text(self.run_dir / "config.yaml", yaml.safe_dump(self.config, sort_keys=False))
 
     def load_completed(self, rnd: int) -> None:
         """Continue from the state after round ``rnd`` (validated): ``last.ckpt`` or ``previous.ckpt``."""
         held = []
         for path in (self.last, self.previous):
             if path.exists():
-                self.fed.load(path)
-                if self.fed.completed_rounds == rnd:
-                    self._metrics().truncate_to(rnd)
+                self._load(path)
+                if self.completed == rnd:
                     return
-                held.append(self.fed.completed_rounds)
+                held.append(self.completed)
         raise UserError(
             f"site {self.name}: the server continues after round {rnd}, but {self.last.parent} holds "
             f"{'rounds ' + str(held) if held else 'no completed round'}"
         )
 
-    def load_trained(self, rnd: int) -> None:
-        """Continue from the state after the local fit of round ``rnd``, kept in ``trained.ckpt``."""
-        if not self.trained.exists():
-            raise UserError(f"site {self.name}: no local fit of round {rnd} to validate ({self.trained})")
-        self.fed.load(self.trained)
-        if self.fed.completed_rounds != rnd - 1:
-            raise UserError(
-                f"site {self.name}: {self.trained} is the fit of round {self.fed.completed_rounds + 1}, "
-                f"the server validates round {rnd}"
-            )
-
-    def _metrics(self) -> MetricsCSV:
-        return MetricsCSV(self.run_dir / "metrics.csv")
+    def load_latest(self) -> None:
+        """Continue from the last validated round (``last.ckpt``)."""
+        if not self.last.exists():
+            raise UserError(f"site {self.name}: no validated round to test ({self.last} is missing)")
+        self._load(self.last)
 
     # -- the steps -----------------------------------------------------------------------------
-    def validate(self, rnd: int, global_state: dict[str, Tensor]) -> dict[str, float]:
+    def train(self, rnd: int, payload: Payload) -> FitResult:
+        """Round ``rnd``'s local fit from the payload, as the in-process round does it."""
+        result = self.site.fit_or_skip(rnd, payload, self.local_epochs, self.lr(rnd), self.skip)
+        if result.status.startswith("skipped"):
+            print(f"site {self.name} diverged in round {rnd}: {result.status.partition(': ')[2]}; "
+                  "left out of this round's aggregation, retried next round", flush=True)  # fmt: skip
+        self.fit = {"round": rnd, "loss": result.loss, "status": result.status}
+        self._save(self.trained)
+        return result
+
+    def validate(self, rnd: int, global_state: TensorDict) -> dict[str, float]:
         """Load the new global tensors into the fitted model, validate, keep the best; round done."""
-        fed, site = self.fed, self.site
-        fed.global_state = global_state
-        val = fed._validate_and_keep_best(site, rnd)["val"]
-        fed.history[site.name].append(val["psnr"])
-        fed.completed_rounds = rnd
-        self._metrics().write(round=rnd, site=site.name, split="val", **{k: val[k] for k in METRICS})
+        if not self.trained.exists():
+            raise UserError(f"site {self.name}: no local fit of round {rnd} to validate ({self.trained})")
+        self._load(self.trained)
+        if self.fit.get("round") != rnd:
+            raise UserError(f"site {self.name}: {self.trained} is the fit of round {self.fit.get('round')}, "
+                            f"the server validates round {rnd}")  # fmt: skip
+        val, _ = self.site.validate(rnd, global_state)
+        loss = self.fit["loss"]
+        self.reporter.open(rnd - 1)
+        self.reporter.round(rnd, {self.name: {"loss": math.nan if loss is None else loss,
+                                              "status": self.fit["status"], **val}}, self.lr(rnd))  # fmt: skip
+        self.reporter.close()
+        self.completed, self.fit = rnd, {}
         if self.last.exists():
             os.replace(self.last, self.previous)
-        fed.save(self.last)
+        self._save(self.last)
         self.trained.unlink(missing_ok=True)
         return val
 
-    def train(self, rnd: int, global_state: dict[str, Tensor], downlink: dict[str, Tensor]) -> TrainOutcome:
-        """Round ``rnd``'s local fit from the global tensors, as the in-process round does it."""
-        fed, site, strategy = self.fed, self.site, self.strategy
-        fed.global_state = global_state
-        strategy.receive_downlink(site.name, rnd, downlink)
-        fed.prepare_round(rnd)
-        snapshot = Federation._snapshot(site) if self.config.fl.on_site_failure == "skip" else None
-        slices = site.data.num_train_slices
-        try:
-            shared, loss = fed.train_site(site, rnd)
-        except SiteDiverged as err:
-            if snapshot is None:
-                return TrainOutcome(status=f"diverged: {err.reason}", loss=math.nan, train_slices=slices)
-            Federation._restore(site, snapshot)
-            fed.log(f"{err}; left out of round {rnd}'s aggregation, retried next round")
-            outcome = TrainOutcome(status=f"skipped: {err.reason}", loss=math.nan, train_slices=slices)
-        else:
-            uplink = strategy.uplink(site.name, rnd, shared)
-            outcome = TrainOutcome(status="ok", loss=loss, train_slices=slices, shared=shared, uplink=uplink)
-        self._metrics().write(
-            round=rnd,
-            site=site.name,
-            split="train",
-            loss=outcome.loss,
-            lr=lr_at(self.config, rnd),
-            status=outcome.status,
-        )
-        fed.save(self.trained)
-        return outcome
-
-    def finish(self) -> dict[str, Any]:
+    def test(self) -> dict[str, Any]:
         """Test the site's best model on its test split; writes its best checkpoint, figures, results."""
-        results = self.fed.test(self._metrics())
-        self.fed.write_results(results)
-        return results["sites"][self.name]
+        self.reporter.open(self.completed)
+        try:
+            results = self.reporter.results({self.name: {**self.site.test(), "best": self.site.best()}}, self.completed)
+        finally:
+            self.reporter.close()
+        self.reporter.write_results(results)
+        return {**results["sites"][self.name], "best_psnr": self.site.best_psnr}

@@ -195,7 +195,7 @@ class FlowerTransport(Transport):
         return out
 
     def traffic(self) -> dict[str, dict[str, int]] | None:
-        """The sizes of each site's train exchange so far this round (validation is counted at the test)."""
+        """The serialised sizes of each site's exchanges of the round (train and validate)."""
         return {site: dict(sizes) for site, sizes in self._bytes.items()}
 
     def test(self) -> dict[str, dict[str, Any]]:

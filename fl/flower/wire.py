@@ -5,18 +5,20 @@ A message's content is a Flower ``RecordDict`` of named records:
 ========== ============= =========================================================================
 record     type          holds
 ========== ============= =========================================================================
-round      ConfigRecord  server -> site: round number, whether to validate the previous round first,
-                         whether the run starts fresh, the run's name
+round      ConfigRecord  server -> site: the run's name, round number, step (``train``, ``validate``
+                         or ``test``), whether the run starts fresh (and may replace a run)
 config     ConfigRecord  server -> site, first message to a node only: the federation config of
                          this site (JSON text; hyper-parameters, its source options and mask)
-global     ArrayRecord   server -> site: the global shared tensors
-downlink   ArrayRecord   server -> site: what the algorithm sends besides them (``Strategy.downlink``)
+global     ArrayRecord   server -> site: the global shared tensors (train: the payload's; validate: the
+                         new ones after aggregation)
+extra      ArrayRecord   server -> site, train: the payload's extra tensors (e.g. other sites' previous
+                         encoders, SCAFFOLD's server variate); site -> server, train: the reply's
+                         (e.g. SCAFFOLD's variate change)
 status     ConfigRecord  site -> server: its name; ``ok``, ``skipped: ...`` or ``diverged: ...``;
                          or ``error``: one line naming what is wrong at the site
 train      MetricRecord  site -> server: mean training loss, training slices (aggregation weight)
 shared     ArrayRecord   site -> server: its shared tensors after the local fit
-uplink     ArrayRecord   site -> server: what the algorithm sends besides them (``Strategy.uplink``)
-val        MetricRecord  site -> server: validation metrics of the previous round (NMSE, PSNR, SSIM)
+val        MetricRecord  site -> server, validate: validation metrics of the round (NMSE, PSNR, SSIM)
 test_*     MetricRecord  site -> server, at the end: test metrics of its best model and zero-filled
 best       MetricRecord  site -> server, at the end: its best round and validation PSNR
 ========== ============= =========================================================================
@@ -37,8 +39,8 @@ if TYPE_CHECKING:  # torch is imported where tensors are converted: naming a sit
     from torch import Tensor
 
 IDENTIFY = "query.identify"  # the site names itself (nothing else is exchanged)
-TRAIN = "train"  # validate the previous round (if asked), then train this round
-FINISH = "evaluate"  # validate the last round, test the best model
+TRAIN = "train"  # the round's local fit
+EVALUATE = "evaluate"  # validate a round with the new global tensors, or test the best model
 
 SUMMARY_KEYS = ("nmse", "psnr", "ssim", "nmse_std", "psnr_std", "ssim_std", "volumes")
 
