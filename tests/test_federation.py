@@ -3,14 +3,18 @@
 import pytest
 import torch
 
-from fl.federation import Federation, lr_at
+from build import Builder
+from fl.federation import Federation
 
 
 @pytest.fixture
 def federation(tiny_config):
+    """Factory: the in-process Federation of train.py for a tiny config, sites as ``fed.sites``."""
+
     def make(**kwargs):
-        fed = Federation(tiny_config(**kwargs), log=lambda _: None)
-        fed.setup()
+        fed = Builder(tiny_config(**kwargs), log=lambda _: None).run().rounds
+        assert isinstance(fed, Federation)
+        fed.sites = fed.transport.sites
         return fed
 
     return make
@@ -25,22 +29,27 @@ def test_sites_start_from_the_same_weights(federation):
 def test_fedmri_round_makes_encoders_identical_and_keeps_decoders(federation):
     fed = federation(algorithm="fedmri")
     after_local = {}
-    train_site = fed.train_site
 
-    def spy(site, rnd):
-        out = train_site(site, rnd)
-        after_local[site.name] = {k: v.clone() for k, v in site.module.model.state_dict().items()}
-        return out
+    def spy(site):
+        fit = site.fit
 
-    fed.train_site = spy
-    fed.run_round(1)
+        def recorded(*args, **kwargs):
+            out = fit(*args, **kwargs)
+            after_local[site.name] = {k: v.clone() for k, v in site.module.model.state_dict().items()}
+            return out
+
+        return recorded
+
+    for site in fed.sites:
+        site.fit = spy(site)
+    fed.round(1)
     states = {s.name: s.module.model.state_dict() for s in fed.sites}
     names = list(states["fastmri"])
     encoder = [n for n in names if n.startswith("encoder.")]
     decoder = [n for n in names if n.startswith("decoder.")]
     for n in encoder:
         assert torch.equal(states["fastmri"][n], states["brats"][n])
-        assert torch.equal(states["fastmri"][n], fed.global_state[n])
+        assert torch.equal(states["fastmri"][n], fed.server.global_state[n])
     assert any(not torch.equal(after_local["fastmri"][n], after_local["brats"][n]) for n in encoder)
     for site in states:
         for n in decoder:
@@ -50,15 +59,15 @@ def test_fedmri_round_makes_encoders_identical_and_keeps_decoders(federation):
 
 def test_singleset_shares_nothing(federation):
     fed = federation(algorithm="singleset")
-    fed.run_round(1)
-    assert fed.global_state == {}
+    fed.round(1)
+    assert fed.server.global_state == {}
     a, b = (s.module.model.state_dict() for s in fed.sites)
     assert any(not torch.equal(a[n], b[n]) for n in a if n.startswith("encoder."))
 
 
 def test_fedavg_makes_whole_models_identical(federation):
     fed = federation(algorithm="fedavg")
-    fed.run_round(1)
+    fed.round(1)
     a, b = (s.module.model.state_dict() for s in fed.sites)
     assert all(torch.equal(a[n], b[n]) for n in a)
 
@@ -66,13 +75,13 @@ def test_fedavg_makes_whole_models_identical(federation):
 def test_optimiser_state_survives_into_the_next_round(federation):
     fed = federation()
     site = fed.sites[0]
-    fed.run_round(1)
+    fed.round(1)
     optimizer = site.module.optimizer
     steps_per_round = -(-site.data.num_train_slices // site.data.batch_size)
     first = next(iter(optimizer.state.values()))
     assert int(first["step"]) == steps_per_round
     square_avg = first["square_avg"].clone()
-    fed.run_round(2)
+    fed.round(2)
     assert site.module.optimizer is optimizer
     state = next(iter(optimizer.state.values()))
     assert int(state["step"]) == 2 * steps_per_round
@@ -82,16 +91,21 @@ def test_optimiser_state_survives_into_the_next_round(federation):
 def test_contrastive_penalty_is_installed_from_the_second_round(federation):
     fed = federation(algorithm="fedmri")
     seen = {}
-    original = fed.strategy.penalty
 
-    def spy(site, rnd, model, global_state):
-        penalty = original(site, rnd, model, global_state)
-        seen[(site, rnd)] = penalty
-        return penalty
+    def spy(client):
+        plan = client.plan
 
-    fed.strategy.penalty = spy
-    fed.run_round(1)
-    fed.run_round(2)
+        def recorded(rnd, payload, model, epochs):
+            out = plan(rnd, payload, model, epochs)
+            seen[(client.site, rnd)] = out.penalty
+            return out
+
+        return recorded
+
+    for site in fed.sites:
+        site.client.plan = spy(site.client)
+    fed.round(1)
+    fed.round(2)
     assert seen[("fastmri", 1)] is None and seen[("brats", 1)] is None
     assert seen[("fastmri", 2)] is not None and seen[("brats", 2)] is not None
 
@@ -99,13 +113,15 @@ def test_contrastive_penalty_is_installed_from_the_second_round(federation):
 def test_lr_schedule_steps_per_round(tiny_config):
     config = tiny_config()
     config.optim.lr, config.optim.lr_step_rounds, config.optim.lr_gamma = 1.0, 2, 0.5
-    assert [lr_at(config, r) for r in (1, 2, 3, 4, 5)] == [1.0, 1.0, 0.5, 0.5, 0.25]
+    assert [config.optim.lr_at(r) for r in (1, 2, 3, 4, 5)] == [1.0, 1.0, 0.5, 0.5, 0.25]
+    fed = Builder(config, log=lambda _: None).federation(None, None)
+    assert [fed.lr(r) for r in (1, 2, 3, 4, 5)] == [1.0, 1.0, 0.5, 0.5, 0.25]
 
 
 def test_same_seed_same_result(federation):
     first, second = federation(), federation()
-    first.run_round(1)
-    second.run_round(1)
+    first.round(1)
+    second.round(1)
     for a, b in zip(first.sites, second.sites):
         sa, sb = a.module.model.state_dict(), b.module.model.state_dict()
         assert all(torch.equal(sa[n], sb[n]) for n in sa)
