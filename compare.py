@@ -36,20 +36,14 @@ from utils.cli import run_cli
 
 DEFAULT_CONFIG = "configs/default.yaml"
 METRICS = ("nmse", "psnr", "ssim")
-LABELS = {
-    "fedmri": "FedMRI",
-    "fedavg": "FedAvg",
-    "fedprox": "FedProx",
-    "fedbn": "FedBN",
-    "lgfedavg": "LG-FedAvg",
-    "fedper": "FedPer (GD-GD)",
-    "fedrep": "FedRep",
-    "scaffold": "SCAFFOLD",
-    "flmrcm": "FL-MRCM",
-    "singleset": "SingleSet",
-    "centralized": "Centralized",
-    "transfer": "Transfer-Site",
-}
+
+
+def labels() -> dict[str, str]:
+    """Every algorithm ``fl.algorithm`` accepts (registered ones included), with its table label."""
+    from fl.options import algorithm_label, algorithm_names
+
+    return {name: algorithm_label(name) for name in algorithm_names()}
+
 ABLATIONS = ("sharing", "contrastive", "beta", "negatives", "local_epochs", "domain")
 TITLES = {"domain": "image only vs dual domain (FedMRI and FedAvg)"}
 
@@ -71,7 +65,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--config", default=DEFAULT_CONFIG, help=f"YAML config (default: {DEFAULT_CONFIG})")
     parser.add_argument(
-        "--algorithms", default="", help="comma-separated algorithms, or 'all' (" + ", ".join(LABELS) + ")"
+        "--algorithms", default="", help="comma-separated algorithms, or 'all' (every registered one: "
+        "fedmri, fedavg, fedprox, ..., centralized, transfer)"
     )
     parser.add_argument(
         "--ablations",
@@ -110,7 +105,8 @@ def variants(
     algorithms: list[str], ablations: list[str], base: Any, local_epochs: list[int]
 ) -> list[Variant]:
     """The variants to train, in table order; FedMRI ablations override ``fl.fedmri.*``."""
-    out = [Variant(LABELS[a], a, [f"fl.algorithm={a}"], ["comparison"]) for a in algorithms]
+    names = labels()
+    out = [Variant(names[a], a, [f"fl.algorithm={a}"], ["comparison"]) for a in algorithms]
     fedmri = ["fl.algorithm=fedmri"]
     beta = base.fl.fedmri.beta
     for ablation in ablations:
@@ -146,7 +142,7 @@ def variants(
             ]
         elif ablation == "domain":
             out += [
-                Variant(f"{LABELS[a]} ({label})", f"{a}{suffix}", [f"fl.algorithm={a}", f"model.kind={kind}"])
+                Variant(f"{names[a]} ({label})", f"{a}{suffix}", [f"fl.algorithm={a}", f"model.kind={kind}"])
                 for a in ("fedmri", "fedavg")
                 for kind, label, suffix in (("unet", "image", ""), ("dual_domain", "dual-domain", "-dual"))
             ]
@@ -170,7 +166,7 @@ def _saved_config(run_dir: Path) -> dict[str, Any] | None:
     since the run, at their defaults, still compare equal); None if there is none or it is invalid."""
     import yaml
 
-    from utils.config import validate_config
+    from config import validate_config
     from utils.errors import UserError
 
     try:
@@ -206,11 +202,11 @@ def _minutes(seconds: float) -> str:
 
 def run_all(args: argparse.Namespace, log: Any = print) -> dict[str, Any]:
     """Train (or reuse) every variant, then write the tables and figures; returns the JSON data."""
-    from utils.config import load_config
+    from config import load_config
     from utils.errors import UserError
 
     base = load_config(args.config, args.overrides)
-    algorithms = _split(args.algorithms, list(LABELS), "algorithms")
+    algorithms = _split(args.algorithms, list(labels()), "algorithms")
     ablations = _split(args.ablations, ABLATIONS, "ablations")
     if not algorithms and not ablations:
         raise UserError("--algorithms/--ablations: nothing to compare; name at least one")
@@ -289,10 +285,10 @@ def _what(config: Any) -> str:
 
 def _train(config: Any, run_dir: Path, force: bool, log: Any) -> float:
     """Train one variant into ``run_dir``: continue it if it was cut short, else start it afresh."""
-    from fl.pooled import create_run
+    from build import Builder
 
     run_start = time.perf_counter()
-    run = create_run(config, log=log)
+    run = Builder(config, log=log).run()
     if not force and _is_resumable(run_dir, config.to_dict()):
         run.resume()  # an interrupted comparison continues this run after its last completed round
     elif run_dir.exists():
@@ -308,7 +304,7 @@ def _train_worker(key: str, config_dict: dict[str, Any], run_dir: str, force: bo
     """One variant in a worker process; its log lines go to this process's stdout, prefixed."""
     import torch
 
-    from utils.config import validate_config
+    from config import validate_config
 
     torch.set_num_threads(threads)
 
@@ -592,7 +588,7 @@ def write_outputs(
     log: Any = print,
 ) -> None:
     """comparison.md/.csv/.json and the figures."""
-    from utils.checkpoint import atomic_write_text
+    from utils.io import atomic_write_text
     from utils.figures import grouped_bars
 
     root.mkdir(parents=True, exist_ok=True)
@@ -625,8 +621,8 @@ def write_outputs(
 
 def reconstruction_figures(data: dict[str, Any], root: Path, planned: dict[str, Any], table: list) -> None:
     """The same test slice of every site through every compared method (and the zero-filled input)."""
-    from fl.federation import quiet_lightning
-    from utils.evaluation import build_sites, figure_slice, load_run, new_module, reconstruct_slice
+    from build import quiet_lightning
+    from evaluation import build_sites, figure_slice, load_run, new_module, reconstruct_slice
     from utils.figures import reconstruction_grid
 
     labels = _labels(data, "comparison") or list(data["methods"])

@@ -41,8 +41,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def evaluate(trained: Any, test_config: Any, out: Path, log: Any = print) -> dict[str, Any]:
     """Cross-site evaluation of ``trained`` on ``test_config``'s sites; writes every output to ``out``."""
-    from fl.federation import quiet_lightning
-    from utils.evaluation import (
+    from build import quiet_lightning
+    from evaluation import (
         build_sites,
         figure_slice,
         new_module,
@@ -138,7 +138,7 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def _write(results: dict[str, Any], out: Path) -> None:
-    from utils.checkpoint import atomic_write_text
+    from utils.io import atomic_write_text
 
     atomic_write_text(out / "evaluation.json", json.dumps(results, indent=2) + "\n")
     atomic_write_text(out / "evaluation.md", markdown(results))
@@ -163,8 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
 
     def job() -> None:
-        from utils.config import load_config
-        from utils.evaluation import load_ckpt, load_run
+        from config import load_config
+        from evaluation import load_ckpt, load_run
 
         trained = load_run(args.run) if args.run else load_ckpt(args.ckpt)
         if args.config:

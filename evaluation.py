@@ -1,8 +1,8 @@
 """Trained models on test data outside the training loop: for evaluate.py and compare.py.
 
-Loads each site's model from a run directory or a checkpoint, builds any config's sites, tests a
-model on a site's test split with the same ReconModule and volume metrics as training, and
-reconstructs one fixed test slice per site for figures.
+Loads each site's model from a run directory or a checkpoint, builds any config's sites (with
+:class:`build.Builder`, as training does), tests a model on a site's test split with the same
+ReconModule and volume metrics as training, and reconstructs one fixed test slice per site for figures.
 """
 
 from __future__ import annotations
@@ -11,24 +11,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import numpy as np
 import torch
 
+from build import Builder
+from config import Config, load_config, validate_config
 from data.site import SiteDataModule
 from data.transforms import denormalize
 from models.recon_module import ReconModule
 from utils.checkpoint import load_checkpoint
-from utils.config import Config, load_config, validate_config
 from utils.errors import UserError
-from utils.metrics import RunningStats
-
-
-def summarise(per_volume: dict[str, dict[str, dict[str, float]]], which: str = "model") -> dict[str, float]:
-    """Mean and sample std over volumes of one entry (``model`` or ``zero_filled``) of volume scores."""
-    stats = RunningStats().extend(v[which] for v in per_volume.values())
-    mean, std = stats.mean(), stats.std()
-    return {**mean, **{f"{k}_std": std[k] for k in mean}, "volumes": stats.count}
+from utils.metrics import summarise  # noqa: F401  (re-exported for evaluate.py and compare.py)
 
 
 @dataclass
@@ -83,57 +76,27 @@ def load_ckpt(path: str | Path) -> TrainedModels:
 
 def build_sites(config: Config) -> dict[str, SiteDataModule]:
     """Every site of ``config`` with its data prepared (generated or read from the cache)."""
+    builder = Builder(config, log=lambda _: None)
     sites = {}
-    for site_cfg in config.sites:
-        dm = SiteDataModule(
-            site_cfg,
-            seed=config.seed,
-            cache_dir=config.data.cache_dir,
-            clamp=config.data.clamp,
-            num_workers=config.trainer.num_workers,
-            return_kspace=config.model.kind == "dual_domain",
-            persistent_workers=config.trainer.persistent_workers,
-            pin_memory=config.trainer.pin_memory,
-        )
+    for site in config.sites:
+        dm = builder.data_module(site)
         dm.setup()
-        sites[site_cfg.name] = dm
+        sites[site.name] = dm
     return sites
 
 
 def new_module(config: Config, state: dict[str, torch.Tensor] | None = None) -> ReconModule:
-    """A ReconModule with ``config``'s U-Net, optionally loaded with ``state``."""
-    module = ReconModule(
-        model=config.model.model_dump(),
-        optim={"name": config.optim.name, "lr": config.optim.lr},
-        loss=config.loss,
-    )
-    if state is not None:
-        try:
-            module.model.load_state_dict(state)
-        except RuntimeError as err:
-            raise UserError(
-                f"model does not fit the config's U-Net (model.*): {str(err).splitlines()[0]}"
-            ) from None
-    return module
-
-
-def _trainer(config: Config) -> L.Trainer:
-    return L.Trainer(
-        accelerator=config.trainer.accelerator,
-        devices=1,
-        precision=config.trainer.precision,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    """A ReconModule with ``config``'s network, optionally loaded with ``state``."""
+    return Builder(config).module(state)
 
 
 def score_model(config: Config, module: ReconModule, data: SiteDataModule) -> dict[str, Any]:
     """Per-volume scores of ``module`` on ``data``'s test split (model and zero-filled)."""
     if not len(data.datasets["test"]):
         raise UserError(f"sites.{data.name}: has no test slices")
-    _trainer(config).test(module, dataloaders=data.test_dataloader(), verbose=False)
+    Builder(config).trainer(1, devices=1, enable_progress_bar=False).test(
+        module, dataloaders=data.test_dataloader(), verbose=False
+    )
     return module.collector.scores()
 
 
