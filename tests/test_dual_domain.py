@@ -61,30 +61,27 @@ def test_channel_round_trip():
 
 
 def test_fedmri_shares_both_encoders_and_keeps_both_decoders():
-    from fl.strategies import FedMRI, FedPer
+    from fl.algorithms import Context
+    from fl.algorithms.fedmri import FedMRI, FedMRIOptions
+    from fl.algorithms.fedper import FedPer
 
-    names = list(DualDomainNet(chans=2, num_pool_layers=2).state_dict())
-    shared = set(FedMRI().shared_names(names))
+    net = DualDomainNet(chans=2, num_pool_layers=2)
+    names = list(net.state_dict())
+    shared = set(FedMRI(FedMRIOptions(), Context()).shared_names(net))
     assert shared == {n for n in names if n.startswith(("kspace.encoder.", "image.encoder."))}
     assert {n.split(".")[0] for n in shared} == {"kspace", "image"}
-    head = set(names) - set(FedPer().shared_names(names))
+    head = set(names) - set(FedPer(None, Context()).shared_names(net))
     assert head and all(n.startswith("image.decoder.") for n in head)
 
 
 def test_contrastive_term_over_two_encoders_is_the_direct_sum():
-    from types import SimpleNamespace
-
-    from fl.strategies import FedMRI
+    from tests.test_losses import fedmri_after_round_one
 
     torch.manual_seed(0)
-    cfg = SimpleNamespace(fedmri=SimpleNamespace(lam=1.0, beta=10.0, negatives="all", start_round=2))
-    strategy = FedMRI(cfg)
     nets = {s: DualDomainNet(chans=2, num_pool_layers=2) for s in ("a", "b")}
-    shared = {
-        s: {n: t.clone() for n, t in net.state_dict().items() if strategy.is_shared(n)}
-        for s, net in nets.items()
-    }
-    global_state = strategy.aggregate(1, shared, {"a": 1.0, "b": 1.0})
+    server, clients, shared = fedmri_after_round_one(nets, lam=1.0, beta=10.0, negatives="all", start_round=2)
+    assert {n.split(".")[0] for n in shared["a"]} == {"kspace", "image"}
+    global_state = server.global_state
     model = DualDomainNet(chans=2, num_pool_layers=2)
     live = dict(model.named_parameters())
     encoder = [n for n in live if ".encoder." in n]
@@ -94,7 +91,7 @@ def test_contrastive_term_over_two_encoders_is_the_direct_sum():
     expected.backward()
     grads = {n: live[n].grad.clone() for n in encoder}
     model.zero_grad()
-    value = strategy.penalty("a", 2, model, global_state)(model)
+    value = clients["a"].plan(2, server.payload("a", 2), model, 1).penalty(model)
     value.backward()
     assert torch.allclose(value, expected, rtol=1e-6)
     for n in encoder:
@@ -103,17 +100,16 @@ def test_contrastive_term_over_two_encoders_is_the_direct_sum():
 
 @pytest.mark.parametrize("algorithm", ["fedmri", "fedavg"])
 def test_one_federated_round_of_the_cascade(tiny_config, algorithm):
-    from fl.federation import Federation
+    from build import Builder
 
     config = tiny_config(algorithm=algorithm)
     config.model.kind = "dual_domain"
     config.model.kspace_loss_weight = 0.1
-    fed = Federation(config, log=lambda _: None)
-    fed.setup()
-    summary = fed.run_round(1)
-    summary = fed.run_round(2)
+    fed = Builder(config, log=lambda _: None).run().rounds
+    summary = fed.round(1)
+    summary = fed.round(2)
     assert all(v["status"] == "ok" and v["psnr"] > 0 for v in summary.values())
-    a, b = (s.module.model.state_dict() for s in fed.sites)
+    a, b = (s.module.model.state_dict() for s in fed.transport.sites)
     for name in a:
         if ".encoder." in name or algorithm == "fedavg":
             assert torch.equal(a[name], b[name]), name
@@ -121,7 +117,7 @@ def test_one_federated_round_of_the_cascade(tiny_config, algorithm):
 
 
 def test_flmrcm_is_refused_with_the_cascade(tiny_config):
-    from utils.config import validate_config
+    from config import validate_config
     from utils.errors import UserError
 
     data = tiny_config().to_dict()

@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from fl.federation import Federation
+from build import Builder
+from config import load_config
 from models.recon_module import ReconModule
-from utils.config import load_config
 from utils.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,14 +76,13 @@ def test_channels_last_module_computes_the_same_loss_and_gradients():
 
 
 def _final_state(config) -> dict:
-    fed = Federation(config, log=lambda _: None)
-    fed.setup()
+    fed = Builder(config, log=lambda _: None).run().rounds
     for rnd in (1, 2):  # the contrastive term is active in round 2
-        fed.run_round(rnd)
+        fed.round(rnd)
     return {
-        "global": fed.global_state,
-        "sites": {s.name: s.module.model.state_dict() for s in fed.sites},
-        "previous": fed.strategy.previous,
+        "global": fed.server.global_state,
+        "sites": {s.name: s.module.model.state_dict() for s in fed.transport.sites},
+        "previous": fed.server.previous,
     }
 
 
@@ -91,6 +90,7 @@ def test_flat_aggregation_leaves_a_fedmri_run_bit_for_bit_unchanged(tiny_config)
     plain = _final_state(tiny_config())
     config = tiny_config()
     config.fl.flat_aggregation = True
+    assert Builder(config).context().flat_aggregation
     flat = _final_state(config)
 
     def same(a, b):

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from fl.strategies import FedMRI
+from fl.algorithms import Context, build_client
+from fl.algorithms.fedmri import FedMRI, FedMRIOptions
 from models.losses import ContrastiveL1, contrastive_l1, reconstruction_loss
 from models.unet import Unet
 
@@ -75,22 +76,30 @@ def direct_penalty(model, global_state, previous_by_site, sites, beta):
     return beta * pos / (neg + 1e-14)
 
 
-@pytest.mark.parametrize("negatives", ["all", "self"])
-def test_strategy_penalty_matches_direct_formula(negatives):
-    from types import SimpleNamespace
+def fedmri_after_round_one(nets, **options):
+    """FedMRI's server and clients after a first round in which site s sent ``nets[s]``'s encoder."""
+    options = FedMRIOptions(**options)
+    context = Context(sites=tuple(nets))
+    server = FedMRI(options, context)
+    server.setup(next(iter(nets.values())))
+    clients = {s: build_client("fedmri", options, context, s) for s in nets}
+    shared = {s: {n: net.state_dict()[n].clone() for n in server.global_state} for s, net in nets.items()}
+    replies = {s: clients[s].reply(1, server.payload(s, 1), nets[s], shared[s], steps=1, lr=1.0) for s in nets}
+    server.aggregate(1, replies, {s: 1.0 for s in nets})
+    return server, clients, shared
 
-    cfg = SimpleNamespace(fedmri=SimpleNamespace(lam=1.0, beta=100.0, negatives=negatives, start_round=2))
-    strategy = FedMRI(cfg)
+
+@pytest.mark.parametrize("negatives", ["all", "self"])
+def test_fedmri_penalty_matches_direct_formula(negatives):
     torch.manual_seed(1)
     nets = {s: Unet(chans=2, num_pool_layers=2) for s in ("a", "b", "c")}
-    shared = {
-        s: {n: t.clone() for n, t in net.state_dict().items() if strategy.is_shared(n)}
-        for s, net in nets.items()
-    }
-    global_state = strategy.aggregate(1, shared, {s: 1.0 for s in nets})
+    server, clients, shared = fedmri_after_round_one(
+        nets, lam=1.0, beta=100.0, negatives=negatives, start_round=2
+    )
+    global_state = server.global_state
     model = Unet(chans=2, num_pool_layers=2)
-    assert strategy.penalty("b", 1, model, global_state) is None  # before start_round
-    penalty = strategy.penalty("b", 2, model, global_state)
+    assert clients["b"].plan(1, server.payload("b", 1), model, 1).penalty is None  # before start_round
+    penalty = clients["b"].plan(2, server.payload("b", 2), model, 1).penalty
     sites = ["a", "b", "c"] if negatives == "all" else ["b"]
     expected = direct_penalty(model, global_state, shared, sites, 100.0)
     assert torch.allclose(penalty(model), expected, rtol=1e-6)
