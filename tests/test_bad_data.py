@@ -18,7 +18,7 @@ from data.site import SiteDataModule
 from data.sources import SourceContext, SourceOptions, build_source
 from data.sources.base import SPLITS
 from tests.mri_files import phantom, write_brats, write_dicom_series, write_fastmri, write_nifti
-from utils.config import SiteConfig
+from data.options import SiteOptions
 from utils.errors import UserError
 
 OPTIONS = TypeAdapter(SourceOptions)
@@ -222,7 +222,7 @@ def test_skip_corrupt_for_fastmri(tmp_path, knee, caplog):
 def test_a_mask_file_of_the_wrong_size_fails_in_setup(tmp_path, brats):
     mask_path = tmp_path / "mask.mat"
     scipy.io.savemat(mask_path, {"mask": np.ones((20, 20), np.uint8)})
-    site = SiteConfig.model_validate(
+    site = SiteOptions.model_validate(
         {
             "name": "b",
             "source": {"kind": "brats", "root": str(brats)},
