@@ -8,13 +8,16 @@ import json
 import pytest
 import torch
 
-from fl.federation import Federation, SiteDiverged
+from torch import nn
+
+from build import Builder
+from config import validate_config
+from fl.algorithms.base import Payload, Reply
 from fl.flower.local import LocalGrid
-from fl.flower.server import FlowerServer
-from fl.strategies import build_strategy
+from fl.flower.server_app import serve
+from fl.site import Site, SiteDiverged
 from tests.conftest import tiny_config_dict
 from utils.checkpoint import load_checkpoint
-from utils.config import validate_config
 from utils.errors import TrainingFailure, UserError
 
 SUMMARY = {"nmse", "psnr", "ssim", "nmse_std", "psnr_std", "ssim_std", "volumes"}
@@ -55,7 +58,7 @@ def assert_same_run(reference, flower, tmp_path):
     strip = [[{k: r[k] for k in columns} for r in rows(run.run_dir)] for run in (reference, flower)]
     assert strip[0] == strip[1]
     ref = load_checkpoint(reference.run_dir / "checkpoints" / "last.ckpt")
-    server = load_checkpoint(flower.run_dir / "checkpoints" / "global.ckpt")
+    server = load_checkpoint(flower.run_dir / "checkpoints" / "last.ckpt")
     assert server["round"] == ref["round"] and set(server["global"]) == set(ref["global"])
     assert all(torch.equal(server["global"][n], ref["global"][n]) for n in ref["global"])
     for site in ref["sites"]:
@@ -80,9 +83,9 @@ def both_runs(request, tmp_path_factory):
     algorithm, fl = request.param
     tmp_path = tmp_path_factory.mktemp(algorithm)
     reference, flower = configs(tmp_path, algorithm, **fl)
-    Federation(reference, log=quiet).run()
+    Builder(reference, log=quiet).run().run()
     grid = LocalGrid(nodes(flower, tmp_path))
-    FlowerServer(grid, flower, log=quiet).run()
+    serve(grid, flower, log=quiet)
     return reference, flower, grid, tmp_path
 
 
@@ -93,10 +96,9 @@ def test_flower_app_ends_exactly_where_the_in_process_run_ends(both_runs):
 
 def test_messages_carry_only_shared_tensors_and_scalar_metrics(both_runs):
     _, config, grid, _ = both_runs
-    strategy = build_strategy(config.fl, seed=config.seed)
-    model = Federation(config, log=quiet)._new_module().model
+    model = Builder(config, log=quiet).module().model
     shapes = {n: tuple(t.shape) for n, t in model.state_dict().items()}
-    shared = set(strategy.shared_names(list(shapes), model))
+    shared = set(Builder(config, log=quiet).server(model).shared_names(model))
     site_of = {node: ctx.node_config["site"] for node, ctx in grid.contexts.items()}
     sites = set(site_of.values())
     seen = set()
@@ -105,13 +107,13 @@ def test_messages_carry_only_shared_tensors_and_scalar_metrics(both_runs):
             message.metadata.dst_node_id if direction == "to_site" else message.metadata.src_node_id
         ]
         records = message.content
-        allowed = {"to_site": {"global", "downlink"}, "from_site": {"shared", "uplink"}}[direction]
+        allowed = {"to_site": {"global", "extra"}, "from_site": {"shared", "extra"}}[direction]
         assert set(records.array_records) <= allowed
         for record_name, record in records.array_records.items():
             for key, array in record.items():
                 seen.add((record_name, key.split("/")[0]))
                 name = key
-                if record_name in ("downlink", "uplink"):  # previous/<other site>/<name>, c/..., delta/...
+                if record_name == "extra":  # previous/<other site>/<name>, c/..., delta/...
                     prefix, _, name = key.partition("/")
                     assert prefix in ("previous", "c", "delta"), key
                     if prefix == "previous":
@@ -131,11 +133,11 @@ def test_messages_carry_only_shared_tensors_and_scalar_metrics(both_runs):
     if config.fl.algorithm == "singleset":
         assert not seen  # no tensor at all
     if config.fl.algorithm == "fedmri" and config.fl.fedmri.negatives == "all":
-        assert ("downlink", "previous") in seen
+        assert ("extra", "previous") in seen
     if config.fl.algorithm == "fedmri" and config.fl.fedmri.negatives == "self":
-        assert not any(r == "downlink" for r, _ in seen)  # nothing beyond the shared encoder
+        assert not any(r == "extra" for r, _ in seen)  # nothing beyond the shared encoder
     if config.fl.algorithm == "scaffold":
-        assert {("downlink", "c"), ("uplink", "delta")} <= seen
+        assert {("extra", "c"), ("extra", "delta")} <= seen
 
 
 def test_message_sizes_are_accounted_per_site_and_round(both_runs):
@@ -144,13 +146,14 @@ def test_message_sizes_are_accounted_per_site_and_round(both_runs):
     assert len(traffic) == len(grid.log)
     train = [r for r in rows(config.run_dir) if r["split"] == "train"]
     assert all(int(r["bytes_sent"]) > 0 and int(r["bytes_received"]) > 0 for r in train)
-    for row in train:
+    for row in train:  # a round's bytes: its train and its validate exchange
         logged = [
             t
             for t in traffic
-            if t["message"] == "train" and t["round"] == row["round"] and t["site"] == row["site"]
+            if t["message"] in ("train", "evaluate") and t["round"] == row["round"] and t["site"] == row["site"]
         ]
-        by_direction = {t["direction"]: int(t["bytes"]) for t in logged}
+        assert sorted(t["message"] for t in logged) == ["evaluate", "evaluate", "train", "train"]
+        by_direction = {d: sum(int(t["bytes"]) for t in logged if t["direction"] == d) for d in ("to_site", "from_site")}
         assert by_direction == {"to_site": int(row["bytes_received"]), "from_site": int(row["bytes_sent"])}
         for t in logged:  # the serialised message holds its tensors plus a little framing
             assert (
@@ -164,7 +167,7 @@ def test_message_sizes_are_accounted_per_site_and_round(both_runs):
 def test_algorithms_that_need_more_than_these_messages_are_refused(tmp_path, algorithm):
     _, config = configs(tmp_path, algorithm)
     with pytest.raises(UserError) as info:
-        FlowerServer(LocalGrid(nodes(config, tmp_path)), config, log=quiet)
+        serve(LocalGrid(nodes(config, tmp_path)), config, log=quiet)
     message = str(info.value)
     assert message.startswith(f"fl.algorithm: {algorithm} ") and "\n" not in message
 
@@ -172,7 +175,7 @@ def test_algorithms_that_need_more_than_these_messages_are_refused(tmp_path, alg
 def test_sites_continue_from_their_disk_when_every_message_finds_a_fresh_node(tmp_path):
     """A SuperNode restart loses context.state: the site carries on from its run directory."""
     reference, flower = configs(tmp_path, "fedmri", rounds=3)
-    Federation(reference, log=quiet).run()
+    Builder(reference, log=quiet).run().run()
 
     class Forgetful(LocalGrid):
         def push_messages(self, messages):
@@ -180,13 +183,13 @@ def test_sites_continue_from_their_disk_when_every_message_finds_a_fresh_node(tm
                 context.state = type(context.state)()
             return super().push_messages(messages)
 
-    FlowerServer(Forgetful(nodes(flower, tmp_path)), flower, log=quiet).run()
+    serve(Forgetful(nodes(flower, tmp_path)), flower, log=quiet)
     assert_same_run(reference, flower, tmp_path)
 
 
 def test_server_resumes_after_a_crash_that_the_sites_outlived(tmp_path):
     reference, flower = configs(tmp_path, "fedmri", rounds=3)
-    Federation(reference, log=quiet).run()
+    Builder(reference, log=quiet).run().run()
 
     class Crash(LocalGrid):
         def pull_messages(self, message_ids):
@@ -196,40 +199,40 @@ def test_server_resumes_after_a_crash_that_the_sites_outlived(tmp_path):
             return replies
 
     with pytest.raises(KeyboardInterrupt):
-        FlowerServer(Crash(nodes(flower, tmp_path)), flower, log=quiet).run()
-    assert load_checkpoint(flower.run_dir / "checkpoints" / "global.ckpt")["round"] == 1
+        serve(Crash(nodes(flower, tmp_path)), flower, log=quiet)
+    assert load_checkpoint(flower.run_dir / "checkpoints" / "last.ckpt")["round"] == 2
     with pytest.raises(UserError, match="already holds a run"):
-        FlowerServer(LocalGrid(nodes(flower, tmp_path)), flower, log=quiet).run()
-    FlowerServer(LocalGrid(nodes(flower, tmp_path)), flower, resume=True, log=quiet).run()
+        serve(LocalGrid(nodes(flower, tmp_path)), flower, log=quiet)
+    serve(LocalGrid(nodes(flower, tmp_path)), flower, resume=True, log=quiet)
     assert_same_run(reference, flower, tmp_path)
 
 
 def diverge(monkeypatch, site="brats", rnd=2):
     """Site ``site`` diverges in round ``rnd``, wherever it trains."""
-    original = Federation.train_site
+    original = Site.fit
 
-    def train_site(self, which, current):
-        if which.name == site and current == rnd:
+    def fit(self, current, payload, epochs, lr):
+        if self.name == site and current == rnd:
             raise SiteDiverged(site, rnd, "non-finite loss at step 1")
-        return original(self, which, current)
+        return original(self, current, payload, epochs, lr)
 
-    monkeypatch.setattr(Federation, "train_site", train_site)
+    monkeypatch.setattr(Site, "fit", fit)
 
 
 def test_a_diverging_site_stops_the_run_naming_site_and_round(tmp_path, monkeypatch):
     _, flower = configs(tmp_path, "fedmri", rounds=3)
     diverge(monkeypatch)
     with pytest.raises(TrainingFailure) as info:
-        FlowerServer(LocalGrid(nodes(flower, tmp_path)), flower, log=quiet).run()
+        serve(LocalGrid(nodes(flower, tmp_path)), flower, log=quiet)
     assert "site brats diverged in round 2" in str(info.value) and "round 1" in str(info.value)
-    assert load_checkpoint(flower.run_dir / "checkpoints" / "global.ckpt")["round"] == 1
+    assert load_checkpoint(flower.run_dir / "checkpoints" / "last.ckpt")["round"] == 1
 
 
 def test_skip_policy_on_flower_equals_skip_policy_in_process(tmp_path, monkeypatch):
     reference, flower = configs(tmp_path, "fedavg", rounds=3, on_site_failure="skip")
     diverge(monkeypatch)
-    Federation(reference, log=quiet).run()
-    FlowerServer(LocalGrid(nodes(flower, tmp_path)), flower, log=quiet).run()
+    Builder(reference, log=quiet).run().run()
+    serve(LocalGrid(nodes(flower, tmp_path)), flower, log=quiet)
     assert_same_run(reference, flower, tmp_path)
     skipped = [(r["round"], r["site"]) for r in rows(flower.run_dir) if r["status"].startswith("skipped")]
     assert skipped == [("2", "brats")]
@@ -238,45 +241,60 @@ def test_skip_policy_on_flower_equals_skip_policy_in_process(tmp_path, monkeypat
 def test_site_errors_come_back_as_one_line_naming_the_site_or_node(tmp_path):
     _, flower = configs(tmp_path)
     with pytest.raises(UserError, match=r"node 1: node config site: required"):
-        FlowerServer(LocalGrid([{"data-root": "/x"}]), flower, log=quiet).run()
+        serve(LocalGrid([{"data-root": "/x"}]), flower, log=quiet)
 
     _, other = configs(tmp_path / "b")
     one = nodes(other, tmp_path)[:1] + [{"site": "elsewhere"}]
     with pytest.raises(UserError, match=r"sites \['brats'\] have no SuperNode"):
-        FlowerServer(LocalGrid(one), other, node_wait=0, log=quiet).run()
+        serve(LocalGrid(one), other, node_wait=0, log=quiet)
 
     data = tiny_config_dict(tmp_path / "c")
     data["sites"][1]["source"] = {"kind": "folder", "root": "/nowhere"}
     data["name"] = "files"
     files = validate_config(data)
     with pytest.raises(UserError) as info:
-        FlowerServer(
-            LocalGrid(nodes(files, tmp_path / "c")[:1] + [{"site": "brats"}]), files, log=quiet
-        ).run()
+        serve(LocalGrid(nodes(files, tmp_path / "c")[:1] + [{"site": "brats"}]), files, log=quiet)
     assert str(info.value).startswith("site brats: node config data-root: required")
 
 
 def test_fedmri_sends_a_site_the_other_sites_encoders_and_the_site_keeps_its_own(tiny_config):
     config = tiny_config()
-    server, client = build_strategy(config.fl), build_strategy(config.fl)
-    encoders = {s: {"encoder.w": torch.full((2,), float(i))} for i, s in enumerate(["a", "b", "c"])}
-    server.aggregate(1, encoders, {s: 1.0 for s in encoders})
-    assert server.downlink("a", 1) == {}  # before fl.fedmri.start_round nothing is needed
-    down = server.downlink("a", 2)
-    assert set(down) == {"previous/b/encoder.w", "previous/c/encoder.w"}
-    assert client.uplink("a", 1, encoders["a"]) == {}
-    client.receive_downlink("a", 2, down)
-    assert set(client.previous) == set(server.previous)
-    assert all(
-        torch.equal(client.previous[s]["encoder.w"], server.previous[s]["encoder.w"]) for s in encoders
-    )
-    client.receive_downlink("a", 4, {})  # it sat round 3 out: its round-1 encoder is no negative
-    assert "a" not in client.previous
+    model = nn.Module()
+    model.encoder = nn.Linear(2, 1, bias=False)  # one shared parameter: encoder.weight
+    encoders = {s: {"encoder.weight": torch.full((1, 2), float(i))} for i, s in enumerate(["a", "b", "c"])}
+    global_state = {"encoder.weight": torch.full((1, 2), 0.5)}
+    live = {"encoder.weight": torch.tensor([[0.25, -1.0]])}
+
+    def term(negatives):
+        w = live["encoder.weight"]
+        pos = (w - global_state["encoder.weight"]).abs().sum()
+        neg = sum((w - encoders[s]["encoder.weight"]).abs().sum() for s in negatives)
+        return 100.0 * pos / neg
+
+    def penalty(client, rnd, extra):
+        plan = client.plan(rnd, Payload(global_state, extra), model, 1)
+        if plan.penalty is None:
+            return None
+        with torch.no_grad():
+            model.encoder.weight.copy_(live["encoder.weight"])
+        return float(plan.penalty(model).detach())
+
+    builder = Builder(config, log=quiet)
+    server = builder.server(model)
+    client = builder.client("a")
+    server.aggregate(1, {s: Reply(t) for s, t in encoders.items()}, {s: 1.0 for s in encoders})
+    assert server.extra("a", 1) == {}  # before fl.fedmri.start_round nothing is needed
+    extra = server.extra("a", 2)
+    assert set(extra) == {"previous/b/encoder.weight", "previous/c/encoder.weight"}  # never its own
+    client.reply(1, Payload(global_state), model, encoders["a"], steps=1, lr=1.0)  # keeps its own
+    assert penalty(client, 2, extra) == pytest.approx(float(term(["a", "b", "c"])))
+    # It sat round 3 out: its round-1 encoder is no negative in round 4.
+    assert penalty(client, 4, server.extra("a", 4)) == pytest.approx(float(term(["b", "c"])))
 
     config.fl.fedmri.negatives = "self"
-    server, client = build_strategy(config.fl), build_strategy(config.fl)
-    server.aggregate(1, encoders, {s: 1.0 for s in encoders})
-    assert server.downlink("a", 2) == {}  # nothing beyond the shared encoder
-    client.uplink("a", 1, encoders["a"])
-    client.receive_downlink("a", 2, {})
-    assert list(client.previous) == ["a"]
+    builder = Builder(config, log=quiet)
+    server, client = builder.server(model), builder.client("a")
+    server.aggregate(1, {s: Reply(t) for s, t in encoders.items()}, {s: 1.0 for s in encoders})
+    assert server.extra("a", 2) == {}  # nothing beyond the shared encoder
+    client.reply(1, Payload(global_state), model, encoders["a"], steps=1, lr=1.0)
+    assert penalty(client, 2, {}) == pytest.approx(float(term(["a"])))
