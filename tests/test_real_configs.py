@@ -8,7 +8,7 @@ import pytest
 from data.site import SiteDataModule
 from tests.conftest import ROOT
 from tests.mri_files import phantom, write_brats, write_dicom_series, write_fastmri, write_ixi
-from utils.config import load_config
+from config import load_config
 from utils.errors import UserError
 
 

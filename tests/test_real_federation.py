@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from fl.federation import Federation
+from build import Builder
 from tests.conftest import tiny_config_dict
 from tests.mri_files import write_brats, write_fastmri
-from utils.config import load_config
+from config import load_config
 
 
 @pytest.fixture
@@ -51,7 +51,7 @@ def test_simulated_brats_and_fastmri_sites_train_together(tmp_path, one_thread):
     path = tmp_path / "real.yaml"
     path.write_text(json.dumps(config))
     lines: list[str] = []
-    results = Federation(load_config(path, [f"paths.knee={knee_root}"]), log=lines.append).run()
+    results = Builder(load_config(path, [f"paths.knee={knee_root}"]), log=lines.append).run().run()
 
     assert set(results["sites"]) == {"fastmri", "brats", "knee"}
     assert any("site brats: 9 train / 3 val / 3 test slices (brats" in line for line in lines)
