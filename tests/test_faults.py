@@ -14,7 +14,7 @@ import torch
 import yaml
 
 import train
-from fl.federation import Federation
+from build import Builder
 from tests.conftest import ROOT, tiny_config_dict
 from utils.checkpoint import load_checkpoint, save_checkpoint
 from utils.io import atomic_write_text
@@ -24,6 +24,13 @@ from utils.run_log import MetricsCSV
 
 def quiet(_):
     return None
+
+
+def create_run(config, log=quiet):
+    """train.py's run of ``config``: a RunLoop over the in-process Federation (``.rounds``)."""
+    run = Builder(config, log=log).run()
+    run.rounds.sites = run.rounds.transport.sites
+    return run
 
 
 def final_state(run_dir):
@@ -49,11 +56,12 @@ def assert_same_tensors(a, b, path="ckpt"):
 def test_resume_after_interruption_equals_uninterrupted_run(tiny_config, tmp_path):
     reference = tiny_config(rounds=3)
     reference.name = "reference"
-    Federation(reference, log=quiet).run()
+    create_run(reference).run()
 
     interrupted = tiny_config(rounds=3)
-    fed = Federation(interrupted, log=quiet)
-    original = fed.run_round
+    run = create_run(interrupted)
+    fed = run.rounds
+    original = fed.round
 
     def crash_in_round_3(rnd):
         if rnd == 3:
@@ -61,19 +69,20 @@ def test_resume_after_interruption_equals_uninterrupted_run(tiny_config, tmp_pat
             raise KeyboardInterrupt
         return original(rnd)
 
-    fed.run_round = crash_in_round_3
+    fed.round = crash_in_round_3
     with pytest.raises(KeyboardInterrupt):
-        fed.run()
+        run.run()
     with open(interrupted.run_dir / "metrics.csv", "a") as handle:
         handle.write("3,fastmri,train,0.12")  # a row cut short by the kill
 
-    resumed = Federation(interrupted, log=quiet)
-    assert resumed.resume() and resumed.completed_rounds == 2
+    resumed = create_run(interrupted)
+    assert resumed.resume() and resumed.completed == 2
     resumed.run()
 
     ref_ckpt, ref_metrics, ref_results = final_state(reference.run_dir)
     ckpt, metrics, results = final_state(interrupted.run_dir)
-    for key in ("global", "sites", "strategy", "best", "history", "round"):
+    assert ckpt["format"] == ref_ckpt["format"] == 2
+    for key in ("global", "sites", "server", "best", "history", "round"):
         assert_same_tensors(ref_ckpt[key], ckpt[key], key)
     assert metrics == ref_metrics
     assert json.loads(results) | {"name": "x"} == json.loads(ref_results) | {"name": "x"}
@@ -120,7 +129,7 @@ def test_sigkill_then_resume_matches_reference(tmp_path):
     assert "resuming" in done.stdout
     ref_ckpt, ref_metrics, _ = final_state(tmp_path / "runs" / "reference")
     ckpt, metrics, _ = final_state(killed)
-    for key in ("global", "sites", "strategy", "best"):
+    for key in ("global", "sites", "server", "best"):
         assert_same_tensors(ref_ckpt[key], ckpt[key], key)
     assert metrics == ref_metrics
 
@@ -208,13 +217,13 @@ def test_checkpoints_with_pickled_objects_are_refused(tmp_path, capsys):
 
 def test_checkpoint_that_does_not_fit_the_model_is_refused(tiny_config, tmp_path):
     config = tiny_config(rounds=1)
-    Federation(config, log=quiet).run()
+    create_run(config).run()
     other = tiny_config(rounds=1)
     other.model.chans = 8
-    fed = Federation(other, log=quiet)
-    fed.setup()
-    with pytest.raises(UserError, match="does not fit the model"):
-        fed.load(config.run_dir / "checkpoints" / "last.ckpt")
+    run = create_run(other)
+    with pytest.raises(UserError, match="does not fit") as info:
+        run.load(config.run_dir / "checkpoints" / "last.ckpt")
+    assert "\n" not in str(info.value)
 
 
 def poison(fed, site_name, rounds):
@@ -222,11 +231,11 @@ def poison(fed, site_name, rounds):
     site = next(s for s in fed.sites if s.name == site_name)
     clean = site.module.loss_fn
     state = {"round": 0}
-    train_site = fed.train_site
+    fit = site.fit
 
-    def tracking(s, rnd):
+    def tracking(rnd, *args, **kwargs):
         state["round"] = rnd
-        return train_site(s, rnd)
+        return fit(rnd, *args, **kwargs)
 
     def loss_fn(pred, target):
         loss = clean(pred, target)
@@ -235,16 +244,15 @@ def poison(fed, site_name, rounds):
         return loss
 
     site.module.loss_fn = loss_fn
-    fed.train_site = tracking
+    site.fit = tracking
 
 
 def test_nan_guard_aborts_naming_site_round_and_step(tiny_config):
     config = tiny_config(rounds=3)
-    fed = Federation(config, log=quiet)
-    fed.setup()
-    poison(fed, "brats", rounds={2})
+    run = create_run(config)
+    poison(run.rounds, "brats", rounds={2})
     with pytest.raises(TrainingFailure) as info:
-        fed.run()
+        run.run()
     message = str(info.value)
     assert "brats" in message and "round 2" in message and "step 2" in message
     ckpt = load_checkpoint(config.run_dir / "checkpoints" / "last.ckpt")
@@ -258,18 +266,18 @@ def test_skip_policy_leaves_the_site_out_and_retries_it(tiny_config):
     config = tiny_config(rounds=3)
     config.fl.on_site_failure = "skip"
     config.fl.algorithm = "fedavg"
-    fed = Federation(config, log=quiet)
-    fed.setup()
+    run = create_run(config)
+    fed = run.rounds
     poison(fed, "brats", rounds={2})
     seen = {}
-    aggregate = fed.strategy.aggregate
+    aggregate = fed.server.aggregate
 
-    def spy(rnd, updates, weights):
-        seen[rnd] = (sorted(updates), dict(weights), {s: dict(t) for s, t in updates.items()})
-        return aggregate(rnd, updates, weights)
+    def spy(rnd, replies, weights):
+        seen[rnd] = (sorted(replies), dict(weights), {s: dict(r.shared) for s, r in replies.items()})
+        return aggregate(rnd, replies, weights)
 
-    fed.strategy.aggregate = spy
-    fed.run()
+    fed.server.aggregate = spy
+    run.run()
     assert seen[1][0] == ["brats", "fastmri"] and seen[3][0] == ["brats", "fastmri"]
     assert seen[2][0] == ["fastmri"] and seen[2][1] == {"fastmri": 1.0}
     rows = MetricsCSV(config.run_dir / "metrics.csv").rows()
@@ -282,30 +290,31 @@ def test_skip_policy_leaves_the_site_out_and_retries_it(tiny_config):
 
 
 def test_aggregation_only_ever_sees_shared_tensors(tiny_config):
-    fed = Federation(tiny_config(rounds=2), log=quiet)
-    fed.setup()
+    fed = create_run(tiny_config(rounds=2)).rounds
     model = fed.sites[0].module.model
     shapes = {n: tuple(t.shape) for n, t in model.state_dict().items()}
     shared = {n for n in shapes if n.startswith("encoder.")}
     received = []
-    aggregate = fed.strategy.aggregate
+    aggregate = fed.server.aggregate
 
-    def spy(rnd, updates, weights):
-        received.append((updates, weights))
-        return aggregate(rnd, updates, weights)
+    def spy(rnd, replies, weights):
+        received.append((replies, weights))
+        return aggregate(rnd, replies, weights)
 
-    fed.strategy.aggregate = spy
-    fed.run_round(1)
-    fed.run_round(2)
+    fed.server.aggregate = spy
+    fed.round(1)
+    fed.round(2)
     assert len(received) == 2
-    for updates, weights in received:
+    for replies, weights in received:
         assert set(weights) == {"fastmri", "brats"} and all(isinstance(w, float) for w in weights.values())
-        for tensors in updates.values():
+        for reply in replies.values():
+            tensors = reply.shared
+            assert not reply.extra  # FedMRI's sites send their encoder and nothing else
             assert set(tensors) == shared  # no decoder weights
             for name, tensor in tensors.items():
                 assert isinstance(tensor, torch.Tensor) and tuple(tensor.shape) == shapes[name]
                 assert tensor.dim() != 4 or tensor.shape[-1] == 3  # conv kernels only: no images
-    assert not any(n.startswith("decoder.") for n in fed.global_state)
+    assert not any(n.startswith("decoder.") for n in fed.server.global_state)
 
 
 def test_bad_fourth_site_fails_before_any_training(tmp_path):
