@@ -95,10 +95,18 @@ def _tensors(tree):
             yield from _tensors(item)
 
 
-def test_pooled_references_are_not_federated(tiny_config):
-    """Centralized and Transfer-Site have no server half: train.py runs them as pooled references."""
+def test_pooled_references_are_not_federated(tiny_config, tiny_config_file, capsys):
+    """Centralized and Transfer-Site have no server half: train.py runs them as pooled references,
+    and the multi-process federation refuses them in one line naming fl.algorithm."""
+    import train_multi_gpu
+
     assert not is_federated("centralized") and not is_federated("transfer")
     assert isinstance(create_run(tiny_config(algorithm="centralized")).rounds, Centralized)
+    path = tiny_config_file(algorithm="centralized")
+    capsys.readouterr()
+    assert train_multi_gpu.main(["--config", str(path), "--devices", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "fl.algorithm" in err, err
 
 
 def test_fedrep_trains_head_then_body_in_each_round(tiny_config):
