@@ -91,15 +91,15 @@ def _interrupt_at_round(monkeypatch, stop_at: int) -> None:
     """Make the next federation raise KeyboardInterrupt when it starts round ``stop_at``."""
     from fl.federation import Federation
 
-    real = Federation.run_round
+    real = Federation.round
 
-    def run_round(self, rnd):
+    def round(self, rnd):
         if rnd == stop_at:
-            monkeypatch.setattr(Federation, "run_round", real)
+            monkeypatch.setattr(Federation, "round", real)
             raise KeyboardInterrupt
         return real(self, rnd)
 
-    monkeypatch.setattr(Federation, "run_round", run_round)
+    monkeypatch.setattr(Federation, "round", round)
 
 
 def test_an_interrupted_comparison_resumes_its_run_and_ends_as_if_uninterrupted(tmp_path, monkeypatch):
@@ -199,7 +199,7 @@ def test_user_errors_are_one_line_and_exit_2(tool, argv, needle, capsys):
 
 
 def test_domain_ablation_trains_both_models_for_fedmri_and_fedavg():
-    from utils.config import load_config
+    from config import load_config
 
     base = load_config(ROOT / "configs" / "default.yaml")
     found = {v.key: v for v in compare.variants([], ["domain"], base, [1])}

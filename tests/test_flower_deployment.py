@@ -11,11 +11,11 @@ import pytest
 import torch
 import yaml
 
-from fl.federation import Federation
+from build import Builder
+from config import validate_config
 from fl.flower.loopback import Loopback
 from tests.conftest import tiny_config_dict
 from utils.checkpoint import load_checkpoint
-from utils.config import validate_config
 
 pytestmark = pytest.mark.slow
 
@@ -48,7 +48,7 @@ def deployment(tmp_path_factory):
     start = time.monotonic()
     loopback = Loopback(tmp / "flower", nodes, env={"OMP_NUM_THREADS": "1"})
     with loopback:  # the SuperNodes connect while the in-process run trains
-        Federation(reference, log=quiet).run()  # also generates the sites' data into data.cache_dir
+        Builder(reference, log=quiet).run().run()  # also generates the sites' data into data.cache_dir
         outcome = loopback.run({"config": str(path), "poll-interval": 0.1}, timeout=300)
     return SimpleNamespace(
         reference=reference,
@@ -82,10 +82,10 @@ def test_two_fedmri_rounds_across_processes_write_every_output(deployment):
         for site in ("fastmri", "brats")
         for split in ("train", "val")
     ] + [("2", "fastmri", "test"), ("2", "brats", "test")]
-    server = load_checkpoint(run_dir / "checkpoints" / "global.ckpt")
+    server = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")
     assert server["round"] == 2 and server["global"]
     assert all(n.startswith("encoder.") for n in server["global"])  # the shared encoder only
-    assert all(n.startswith("encoder.") for t in server["strategy"]["previous"].values() for n in t)
+    assert all(n.startswith("encoder.") for t in server["server"]["previous"].values() for n in t)
     assert not list(run_dir.rglob("best_*.ckpt"))  # no site's model at the server
     for site in ("fastmri", "brats"):
         site_dir = deployment.sites / site / "flower" / site
@@ -110,7 +110,7 @@ def test_same_metrics_as_the_in_process_federation(deployment):
             if x[key]:
                 assert float(y[key]) == pytest.approx(float(x[key]), rel=TOLERANCE), (x, y)
     ref = load_checkpoint(reference.run_dir / "checkpoints" / "last.ckpt")
-    server = load_checkpoint(config.run_dir / "checkpoints" / "global.ckpt")
+    server = load_checkpoint(config.run_dir / "checkpoints" / "last.ckpt")
     for name, tensor in ref["global"].items():
         assert torch.allclose(server["global"][name], tensor, rtol=TOLERANCE, atol=TOLERANCE), name
 

@@ -24,7 +24,8 @@ FORBIDDEN: dict[str, set[str]] = {
 
 # The Flower apps are entry points, the fl/ counterparts of train.py: `flwr run` starts them, and they
 # load the config and build the run like any other entry point does.
-ENTRY_POINTS = {"fl/flower/server_app.py", "fl/flower/client_app.py"}
+# The Flower apps and the loopback deployment (``python -m fl.flower.loopback``) are entry points.
+ENTRY_POINTS = {"fl/flower/server_app.py", "fl/flower/client_app.py", "fl/flower/loopback.py"}
 
 
 def _is_type_checking(test: ast.expr) -> bool:
