@@ -54,10 +54,12 @@ def test_two_sites_two_rounds_write_every_output(tiny_config_file, tmp_path):
     assert "zero-filled" in (run / "results.md").read_text()
 
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
-    assert {"round", "config", "global", "sites", "strategy", "best"} <= set(ckpt)
-    assert ckpt["round"] == 2
-    assert set(ckpt["sites"]) == {"fastmri", "brats"}
-    assert {"model", "optimizer"} <= set(ckpt["sites"]["brats"])
+    assert {"format", "round", "config", "global", "server", "sites", "best", "history", "rng"} <= set(ckpt)
+    assert ckpt["format"] == 2 and ckpt["round"] == 2
+    assert set(ckpt["sites"]) == set(ckpt["best"]) == {"fastmri", "brats"}
+    assert {"model", "optimizer", "client"} <= set(ckpt["sites"]["brats"])
+    assert {"round", "psnr", "model"} <= set(ckpt["best"]["brats"])
+    assert set(ckpt["server"]) == {"previous"}  # FedMRI's sites' encoders of the last round
     assert ckpt["global"] and all(n.startswith("encoder.") for n in ckpt["global"])
     assert "round 2/2" in proc.stdout
 
