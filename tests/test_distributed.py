@@ -69,7 +69,7 @@ def test_sites_layout_equals_the_single_process_run_bitwise(workspace):
     assert "rank 0: fastmri, sms; rank 1: brats" in proc.stdout
     ckpt, metrics, results = load(root / "runs" / "sites")
     ref_ckpt, ref_metrics, ref_results = load(root / "runs" / "single")
-    for key in ("global", "sites", "strategy", "best", "history", "round"):
+    for key in ("format", "global", "sites", "server", "best", "history", "round"):
         assert same(ckpt[key], ref_ckpt[key]), key
     assert metrics == ref_metrics
     assert results | {"name": ""} == ref_results | {"name": ""}
@@ -116,7 +116,7 @@ def test_resume_under_ddp_continues_exactly(workspace):
     run(command("--resume", str(root / "runs" / "resumed"), "fl.rounds=2", "--force"))
     ckpt, metrics, _ = load(root / "runs" / "resumed")
     ref_ckpt, ref_metrics, _ = load(root / "runs" / "single")
-    for key in ("global", "sites", "strategy", "best"):
+    for key in ("global", "sites", "server", "best"):
         assert same(ckpt[key], ref_ckpt[key]), key
     assert metrics == ref_metrics
 
