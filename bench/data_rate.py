@@ -31,18 +31,19 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.timing import interleaved, load, machine, median  # noqa: E402
+from config import load_config  # noqa: E402
+from data.options import SiteOptions  # noqa: E402
 from data.site import SiteDataModule  # noqa: E402
 from models.recon_module import ReconModule  # noqa: E402
 from tests.mri_files import write_brats, write_fastmri  # noqa: E402
-from utils.config import SiteConfig, load_config  # noqa: E402
 
 
-def site_config(name: str, source: dict, mask: dict) -> SiteConfig:
+def site_config(name: str, source: dict, mask: dict) -> SiteOptions:
     """A validated site entry (batch 8)."""
-    return SiteConfig.model_validate({"name": name, "source": source, "mask": mask, "batch_size": 8})
+    return SiteOptions.model_validate({"name": name, "source": source, "mask": mask, "batch_size": 8})
 
 
-def data_module(site: SiteConfig, cache: Path, workers: int, persistent: bool = True) -> SiteDataModule:
+def data_module(site: SiteOptions, cache: Path, workers: int, persistent: bool = True) -> SiteDataModule:
     """The site's data module, set up (sources checked, volumes converted into the cache)."""
     dm = SiteDataModule(site, seed=0, cache_dir=cache, num_workers=workers, persistent_workers=persistent)
     dm.setup()

@@ -7,7 +7,8 @@ Every trial starts ``train.py`` on a tiny 2-site, 3-round federation, kills it a
 resumes it with ``train.py --resume`` (possibly killing the resumed process too), until a process
 finishes. The finished run must equal the uninterrupted reference exactly: metrics.csv and
 results.json byte for byte, and every tensor of the final checkpoint (models, optimisers, global
-tensors, strategy state, best models). Prints runs, kills, resumes and mismatches (must be 0).
+tensors, the server's and every site's algorithm state, best models). Prints runs, kills, resumes and
+mismatches (must be 0).
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def same(a, b) -> bool:
 
 def outputs(run_dir: Path) -> tuple[dict, str, str]:
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
-    ckpt = {k: ckpt[k] for k in ("round", "global", "sites", "strategy", "best", "history")}
+    ckpt = {k: ckpt[k] for k in ("round", "global", "server", "sites", "best", "history")}
     return ckpt, (run_dir / "metrics.csv").read_text(), (run_dir / "results.json").read_text()
 
 

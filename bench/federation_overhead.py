@@ -3,11 +3,13 @@
     python bench/federation_overhead.py                          # configs/default.yaml, 2 repetitions
     python bench/federation_overhead.py --reps 3 --threads 1 fl.local_epochs=2
 
-The federation's round is its training part (``prepare_round``, every site's local fit through a
-Lightning Trainer with the contrastive term, aggregation and loading the new global encoder;
-validation excluded). The bare loop runs the same forward / backward / RMSprop steps over the same
-loaders (same batches, same masks), with no Lightning, no regulariser and no aggregation. Round 1
-runs first, untimed (it warms up and gives the strategy its previous encoders, so the timed rounds
+The federation is the in-process run ``train.py`` builds (``Builder(config).run()``); its round is the
+training part of ``Federation.round`` (the server's pre-round requests and payloads, every site's
+local fit through ``transport.fit`` with a Lightning Trainer and the contrastive term, the server's
+aggregation and every site loading the new global encoder; validation excluded). The bare loop runs
+the same forward / backward / RMSprop steps over the same loaders (same batches, same masks), with
+no Lightning, no regulariser and no aggregation. Round 1 runs first, untimed (a whole
+``Federation.round``: it warms up and gives the server the previous encoders, so the timed rounds
 have the contrastive term); then federation rounds and bare rounds alternate. Prints the throughput
 ratio (target >= 0.9) and where the federation's extra time goes.
 """
@@ -26,45 +28,67 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.timing import Stopwatch, interleaved, load, machine, median  # noqa: E402
+from build import Builder  # noqa: E402
+from config import Config, load_config  # noqa: E402
+from fl.algorithms import Payload  # noqa: E402
 from fl.federation import Federation  # noqa: E402
 from models import losses  # noqa: E402
-from utils.config import load_config  # noqa: E402
 
 REGULARISER = Stopwatch()  # time inside the contrastive term's forward and backward, all federations
 
 
+def build(config: Config) -> Federation:
+    """The in-process federation of ``train.py`` for ``config`` (data prepared, sites built)."""
+    rounds = Builder(config, log=lambda _: None).run().rounds
+    if not isinstance(rounds, Federation):
+        raise SystemExit(f"fl.algorithm={config.fl.algorithm} is not federated")
+    return rounds
+
+
 def instrument(fed: Federation) -> tuple[Stopwatch, Stopwatch]:
-    """Stopwatches around the contrastive term (value and gradient) and the strategy's aggregation."""
+    """Stopwatches around the contrastive term (value and gradient) and the server's aggregation."""
     function = losses._ContrastiveL1
     if not hasattr(function, "_timed"):
         function._timed = True
         function.forward = staticmethod(REGULARISER.wrap(function.forward))
         function.backward = staticmethod(REGULARISER.wrap(function.backward))
     aggregation = Stopwatch()
-    fed.strategy.aggregate = aggregation.wrap(fed.strategy.aggregate)
+    fed.server.aggregate = aggregation.wrap(fed.server.aggregate)
     return REGULARISER, aggregation
 
 
 def federation_round(fed: Federation, rnd: int) -> int:
-    """The training part of :meth:`Federation.run_round`; returns the number of optimiser steps."""
-    fed.prepare_round(rnd)
-    updates = {}
-    for site in fed.sites:
-        updates[site.name], _ = fed.train_site(site, rnd)
-    fed.global_state = fed.strategy.aggregate(rnd, updates, fed._weights())
-    fed.traffic(updates)
-    for site in fed.sites:
-        fed._load_global(site)
-    return sum(len(site.data.train_dataloader()) for site in fed.sites) * fed.config.fl.local_epochs
+    """The training part of :meth:`Federation.round` (validation excluded), through its public pieces:
+    the server's pre-round requests and payloads, the transport's local fits, the aggregation, and
+    every site loading the new global tensors (which validation would do first). Returns the number
+    of optimiser steps."""
+    server, transport = fed.server, fed.transport
+    requests = server.prepare_requests(rnd)
+    if requests:
+        prepared = transport.prepare(rnd, {s: Payload(server.global_state) for s in requests})
+        server.receive_prepared(rnd, prepared)
+    payloads = {site: server.payload(site, rnd) for site in fed.site_names}
+    results = transport.fit(rnd, payloads, fed.local_epochs, fed.lr(rnd), fed.on_site_failure == "skip")
+    failed = {site: r.status for site, r in results.items() if r.status != "ok"}
+    if failed:
+        raise SystemExit(f"round {rnd}: sites did not train: {failed}")
+    weights = {
+        site: float(r.train_slices) if fed.client_weights == "samples" else 1.0 for site, r in results.items()
+    }
+    server.aggregate(rnd, {site: r.reply for site, r in results.items()}, weights)
+    _ = {site: (payloads[site].nbytes, r.reply.nbytes) for site, r in results.items()}  # the round's traffic
+    for site in transport.sites:
+        site.load_global(server.global_state)
+    return sum(len(site.data.train_dataloader()) for site in transport.sites) * fed.local_epochs
 
 
 def bare_round(fed: Federation, models: list[tuple[torch.nn.Module, torch.optim.Optimizer]], rnd: int) -> int:
     """The same steps as a federation round, as a plain PyTorch loop over the same loaders."""
     steps = 0
-    for site, (model, optimizer) in zip(fed.sites, models):
+    for site, (model, optimizer) in zip(fed.transport.sites, models):
         site.data.set_round(rnd)
         loader = site.data.train_dataloader()
-        for epoch in range(fed.config.fl.local_epochs):
+        for epoch in range(fed.local_epochs):
             site.data.train_sampler.set_epoch(epoch)
             for batch in loader:
                 optimizer.zero_grad(set_to_none=True)
@@ -88,13 +112,13 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         config = load_config(args.config, [*args.overrides, f"output_dir={tmp}", "fl.algorithm=fedmri"])
-        fed = Federation(config, log=lambda _: None)
-        fed.setup()
+        fed = build(config)
+        sites = fed.transport.sites
         regulariser, aggregation = instrument(fed)
 
-        fed.run_round(1)  # untimed: warm-up, and the previous encoders for the contrastive term
+        fed.round(1)  # untimed: warm-up, and the previous encoders for the contrastive term
         models = []
-        for site in fed.sites:
+        for site in sites:
             model = copy.deepcopy(site.module.model)
             models.append((model, torch.optim.RMSprop(model.parameters(), lr=config.optim.lr)))
         bare_round(fed, models, 1)
@@ -114,15 +138,17 @@ def main() -> int:
             bare_round(fed, models, counter["bare"])
 
         times = interleaved({"bare": bare, "federation": ours}, args.reps, warmup=0)
-        trainers = interleaved({"trainer": fed._trainer}, 20, warmup=1)["trainer"]
+        # What every local fit builds first: the site's Trainer (one per phase; FedMRI has one).
+        construct = {"trainer": lambda: sites[0].trainer(fed.local_epochs, True)}
+        trainers = interleaved(construct, 20, warmup=1)["trainer"]
 
-    slices = sum(s.data.num_train_slices for s in fed.sites) * config.fl.local_epochs
+    slices = sum(s.data.num_train_slices for s in sites) * config.fl.local_epochs
     t_bare, t_fed = median(times["bare"]), median(times["federation"])
     t_reg, t_agg = median(spent["regulariser"]), median(spent["aggregation"])
-    fits = len(fed.sites)
+    fits = len(sites)
     print(machine())
     print(
-        f"{args.config} {' '.join(args.overrides)}: {len(fed.sites)} sites, "
+        f"{args.config} {' '.join(args.overrides)}: {len(sites)} sites, "
         f"{config.fl.local_epochs} local epoch(s), {counter['steps']} steps and {slices} slices per round, "
         f"U-Net chans {config.model.chans}; median of {args.reps} rounds each, alternating"
     )

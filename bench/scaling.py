@@ -26,13 +26,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.federation_overhead import federation_round, instrument  # noqa: E402
+from bench.federation_overhead import build, federation_round, instrument  # noqa: E402
 from bench.timing import interleaved, load, machine, median  # noqa: E402
+from config import validate_config  # noqa: E402
+from fl.aggregation import FlatAverager, weighted_average  # noqa: E402
+from fl.algorithms import Context  # noqa: E402
+from fl.algorithms.fedmri import FedMRI, FedMRIOptions  # noqa: E402
 from fl.federation import Federation  # noqa: E402
-from fl.strategies import FedMRI, FlatAverager, weighted_average  # noqa: E402
 from models.unet import Unet  # noqa: E402
 from tests.conftest import tiny_config_dict  # noqa: E402
-from utils.config import validate_config  # noqa: E402
 
 
 def tiny_federation(root: Path, sites: int) -> Federation:
@@ -43,9 +45,7 @@ def tiny_federation(root: Path, sites: int) -> Federation:
     for k in range(sites):
         site = {**profiles[k % 4], "name": f"{profiles[k % 4]['name']}{k}"}
         data["sites"].append(site)
-    fed = Federation(validate_config(data), log=lambda _: None)
-    fed.setup()
-    return fed
+    return build(validate_config(data))
 
 
 def aggregation_table(reps: int) -> None:
@@ -54,8 +54,9 @@ def aggregation_table(reps: int) -> None:
         "  aggregation of the shared encoder, per tensor (weighted_average) vs flat buffers (FlatAverager):"
     )
     for chans in (16, 32):
-        state = Unet(chans=chans).state_dict()
-        names = FedMRI().shared_names(list(state))
+        model = Unet(chans=chans)
+        state = model.state_dict()
+        names = FedMRI(FedMRIOptions(), Context()).shared_names(model)
         numel = sum(state[n].numel() for n in names)
         for sites in (4, 16):
             updates = {f"s{k}": {n: torch.randn_like(state[n]) for n in names} for k in range(sites)}
@@ -91,7 +92,7 @@ def main() -> int:
         for sites in args.sites:
             fed = tiny_federation(Path(tmp) / f"k{sites}", sites)
             watches[sites] = instrument(fed)
-            fed.run_round(1)  # untimed: warm-up and the previous encoders
+            fed.round(1)  # untimed: warm-up and the previous encoders
             feds[sites], rounds[sites] = fed, 1
         spent = {sites: {"regulariser": [], "aggregation": []} for sites in args.sites}
 
