@@ -88,7 +88,9 @@ class Builder:
             try:
                 module.model.load_state_dict(state)
             except RuntimeError as err:
-                raise UserError(f"model does not fit the config's network (model.*): {str(err).splitlines()[0]}") from None
+                raise UserError(
+                    f"model does not fit the config's network (model.*): {str(err).splitlines()[0]}"
+                ) from None
         return module
 
     def trainer(self, max_epochs: int = 1, fit: bool = False, **overrides: Any) -> L.Trainer:
@@ -172,7 +174,9 @@ class Builder:
                 f"this site's is multi-coil {shape}; use model.kind=unet"
             )
 
-    def sites(self, data: list[SiteDataModule], trainer: TrainerFactory | None = None) -> tuple[list[Site], torch.nn.Module]:
+    def sites(
+        self, data: list[SiteDataModule], trainer: TrainerFactory | None = None
+    ) -> tuple[list[Site], torch.nn.Module]:
         """One :class:`Site` per data module, every model with the same initial weights; and that
         initial model (the first site's)."""
         cfg = self.config
@@ -182,7 +186,10 @@ class Builder:
         for module in modules[1:]:
             module.model.load_state_dict(initial)
         factory = trainer or (lambda epochs, fit: self.trainer(epochs, fit))
-        sites = [Site(dm.name, dm, module, self.client(dm.name), factory, seed=cfg.seed) for dm, module in zip(data, modules)]
+        sites = [
+            Site(dm.name, dm, module, self.client(dm.name), factory, seed=cfg.seed)
+            for dm, module in zip(data, modules)
+        ]
         return sites, modules[0].model
 
     # -- runs ----------------------------------------------------------------------------------
@@ -248,8 +255,8 @@ class Builder:
         """The run's first line: algorithm, sites, schedule, what is shared, where outputs go."""
         cfg = self.config
         return (
-            f"{cfg.fl.algorithm}{where}: {len(cfg.sites)} sites, {cfg.fl.rounds} rounds x {cfg.fl.local_epochs} "
-            f"local epochs; {rounds.describe(total_tensors)}; outputs in {cfg.run_dir}"
+            f"{cfg.fl.algorithm}{where}: {len(cfg.sites)} sites, {cfg.fl.rounds} rounds x "
+            f"{cfg.fl.local_epochs} local epochs; {rounds.describe(total_tensors)}; outputs in {cfg.run_dir}"
         )
 
     def loop(

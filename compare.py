@@ -44,6 +44,7 @@ def labels() -> dict[str, str]:
 
     return {name: algorithm_label(name) for name in algorithm_names()}
 
+
 ABLATIONS = ("sharing", "contrastive", "beta", "negatives", "local_epochs", "domain")
 TITLES = {"domain": "image only vs dual domain (FedMRI and FedAvg)"}
 
@@ -65,8 +66,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--config", default=DEFAULT_CONFIG, help=f"YAML config (default: {DEFAULT_CONFIG})")
     parser.add_argument(
-        "--algorithms", default="", help="comma-separated algorithms, or 'all' (every registered one: "
-        "fedmri, fedavg, fedprox, ..., centralized, transfer)"
+        "--algorithms",
+        default="",
+        help="comma-separated algorithms, or 'all' (every registered one: "
+        "fedmri, fedavg, fedprox, ..., centralized, transfer)",
     )
     parser.add_argument(
         "--ablations",
@@ -588,8 +591,8 @@ def write_outputs(
     log: Any = print,
 ) -> None:
     """comparison.md/.csv/.json and the figures."""
-    from utils.io import atomic_write_text
     from utils.figures import grouped_bars
+    from utils.io import atomic_write_text
 
     root.mkdir(parents=True, exist_ok=True)
     atomic_write_text(root / "comparison.json", json.dumps(data, indent=2) + "\n")

@@ -224,8 +224,10 @@ def _describe(item: dict) -> str:
     for name, op in bounds.items():
         if kind == name:
             limit = next(iter(ctx.values()), "?")
-            return f"must be {op} {limit:g} (got {value!r})" if isinstance(limit, float) else (
-                f"must be {op} {limit} (got {value!r})"
+            return (
+                f"must be {op} {limit:g} (got {value!r})"
+                if isinstance(limit, float)
+                else (f"must be {op} {limit} (got {value!r})")
             )
     if kind == "union_tag_not_found":
         return f"{ctx.get('discriminator', 'kind').strip(chr(39))}: required key is missing"

@@ -27,4 +27,6 @@ class DataOptions(_Section):
     """Options shared by every site's data pipeline."""
 
     cache_dir: str = Field(".cache/fedmri", description="generated/converted data; safe to delete")
-    clamp: float | None = Field(6.0, gt=0.0, description="clamp the normalised input to [-clamp, clamp]; null = off")
+    clamp: float | None = Field(
+        6.0, gt=0.0, description="clamp the normalised input to [-clamp, clamp]; null = off"
+    )

@@ -38,7 +38,9 @@ def weighted_average(updates: Mapping[str, TensorDict], weights: Mapping[str, fl
         for site, tensors in updates.items():
             term = tensors[name].to(torch.float64) * (weights[site] / total)
             acc = term if acc is None else acc.add_(term)
-        averaged[name] = acc.to(reference.dtype) if reference.is_floating_point() else acc.round().to(reference.dtype)
+        averaged[name] = (
+            acc.to(reference.dtype) if reference.is_floating_point() else acc.round().to(reference.dtype)
+        )
     return averaged
 
 

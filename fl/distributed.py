@@ -110,7 +110,9 @@ class Distributed(InProcess):
     ):
         super().__init__(sites)
         if not dist.is_initialized():
-            raise RuntimeError("the distributed transport needs an initialised process group (train_multi_gpu.py)")
+            raise RuntimeError(
+                "the distributed transport needs an initialised process group (train_multi_gpu.py)"
+            )
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
         self.local_rank = int(os.environ.get("LOCAL_RANK", self.rank))
         self.writer = self.rank == 0
@@ -122,7 +124,10 @@ class Distributed(InProcess):
         if mode == "sites":
             self.owner = assign_sites(sizes, self.world, assignment)
             per_rank = {r: [n for n, o in self.owner.items() if o == r] for r in range(self.world)}
-            log("sites per rank: " + "; ".join(f"rank {r}: {', '.join(n) or '-'}" for r, n in per_rank.items()))
+            log(
+                "sites per rank: "
+                + "; ".join(f"rank {r}: {', '.join(n) or '-'}" for r, n in per_rank.items())
+            )
             if not per_rank[self.rank]:
                 log(f"rank {self.rank} owns no site ({len(sites)} sites on {self.world} ranks)")
         else:
@@ -167,7 +172,9 @@ class Distributed(InProcess):
             merged.update(part)
         return {s.name: merged[s.name] for s in self.sites if s.name in merged}
 
-    def fit(self, rnd: int, payloads: dict[str, Payload], epochs: int, lr: float, skip: bool) -> dict[str, FitResult]:
+    def fit(
+        self, rnd: int, payloads: dict[str, Payload], epochs: int, lr: float, skip: bool
+    ) -> dict[str, FitResult]:
         """As in one process; under ``data`` the reported loss is the mean over the ranks' shares."""
         results = super().fit(rnd, payloads, epochs, lr, skip)
         if self.mode == "data":

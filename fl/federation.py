@@ -73,7 +73,9 @@ class Federation:
             prepared = transport.prepare(rnd, {s: Payload(server.global_state) for s in requests})
             server.receive_prepared(rnd, prepared)
         payloads = {site: server.payload(site, rnd) for site in self.site_names}
-        results = transport.fit(rnd, payloads, self.local_epochs, self.lr(rnd), self.on_site_failure == "skip")
+        results = transport.fit(
+            rnd, payloads, self.local_epochs, self.lr(rnd), self.on_site_failure == "skip"
+        )
         self._stop_on_divergence(rnd, results)
         replies = {site: r.reply for site, r in results.items() if r.status == "ok"}
         for site, r in results.items():
@@ -81,12 +83,20 @@ class Federation:
                 self.log(f"site {site} diverged in round {rnd}: {r.status.partition(': ')[2]}; "
                          "left out of this round's aggregation, retried next round")  # fmt: skip
         if replies:
-            weights = {s: float(results[s].train_slices) if self.client_weights == "samples" else 1.0 for s in replies}
+            weights = {
+                s: float(results[s].train_slices) if self.client_weights == "samples" else 1.0
+                for s in replies
+            }
             server.aggregate(rnd, replies, weights)
         validated = transport.validate(rnd, server.global_state)
         traffic = transport.traffic() or self._traffic(payloads, results, prepared)
         return {
-            site: {"loss": results[site].loss, "status": results[site].status, **validated[site], **traffic[site]}
+            site: {
+                "loss": results[site].loss,
+                "status": results[site].status,
+                **validated[site],
+                **traffic[site],
+            }
             for site in self.site_names
         }
 
@@ -104,12 +114,16 @@ class Federation:
                 )
 
     @staticmethod
-    def _traffic(payloads: dict[str, Payload], results: dict[str, FitResult], prepared: dict) -> dict[str, dict[str, int]]:
+    def _traffic(
+        payloads: dict[str, Payload], results: dict[str, FitResult], prepared: dict
+    ) -> dict[str, dict[str, int]]:
         """Bytes each site received (its payload) and sent (its reply and any prepare answer)."""
         out = {}
         for site, payload in payloads.items():
             reply = results[site].reply
-            sent = reply.nbytes + (prepared[site].nbytes if site in prepared else 0) if reply is not None else 0
+            sent = (
+                reply.nbytes + (prepared[site].nbytes if site in prepared else 0) if reply is not None else 0
+            )
             out[site] = {"bytes_sent": sent, "bytes_received": payload.nbytes}
         return out
 
@@ -126,4 +140,3 @@ class Federation:
         """Restore :meth:`state_dict`."""
         self.server.load_state_dict({**state["server"], "global": state["global"]})
         self.transport.load_state_dict(state)
-

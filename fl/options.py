@@ -85,7 +85,9 @@ class FLOptions(BaseModel):
                 parsed[name] = value if isinstance(value, options) else options.model_validate(value)
             except ValidationError as err:
                 errors += [
-                    InitErrorDetails(type=e["type"], loc=(name, *e["loc"]), input=e["input"], ctx=e.get("ctx", {}))
+                    InitErrorDetails(
+                        type=e["type"], loc=(name, *e["loc"]), input=e["input"], ctx=e.get("ctx", {})
+                    )
                     for e in err.errors()
                 ]
         if errors:

@@ -103,7 +103,9 @@ class PooledReference:
             summary[site.name] = {"loss": losses[group], "status": "ok", **val}
             if score > site.best_psnr:
                 site.best_psnr, site.best_round = score, rnd
-                site.best_state = {k: v.detach().clone().cpu() for k, v in site.module.model.state_dict().items()}
+                site.best_state = {
+                    k: v.detach().clone().cpu() for k, v in site.module.model.state_dict().items()
+                }
         return summary
 
     def test(self) -> dict[str, dict[str, Any]]:
@@ -112,7 +114,10 @@ class PooledReference:
 
     def state_dict(self) -> dict[str, Any]:
         """The pooled models with their optimisers, and the sites' states and best rounds."""
-        models = {g: {"model": m.model.state_dict(), "optimizer": m.optimizer.state_dict()} for g, m in self.modules.items()}
+        models = {
+            g: {"model": m.model.state_dict(), "optimizer": m.optimizer.state_dict()}
+            for g, m in self.modules.items()
+        }
         return {"global": {}, "server": {"models": models}, **self.transport.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

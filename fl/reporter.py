@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from utils.checkpoint import save_checkpoint
-from utils.io import atomic_write_text
 from utils.figures import metric_curves, reconstruction_row
+from utils.io import atomic_write_text
 from utils.metrics import METRICS
 from utils.run_log import MetricsCSV, TensorBoardLog
 
@@ -129,14 +129,23 @@ class Reporter:
 
     # -- the end -------------------------------------------------------------------------------
     def results(self, tested: Mapping[str, Mapping[str, Any]], completed: int) -> dict[str, Any]:
-        """The results of every site's test; writes its row, best model and figure where this process writes."""
+        """Every site's test results; writes its row, best model and figure (if this process writes)."""
         sites = {}
         for site, result in tested.items():
             model = result["model"]
-            sites[site] = {"best_round": result["best_round"], "model": model, "zero_filled": result["zero_filled"]}
+            sites[site] = {
+                "best_round": result["best_round"],
+                "model": model,
+                "zero_filled": result["zero_filled"],
+            }
             if self.writer:
                 self._site_outputs(site, result)
-        results: dict[str, Any] = {"name": self.name, "algorithm": self.algorithm, "rounds": completed, "sites": sites}
+        results: dict[str, Any] = {
+            "name": self.name,
+            "algorithm": self.algorithm,
+            "rounds": completed,
+            "sites": sites,
+        }
         results["mean"] = {
             which: {k: float(np.mean([s[which][k] for s in sites.values()])) for k in METRICS}
             for which in ("model", "zero_filled")

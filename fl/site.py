@@ -180,7 +180,13 @@ class Site:
         volume = sorted(collector.slices)[0]
         pred, target, zero_filled = collector.volume(volume)
         k = len(pred) // 2
-        return {"volume": volume, "slice": k, "pred": pred[k], "target": target[k], "zero_filled": zero_filled[k]}
+        return {
+            "volume": volume,
+            "slice": k,
+            "pred": pred[k],
+            "target": target[k],
+            "zero_filled": zero_filled[k],
+        }
 
     # -- state ---------------------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
@@ -219,4 +225,8 @@ class Site:
 
     def load_best(self, best: dict[str, Any]) -> None:
         """Restore :meth:`best`."""
-        self.best_round, self.best_psnr, self.best_state = int(best["round"]), float(best["psnr"]), best["model"]
+        self.best_round, self.best_psnr, self.best_state = (
+            int(best["round"]),
+            float(best["psnr"]),
+            best["model"],
+        )

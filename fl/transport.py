@@ -32,7 +32,9 @@ class Transport:
         """The prepare answers of the requested sites."""
         raise NotImplementedError
 
-    def fit(self, rnd: int, payloads: dict[str, Payload], epochs: int, lr: float, skip: bool) -> dict[str, FitResult]:
+    def fit(
+        self, rnd: int, payloads: dict[str, Payload], epochs: int, lr: float, skip: bool
+    ) -> dict[str, FitResult]:
         """Every site's local round."""
         raise NotImplementedError
 
@@ -85,8 +87,12 @@ class InProcess(Transport):
         local = {s.name: s.prepare(rnd, payloads[s.name]) for s in self.owned() if s.name in payloads}
         return self.gather(local)
 
-    def fit(self, rnd: int, payloads: dict[str, Payload], epochs: int, lr: float, skip: bool) -> dict[str, FitResult]:
-        return self.gather({s.name: s.fit_or_skip(rnd, payloads[s.name], epochs, lr, skip) for s in self.owned()})
+    def fit(
+        self, rnd: int, payloads: dict[str, Payload], epochs: int, lr: float, skip: bool
+    ) -> dict[str, FitResult]:
+        return self.gather(
+            {s.name: s.fit_or_skip(rnd, payloads[s.name], epochs, lr, skip) for s in self.owned()}
+        )
 
     def validate(self, rnd: int, global_state: TensorDict) -> dict[str, dict[str, float]]:
         local = {}

@@ -17,7 +17,9 @@ class ModelOptions(_Section):
     kind: Literal["unet", "dual_domain"] = Field(
         "unet", description="unet (image only, the paper's) or dual_domain (k-space U-Net + image U-Net)"
     )
-    cascades: int = Field(1, ge=1, le=16, description="dual_domain: times the two weight-shared U-Nets are applied")
+    cascades: int = Field(
+        1, ge=1, le=16, description="dual_domain: times the two weight-shared U-Nets are applied"
+    )
     kspace_loss_weight: float = Field(
         0.0, ge=0.0, description="weight of an L1 k-space loss, output vs target (meant for dual_domain)"
     )
@@ -46,7 +48,9 @@ class OptimOptions(_Section):
         "rmsprop", description="rmsprop (the paper's), adam, or plain sgd (SCAFFOLD's analysis)"
     )
     lr: float = Field(1e-4, gt=0.0)
-    lr_step_rounds: int = Field(40, ge=1, description="multiply the learning rate by lr_gamma every this many rounds")
+    lr_step_rounds: int = Field(
+        40, ge=1, description="multiply the learning rate by lr_gamma every this many rounds"
+    )
     lr_gamma: float = Field(0.1, gt=0.0, le=1.0)
     weight_decay: float = Field(0.0, ge=0.0)
 

@@ -69,6 +69,8 @@ def summarise_volumes(scores: Iterable[Mapping[str, float]]) -> dict[str, float]
     return {**mean, **std, "volumes": count}
 
 
-def summarise(per_volume: Mapping[str, Mapping[str, Mapping[str, float]]], which: str = "model") -> dict[str, float]:
+def summarise(
+    per_volume: Mapping[str, Mapping[str, Mapping[str, float]]], which: str = "model"
+) -> dict[str, float]:
     """:func:`summarise_volumes` of one entry (``model`` or ``zero_filled``) of per-volume scores."""
     return summarise_volumes(v[which] for v in per_volume.values())

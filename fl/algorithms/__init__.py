@@ -14,7 +14,18 @@ from fl.algorithms.base import AlgorithmOptions, Client, Context, LocalPlan, Pay
 
 ALGORITHMS: dict[str, type[Server]] = {}
 # Display order of the algorithms in tables; any other comes after these, in registration order.
-ORDER = ("fedmri", "fedavg", "fedprox", "fedbn", "lgfedavg", "fedper", "fedrep", "scaffold", "flmrcm", "singleset")
+ORDER = (
+    "fedmri",
+    "fedavg",
+    "fedprox",
+    "fedbn",
+    "lgfedavg",
+    "fedper",
+    "fedrep",
+    "scaffold",
+    "flmrcm",
+    "singleset",
+)
 
 
 def register(cls: type[Server]) -> type[Server]:

@@ -287,7 +287,9 @@ class Client:
         """The local training of round ``rnd`` from ``payload`` (the global tensors are loaded)."""
         return LocalPlan([Phase(epochs)])
 
-    def reply(self, rnd: int, payload: Payload, model: nn.Module, shared: TensorDict, steps: int, lr: float) -> Reply:
+    def reply(
+        self, rnd: int, payload: Payload, model: nn.Module, shared: TensorDict, steps: int, lr: float
+    ) -> Reply:
         """What goes back after a successful local fit of ``steps`` steps at rate ``lr``."""
         return Reply(shared)
 

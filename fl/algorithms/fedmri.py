@@ -17,8 +17,18 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from fl.aggregation import TensorDict
-from fl.algorithms.base import AlgorithmOptions, Client, LocalPlan, Payload, Phase, Reply, Server
-from fl.algorithms.base import head_names, prefixed, shared_parameters
+from fl.algorithms.base import (
+    AlgorithmOptions,
+    Client,
+    LocalPlan,
+    Payload,
+    Phase,
+    Reply,
+    Server,
+    head_names,
+    prefixed,
+    shared_parameters,
+)
 from models.losses import ContrastiveL1
 
 
@@ -81,7 +91,9 @@ class FedMRIClient(Client):
         plan.penalty = contrastive
         return plan
 
-    def reply(self, rnd: int, payload: Payload, model: nn.Module, shared: TensorDict, steps: int, lr: float) -> Reply:
+    def reply(
+        self, rnd: int, payload: Payload, model: nn.Module, shared: TensorDict, steps: int, lr: float
+    ) -> Reply:
         self.own, self.own_round = {n: t.detach().clone() for n, t in shared.items()}, rnd
         return Reply(shared)
 
@@ -129,7 +141,9 @@ class FedMRI(Server):
         out: TensorDict = {}
         for other in sorted(self.previous):
             if other != site:
-                out.update(prefixed(f"previous/{other}", {n: self.previous[other][n] for n in self.parameters}))
+                out.update(
+                    prefixed(f"previous/{other}", {n: self.previous[other][n] for n in self.parameters})
+                )
         return out
 
     def aggregate(self, rnd: int, replies: Mapping[str, Reply], weights: Mapping[str, float]) -> None:

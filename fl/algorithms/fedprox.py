@@ -9,8 +9,16 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from fl.algorithms.base import AlgorithmOptions, Client, LocalPlan, OnDevice, Payload, Phase, Server
-from fl.algorithms.base import shared_parameters
+from fl.algorithms.base import (
+    AlgorithmOptions,
+    Client,
+    LocalPlan,
+    OnDevice,
+    Payload,
+    Phase,
+    Server,
+    shared_parameters,
+)
 
 
 class FedProxOptions(AlgorithmOptions):

@@ -27,7 +27,9 @@ from utils.seeding import stable_seed
 class FLMRCMOptions(AlgorithmOptions):
     """FL-MRCM's adversarial alignment of bottleneck features to a target site."""
 
-    target_site: str | None = Field(None, description="the site whose features the others align to; null = last")
+    target_site: str | None = Field(
+        None, description="the site whose features the others align to; null = last"
+    )
     weight: float = Field(1.0, ge=0.0, description="weight of the adversarial term (the authors' is 1)")
     features: int = Field(64, ge=1, description="pooled feature vectors the target site sends each round")
     disc_lr: float = Field(1e-3, gt=0.0, description="learning rate of each source site's discriminator")
@@ -87,7 +89,9 @@ class FLMRCMClient(Client):
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(stable_seed(self.context.seed, "flmrcm-discriminator", self.site))
                 self.discriminator = feature_discriminator(dim, self.options.hidden)
-            self.disc_optimizer = torch.optim.RMSprop(self.discriminator.parameters(), lr=self.options.disc_lr)
+            self.disc_optimizer = torch.optim.RMSprop(
+                self.discriminator.parameters(), lr=self.options.disc_lr
+            )
         return self.discriminator
 
     def plan(self, rnd: int, payload: Payload, model: nn.Module, epochs: int) -> LocalPlan:
@@ -98,7 +102,9 @@ class FLMRCMClient(Client):
         disc = self._discriminator(features.shape[1])
         optimizer = self.disc_optimizer
         targets = OnDevice([features])
-        generator = torch.Generator().manual_seed(stable_seed(self.context.seed, "flmrcm-sample", self.site, rnd))
+        generator = torch.Generator().manual_seed(
+            stable_seed(self.context.seed, "flmrcm-sample", self.site, rnd)
+        )
         weight = self.options.weight
 
         def adversarial(model: nn.Module, outputs: Mapping[str, Tensor] | None = None) -> Tensor:
@@ -131,7 +137,10 @@ class FLMRCMClient(Client):
     def state_dict(self) -> dict[str, Any]:
         if self.discriminator is None:
             return {}
-        return {"discriminator": self.discriminator.state_dict(), "optimizer": self.disc_optimizer.state_dict()}
+        return {
+            "discriminator": self.discriminator.state_dict(),
+            "optimizer": self.disc_optimizer.state_dict(),
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.discriminator = self.disc_optimizer = None
@@ -165,7 +174,9 @@ class FLMRCM(Server):
         if options.target_site is None:
             options.target_site = sites[-1]
         elif options.target_site not in sites:
-            raise ValueError(f"fl.flmrcm.target_site: {options.target_site!r} is not a site; expected one of {sites}")
+            raise ValueError(
+                f"fl.flmrcm.target_site: {options.target_site!r} is not a site; expected one of {sites}"
+            )
         if len(sites) < 2:
             raise ValueError("fl.algorithm: flmrcm needs a target site and at least one other site")
 

@@ -23,8 +23,19 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from fl.aggregation import TensorDict
-from fl.algorithms.base import AlgorithmOptions, Client, LocalPlan, OnDevice, Payload, Phase, Reply, Server
-from fl.algorithms.base import prefixed, shared_parameters, unprefixed
+from fl.algorithms.base import (
+    AlgorithmOptions,
+    Client,
+    LocalPlan,
+    OnDevice,
+    Payload,
+    Phase,
+    Reply,
+    Server,
+    prefixed,
+    shared_parameters,
+    unprefixed,
+)
 
 
 class ScaffoldOptions(AlgorithmOptions):
@@ -65,7 +76,11 @@ class ScaffoldClient(Client):
         self._steps = 0
 
     def plan(self, rnd: int, payload: Payload, model: nn.Module, epochs: int) -> LocalPlan:
-        names = [n for n in shared_parameters(model, payload.global_state) if payload.global_state[n].is_floating_point()]
+        names = [
+            n
+            for n in shared_parameters(model, payload.global_state)
+            if payload.global_state[n].is_floating_point()
+        ]
         c = unprefixed("c", payload.extra)
         c_i = {n: self.c_local.get(n, torch.zeros_like(c[n])) for n in names}
         self._names, self._grad_sum, self._steps = names, None, 0
@@ -97,7 +112,9 @@ class ScaffoldClient(Client):
         else:
             torch._foreach_add_(self._grad_sum, grads)
 
-    def reply(self, rnd: int, payload: Payload, model: nn.Module, shared: TensorDict, steps: int, lr: float) -> Reply:
+    def reply(
+        self, rnd: int, payload: Payload, model: nn.Module, shared: TensorDict, steps: int, lr: float
+    ) -> Reply:
         names, correction = self._names, self._correction
         steps = self._steps or steps
         if not names or steps <= 0:
@@ -112,7 +129,9 @@ class ScaffoldClient(Client):
             live = dict(model.named_parameters())
             c = unprefixed("c", payload.extra)
             new = {
-                n: old[n] - c[n] + (payload.global_state[n].to(torch.float32) - live[n].detach().cpu()) / (steps * lr)
+                n: old[n]
+                - c[n]
+                + (payload.global_state[n].to(torch.float32) - live[n].detach().cpu()) / (steps * lr)
                 for n in names
             }
         delta = {n: new[n] - old[n] for n in names}
@@ -142,7 +161,11 @@ class Scaffold(Server):
     def setup(self, model: nn.Module) -> None:
         super().setup(model)
         names = shared_parameters(model, self.global_state)
-        self.c = {n: torch.zeros_like(self.global_state[n]) for n in names if self.global_state[n].is_floating_point()}
+        self.c = {
+            n: torch.zeros_like(self.global_state[n])
+            for n in names
+            if self.global_state[n].is_floating_point()
+        }
 
     def extra(self, site: str, rnd: int) -> TensorDict:
         return prefixed("c", self.c)

@@ -135,4 +135,6 @@ def _handle(message: Message, context: Context, settings: NodeSettings) -> Recor
             "best": metric_record({"round": int(tested["best_round"]), "val_psnr": tested["best_psnr"]}),
         }
         return content(configs={"status": status}, metrics=metrics)
-    raise UserError(f"site {settings.site}: unknown step {kind!r} in a {message.metadata.message_type} message")
+    raise UserError(
+        f"site {settings.site}: unknown step {kind!r} in a {message.metadata.message_type} message"
+    )

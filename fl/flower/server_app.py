@@ -109,8 +109,10 @@ def serve(
     from utils.checkpoint import load_checkpoint
 
     algorithm = config.fl.algorithm
-    reason = ALGORITHMS[algorithm].separate_sites_unsupported if is_federated(algorithm) else (
-        "it is not federated: one model trains on pooled training data"
+    reason = (
+        ALGORITHMS[algorithm].separate_sites_unsupported
+        if is_federated(algorithm)
+        else ("it is not federated: one model trains on pooled training data")
     )
     if reason:
         raise UserError(f"fl.algorithm: {algorithm} cannot run with every site in its own process: {reason}")
@@ -121,7 +123,9 @@ def serve(
     if resume and checkpoint.exists():
         differences = config_differences(validate_config(load_checkpoint(checkpoint)["config"]), config)
         if differences:
-            raise UserError(f"resume {checkpoint}: the config differs from the run's in {'; '.join(differences)}")
+            raise UserError(
+                f"resume {checkpoint}: the config differs from the run's in {'; '.join(differences)}"
+            )
     elif not resume and ((run_dir / "metrics.csv").exists() or (run_dir / "checkpoints").exists()):
         if not overwrite:
             raise UserError(

@@ -52,7 +52,9 @@ def site_config(config: Mapping[str, Any], settings: NodeSettings) -> dict[str, 
     default_cache = data.get("data", {}).get("cache_dir", ".cache/fedmri")
     if "root" in source:
         if settings.data_root is None:
-            raise UserError(f"node config data-root: required for site {settings.site} (source kind {source['kind']})")
+            raise UserError(
+                f"node config data-root: required for site {settings.site} (source kind {source['kind']})"
+            )
         source["root"] = str(settings.data_root)
         cache = settings.cache_dir or default_cache
     else:  # simulated data: generated once into the data root
@@ -123,7 +125,9 @@ class SiteWorker:
             self.site.load_state_dict(ckpt["sites"][self.name])
             self.site.load_best(ckpt["best"][self.name])
         except (RuntimeError, ValueError, KeyError) as err:
-            raise UserError(f"site {self.name}: {path} does not fit the site ({str(err).splitlines()[0]})") from None
+            raise UserError(
+                f"site {self.name}: {path} does not fit the site ({str(err).splitlines()[0]})"
+            ) from None
         self.reporter.history = {k: list(v) for k, v in ckpt["history"].items()}
         self.completed, self.fit = int(ckpt["round"]), dict(ckpt.get("fit", {}))
 
@@ -181,8 +185,8 @@ class SiteWorker:
         val, _ = self.site.validate(rnd, global_state)
         loss = self.fit["loss"]
         self.reporter.open(rnd - 1)
-        self.reporter.round(rnd, {self.name: {"loss": math.nan if loss is None else loss,
-                                              "status": self.fit["status"], **val}}, self.lr(rnd))  # fmt: skip
+        row = {"loss": math.nan if loss is None else loss, "status": self.fit["status"], **val}
+        self.reporter.round(rnd, {self.name: row}, self.lr(rnd))
         self.reporter.close()
         self.completed, self.fit = rnd, {}
         if self.last.exists():
@@ -195,7 +199,9 @@ class SiteWorker:
         """Test the site's best model on its test split; writes its best checkpoint, figures, results."""
         self.reporter.open(self.completed)
         try:
-            results = self.reporter.results({self.name: {**self.site.test(), "best": self.site.best()}}, self.completed)
+            results = self.reporter.results(
+                {self.name: {**self.site.test(), "best": self.site.best()}}, self.completed
+            )
         finally:
             self.reporter.close()
         self.reporter.write_results(results)

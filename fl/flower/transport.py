@@ -29,7 +29,16 @@ from flwr.serverapp import Grid
 from fl.aggregation import TensorDict
 from fl.algorithms.base import Payload, Reply
 from fl.flower.nodes import SiteDirectory, send_and_wait
-from fl.flower.wire import EVALUATE, TRAIN, arrays_of, config_of, content, message_bytes, metrics_of, tensor_stats
+from fl.flower.wire import (
+    EVALUATE,
+    TRAIN,
+    arrays_of,
+    config_of,
+    content,
+    message_bytes,
+    metrics_of,
+    tensor_stats,
+)
 from fl.site import FitResult
 from fl.transport import Transport
 from utils.errors import UserError
@@ -45,7 +54,9 @@ class TrafficCSV:
         self.path = path
         rows = []
         if path.exists():
-            rows = [r for r in csv.DictReader(io.StringIO(path.read_text())) if int(r["round"]) <= keep_rounds]
+            rows = [
+                r for r in csv.DictReader(io.StringIO(path.read_text())) if int(r["round"]) <= keep_rounds
+            ]
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=TRAFFIC_COLUMNS, lineterminator="\n")
         writer.writeheader()
@@ -88,7 +99,12 @@ class FlowerTransport(Transport):
         log: Callable[[str], None] = print,
     ):
         self.grid, self.sites, self.site_config, self.name = grid, sites, site_config, name
-        self.directory, self.poll_interval, self.overwrite, self.log = directory, poll_interval, overwrite, log
+        self.directory, self.poll_interval, self.overwrite, self.log = (
+            directory,
+            poll_interval,
+            overwrite,
+            log,
+        )
         self.nodes: dict[str, int] = {}  # site -> node id
         self.configured: set[int] = set()  # nodes that were sent the run's config
         self.traffic_log: TrafficCSV | None = None
@@ -141,7 +157,9 @@ class FlowerTransport(Transport):
             for key, size in sizes.items():
                 totals[key] += size
             if reply.has_error():
-                raise UserError(f"site {site}: no answer to the {kind} message of round {rnd}: {reply.error.reason}")
+                raise UserError(
+                    f"site {site}: no answer to the {kind} message of round {rnd}: {reply.error.reason}"
+                )
             status = config_of(reply.content, "status")
             if "error" in status:
                 error = str(status["error"])
@@ -160,14 +178,18 @@ class FlowerTransport(Transport):
     def prepare(self, rnd: int, payloads: dict[str, Payload]) -> dict[str, Reply]:
         raise UserError("this algorithm's pre-round exchange between sites is not available on Flower")
 
-    def fit(self, rnd: int, payloads: dict[str, Payload], epochs: int, lr: float, skip: bool) -> dict[str, FitResult]:
+    def fit(
+        self, rnd: int, payloads: dict[str, Payload], epochs: int, lr: float, skip: bool
+    ) -> dict[str, FitResult]:
         self._bytes = {}
         self.connect()
         step: dict[str, Any] = {"round": rnd, "step": "train"}
         if self.fresh:
             step |= {"fresh": rnd == 1, "overwrite": self.overwrite}
         contents = {
-            site: self._content(site, step, {"global": payloads[site].global_state, "extra": payloads[site].extra})
+            site: self._content(
+                site, step, {"global": payloads[site].global_state, "extra": payloads[site].extra}
+            )
             for site in self.sites
         }
         replies = self._exchange(TRAIN, rnd, contents)
@@ -185,7 +207,9 @@ class FlowerTransport(Transport):
 
     def validate(self, rnd: int, global_state: TensorDict) -> dict[str, dict[str, float]]:
         step = {"round": rnd, "step": "validate"}
-        replies = self._exchange(EVALUATE, rnd, {s: self._content(s, step, {"global": global_state}) for s in self.sites})
+        replies = self._exchange(
+            EVALUATE, rnd, {s: self._content(s, step, {"global": global_state}) for s in self.sites}
+        )
         out = {}
         for site in self.sites:
             val = metrics_of(replies[site], "val")
