@@ -97,8 +97,8 @@ def test_resolved_config_round_trips(tmp_path):
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("sites.0.mask.acceleration=0.5", "sites.0.mask.acceleration: must be >= 1.0 (got 0.5)"),
-        ("sites.3.mask.sigma=0", "sites.3.mask.sigma: must be > 0.0 (got 0)"),
+        ("sites.0.mask.acceleration=0.5", "sites.0.mask.acceleration: must be >= 1 (got 0.5)"),
+        ("sites.3.mask.sigma=0", "sites.3.mask.sigma: must be > 0 (got 0)"),
         ("sites.0.mask.sigma=0.2", "sites.0.mask.sigma: unknown key"),  # uniform_1d has no sigma
         ("sites.2.mask.golden_angle=1", "sites.2.mask.golden_angle: input should be a valid boolean (got 1)"),
         (
