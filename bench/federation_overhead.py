@@ -30,7 +30,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.timing import Stopwatch, interleaved, load, machine, median  # noqa: E402
 from build import Builder  # noqa: E402
 from config import Config, load_config  # noqa: E402
-from fl.algorithms import Payload  # noqa: E402
 from fl.federation import Federation  # noqa: E402
 from models import losses  # noqa: E402
 
@@ -58,28 +57,17 @@ def instrument(fed: Federation) -> tuple[Stopwatch, Stopwatch]:
 
 
 def federation_round(fed: Federation, rnd: int) -> int:
-    """The training part of :meth:`Federation.round` (validation excluded), through its public pieces:
-    the server's pre-round requests and payloads, the transport's local fits, the aggregation, and
-    every site loading the new global tensors (which validation would do first). Returns the number
-    of optimiser steps."""
-    server, transport = fed.server, fed.transport
-    requests = server.prepare_requests(rnd)
-    if requests:
-        prepared = transport.prepare(rnd, {s: Payload(server.global_state) for s in requests})
-        server.receive_prepared(rnd, prepared)
-    payloads = {site: server.payload(site, rnd) for site in fed.site_names}
-    results = transport.fit(rnd, payloads, fed.local_epochs, fed.lr(rnd), fed.on_site_failure == "skip")
-    failed = {site: r.status for site, r in results.items() if r.status != "ok"}
+    """The training half of :meth:`Federation.round` (validation excluded): the pre-round exchange,
+    the local fits, the aggregation and the round's traffic, then every site loading the new global
+    tensors (which validation would do first). Returns the number of optimiser steps."""
+    trained = fed.train(rnd)
+    failed = {site: r.status for site, r in trained.results.items() if r.status != "ok"}
     if failed:
         raise SystemExit(f"round {rnd}: sites did not train: {failed}")
-    weights = {
-        site: float(r.train_slices) if fed.client_weights == "samples" else 1.0 for site, r in results.items()
-    }
-    server.aggregate(rnd, {site: r.reply for site, r in results.items()}, weights)
-    _ = {site: (payloads[site].nbytes, r.reply.nbytes) for site, r in results.items()}  # the round's traffic
-    for site in transport.sites:
-        site.load_global(server.global_state)
-    return sum(len(site.data.train_dataloader()) for site in transport.sites) * fed.local_epochs
+    trained.traffic()
+    for site in fed.transport.sites:
+        site.load_global(fed.server.global_state)
+    return sum(len(site.data.train_dataloader()) for site in fed.transport.sites) * fed.local_epochs
 
 
 def bare_round(fed: Federation, models: list[tuple[torch.nn.Module, torch.optim.Optimizer]], rnd: int) -> int:

@@ -15,14 +15,36 @@ non-federated references (``fl/references.py``) offer the loop the same four met
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from fl.algorithms.base import Payload, Server
+from fl.algorithms.base import Payload, Reply, Server
 from fl.site import FitResult
 from fl.transport import Transport
 from utils.errors import TrainingFailure
 
 Summary = dict[str, dict[str, Any]]  # site -> loss, status, validation metrics, bytes
+
+
+@dataclass
+class TrainedRound:
+    """What the training half of a round leaves: each site's payload and fit result, and the answers
+    to the algorithm's pre-round requests."""
+
+    payloads: dict[str, Payload]
+    results: dict[str, FitResult]
+    prepared: dict[str, Reply]
+
+    def traffic(self) -> dict[str, dict[str, int]]:
+        """Bytes each site received (its payload) and sent (its reply and any prepare answer)."""
+        out = {}
+        for site, payload in self.payloads.items():
+            reply = self.results[site].reply
+            sent = 0
+            if reply is not None:
+                sent = reply.nbytes + (self.prepared[site].nbytes if site in self.prepared else 0)
+            out[site] = {"bytes_sent": sent, "bytes_received": payload.nbytes}
+        return out
 
 
 class Federation:
@@ -66,6 +88,22 @@ class Federation:
 
     def round(self, rnd: int) -> Summary:
         """One communication round; per site its training loss, status, traffic and validation metrics."""
+        trained = self.train(rnd)
+        validated = self.transport.validate(rnd, self.server.global_state)
+        traffic = self.transport.traffic() or trained.traffic()
+        return {
+            site: {
+                "loss": trained.results[site].loss,
+                "status": trained.results[site].status,
+                **validated[site],
+                **traffic[site],
+            }
+            for site in self.site_names
+        }
+
+    def train(self, rnd: int) -> TrainedRound:
+        """The training half of a round: the algorithm's pre-round exchange, every site's local fit from
+        its payload, and the aggregation of the replies of the sites that trained."""
         server, transport = self.server, self.transport
         prepared = {}
         requests = server.prepare_requests(rnd)
@@ -73,9 +111,8 @@ class Federation:
             prepared = transport.prepare(rnd, {s: Payload(server.global_state) for s in requests})
             server.receive_prepared(rnd, prepared)
         payloads = {site: server.payload(site, rnd) for site in self.site_names}
-        results = transport.fit(
-            rnd, payloads, self.local_epochs, self.lr(rnd), self.on_site_failure == "skip"
-        )
+        skip = self.on_site_failure == "skip"
+        results = transport.fit(rnd, payloads, self.local_epochs, self.lr(rnd), skip)
         self._stop_on_divergence(rnd, results)
         replies = {site: r.reply for site, r in results.items() if r.status == "ok"}
         for site, r in results.items():
@@ -83,22 +120,10 @@ class Federation:
                 self.log(f"site {site} diverged in round {rnd}: {r.status.partition(': ')[2]}; "
                          "left out of this round's aggregation, retried next round")  # fmt: skip
         if replies:
-            weights = {
-                s: float(results[s].train_slices) if self.client_weights == "samples" else 1.0
-                for s in replies
-            }
+            samples = self.client_weights == "samples"
+            weights = {s: float(results[s].train_slices) if samples else 1.0 for s in replies}
             server.aggregate(rnd, replies, weights)
-        validated = transport.validate(rnd, server.global_state)
-        traffic = transport.traffic() or self._traffic(payloads, results, prepared)
-        return {
-            site: {
-                "loss": results[site].loss,
-                "status": results[site].status,
-                **validated[site],
-                **traffic[site],
-            }
-            for site in self.site_names
-        }
+        return TrainedRound(payloads, results, prepared)
 
     def _stop_on_divergence(self, rnd: int, results: dict[str, FitResult]) -> None:
         for site, result in results.items():
@@ -112,20 +137,6 @@ class Federation:
                     f"site {site} diverged in round {rnd}: {result.status.partition(': ')[2]}; {kept} "
                     "(with fl.on_site_failure=skip the site would sit this round out)"
                 )
-
-    @staticmethod
-    def _traffic(
-        payloads: dict[str, Payload], results: dict[str, FitResult], prepared: dict
-    ) -> dict[str, dict[str, int]]:
-        """Bytes each site received (its payload) and sent (its reply and any prepare answer)."""
-        out = {}
-        for site, payload in payloads.items():
-            reply = results[site].reply
-            sent = (
-                reply.nbytes + (prepared[site].nbytes if site in prepared else 0) if reply is not None else 0
-            )
-            out[site] = {"bytes_sent": sent, "bytes_received": payload.nbytes}
-        return out
 
     def test(self) -> dict[str, dict[str, Any]]:
         """Every site's best model on its test split."""
