@@ -40,9 +40,9 @@ class TrainedRound:
         out = {}
         for site, payload in self.payloads.items():
             reply = self.results[site].reply
-            sent = 0
+            sent = self.prepared[site].nbytes if site in self.prepared else 0
             if reply is not None:
-                sent = reply.nbytes + (self.prepared[site].nbytes if site in self.prepared else 0)
+                sent += reply.nbytes
             out[site] = {"bytes_sent": sent, "bytes_received": payload.nbytes}
         return out
 

@@ -117,5 +117,10 @@ class InProcess(Transport):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for site in self.sites:
-            site.load_state_dict(state["sites"][site.name])
-            site.load_best(state["best"][site.name])
+            try:
+                site.load_state_dict(state["sites"][site.name])
+                site.load_best(state["best"][site.name])
+            except (RuntimeError, ValueError, KeyError) as err:
+                lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+                detail = next((ln for ln in lines if "size mismatch" in ln or "key" in ln.lower()), lines[-1])
+                raise ValueError(f"site {site.name} does not fit the model ({detail})") from None

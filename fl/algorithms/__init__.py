@@ -54,14 +54,22 @@ def _discover() -> None:
         register(cls)
 
 
+def _algorithm(name: str) -> type[Server]:
+    if name not in ALGORITHMS:
+        raise ValueError(
+            f"fl.algorithm: {name!r} is not a federated algorithm; expected one of {list(ALGORITHMS)}"
+        )
+    return ALGORITHMS[name]
+
+
 def build_server(name: str, options: AlgorithmOptions | None, context: Context) -> Server:
     """The server half of algorithm ``name``."""
-    return ALGORITHMS[name](options, context)
+    return _algorithm(name)(options, context)
 
 
 def build_client(name: str, options: AlgorithmOptions | None, context: Context, site: str) -> Client:
     """The site half of algorithm ``name`` for ``site``."""
-    return ALGORITHMS[name].client(options, context, site)
+    return _algorithm(name).client(options, context, site)
 
 
 _discover()

@@ -8,9 +8,9 @@ client variate becomes, with ``fl.scaffold.variates``:
   option II for plain SGD and keeps the variates in gradient units under RMSprop or Adam;
 * ``delta``: the paper's option II, ``c_i - c + (x - y_i) / (steps * lr)`` (for ``optim.name: sgd``).
 
-The server starts from ``c = 0`` and moves it by the mean of the clients' variate changes (all sites
-take part every round). The variates cover the shared floating-point parameters; each costs one
-model's worth of bytes per round in each direction.
+The server starts from ``c = 0`` and adds ``1/N`` times the sum of the variate changes of the sites
+that trained (all N when none sits a round out). The variates cover the shared floating-point
+parameters; each costs one model's worth of bytes per round in each direction.
 """
 
 from __future__ import annotations
@@ -174,7 +174,9 @@ class Scaffold(Server):
         deltas = [unprefixed("delta", r.extra) for r in replies.values()]
         deltas = [d for d in deltas if d]
         if deltas:
-            self.c = {n: self.c[n] + sum(d[n] for d in deltas) / len(replies) for n in deltas[0]}
+            # c += (1/N) sum over the sites that trained of their variate change (Algorithm 1, line 17)
+            total = len(self.context.sites) or len(replies)
+            self.c = {n: self.c[n] + sum(d[n] for d in deltas) / total for n in deltas[0]}
         super().aggregate(rnd, replies, weights)
 
     def state_dict(self) -> dict[str, Any]:
