@@ -49,6 +49,18 @@ def is_federated(algorithm: str) -> bool:
     return algorithm in ALGORITHMS
 
 
+def check_accelerator(accelerator: str) -> None:
+    """Refuse ``trainer.accelerator`` naming a device this machine does not have, in one line."""
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise UserError(
+            f"trainer.accelerator: {accelerator!r} but this machine has no CUDA GPU; use auto or cpu"
+        )
+    if accelerator == "mps" and not (
+        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+    ):
+        raise UserError("trainer.accelerator: 'mps' but this machine has no Apple GPU; use auto or cpu")
+
+
 class Builder:
     """Builds the objects of one run from its config.
 
@@ -60,6 +72,7 @@ class Builder:
     def __init__(self, config: Config, log: Callable[[str], None] = print):
         self.config = config
         self.log = log
+        check_accelerator(config.trainer.accelerator)
 
     # -- parts ---------------------------------------------------------------------------------
     def data_module(self, site) -> SiteDataModule:
@@ -286,6 +299,12 @@ class Builder:
     def run(self) -> RunLoop:
         """The in-process run of ``train.py``: every site's data prepared, the federation (or the
         reference) over local sites, ready to :meth:`~fl.loop.RunLoop.resume` or run."""
+        if self.config.trainer.devices != 1:
+            raise UserError(
+                f"trainer.devices: {self.config.trainer.devices} devices would run DDP inside every local fit "
+                "and change the results; this entry point trains on one device (trainer.devices=1); "
+                f"use train_multi_gpu.py --devices {self.config.trainer.devices}"
+            )
         quiet_lightning()
         sites, initial = self.sites(self.prepare_data())
         total = len(initial.state_dict())

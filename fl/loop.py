@@ -16,9 +16,10 @@ from typing import Any, Protocol
 import yaml
 
 from fl.reporter import Reporter
-from utils.checkpoint import load_checkpoint, save_checkpoint
+from utils.checkpoint import check_structure, load_checkpoint, save_checkpoint
 from utils.errors import UserError
 from utils.io import atomic_write_text
+from utils.lock import lock_run, unlock_run
 from utils.seeding import rng_state, set_rng_state
 
 CHECKPOINT_FORMAT = 2
@@ -75,6 +76,14 @@ class RunLoop:
     # -- the run -------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         """Train every remaining round, test each site's best model and write every output."""
+        locked = lock_run(self.run_dir) if self.writer else False  # one writer per run directory
+        try:
+            return self._run()
+        finally:
+            if locked:
+                unlock_run(self.run_dir)
+
+    def _run(self) -> dict[str, Any]:
         if self.writer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.run_dir / "config.yaml", yaml.safe_dump(self.config, sort_keys=False))
@@ -98,6 +107,7 @@ class RunLoop:
         """Everything needed to continue the run exactly: loadable with ``weights_only=True``."""
         return {
             "format": CHECKPOINT_FORMAT,
+            "fingerprint": fingerprint(self.config),
             "round": self.completed,
             "config": self.config,
             **self.rounds.state_dict(),
@@ -122,16 +132,73 @@ class RunLoop:
         return True
 
     def load(self, path: Path) -> None:
-        """Restore a checkpoint written by :meth:`save`."""
+        """Restore a checkpoint written by :meth:`save`, after checking that it belongs to this run: its
+        format, its config fingerprint (:func:`fingerprint`), and its structure, types and tensor shapes
+        against the state this run would write; any mismatch is one :class:`UserError` line."""
         ckpt = load_checkpoint(path)
         if ckpt.get("format") != CHECKPOINT_FORMAT:
             raise UserError(f"checkpoint {path}: unsupported format {ckpt.get('format')!r}")
-        if set(ckpt["history"]) != set(self.reporter.history):
-            raise UserError(f"checkpoint {path}: sites {sorted(ckpt['history'])} do not match the config's")
+        theirs = ckpt.get("fingerprint")
+        if not isinstance(theirs, dict):
+            if not isinstance(ckpt.get("config"), dict):
+                raise UserError(f"checkpoint {path}: no fingerprint and no config; not one of this project's")
+            theirs = fingerprint(ckpt["config"])
+        differing = fingerprint_differences(theirs, fingerprint(self.config))
+        if differing:
+            raise UserError(
+                f"checkpoint {path}: belongs to another config; it differs in {'; '.join(differing)}"
+            )
+        template = {k: v for k, v in self.state_dict().items() if k not in ("config", "fingerprint")}
+        try:
+            check_structure(ckpt, template)
+            round_ = ckpt["round"]
+            if not isinstance(round_, int) or isinstance(round_, bool) or round_ < 0:
+                raise ValueError(f"round: expected a count of completed rounds, found {round_!r}")
+            if set(ckpt["history"]) != set(self.reporter.history):
+                raise ValueError(f"sites {sorted(ckpt['history'])} do not match the config's")
+            for site, values in ckpt["history"].items():
+                if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+                    raise ValueError(f"history.{site}: expected a list of numbers")
+        except ValueError as err:
+            raise UserError(f"checkpoint {path}: does not fit the run ({err})") from None
         try:
             self.rounds.load_state_dict(ckpt)
-        except (RuntimeError, ValueError, KeyError) as err:
+            set_rng_state(ckpt["rng"])
+        except UserError:
+            raise
+        except (RuntimeError, ValueError, KeyError, TypeError, AttributeError, IndexError) as err:
             raise UserError(f"checkpoint {path}: does not fit the run ({str(err).splitlines()[0]})") from None
         self.reporter.history = {k: list(v) for k, v in ckpt["history"].items()}
         self.completed = self.rounds.completed = int(ckpt["round"])
-        set_rng_state(ckpt["rng"])
+
+
+def fingerprint(config: dict[str, Any]) -> dict[str, Any]:
+    """What a checkpoint belongs to: the config keys that shape its tensors and optimiser state (the
+    network, the algorithm with its options and head, the optimiser, the sites), as plain data."""
+    fl = config.get("fl") or {}
+    algorithm = fl.get("algorithm")
+    model = {k: v for k, v in (config.get("model") or {}).items() if k not in ("compile", "channels_last")}
+    return {
+        "model": model,
+        "fl.algorithm": algorithm,
+        f"fl.{algorithm}": fl.get(algorithm),
+        "fl.head": fl.get("head"),
+        "optim.name": (config.get("optim") or {}).get("name"),
+        "sites": [s.get("name") for s in config.get("sites") or [] if isinstance(s, dict)],
+    }
+
+
+def fingerprint_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """The keys whose values differ between two fingerprints, as ``key (old -> new)``."""
+    differing = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            differing += [
+                f"{key}.{k} ({a.get(k)!r} -> {b.get(k)!r})"
+                for k in sorted(set(a) | set(b))
+                if a.get(k) != b.get(k)
+            ]
+        elif a != b:
+            differing.append(f"{key} ({a!r} -> {b!r})")
+    return differing
