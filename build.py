@@ -301,8 +301,8 @@ class Builder:
         reference) over local sites, ready to :meth:`~fl.loop.RunLoop.resume` or run."""
         if self.config.trainer.devices != 1:
             raise UserError(
-                f"trainer.devices: {self.config.trainer.devices} devices would run DDP inside every local fit "
-                "and change the results; this entry point trains on one device (trainer.devices=1); "
+                f"trainer.devices: {self.config.trainer.devices} devices would run DDP inside every "
+                "local fit and change the results; train.py trains on one device (trainer.devices=1); "
                 f"use train_multi_gpu.py --devices {self.config.trainer.devices}"
             )
         quiet_lightning()

@@ -178,7 +178,8 @@ MAX_INT = 2**31 - 1  # counts, sizes and seeds; the data and memory checks bound
 
 def _check_numbers(data: dict[str, Any], config: Config) -> None:
     """Numbers the schema's types let through but no option means: a boolean given for a number
-    (``seed: true``), a float that is infinite or beyond :data:`MAX_FLOAT`, an integer beyond :data:`MAX_INT`."""
+    (``seed: true``), a float that is infinite or beyond :data:`MAX_FLOAT`, an integer beyond
+    :data:`MAX_INT`."""
     validated = _flatten(config.model_dump())
     problems = []
     for key, value in _flatten(data).items():

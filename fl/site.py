@@ -250,5 +250,6 @@ def check_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[str, Any
         for name, value in entry.items():
             if isinstance(value, torch.Tensor) and value.dim() and value.shape != shapes[index]:
                 raise ValueError(
-                    f"optimizer state {index}.{name}: shape {tuple(value.shape)}, parameter {tuple(shapes[index])}"
+                    f"optimizer state {index}.{name}: shape {tuple(value.shape)}, "
+                    f"parameter {tuple(shapes[index])}"
                 )
