@@ -8,12 +8,14 @@ everything here, so the same config always gives the same objects.
 from __future__ import annotations
 
 import logging
+import random
 import time
 import warnings
 from collections.abc import Callable
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 
 from config import Config
@@ -194,6 +196,10 @@ class Builder:
         initial model (the first site's)."""
         cfg = self.config
         torch.manual_seed(stable_seed(cfg.seed, "init"))
+        # Nothing draws from Python's or NumPy's global generators today; seeded anyway, so that the states
+        # saved in checkpoints (and anything that draws from them later) are the same in identical runs.
+        random.seed(stable_seed(cfg.seed, "python"))
+        np.random.seed(stable_seed(cfg.seed, "numpy") % (1 << 32))
         modules = [self.module() for _ in data]
         initial = modules[0].model.state_dict()
         for module in modules[1:]:

@@ -46,20 +46,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def resolve_config(args: argparse.Namespace, check_existing: bool = True, lock: bool = False):
+def resolve_config(args: argparse.Namespace, check_existing: bool = True):
     """The config to run: a new one, or with ``--resume`` the run's own (checked against any changes).
 
     With ``check_existing``, a new run whose directory already holds one is refused (unless ``--overwrite``).
-    With ``lock``, this process takes the run directory's write lock first (a second writer is refused).
     """
     from config import config_differences, load_config
     from utils.errors import UserError
-    from utils.lock import lock_run
 
     if not args.resume:
         config = load_config(args.config or DEFAULT_CONFIG, args.overrides)
-        if lock:
-            lock_run(config.run_dir)
         if check_existing and _holds_run(config.run_dir) and not args.overwrite:
             raise UserError(
                 f"{config.run_dir} already holds a run: continue it with --resume {config.run_dir}, "
@@ -69,8 +65,6 @@ def resolve_config(args: argparse.Namespace, check_existing: bool = True, lock: 
     if args.overwrite:
         raise UserError("--resume and --overwrite exclude each other")
     run_dir = Path(args.resume)
-    if lock and (run_dir / "config.yaml").is_file():
-        lock_run(run_dir)
     saved_path = run_dir / "config.yaml"
     if not saved_path.is_file():
         raise UserError(f"--resume {run_dir}: no config.yaml there, so it is not a run directory")
@@ -98,9 +92,14 @@ def main(argv: list[str] | None = None) -> int:
 
     def job() -> None:
         from build import Builder
+        from utils.lock import lock_run
+        from utils.paths import check_writable_dir
 
-        config = resolve_config(args, lock=True)
+        config = resolve_config(args)
+        check_writable_dir(config.run_dir.parent, "output_dir")  # before the data is prepared; writes nothing
         run = Builder(config).run()  # validates every site's data before anything is written or removed
+        lock_run(config.run_dir)  # one writer per run directory: a second one is refused, naming the PID
+        resolve_config(args)  # again under the lock: another process may have started this run meanwhile
         if args.resume:
             run.resume()
         elif args.overwrite and config.run_dir.exists():

@@ -81,9 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         import torch.distributed as dist
 
         first = dist.get_rank() == 0
-        agree(
-            (lambda: resolve_config(args, lock=True)) if first else (lambda: None)
-        )  # refuses to replace a run
+        agree((lambda: resolve_config(args)) if first else (lambda: None))  # refuses to replace a run
         builder = Builder(config, log=print if first else (lambda _: None))
         # Rank 0 prepares (and caches) the data first, then the others; a data error stops every rank.
         data = agree(builder.prepare_data if first else (lambda: None))
