@@ -22,16 +22,22 @@ def fingerprint(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def fingerprint_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """The keys whose values differ between two fingerprints, as ``key (old -> new)``."""
+    """The keys whose values differ between two fingerprints, as ``key (old -> new)``; values are compared
+    by their text, so a tampered fingerprint holding tensors or odd types is a difference, never an error."""
     differing = []
-    for key in sorted(set(old) | set(new)):
+    for key in sorted(set(old) | set(new), key=str):
         a, b = old.get(key), new.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
             differing += [
-                f"{key}.{k} ({a.get(k)!r} -> {b.get(k)!r})"
-                for k in sorted(set(a) | set(b))
-                if a.get(k) != b.get(k)
+                f"{key}.{k} ({_show(a.get(k))} -> {_show(b.get(k))})"
+                for k in sorted(set(a) | set(b), key=str)
+                if repr(a.get(k)) != repr(b.get(k))
             ]
-        elif a != b:
-            differing.append(f"{key} ({a!r} -> {b!r})")
+        elif repr(a) != repr(b):
+            differing.append(f"{key} ({_show(a)} -> {_show(b)})")
     return differing
+
+
+def _show(value: Any) -> str:
+    text = " ".join(repr(value).split())
+    return text if len(text) <= 80 else text[:77] + "..."
