@@ -28,7 +28,9 @@ from fl.reporter import Reporter
 from fl.site import Site, TrainerFactory
 from fl.transport import InProcess, Transport
 from models.recon_module import ReconModule
+from models.unet import activation_bytes
 from utils.errors import UserError
+from utils.resources import available_memory, human
 from utils.seeding import stable_seed
 
 
@@ -166,6 +168,7 @@ class Builder:
             start = time.perf_counter()
             dm.setup()
             self._check_fits_model(site.name, dm)
+            self._check_fits_machine(site.name, dm)
             counts = {s: len(d) for s, d in dm.datasets.items()}
             if not counts["train"] or not counts["val"]:
                 raise UserError(f"sites.{site.name}: needs training and validation slices, found {counts}")
@@ -187,6 +190,36 @@ class Builder:
             raise UserError(
                 f"sites.{site}: model.kind=dual_domain needs single-coil k-space (H, W), "
                 f"this site's is multi-coil {shape}; use model.kind=unet"
+            )
+
+    def _check_fits_machine(self, site: str, data: SiteDataModule) -> None:
+        """Refuse a network too deep for the site's images (each pool halves them; the bottleneck needs at
+        least 2 x 2) and a batch whose training step cannot fit the memory, in one line each."""
+        train = data.datasets["train"]
+        if not len(train):
+            return
+        height, width = tuple(train[0]["input"].shape[-2:])
+        model = self.config.model
+        bottleneck = (height >> model.num_pool_layers, width >> model.num_pool_layers)
+        if min(bottleneck) < 2:
+            deepest = max(0, min(height, width).bit_length() - 2)
+            raise UserError(
+                f"model.num_pool_layers: {model.num_pool_layers} pools halve site {site}'s "
+                f"{height} x {width} images to {bottleneck[0]} x {bottleneck[1]}; the bottleneck needs at "
+                f"least 2 x 2, so at most {deepest} pools"
+            )
+        batch = min(data.batch_size, len(train))  # a batch never holds more than the training split
+        need = activation_bytes(model.chans, model.num_pool_layers, height, width, batch)
+        if model.kind == "dual_domain":
+            need *= 2 * model.cascades  # a k-space and an image U-Net per cascade
+        where, room = "memory", available_memory()
+        if self.config.trainer.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available():
+            where, room = "GPU memory", torch.cuda.mem_get_info()[0]
+        if need > room:
+            raise UserError(
+                f"sites.{site}.batch_size: a training step of {batch} slices of {height} x {width} needs at "
+                f"least {human(need)} of activations (model.chans={model.chans}, "
+                f"model.num_pool_layers={model.num_pool_layers}); the available {where} is {human(room)}"
             )
 
     def sites(
