@@ -26,6 +26,40 @@ from utils.seeding import rng_state, set_rng_state
 CHECKPOINT_FORMAT = 2
 
 
+def check_checkpoint(
+    ckpt: dict[str, Any],
+    path: Path,
+    config: dict[str, Any],
+    template: dict[str, Any],
+    history: dict[str, Any],
+) -> None:
+    """Check that a loaded checkpoint belongs to a run of ``config``: its config fingerprint
+    (:func:`fingerprint`), then its structure, types and tensor shapes against ``template`` (the state the
+    run would write now), its round count and its history of the sites in ``history``; any mismatch is one
+    :class:`UserError` line naming ``path``."""
+    theirs = ckpt.get("fingerprint")
+    if not isinstance(theirs, dict):
+        if not isinstance(ckpt.get("config"), dict):
+            raise UserError(f"checkpoint {path}: no fingerprint and no config; not one of this project's")
+        theirs = fingerprint(ckpt["config"])
+    differing = fingerprint_differences(theirs, fingerprint(config))
+    if differing:
+        raise UserError(f"checkpoint {path}: belongs to another config; it differs in {'; '.join(differing)}")
+    try:
+        check_structure(ckpt, template)
+        round_ = ckpt["round"]
+        if not isinstance(round_, int) or isinstance(round_, bool) or round_ < 0:
+            raise ValueError(f"round: expected a count of completed rounds, found {round_!r}")
+        if not isinstance(ckpt["history"], dict) or set(ckpt["history"]) != set(history):
+            found = sorted(ckpt["history"]) if isinstance(ckpt["history"], dict) else ckpt["history"]
+            raise ValueError(f"history: sites {found!r} do not match the config's {sorted(history)}")
+        for site, values in ckpt["history"].items():
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+                raise ValueError(f"history.{site}: expected a list of numbers")
+    except ValueError as err:
+        raise UserError(f"checkpoint {path}: does not fit the run ({err})") from None
+
+
 class Rounds(Protocol):
     """What the loop runs: one round at a time, then the test; its state for checkpoints."""
 
@@ -139,29 +173,8 @@ class RunLoop:
         ckpt = load_checkpoint(path)
         if ckpt.get("format") != CHECKPOINT_FORMAT:
             raise UserError(f"checkpoint {path}: unsupported format {ckpt.get('format')!r}")
-        theirs = ckpt.get("fingerprint")
-        if not isinstance(theirs, dict):
-            if not isinstance(ckpt.get("config"), dict):
-                raise UserError(f"checkpoint {path}: no fingerprint and no config; not one of this project's")
-            theirs = fingerprint(ckpt["config"])
-        differing = fingerprint_differences(theirs, fingerprint(self.config))
-        if differing:
-            raise UserError(
-                f"checkpoint {path}: belongs to another config; it differs in {'; '.join(differing)}"
-            )
         template = {k: v for k, v in self.state_dict().items() if k not in ("config", "fingerprint")}
-        try:
-            check_structure(ckpt, template)
-            round_ = ckpt["round"]
-            if not isinstance(round_, int) or isinstance(round_, bool) or round_ < 0:
-                raise ValueError(f"round: expected a count of completed rounds, found {round_!r}")
-            if set(ckpt["history"]) != set(self.reporter.history):
-                raise ValueError(f"sites {sorted(ckpt['history'])} do not match the config's")
-            for site, values in ckpt["history"].items():
-                if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-                    raise ValueError(f"history.{site}: expected a list of numbers")
-        except ValueError as err:
-            raise UserError(f"checkpoint {path}: does not fit the run ({err})") from None
+        check_checkpoint(ckpt, path, self.config, template, self.reporter.history)
         try:
             self.rounds.load_state_dict(ckpt)
             set_rng_state(ckpt["rng"])
