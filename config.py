@@ -322,7 +322,8 @@ def _key_path(loc: tuple, data: Any) -> str:
             continue
         else:
             node = None
-        parts.append(str(part))
+        text = str(part)
+        parts.append(text if text.isprintable() else repr(text))  # a key holding a newline stays one line
     return ".".join(parts)
 
 
