@@ -180,7 +180,15 @@ class RunLoop:
             set_rng_state(ckpt["rng"])
         except UserError:
             raise
-        except (RuntimeError, ValueError, KeyError, TypeError, AttributeError, IndexError) as err:
+        except (
+            RuntimeError,
+            ValueError,
+            KeyError,
+            TypeError,
+            AttributeError,
+            IndexError,
+            OverflowError,
+        ) as err:
             raise UserError(f"checkpoint {path}: does not fit the run ({str(err).splitlines()[0]})") from None
         self.reporter.history = {k: list(v) for k, v in ckpt["history"].items()}
         self.completed = self.rounds.completed = int(ckpt["round"])

@@ -136,7 +136,15 @@ class SiteWorker:
             fit = dict(ckpt.get("fit", {}))
         except UserError:
             raise
-        except (RuntimeError, ValueError, KeyError, TypeError, AttributeError, IndexError) as err:
+        except (
+            RuntimeError,
+            ValueError,
+            KeyError,
+            TypeError,
+            AttributeError,
+            IndexError,
+            OverflowError,
+        ) as err:
             raise UserError(
                 f"site {self.name}: {path} does not fit the site ({str(err).splitlines()[0]})"
             ) from None
