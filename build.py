@@ -8,12 +8,14 @@ everything here, so the same config always gives the same objects.
 from __future__ import annotations
 
 import logging
+import random
 import time
 import warnings
 from collections.abc import Callable
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 
 from config import Config
@@ -26,7 +28,9 @@ from fl.reporter import Reporter
 from fl.site import Site, TrainerFactory
 from fl.transport import InProcess, Transport
 from models.recon_module import ReconModule
+from models.unet import activation_bytes
 from utils.errors import UserError
+from utils.resources import available_memory, human
 from utils.seeding import stable_seed
 
 
@@ -49,6 +53,18 @@ def is_federated(algorithm: str) -> bool:
     return algorithm in ALGORITHMS
 
 
+def check_accelerator(accelerator: str) -> None:
+    """Refuse ``trainer.accelerator`` naming a device this machine does not have, in one line."""
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise UserError(
+            f"trainer.accelerator: {accelerator!r} but this machine has no CUDA GPU; use auto or cpu"
+        )
+    if accelerator == "mps" and not (
+        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+    ):
+        raise UserError("trainer.accelerator: 'mps' but this machine has no Apple GPU; use auto or cpu")
+
+
 class Builder:
     """Builds the objects of one run from its config.
 
@@ -60,6 +76,7 @@ class Builder:
     def __init__(self, config: Config, log: Callable[[str], None] = print):
         self.config = config
         self.log = log
+        check_accelerator(config.trainer.accelerator)
 
     # -- parts ---------------------------------------------------------------------------------
     def data_module(self, site) -> SiteDataModule:
@@ -151,6 +168,7 @@ class Builder:
             start = time.perf_counter()
             dm.setup()
             self._check_fits_model(site.name, dm)
+            self._check_fits_machine(site.name, dm)
             counts = {s: len(d) for s, d in dm.datasets.items()}
             if not counts["train"] or not counts["val"]:
                 raise UserError(f"sites.{site.name}: needs training and validation slices, found {counts}")
@@ -174,6 +192,36 @@ class Builder:
                 f"this site's is multi-coil {shape}; use model.kind=unet"
             )
 
+    def _check_fits_machine(self, site: str, data: SiteDataModule) -> None:
+        """Refuse a network too deep for the site's images (each pool halves them; the bottleneck needs at
+        least 2 x 2) and a batch whose training step cannot fit the memory, in one line each."""
+        train = data.datasets["train"]
+        if not len(train):
+            return
+        height, width = tuple(train[0]["input"].shape[-2:])
+        model = self.config.model
+        bottleneck = (height >> model.num_pool_layers, width >> model.num_pool_layers)
+        if min(bottleneck) < 2:
+            deepest = max(0, min(height, width).bit_length() - 2)
+            raise UserError(
+                f"model.num_pool_layers: {model.num_pool_layers} pools halve site {site}'s "
+                f"{height} x {width} images to {bottleneck[0]} x {bottleneck[1]}; the bottleneck needs at "
+                f"least 2 x 2, so at most {deepest} pools"
+            )
+        batch = min(data.batch_size, len(train))  # a batch never holds more than the training split
+        need = activation_bytes(model.chans, model.num_pool_layers, height, width, batch)
+        if model.kind == "dual_domain":
+            need *= 2 * model.cascades  # a k-space and an image U-Net per cascade
+        where, room = "memory", available_memory()
+        if self.config.trainer.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available():
+            where, room = "GPU memory", torch.cuda.mem_get_info()[0]
+        if need > room:
+            raise UserError(
+                f"sites.{site}.batch_size: a training step of {batch} slices of {height} x {width} needs at "
+                f"least {human(need)} of activations (model.chans={model.chans}, "
+                f"model.num_pool_layers={model.num_pool_layers}); the available {where} is {human(room)}"
+            )
+
     def sites(
         self, data: list[SiteDataModule], trainer: TrainerFactory | None = None
     ) -> tuple[list[Site], torch.nn.Module]:
@@ -181,6 +229,10 @@ class Builder:
         initial model (the first site's)."""
         cfg = self.config
         torch.manual_seed(stable_seed(cfg.seed, "init"))
+        # Nothing draws from Python's or NumPy's global generators today; seeded anyway, so that the states
+        # saved in checkpoints (and anything that draws from them later) are the same in identical runs.
+        random.seed(stable_seed(cfg.seed, "python"))
+        np.random.seed(stable_seed(cfg.seed, "numpy") % (1 << 32))
         modules = [self.module() for _ in data]
         initial = modules[0].model.state_dict()
         for module in modules[1:]:
@@ -286,6 +338,12 @@ class Builder:
     def run(self) -> RunLoop:
         """The in-process run of ``train.py``: every site's data prepared, the federation (or the
         reference) over local sites, ready to :meth:`~fl.loop.RunLoop.resume` or run."""
+        if self.config.trainer.devices != 1:
+            raise UserError(
+                f"trainer.devices: {self.config.trainer.devices} devices would run DDP inside every "
+                "local fit and change the results; train.py trains on one device (trainer.devices=1); "
+                f"use train_multi_gpu.py --devices {self.config.trainer.devices}"
+            )
         quiet_lightning()
         sites, initial = self.sites(self.prepare_data())
         total = len(initial.state_dict())

@@ -12,6 +12,7 @@ path, e.g. ``config error: sites.0.mask.acceleration: must be >= 1 (got 0.5)``.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,11 +21,12 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from data.options import NAME_PATTERN, DataOptions, SiteOptions
+from data.options import NAME_MAX, NAME_PATTERN, DataOptions, SiteOptions
 from fl.options import FLOptions
 from models.options import ModelOptions, OptimOptions
 from utils.errors import UserError
 from utils.io import atomic_write_text
+from utils.paths import check_path_text
 
 
 class _Section(BaseModel):
@@ -55,7 +57,10 @@ class Config(_Section):
     """A whole run: the sites, the model, the federated algorithm, optimisation and outputs."""
 
     name: str = Field(
-        "fedmri", pattern=NAME_PATTERN, description="run name: outputs go to <output_dir>/<name>/"
+        "fedmri",
+        pattern=NAME_PATTERN,
+        max_length=NAME_MAX,
+        description="run name: outputs go to <output_dir>/<name>/",
     )
     seed: int = Field(0, ge=0)
     output_dir: str = "runs"
@@ -106,27 +111,31 @@ def load_config(
     Raises:
         UserError: unreadable file, malformed override, or any invalid value (naming the key path).
     """
-    if base is not None:
-        raw = OmegaConf.create(base)
-    else:
-        raw = OmegaConf.create(_read_yaml(path) if path is not None else {})
+    source = f"config {path}" if path is not None else "config"
+    data = base if base is not None else (_read_yaml(path) if path is not None else {})
+    check_plain_data(data, source)
+    try:
+        raw = OmegaConf.create(data)
+    except (OmegaConfBaseException, ValueError, TypeError) as err:
+        raise UserError(f"{source}: {_first_line(err)}") from None
     for item in overrides:
         key, sep, text = item.partition("=")
         key = key.strip()
         if not sep or not key:
             raise UserError(f"override {item!r}: expected key.path=value, e.g. fl.rounds=5")
         try:
-            value = yaml.safe_load(text) if text.strip() else None
-        except yaml.YAMLError as err:
+            value = parse_yaml(text) if text.strip() else None
+        except (yaml.YAMLError, RecursionError) as err:
             raise UserError(f"override {key}: cannot parse value {text!r} ({_first_line(err)})") from None
+        check_plain_data(value, f"override {key}")
         try:
             OmegaConf.update(raw, key, value, merge=False)
         except (OmegaConfBaseException, TypeError, IndexError, ValueError) as err:
             raise UserError(f"override {key}: {_first_line(err)}") from None
     try:
         data = OmegaConf.to_container(raw, resolve=True)
-    except OmegaConfBaseException as err:
-        raise UserError(f"config {path}: {_first_line(err)}") from None
+    except (OmegaConfBaseException, ValueError, TypeError, RecursionError) as err:
+        raise UserError(f"{source}: {_first_line(err)}") from None
     return validate_config(data)
 
 
@@ -135,9 +144,58 @@ def validate_config(data: Any) -> Config:
     if not isinstance(data, dict):
         raise UserError(f"config: expected a mapping of sections, got {type(data).__name__}")
     try:
-        return Config.model_validate(data)
+        config = Config.model_validate(data)
     except ValidationError as err:
         raise UserError(format_validation_error(err, data)) from None
+    _check_numbers(data, config)
+    _check_paths(config)
+    return config
+
+
+PATH_KEYS = ("output_dir", "cache_dir", "root", "manifest", "path", "train", "val", "test")
+
+
+def _check_paths(config: Config) -> None:
+    """Every string: no NUL; every path-like one (a path key, a ``paths.*`` entry, or containing ``/`` or
+    starting with ``~``): components a filesystem can hold and a ``~user`` that exists."""
+    for key, value in _flatten(config.model_dump()).items():
+        if not isinstance(value, str):
+            continue
+        if "\0" in value:
+            raise UserError(f"config error: {key}: contains a NUL character")
+        if (
+            key.startswith("paths.")
+            or key.rsplit(".", 1)[-1] in PATH_KEYS
+            or "/" in value
+            or value[:1] == "~"
+        ):
+            check_path_text(value, key)
+
+
+MAX_FLOAT = 1e6  # no float option means anything beyond this (learning rates, weights, noise scales)
+MAX_INT = 2**31 - 1  # counts, sizes and seeds; the data and memory checks bound sizes further
+
+
+def _check_numbers(data: dict[str, Any], config: Config) -> None:
+    """Numbers the schema's types let through but no option means: a boolean given for a number
+    (``seed: true``), a float that is infinite or beyond :data:`MAX_FLOAT`, an integer beyond
+    :data:`MAX_INT`."""
+    validated = _flatten(config.model_dump())
+    problems = []
+    for key, value in _flatten(data).items():
+        if isinstance(value, bool) and key in validated and not isinstance(validated[key], bool):
+            problems.append(f"{key}: expected a number, got {str(value).lower()}")
+    for key, value in validated.items():
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, float) and not (math.isfinite(value) and abs(value) <= MAX_FLOAT):
+            problems.append(
+                f"{key}: must be a finite number of magnitude at most {MAX_FLOAT:g} (got {value!r})"
+            )
+        elif isinstance(value, int) and abs(value) > MAX_INT:
+            problems.append(f"{key}: must be at most {MAX_INT} in magnitude (got {value:.3g})")
+    if problems:
+        raise UserError("config error: " + "; ".join(problems))
 
 
 def save_config(config: Config, path: str | Path) -> None:
@@ -185,14 +243,68 @@ def _read_yaml(path: str | Path) -> Any:
     if not path.is_file():
         raise UserError(f"config {path}: file not found")
     try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise UserError(f"config {path}: larger than {MAX_CONFIG_BYTES // 1024} KiB; not a config")
+        data = parse_yaml(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError) as err:
         raise UserError(f"config {path}: not valid YAML ({_first_line(err)})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise UserError(f"config {path}: expected a mapping of sections at the top level")
     return data
+
+
+MAX_CONFIG_BYTES = 1 << 20  # a config file is a few KiB; anything this large is not one
+MAX_CONFIG_NODES = 100_000  # values after expanding YAML aliases (a 7-line alias bomb expands to billions)
+MAX_CONFIG_DEPTH = 32  # nesting; the schema itself is at most 5 levels deep
+
+
+class _PlainLoader(yaml.SafeLoader):
+    """YAML's safe loader without the implicit timestamp type: ``2024-01-01`` stays a string."""
+
+
+_PlainLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def parse_yaml(text: str) -> Any:
+    """Parse YAML text into plain data (dates stay strings); raises yaml.YAMLError or RecursionError."""
+    return yaml.load(text, Loader=_PlainLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+def check_plain_data(data: Any, source: str) -> None:
+    """Refuse what a config cannot hold: YAML sets, binary or dates, keys that are not strings, nesting
+    deeper than :data:`MAX_CONFIG_DEPTH`, and more than :data:`MAX_CONFIG_NODES` values once aliases are
+    expanded; the error names ``source`` and the key path."""
+    count = 0
+    stack: list[tuple[Any, str, int]] = [(data, "", 0)]
+    while stack:
+        node, where, depth = stack.pop()
+        count += 1
+        at = f" at {where}" if where else ""
+        if count > MAX_CONFIG_NODES:
+            raise UserError(
+                f"{source}: more than {MAX_CONFIG_NODES} values once YAML aliases are expanded; not a config"
+            )
+        if depth > MAX_CONFIG_DEPTH:
+            raise UserError(f"{source}: nested deeper than {MAX_CONFIG_DEPTH} levels{at}")
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if not isinstance(key, str) or not key:
+                    raise UserError(f"{source}: keys must be non-empty strings, found {key!r}{at}")
+                stack.append((value, f"{where}.{key}" if where else key, depth + 1))
+        elif isinstance(node, list):
+            stack.extend(
+                (value, f"{where}.{i}" if where else str(i), depth + 1) for i, value in enumerate(node)
+            )
+        elif node is not None and not isinstance(node, (str, int, float, bool)):
+            raise UserError(
+                f"{source}: {type(node).__name__} values are not supported{at}; "
+                "use strings, numbers, booleans, lists and mappings"
+            )
 
 
 def _key_path(loc: tuple, data: Any) -> str:
@@ -210,7 +322,8 @@ def _key_path(loc: tuple, data: Any) -> str:
             continue
         else:
             node = None
-        parts.append(str(part))
+        text = str(part)
+        parts.append(text if text.isprintable() else repr(text))  # a key holding a newline stays one line
     return ".".join(parts)
 
 

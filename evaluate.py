@@ -165,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     def job() -> None:
         from config import load_config
         from evaluation import load_ckpt, load_run
+        from utils.paths import check_writable_dir
 
         trained = load_run(args.run) if args.run else load_ckpt(args.ckpt)
         if args.config:
@@ -174,7 +175,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             test_config = trained.config
         default_out = Path(args.run) / "evaluation" if args.run else Path(args.ckpt).parent / "evaluation"
-        evaluate(trained, test_config, Path(args.out) if args.out else default_out)
+        out = Path(args.out) if args.out else default_out
+        check_writable_dir(out, "--out")  # before any work: not a file, not below one, writable
+        evaluate(trained, test_config, out)
 
     return run_cli(job)
 

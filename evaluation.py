@@ -18,6 +18,7 @@ from build import Builder
 from config import Config, load_config, validate_config
 from data.site import SiteDataModule
 from data.transforms import denormalize
+from fl.fingerprint import fingerprint, fingerprint_differences
 from models.recon_module import ReconModule
 from utils.checkpoint import load_checkpoint
 from utils.errors import UserError
@@ -47,7 +48,8 @@ def load_run(run_dir: str | Path) -> TrainedModels:
         if not path.is_file():
             raise UserError(f"run {run_dir}: {path.name} not found; did the run finish its test?")
         ckpt = load_checkpoint(path)
-        models[site.name], rounds[site.name] = ckpt["model"], int(ckpt.get("round", 0))
+        models[site.name], rounds[site.name] = ckpt.get("model"), _count(ckpt.get("round", 0), path)
+    _check_models(models, run_dir)
     return TrainedModels(config, models, rounds, str(run_dir))
 
 
@@ -58,20 +60,54 @@ def load_ckpt(path: str | Path) -> TrainedModels:
     if "config" not in ckpt:
         raise UserError(f"checkpoint {path}: no config inside; expected one written by train.py")
     config = validate_config(ckpt["config"])
+    stated = ckpt.get("fingerprint")
+    if stated is not None:
+        differing = (
+            fingerprint_differences(stated, fingerprint(config.to_dict())) if isinstance(stated, dict) else []
+        )
+        if differing or not isinstance(stated, dict):
+            raise UserError(
+                f"checkpoint {path}: its fingerprint does not match its config ({'; '.join(differing)})"
+            )
     if "sites" in ckpt:
         models, rounds = {}, {}
-        for site, state in ckpt["sites"].items():
-            best = ckpt.get("best", {}).get(site, {})
+        sites, bests = ckpt["sites"], ckpt.get("best", {})
+        if not isinstance(sites, dict) or not isinstance(bests, dict):
+            raise UserError(f"checkpoint {path}: 'sites' and 'best' must be dicts keyed by site")
+        for site, state in sites.items():
+            best = bests.get(site, {})
+            if not isinstance(state, dict) or not isinstance(best, dict):
+                raise UserError(f"checkpoint {path}: sites.{site}: expected a dict")
             if best.get("model"):
-                models[site], rounds[site] = best["model"], int(best.get("round", 0))
+                models[site], rounds[site] = best["model"], _count(best.get("round", 0), path)
             else:
-                models[site], rounds[site] = state["model"], int(ckpt.get("round", 0))
+                models[site], rounds[site] = state.get("model"), _count(ckpt.get("round", 0), path)
+        _check_models(models, path)
         return TrainedModels(config, models, rounds, str(path))
     if "model" in ckpt and "site" in ckpt:
-        return TrainedModels(
-            config, {ckpt["site"]: ckpt["model"]}, {ckpt["site"]: int(ckpt["round"])}, str(path)
-        )
+        models = {str(ckpt["site"]): ckpt["model"]}
+        _check_models(models, path)
+        return TrainedModels(config, models, {str(ckpt["site"]): _count(ckpt.get("round"), path)}, str(path))
     raise UserError(f"checkpoint {path}: neither a federation checkpoint nor a site's best model")
+
+
+def _count(value: Any, path: str | Path) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise UserError(f"checkpoint {path}: round: expected a count of rounds, found {value!r}")
+    return value
+
+
+def _check_models(models: dict[str, Any], path: str | Path) -> None:
+    """Each site's weights must be a mapping of parameter names to tensors (shapes are checked on loading)."""
+    for site, state in models.items():
+        if (
+            not isinstance(state, dict)
+            or not state
+            or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())
+        ):
+            raise UserError(
+                f"checkpoint {path}: the model of site {site} is not a mapping of names to tensors"
+            )
 
 
 def build_sites(config: Config) -> dict[str, SiteDataModule]:

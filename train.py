@@ -92,9 +92,14 @@ def main(argv: list[str] | None = None) -> int:
 
     def job() -> None:
         from build import Builder
+        from utils.lock import lock_run
+        from utils.paths import check_writable_dir
 
         config = resolve_config(args)
+        check_writable_dir(config.run_dir.parent, "output_dir")  # before the data is prepared; writes nothing
         run = Builder(config).run()  # validates every site's data before anything is written or removed
+        lock_run(config.run_dir)  # one writer per run directory: a second one is refused, naming the PID
+        resolve_config(args)  # again under the lock: another process may have started this run meanwhile
         if args.resume:
             run.resume()
         elif args.overwrite and config.run_dir.exists():

@@ -583,10 +583,17 @@ def _read_mat73(path: Path) -> np.ndarray:
         import h5py
     except ImportError:
         raise UserError(f"mask file {path}: MATLAB v7.3 file; install h5py or save it with -v7") from None
-    with h5py.File(path, "r") as handle:
-        if "mask" not in handle:
-            raise UserError(f"mask file {path}: no variable 'mask' (found: {', '.join(handle) or 'nothing'})")
-        return np.asarray(handle["mask"]).T
+    try:
+        with h5py.File(path, "r") as handle:
+            if "mask" not in handle:
+                found = ", ".join(handle) or "nothing"
+                raise UserError(f"mask file {path}: no variable 'mask' (found: {found})")
+            return np.asarray(handle["mask"]).T
+    except UserError:
+        raise
+    except Exception as err:  # a truncated or damaged HDF5 file raises OSError, KeyError and others
+        first = (str(err).splitlines() or [type(err).__name__])[0]
+        raise UserError(f"mask file {path}: not a readable MATLAB v7.3 file ({first})") from None
 
 
 @lru_cache(maxsize=32)

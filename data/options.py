@@ -8,6 +8,7 @@ from data.masks import MaskOptions
 from data.sources import SourceOptions
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+NAME_MAX = 64  # run and site names become file names (best_<site>.ckpt) and table cells
 
 
 class _Section(BaseModel):
@@ -17,7 +18,9 @@ class _Section(BaseModel):
 class SiteOptions(_Section):
     """One site (client) of the federation: its data, its undersampling and its batch size."""
 
-    name: str = Field(pattern=NAME_PATTERN, description="unique site name; used in file names")
+    name: str = Field(
+        pattern=NAME_PATTERN, max_length=NAME_MAX, description="unique site name; used in file names"
+    )
     source: SourceOptions = Field(description="where the site's images come from; `kind` picks the format")
     mask: MaskOptions = Field(description="undersampling pattern; `kind` picks it (see data/masks.py)")
     batch_size: int = Field(8, ge=1)

@@ -12,13 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from data import masks
-from data.sources import Source, SourceContext, VolumeInfo, build_source
+from data.sources import KspaceSlice, SliceData, Source, SourceContext, VolumeInfo, build_source
 from data.sources.base import Split
 from data.transforms import ReconTransform
+from utils.errors import UserError
 from utils.seeding import stable_seed
 
 # A training item key: (sample index, round, epoch); evaluation keys are plain indices.
@@ -50,6 +52,22 @@ class SliceDataset(Dataset):
     def __len__(self) -> int:
         return len(self.index)
 
+    def check_volumes(self) -> None:
+        """Refuse degenerate volumes before training, naming them: the middle slice of every volume must give
+        a finite sample and an image that is not constant (an all-zero or constant volume has nothing to
+        reconstruct and normalises to noise or NaN). Every slice read later is checked for finite values."""
+        start = 0
+        for volume in self.volumes:
+            middle = volume.num_slices // 2
+            sample = self[start + middle]  # checks finiteness
+            if constant_sample(sample):
+                raise UserError(
+                    f"site {self.site}: volume {volume.name}: its middle slice (slice {middle}) is constant "
+                    f"(value {float(sample['mean']):.3g}); an all-zero or constant volume cannot be "
+                    "trained on"
+                )
+            start += volume.num_slices
+
     def mask_seed(self, key: ItemKey) -> int:
         """Seed of the mask for an item: per draw when redrawing, else fixed per (volume, slice)."""
         i, draw = (key, None) if isinstance(key, int) else (key[0], key[1:])
@@ -64,9 +82,33 @@ class SliceDataset(Dataset):
         volume = self.volumes[vol_index]
         data = self.source.read_slice(volume, slice_index)  # an image, or measured k-space
         sample = self.transform(data, self.mask_seed(key))
+        problem = sample_problem(data, sample)
+        if problem:
+            raise UserError(f"site {self.site}: volume {volume.name}, slice {slice_index}: {problem}")
         sample["volume"] = volume.name
         sample["slice"] = slice_index
         return sample
+
+
+def sample_problem(data: SliceData, sample: dict[str, Any]) -> str | None:
+    """Why a sample cannot be trained on (non-finite source values, or values that overflow float32 in the
+    FFT or the normalisation), or None when it can."""
+    if all(bool(torch.isfinite(sample[k]).all()) for k in ("input", "target", "mean", "std")):
+        return None
+    raw = np.asarray(data.kspace if isinstance(data, KspaceSlice) else data)
+    if not np.isfinite(raw).all():
+        return f"holds NaN or infinite {'k-space' if isinstance(data, KspaceSlice) else 'image'} values"
+    largest = float(np.abs(raw).max()) if raw.size else 0.0
+    return (
+        f"its values (largest magnitude {largest:.3g}) overflow float32 in the Fourier transform or the "
+        "normalisation; rescale the data"
+    )
+
+
+def constant_sample(sample: dict[str, Any]) -> bool:
+    """Whether a sample's zero-filled image is constant (standard deviation at most 1e-6 of its mean)."""
+    std, mean = float(sample["std"]), float(sample["mean"])
+    return not std > 1e-6 * abs(mean)
 
 
 def round_order(num_samples: int, *, seed: int, site: str, rnd: int, epoch: int) -> list[int]:
@@ -189,8 +231,7 @@ class SiteDataModule(L.LightningDataModule):
             rank=self.rank,
         )
         for dataset in self.datasets.values():
-            if len(dataset):
-                dataset[0]  # one sample per split: a mask file that does not fit the data fails here
+            dataset.check_volumes()  # a mask file that does not fit the data, or a degenerate volume, fails
 
     @property
     def num_train_slices(self) -> int:

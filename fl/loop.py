@@ -15,13 +15,49 @@ from typing import Any, Protocol
 
 import yaml
 
+from fl.fingerprint import fingerprint, fingerprint_differences
 from fl.reporter import Reporter
-from utils.checkpoint import load_checkpoint, save_checkpoint
+from utils.checkpoint import check_structure, load_checkpoint, save_checkpoint
 from utils.errors import UserError
 from utils.io import atomic_write_text
+from utils.lock import lock_run, unlock_run
 from utils.seeding import rng_state, set_rng_state
 
 CHECKPOINT_FORMAT = 2
+
+
+def check_checkpoint(
+    ckpt: dict[str, Any],
+    path: Path,
+    config: dict[str, Any],
+    template: dict[str, Any],
+    history: dict[str, Any],
+) -> None:
+    """Check that a loaded checkpoint belongs to a run of ``config``: its config fingerprint
+    (:func:`fingerprint`), then its structure, types and tensor shapes against ``template`` (the state the
+    run would write now), its round count and its history of the sites in ``history``; any mismatch is one
+    :class:`UserError` line naming ``path``."""
+    theirs = ckpt.get("fingerprint")
+    if not isinstance(theirs, dict):
+        if not isinstance(ckpt.get("config"), dict):
+            raise UserError(f"checkpoint {path}: no fingerprint and no config; not one of this project's")
+        theirs = fingerprint(ckpt["config"])
+    differing = fingerprint_differences(theirs, fingerprint(config))
+    if differing:
+        raise UserError(f"checkpoint {path}: belongs to another config; it differs in {'; '.join(differing)}")
+    try:
+        check_structure(ckpt, template)
+        round_ = ckpt["round"]
+        if not isinstance(round_, int) or isinstance(round_, bool) or round_ < 0:
+            raise ValueError(f"round: expected a count of completed rounds, found {round_!r}")
+        if not isinstance(ckpt["history"], dict) or set(ckpt["history"]) != set(history):
+            found = sorted(ckpt["history"]) if isinstance(ckpt["history"], dict) else ckpt["history"]
+            raise ValueError(f"history: sites {found!r} do not match the config's {sorted(history)}")
+        for site, values in ckpt["history"].items():
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+                raise ValueError(f"history.{site}: expected a list of numbers")
+    except ValueError as err:
+        raise UserError(f"checkpoint {path}: does not fit the run ({err})") from None
 
 
 class Rounds(Protocol):
@@ -75,6 +111,14 @@ class RunLoop:
     # -- the run -------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         """Train every remaining round, test each site's best model and write every output."""
+        locked = lock_run(self.run_dir) if self.writer else False  # one writer per run directory
+        try:
+            return self._run()
+        finally:
+            if locked:
+                unlock_run(self.run_dir)
+
+    def _run(self) -> dict[str, Any]:
         if self.writer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.run_dir / "config.yaml", yaml.safe_dump(self.config, sort_keys=False))
@@ -98,6 +142,7 @@ class RunLoop:
         """Everything needed to continue the run exactly: loadable with ``weights_only=True``."""
         return {
             "format": CHECKPOINT_FORMAT,
+            "fingerprint": fingerprint(self.config),
             "round": self.completed,
             "config": self.config,
             **self.rounds.state_dict(),
@@ -122,16 +167,28 @@ class RunLoop:
         return True
 
     def load(self, path: Path) -> None:
-        """Restore a checkpoint written by :meth:`save`."""
+        """Restore a checkpoint written by :meth:`save`, after checking that it belongs to this run: its
+        format, its config fingerprint (:func:`fingerprint`), and its structure, types and tensor shapes
+        against the state this run would write; any mismatch is one :class:`UserError` line."""
         ckpt = load_checkpoint(path)
         if ckpt.get("format") != CHECKPOINT_FORMAT:
             raise UserError(f"checkpoint {path}: unsupported format {ckpt.get('format')!r}")
-        if set(ckpt["history"]) != set(self.reporter.history):
-            raise UserError(f"checkpoint {path}: sites {sorted(ckpt['history'])} do not match the config's")
+        template = {k: v for k, v in self.state_dict().items() if k not in ("config", "fingerprint")}
+        check_checkpoint(ckpt, path, self.config, template, self.reporter.history)
         try:
             self.rounds.load_state_dict(ckpt)
-        except (RuntimeError, ValueError, KeyError) as err:
+            set_rng_state(ckpt["rng"])
+        except UserError:
+            raise
+        except (
+            RuntimeError,
+            ValueError,
+            KeyError,
+            TypeError,
+            AttributeError,
+            IndexError,
+            OverflowError,
+        ) as err:
             raise UserError(f"checkpoint {path}: does not fit the run ({str(err).splitlines()[0]})") from None
         self.reporter.history = {k: list(v) for k, v in ckpt["history"].items()}
         self.completed = self.rounds.completed = int(ckpt["round"])
-        set_rng_state(ckpt["rng"])

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from fl.fingerprint import fingerprint
 from utils.checkpoint import save_checkpoint
 from utils.figures import metric_curves, reconstruction_row
 from utils.io import atomic_write_text
@@ -164,6 +165,7 @@ class Reporter:
                     "val_psnr": best["psnr"],
                     "model": best["model"],
                     "config": self.config,
+                    "fingerprint": fingerprint(self.config),
                 },
                 self.run_dir / "checkpoints" / f"best_{site}.ckpt",
             )

@@ -215,6 +215,7 @@ class Site:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict` (raises RuntimeError, ValueError or KeyError if it does not fit)."""
+        check_optimizer_state(self.module.optimizer, state["optimizer"])
         self.module.model.load_state_dict(state["model"])
         self.module.optimizer.load_state_dict(state["optimizer"])
         self.client.load_state_dict(state.get("client", {}))
@@ -230,3 +231,25 @@ class Site:
             float(best["psnr"]),
             best["model"],
         )
+
+
+def check_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """Refuse an optimiser state that would fail only at the next step: per-parameter state tensors
+    (moments) whose shapes differ from their parameters', or states keyed by parameters that do not exist.
+
+    Raises:
+        ValueError: naming the parameter index and the shapes.
+    """
+    shapes = [p.shape for group in optimizer.param_groups for p in group["params"]]
+    entries = state.get("state")
+    if not isinstance(entries, dict) or not isinstance(state.get("param_groups"), list):
+        raise ValueError("optimizer: expected a dict with 'state' and 'param_groups'")
+    for index, entry in entries.items():
+        if not isinstance(index, int) or not 0 <= index < len(shapes) or not isinstance(entry, dict):
+            raise ValueError(f"optimizer: state of unknown parameter {index!r}")
+        for name, value in entry.items():
+            if isinstance(value, torch.Tensor) and value.dim() and value.shape != shapes[index]:
+                raise ValueError(
+                    f"optimizer state {index}.{name}: shape {tuple(value.shape)}, "
+                    f"parameter {tuple(shapes[index])}"
+                )

@@ -120,7 +120,9 @@ class InProcess(Transport):
             try:
                 site.load_state_dict(state["sites"][site.name])
                 site.load_best(state["best"][site.name])
-            except (RuntimeError, ValueError, KeyError) as err:
-                lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+            except (RuntimeError, ValueError, KeyError, TypeError, AttributeError, IndexError) as err:
+                lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [
+                    type(err).__name__
+                ]
                 detail = next((ln for ln in lines if "size mismatch" in ln or "key" in ln.lower()), lines[-1])
                 raise ValueError(f"site {site.name} does not fit the model ({detail})") from None

@@ -31,7 +31,10 @@ class DicomOptions(VolumeSourceOptions):
 
     kind: Literal["dicom"] = "dicom"
     pattern: str = Field(
-        "**/*.dcm", description="glob, relative to root, of the DICOM files ('**/*' for no suffix)"
+        "**/*.dcm",
+        min_length=1,
+        pattern=r"^[^/~]",
+        description="glob, relative to root, of the DICOM files ('**/*' for no suffix)",
     )
     contrasts: dict[str, str] | None = Field(
         None,

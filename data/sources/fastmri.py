@@ -221,6 +221,9 @@ class FastMRISource(FileSource):
             )
         if kspace.dtype.kind != "c":
             raise CorruptFile(f"dataset 'kspace' has dtype {kspace.dtype}; expected complex k-space")
+        if 0 in kspace.shape:
+            dims = "(slices, coils, H, W)" if kspace.ndim == 4 else "(slices, H, W)"
+            raise CorruptFile(f"dataset 'kspace' has shape {kspace.shape}, an empty {dims}; nothing to read")
         num_slices, height, width = kspace.shape[0], kspace.shape[-2], kspace.shape[-1]
         target = self._target_name(handle, kspace.ndim)
         if target is not None:

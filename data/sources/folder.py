@@ -127,24 +127,36 @@ class FolderSource(ImageVolumeSource):
     def _manifest(self, root: Path) -> list[tuple[str, str, Path]]:
         manifest = Path(self.options.manifest).expanduser()
         try:
-            with manifest.open(newline="") as handle:
+            with manifest.open(newline="", encoding="utf-8") as handle:
                 rows = list(csv.DictReader(handle))
         except OSError as err:
             raise UserError(
                 f"{self.where}: source.manifest {manifest}: cannot read ({err.strerror or err})"
             ) from None
+        except UnicodeDecodeError as err:
+            raise UserError(
+                f"{self.where}: source.manifest {manifest}: not UTF-8 text (byte {err.start})"
+            ) from None
+        except csv.Error as err:
+            raise UserError(f"{self.where}: source.manifest {manifest}: not a CSV table ({err})") from None
         columns = {"subject", "contrast", "path"}
         if not rows or not columns <= set(rows[0]):
             raise UserError(
                 f"{self.where}: source.manifest {manifest}: expected a CSV with columns subject,contrast,path"
             )
-        listed = []
+        listed, seen = [], {}
         for line, row in enumerate(rows, start=2):
             if not all((row[c] or "").strip() for c in columns):
                 raise UserError(
                     f"{self.where}: source.manifest {manifest} line {line}: empty subject, contrast or path"
                 )
             path = Path(row["path"].strip())
+            if path in seen:
+                raise UserError(
+                    f"{self.where}: source.manifest {manifest} line {line}: {path} is listed twice "
+                    f"(first on line {seen[path]})"
+                )
+            seen[path] = line
             listed.append(
                 (row["subject"].strip(), row["contrast"].strip(), path if path.is_absolute() else root / path)
             )

@@ -182,8 +182,15 @@ def read_dicom_series(paths: Sequence[Path], headers: Sequence[DicomHeader] | No
             pixels = np.asarray(ds.pixel_array)
         except Exception as err:
             raise CorruptFile(f"{path.name}: not a readable DICOM image ({_reason(err)})") from None
-        slope = float(ds.get("RescaleSlope", 1) or 1)
-        intercept = float(ds.get("RescaleIntercept", 0) or 0)
+        try:
+            slope = float(ds.get("RescaleSlope", 1) or 1)
+            intercept = float(ds.get("RescaleIntercept", 0) or 0)
+        except (TypeError, ValueError) as err:
+            raise CorruptFile(
+                f"{path.name}: RescaleSlope/RescaleIntercept is not a number ({_reason(err)})"
+            ) from None
+        if not (np.isfinite(slope) and np.isfinite(intercept)):
+            raise CorruptFile(f"{path.name}: RescaleSlope/RescaleIntercept is not finite")
         if pixels.ndim == 3 and int(ds.get("NumberOfFrames", 1) or 1) == pixels.shape[0]:
             frames = list(pixels)
         elif pixels.ndim == 2:

@@ -25,8 +25,11 @@ from data.simulation.profiles import HEAD_LAYERS
 from data.sources.base import SPLITS, Source, SourceContext, Split, VolumeInfo
 from data.sources.volumes import CachedVolume, VolumeCache, read_cached_slice
 from utils.errors import UserError
+from utils.resources import available_memory, folder_bytes, free_disk, human
 
 logger = logging.getLogger(__name__)
+
+INDEX_BYTES_PER_VOLUME = 400  # a VolumeInfo, a CachedVolume, a subject name and dict slots, roughly
 
 
 class SubjectCounts(BaseModel):
@@ -136,6 +139,7 @@ class SyntheticSource(Source):
     def prepare(self) -> None:
         """Index the site's volumes, generating into the cache every subject that is not there yet."""
         cache = self.cache
+        self.check_fits_machine()
         shape = (self.options.slices_per_subject, self.options.size, self.options.size)
         maps: dict[str, np.ndarray] | None = None  # the template at the site's resolution, when needed
         volumes: dict[str, list[VolumeInfo]] = {}
@@ -169,6 +173,43 @@ class SyntheticSource(Source):
                 cache.folder,
             )
         self._volumes, self._entries = volumes, entries
+
+    def check_fits_machine(self) -> None:
+        """Refuse, before anything is generated, a site whose volumes cannot fit this machine.
+
+        The generated volumes take subjects x contrasts x slices x size x size x 4 bytes (float32): they must
+        fit the free disk of ``data.cache_dir`` plus what its volume cache already holds (cached volumes
+        are not written again); one subject's volumes are generated in memory at once, and the index keeps
+        a few hundred bytes per volume, so both must fit the available RAM.
+        """
+        o = self.options
+        subjects = o.subjects.train + o.subjects.val + o.subjects.test
+        per_subject = len(o.contrasts) * o.slices_per_subject * o.size * o.size * 4
+        total = subjects * per_subject
+        terms = (
+            f"{subjects} subjects x {len(o.contrasts)} contrasts x {o.slices_per_subject} slices x "
+            f"{o.size} x {o.size} x 4 bytes"
+        )
+        where = f"sites.{self.context.site}.source"
+        memory = available_memory()
+        if per_subject > memory:
+            raise UserError(
+                f"{where}.size: one subject's volumes ({len(o.contrasts)} contrasts x {o.slices_per_subject} "
+                f"slices x {o.size} x {o.size} x 4 bytes = {human(per_subject)}) exceed the available "
+                f"memory ({human(memory)})"
+            )
+        index = subjects * len(o.contrasts) * INDEX_BYTES_PER_VOLUME
+        if index > memory:
+            raise UserError(
+                f"{where}.subjects: the index of {subjects * len(o.contrasts)} volumes (about "
+                f"{human(index)}) exceeds the available memory ({human(memory)})"
+            )
+        room = free_disk(self.cache.folder) + folder_bytes(self.cache.folder)
+        if total > room:
+            raise UserError(
+                f"{where}: the generated volumes ({terms} = {human(total)}) exceed the free disk of "
+                f"data.cache_dir ({human(room)} with what the volume cache already holds)"
+            )
 
     @staticmethod
     def _store(cache: VolumeCache, key: str, image: np.ndarray) -> tuple[str, int, str, tuple]:

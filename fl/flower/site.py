@@ -29,7 +29,9 @@ import yaml
 
 from fl.aggregation import TensorDict
 from fl.algorithms.base import Payload
+from fl.fingerprint import fingerprint
 from fl.flower.node import NodeSettings
+from fl.loop import check_checkpoint
 from fl.reporter import Reporter
 from fl.site import FitResult, Site
 from utils.checkpoint import load_checkpoint, save_checkpoint
@@ -102,34 +104,52 @@ class SiteWorker:
         return self.site.name
 
     # -- state between messages ----------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        """What a site checkpoint holds: its config and fingerprint, the site's state, its best model,
+        history and the fit of the round in progress."""
+        return {
+            "format": SITE_FORMAT,
+            "kind": "flower-site",
+            "fingerprint": fingerprint(self.config),
+            "round": self.completed,
+            "config": self.config,
+            "sites": {self.name: self.site.state_dict()},
+            "best": {self.name: self.site.best()},
+            "history": self.reporter.history,
+            "fit": self.fit,
+        }
+
     def _save(self, path: Path) -> None:
-        save_checkpoint(
-            {
-                "format": SITE_FORMAT,
-                "kind": "flower-site",
-                "round": self.completed,
-                "config": self.config,
-                "sites": {self.name: self.site.state_dict()},
-                "best": {self.name: self.site.best()},
-                "history": self.reporter.history,
-                "fit": self.fit,
-            },
-            path,
-        )
+        save_checkpoint(self._state(), path)
 
     def _load(self, path: Path) -> None:
+        """Restore a site checkpoint after the checks of :meth:`fl.loop.RunLoop.load`: the config
+        fingerprint, the structure, types and tensor shapes, the round and the history."""
         ckpt = load_checkpoint(path)
         if ckpt.get("format") != SITE_FORMAT or ckpt.get("kind") != "flower-site":
             raise UserError(f"site {self.name}: {path} is not a site checkpoint of this version")
+        template = {k: v for k, v in self._state().items() if k not in ("config", "fingerprint", "fit")}
+        check_checkpoint(ckpt, path, self.config, template, self.reporter.history)
         try:
             self.site.load_state_dict(ckpt["sites"][self.name])
             self.site.load_best(ckpt["best"][self.name])
-        except (RuntimeError, ValueError, KeyError) as err:
+            fit = dict(ckpt.get("fit", {}))
+        except UserError:
+            raise
+        except (
+            RuntimeError,
+            ValueError,
+            KeyError,
+            TypeError,
+            AttributeError,
+            IndexError,
+            OverflowError,
+        ) as err:
             raise UserError(
                 f"site {self.name}: {path} does not fit the site ({str(err).splitlines()[0]})"
             ) from None
         self.reporter.history = {k: list(v) for k, v in ckpt["history"].items()}
-        self.completed, self.fit = int(ckpt["round"]), dict(ckpt.get("fit", {}))
+        self.completed, self.fit = int(ckpt["round"]), fit
 
     def start_fresh(self, overwrite: bool) -> None:
         """Begin a new run here: refuse to replace another run of the same name unless ``overwrite``."""

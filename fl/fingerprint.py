@@ -1,0 +1,43 @@
+"""What a checkpoint belongs to: the config keys that shape its tensors and optimiser state."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def fingerprint(config: dict[str, Any]) -> dict[str, Any]:
+    """What a checkpoint belongs to: the config keys that shape its tensors and optimiser state (the
+    network, the algorithm with its options and head, the optimiser, the sites), as plain data."""
+    fl = config.get("fl") or {}
+    algorithm = fl.get("algorithm")
+    model = {k: v for k, v in (config.get("model") or {}).items() if k not in ("compile", "channels_last")}
+    return {
+        "model": model,
+        "fl.algorithm": algorithm,
+        f"fl.{algorithm}": fl.get(algorithm),
+        "fl.head": fl.get("head"),
+        "optim.name": (config.get("optim") or {}).get("name"),
+        "sites": [s.get("name") for s in config.get("sites") or [] if isinstance(s, dict)],
+    }
+
+
+def fingerprint_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """The keys whose values differ between two fingerprints, as ``key (old -> new)``; values are compared
+    by their text, so a tampered fingerprint holding tensors or odd types is a difference, never an error."""
+    differing = []
+    for key in sorted(set(old) | set(new), key=str):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            differing += [
+                f"{key}.{k} ({_show(a.get(k))} -> {_show(b.get(k))})"
+                for k in sorted(set(a) | set(b), key=str)
+                if repr(a.get(k)) != repr(b.get(k))
+            ]
+        elif repr(a) != repr(b):
+            differing.append(f"{key} ({_show(a)} -> {_show(b)})")
+    return differing
+
+
+def _show(value: Any) -> str:
+    text = " ".join(repr(value).split())
+    return text if len(text) <= 80 else text[:77] + "..."

@@ -1,0 +1,59 @@
+"""Checks of user-given paths, so that a bad one is one line naming its key before anything runs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from utils.errors import UserError
+
+NAME_MAX = 255  # bytes of one path component on every common filesystem
+PATH_MAX = 4096
+SYSTEM_TREES = ("/proc", "/sys", "/dev")  # kernel interfaces, never a place for outputs
+
+
+def check_path_text(text: str, key: str) -> None:
+    """Refuse a path string no filesystem can hold: a NUL byte, a component over 255 bytes, a whole path
+    over 4096 bytes, or ``~user`` naming an unknown user."""
+    if "\0" in text:
+        raise UserError(f"{key}: contains a NUL character ({text!r})")
+    if len(text.encode("utf-8", "surrogateescape")) > PATH_MAX:
+        raise UserError(f"{key}: path longer than {PATH_MAX} bytes")
+    if text.startswith("~"):
+        try:
+            text = str(Path(text).expanduser())
+        except RuntimeError:
+            raise UserError(f"{key}: cannot expand {text.split('/')[0]!r}: no such user") from None
+    for part in text.split("/"):
+        if len(part.encode("utf-8", "surrogateescape")) > NAME_MAX:
+            raise UserError(f"{key}: path component {part[:24]}... is longer than {NAME_MAX} bytes")
+
+
+def check_writable_dir(path: str | Path, key: str) -> Path:
+    """The directory ``path`` (expanded), checked to be creatable and writable: not a file, not below a
+    file, not under /proc, /sys or /dev, not on a read-only filesystem; raises :class:`UserError` naming
+    ``key`` otherwise."""
+    check_path_text(str(path), key)
+    folder = Path(path).expanduser().absolute()
+    resolved = Path(os.path.realpath(folder))
+    if any(resolved == Path(tree) or Path(tree) in resolved.parents for tree in SYSTEM_TREES):
+        raise UserError(
+            f"{key}: {path} is under a system directory ({resolved}); choose a folder for outputs"
+        )
+    existing = folder
+    while not existing.exists():
+        if existing.is_symlink():
+            raise UserError(f"{key}: {existing} is a broken symbolic link")
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "is" if existing == folder else f"is below {existing}, which is"
+        raise UserError(f"{key}: {path} {where} a file, not a directory")
+    try:
+        read_only = bool(os.statvfs(existing).f_flag & os.ST_RDONLY)
+    except OSError:
+        read_only = False
+    if read_only:
+        raise UserError(f"{key}: {path} is on a read-only filesystem")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{key}: {existing} is not writable")
+    return folder
