@@ -221,7 +221,7 @@ def test_checkpoint_that_does_not_fit_the_model_is_refused(tiny_config, tmp_path
     other = tiny_config(rounds=1)
     other.model.chans = 8
     run = create_run(other)
-    with pytest.raises(UserError, match="does not fit") as info:
+    with pytest.raises(UserError, match=r"belongs to another config; it differs in model\.chans \(4 -> 8\)") as info:
         run.load(config.run_dir / "checkpoints" / "last.ckpt")
     assert "\n" not in str(info.value)
 
