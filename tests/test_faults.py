@@ -17,8 +17,8 @@ import train
 from build import Builder
 from tests.conftest import ROOT, tiny_config_dict
 from utils.checkpoint import load_checkpoint, save_checkpoint
-from utils.io import atomic_write_text
 from utils.errors import TrainingFailure, UserError
+from utils.io import atomic_write_text
 from utils.run_log import MetricsCSV
 
 
@@ -221,7 +221,9 @@ def test_checkpoint_that_does_not_fit_the_model_is_refused(tiny_config, tmp_path
     other = tiny_config(rounds=1)
     other.model.chans = 8
     run = create_run(other)
-    with pytest.raises(UserError, match=r"belongs to another config; it differs in model\.chans \(4 -> 8\)") as info:
+    with pytest.raises(
+        UserError, match=r"belongs to another config; it differs in model\.chans \(4 -> 8\)"
+    ) as info:
         run.load(config.run_dir / "checkpoints" / "last.ckpt")
     assert "\n" not in str(info.value)
 
