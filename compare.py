@@ -480,7 +480,7 @@ def markdown(data: dict[str, Any]) -> str:
                         "–",
                         "–",
                         "not federated (data pooled)"
-                        if methods[m]["algorithm"] in ("centralized", "transfer")
+                        if methods[m]["algorithm"] in ("centralized", "transfer", "transfer_loo")
                         else "",
                     ]
                 )

@@ -8,7 +8,9 @@ the Flower ClientApp calls it once per message.
 
 from __future__ import annotations
 
+import bisect
 import copy
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,7 +21,7 @@ import torch
 
 from data.site import SiteDataModule
 from fl.aggregation import TensorDict
-from fl.algorithms.base import Client, Payload, Reply, set_trainable
+from fl.algorithms.base import Client, LocalPlan, Payload, Reply, set_trainable
 from models.recon_module import NonFiniteError, ReconModule, all_finite
 from utils.metrics import summarise
 from utils.seeding import stable_seed
@@ -72,6 +74,7 @@ class Site:
     best_round: int = 0
     best_psnr: float = -math.inf
     best_state: TensorDict = field(default_factory=dict)
+    last_steps: int = 0  # optimiser steps of the last local fit
 
     # -- the round -----------------------------------------------------------------------------
     def load_global(self, global_state: TensorDict) -> None:
@@ -109,11 +112,14 @@ class Site:
         torch.manual_seed(stable_seed(self.seed, "local", self.name, rnd))  # the same in any process layout
         steps = 0
         try:
-            for phase in plan.phases:
-                set_trainable(module.model, phase)
-                trainer = self.trainer(phase.epochs, True)
+            if len(plan.phases) == 1 and float(plan.phases[0].epochs).is_integer():
+                set_trainable(module.model, plan.phases[0])
+                trainer = self.trainer(int(plan.phases[0].epochs), True)
                 trainer.fit(module, train_dataloaders=self.data.train_dataloader())
-                steps += trainer.global_step
+                steps = trainer.global_step
+            else:
+                steps = self._fit_phases(plan)
+            self.last_steps = steps
             if not all_finite(module.model):
                 raise NonFiniteError("non-finite weights after local training")
         except NonFiniteError as err:
@@ -123,6 +129,37 @@ class Site:
             set_trainable(module.model, None)
         shared = self.shared_tensors(payload.global_state)
         return self.client.reply(rnd, payload, module.model, shared, steps, lr), module.mean_train_loss
+
+    def _fit_phases(self, plan: LocalPlan) -> int:
+        """One pass of ``sum(phase.epochs)`` epochs in which phase i owns a run of consecutive optimiser
+        steps (phase i ends at step ``round((epochs_1 + ... + epochs_i) * batches per epoch)``, fractions of an
+        epoch allowed): before
+        every step the gradients of the parameters the current phase does not train are dropped, so
+        the optimiser leaves them and their state untouched. Returns the number of steps."""
+        module = self.module
+        loader = self.data.train_dataloader()
+        batches = len(loader)
+        bounds = [round(e * batches) for e in itertools.accumulate(phase.epochs for phase in plan.phases)]
+        names = [n for n, _ in module.model.named_parameters()]
+        frozen = [[n for n in names if not phase.trains(n)] for phase in plan.phases]
+        inner, done = plan.step_hook, [0]
+
+        def switch(model: torch.nn.Module) -> None:
+            phase = bisect.bisect_right(bounds, done[0])
+            if frozen[phase]:
+                live = dict(model.named_parameters())
+                for name in frozen[phase]:
+                    live[name].grad = None
+            done[0] += 1
+            if inner is not None:
+                inner(model)
+
+        module.step_hook = switch
+        set_trainable(module.model, None)
+        trainer = self.trainer(max(1, math.ceil(bounds[-1] / max(1, batches))), True)
+        trainer.fit_loop.epoch_loop.max_steps = bounds[-1]
+        trainer.fit(module, train_dataloaders=loader)
+        return trainer.global_step
 
     def fit_or_skip(self, rnd: int, payload: Payload, epochs: int, lr: float, skip: bool) -> FitResult:
         """:meth:`fit`, reporting divergence as a status: ``diverged: <why>``, or with ``skip``
