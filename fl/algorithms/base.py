@@ -116,6 +116,19 @@ class Phase:
 
 
 @dataclass
+class Companion:
+    """A second model a site trains on its own data before its model in a round (Ditto's global
+    model): the site swaps in ``state`` and ``optimizer`` (its optimiser's state; empty: fresh),
+    trains ``epochs`` epochs' worth of steps with the plain loss, and leaves the results here. Its
+    steps come out of the plan's: the site's own model takes the rest of them."""
+
+    state: TensorDict
+    optimizer: dict[str, Any]
+    epochs: float
+    steps: int = 0  # optimiser steps it took
+
+
+@dataclass
 class LocalPlan:
     """A site's local training for one round, as its client half plans it."""
 
@@ -123,6 +136,7 @@ class LocalPlan:
     penalty: Penalty | None = None  # added to the loss at every step
     step_hook: Callable[[nn.Module], None] | None = None  # after every backward pass
     reconstruction_weight: float = 1.0
+    companion: Companion | None = None  # trained first, with its own weights and optimiser state
 
 
 def set_trainable(model: nn.Module, phase: Phase | None) -> None:
