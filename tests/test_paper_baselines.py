@@ -116,7 +116,9 @@ def test_flmrcm_paper_discriminator_learning_rate_is_ten_times_the_networks():
 
 @pytest.mark.parametrize("algorithm", [a for a in algorithm_names()])
 def test_every_algorithm_takes_the_same_local_steps_per_round(tiny_config, algorithm):
-    """At the defaults, every method takes local_epochs x batches optimiser steps per site and round."""
+    """At the defaults, every method takes local_epochs x batches optimiser steps per site and round
+    (Ditto's global copy and personal model together)."""
+    assert {"moon", "ditto"} <= set(algorithm_names())
     config = tiny_config(algorithm=algorithm, rounds=2)
     rounds = create_run(config).rounds
     counts: dict[str, int] = {}
