@@ -93,20 +93,21 @@ class PooledReference:
     def round(self, rnd: int) -> dict[str, dict[str, Any]]:
         """``fl.local_epochs`` epochs of every pooled model, then validation and best-round choice."""
         lr = self.lr(rnd)
-        losses = {}
+        losses, steps = {}, {}
         for group, module in self.modules.items():
             module.set_lr(lr)
             pool = self.pools[group]
             pool.set_round(rnd)
-            self.trainer(self.local_epochs, True).fit(module, train_dataloaders=pool.train_dataloader())
-            losses[group] = module.mean_train_loss
+            trainer = self.trainer(self.local_epochs, True)
+            trainer.fit(module, train_dataloaders=pool.train_dataloader())
+            losses[group], steps[group] = module.mean_train_loss, trainer.global_step
         summary = {}
         for site in self.sites:
             group = self.group_of(site.name)
             site.module.model.load_state_dict(self.modules[group].model.state_dict())
             val = summarise(site.evaluate("val"), "model")
             score = self.selection_score(site, val)
-            summary[site.name] = {"loss": losses[group], "status": "ok", **val}
+            summary[site.name] = {"loss": losses[group], "status": "ok", "steps": steps[group], **val}
             if score > site.best_psnr:
                 site.best_psnr, site.best_round = score, rnd
                 site.best_state = {
@@ -188,20 +189,21 @@ class TransferSite(PooledReference):
         lr = self.lr(rnd)
         module = self.modules["all"]
         by_name = {s.name: s for s in self.sites}
-        losses = {}
+        losses, steps = {}, {}
         for name in self.order(rnd):
             data = by_name[name].data
             module.set_lr(lr)
             data.set_round(rnd)
             torch.manual_seed(stable_seed(self.seed, "transfer", name, rnd))
-            self.trainer(self.local_epochs, True).fit(module, train_dataloaders=data.train_dataloader())
-            losses[name] = module.mean_train_loss
+            trainer = self.trainer(self.local_epochs, True)
+            trainer.fit(module, train_dataloaders=data.train_dataloader())
+            losses[name], steps[name] = module.mean_train_loss, trainer.global_step
             self.visits.append((rnd, name))
         summary = {}
         for site in self.sites:
             site.module.model.load_state_dict(module.model.state_dict())
             val = summarise(site.evaluate("val"), "model")
-            summary[site.name] = {"loss": losses[site.name], "status": "ok", **val}
+            summary[site.name] = {"loss": losses[site.name], "status": "ok", "steps": steps[site.name], **val}
             if val["psnr"] > site.best_psnr:
                 site.best_psnr, site.best_round = val["psnr"], rnd
                 site.best_state = {
