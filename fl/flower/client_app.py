@@ -121,11 +121,7 @@ def _handle(message: Message, context: Context, settings: NodeSettings) -> Recor
         arrays = {}
         if result.reply is not None:
             arrays = {"shared": result.reply.shared, "extra": result.reply.extra}
-        metrics = {
-            "train": metric_record(
-                {"loss": result.loss, "train_slices": result.train_slices, "steps": result.steps}
-            )
-        }
+        metrics = {"train": metric_record({"loss": result.loss, "train_slices": result.train_slices})}
         return content(configs={"status": status | {"train": result.status}}, arrays=arrays, metrics=metrics)
     if kind == "validate":
         val = worker.validate(rnd, arrays_of(message.content, "global"))

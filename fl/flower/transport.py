@@ -200,7 +200,6 @@ class FlowerTransport(Transport):
             status = str(config_of(reply, "status").get("train", "ok"))
             train = metrics_of(reply, "train") or {}
             result = FitResult(status, float(train.get("loss", math.nan)), int(train.get("train_slices", 1)))
-            result.steps = int(train.get("steps", 0))
             if status == "ok":
                 result.reply = Reply(arrays_of(reply, "shared"), arrays_of(reply, "extra"))
             results[site] = result
