@@ -132,4 +132,3 @@ def test_ditto_global_model_is_fedavgs_bit_for_bit_and_personal_models_differ(tm
     assert not any(torch.equal(personal[0][n], personal[1][n]) for n in weights)
     # Equal compute: 3 batches x 2 epochs = 6 steps, 3 on the global copy and 3 on the personal model.
     assert [s.last_steps for s in ditto.transport.sites] == [6, 6]
-
