@@ -134,6 +134,7 @@ class Builder:
             sites=tuple(s.name for s in cfg.sites),
             head=cfg.fl.head,
             flat_aggregation=cfg.fl.flat_aggregation,
+            lr=cfg.optim.lr,
         )
 
     def server(self, model: torch.nn.Module) -> Server:

@@ -375,6 +375,17 @@ def _communication(run_dir: Path) -> dict[str, Any] | None:
     return {"rounds": len(rounds), "sites": per_site, "mean": mean, "total_bytes": total}
 
 
+def _timing(run_dir: Path) -> dict[str, Any] | None:
+    """The run's ``timing.json``: seconds and mean local optimiser steps of a site per round."""
+    path = run_dir / "timing.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _per_round(timing: dict[str, Any] | None, key: str, digits: int) -> str:
+    value = (timing or {}).get(key)
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
 def collect(
     base: Any, table: list[tuple[Variant, str]], planned: dict[str, Any], args: Any
 ) -> dict[str, Any]:
@@ -396,6 +407,7 @@ def collect(
                 "mean": results["mean"]["model"],
                 "zero_filled": {s: v["zero_filled"] for s, v in results["sites"].items()},
                 "communication": _communication(run_dir),
+                "timing": _timing(run_dir),
             },
         )
         for family in variant.families:
@@ -480,7 +492,7 @@ def markdown(data: dict[str, Any]) -> str:
                         "–",
                         "–",
                         "not federated (data pooled)"
-                        if methods[m]["algorithm"] in ("centralized", "transfer")
+                        if methods[m]["algorithm"] in ("centralized", "transfer", "transfer_loo")
                         else "",
                     ]
                 )
@@ -502,6 +514,21 @@ def markdown(data: dict[str, Any]) -> str:
                 ["method", "sent", "received", "all sites, whole run", "per site sent/received"],
                 rows,
                 "lrrrl",
+            )
+        )
+        parts.append("## Compute per round (local optimiser steps of a site; wall seconds of the round)\n")
+        parts.append(
+            markdown(
+                ["method", "local steps per round", "seconds per round"],
+                [
+                    [
+                        m,
+                        _per_round(methods[m]["timing"], "local_steps_per_round", 1),
+                        _per_round(methods[m]["timing"], "seconds_per_round", 1),
+                    ]
+                    for m in compared
+                ],
+                "lrr",
             )
         )
         parts.append("## Best round per site\n")
@@ -552,6 +579,8 @@ def csv_text(data: dict[str, Any]) -> str:
     fields += [f"{k}{s}" for k in METRICS for s in ("", "_std")] + [
         "bytes_sent_per_round",
         "bytes_received_per_round",
+        "local_steps_per_round",
+        "seconds_per_round",
     ]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n", extrasaction="ignore")
@@ -571,11 +600,14 @@ def csv_text(data: dict[str, Any]) -> str:
                 }
             )
         traffic = comm.get("mean", {})
+        timing = m.get("timing") or {}
         writer.writerow(
             {
                 **base,
                 "site": "mean",
                 **m["mean"],
+                "local_steps_per_round": timing.get("local_steps_per_round"),
+                "seconds_per_round": timing.get("seconds_per_round"),
                 "bytes_sent_per_round": traffic.get("sent_per_round"),
                 "bytes_received_per_round": traffic.get("received_per_round"),
             }

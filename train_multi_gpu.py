@@ -74,6 +74,13 @@ def main(argv: list[str] | None = None) -> int:
                 "fl.parallel: data does not support fl.algorithm=flmrcm (each rank would train its own "
                 "discriminator); use fl.parallel: sites"
             )
+        flmrcm = config.fl.options("flmrcm")
+        if config.fl.algorithm == "flmrcm" and flmrcm.mode == "paper":
+            raise UserError(
+                "fl.flmrcm.mode: paper passes the target site's training images through every source "
+                "site's network at every step, so all sites must share one process; use train.py, or "
+                "mode: features"
+            )
         accelerator = "gpu" if config.trainer.accelerator in ("gpu", "cuda") else config.trainer.accelerator
         quiet_lightning()
         Fabric(accelerator=accelerator, devices=devices, strategy="ddp").launch()

@@ -12,7 +12,10 @@ Every generated kind takes ``acceleration`` R >= 1 (1 = fully sampled, all True)
 2D: the always-sampled centre ellipse with semi-axes ``center_fraction * H / 2`` and
 ``center_fraction * W / 2``, a disc on square grids). 1D kinds select columns (the last axis, phase
 encoding) and repeat them over the rows. Every kind also takes ``redraw_train`` [True]: draw a new
-training mask for every sample and epoch (False: one fixed mask per slice, as for validation).
+training mask for every sample and epoch (False: one fixed mask per slice, as for validation), and
+``fixed`` [False]: one mask per site, drawn from the run's seed, for every training sample and every
+validation and test slice, as the FedMRI paper's clients each used one stored mask (True overrides
+``redraw_train``). Without ``fixed`` validation and test masks are fixed per (volume, slice).
 
 =============  ==========================================================================================
 kind           parameters [defaults]: what it draws
@@ -109,6 +112,11 @@ class MaskOptionsBase(BaseModel):
 
     kind: str = Field(description="the mask kind; one of mask_kinds()")
     redraw_train: bool = Field(True, description="draw a new training mask for every sample and epoch")
+    fixed: bool = Field(
+        False,
+        description="one mask per site, drawn from the seed, for every training sample and every "
+        "validation and test slice (the FedMRI paper's fixed per-client mask); overrides redraw_train",
+    )
 
 
 class _PatternOptions(MaskOptionsBase):
@@ -233,10 +241,14 @@ class Equispaced1D(_Pattern):
     ``R * (num_low - W) / (num_low * R - W)``, so that together with the centre block about W / R columns
     are sampled and the acceleration is R (within 10 % for W >= 96). With ``exact_fraction=False``
     (fastMRI's original ``EquispacedMaskFunc``) the lattice is every R-th column (positions
-    ``offset + j * R`` rounded); lattice columns inside the centre block add nothing, so more than W / R
-    columns are sampled and the measured acceleration is below R, about ``W / (num_low * (1 - 1/R) + W/R)``
+    ``offset + j * R`` rounded, up to the last column, as ``mask[offset::R]``); lattice columns inside
+    the centre block add nothing, so more than W / R columns are sampled and the measured acceleration
+    is below R, about ``W / (num_low * (1 - 1/R) + W/R)``
     (3.2x instead of 4x at W = 128, centre 0.08). The offset is drawn in ``[0, round(spacing))``: the seed
-    only picks it, so there are at most round(spacing) distinct masks per shape.
+    only picks it, so there are at most round(spacing) distinct masks per shape. The fraction lattice is
+    ``round(arange(offset, W - 1, spacing))`` as in fastMRI, stopping one column short of the edge: at
+    W = 128, R = 4, centre 0.08 (spacing 5.36) and offset 4 it has 23 points, not the 24 a lattice
+    running to W would have.
     """
 
     exact_fraction: bool
@@ -250,7 +262,10 @@ class Equispaced1D(_Pattern):
             spacing = self.acceleration * (width - num_low) / surplus if surplus > 0 else math.inf
         if math.isfinite(spacing):
             offset = np.random.default_rng(seed).integers(0, max(1, round(spacing)))
-            positions = np.round(np.arange(offset, width, spacing)).astype(int)
+            # fastMRI's lattices: EquispacedMaskFractionFunc's np.arange(offset, num_cols - 1, spacing)
+            # stops one column short of the edge; EquispacedMaskFunc's mask[offset::R] runs to it.
+            end = width - 1 if self.exact_fraction else width
+            positions = np.round(np.arange(offset, end, spacing)).astype(int)
             columns[positions[positions < width]] = True
         columns[start : start + num_low] = True
         return _rows(columns, height)
@@ -723,13 +738,13 @@ def mask_kinds() -> list[str]:
 def build_mask(options: MaskOptionsBase) -> MaskFunc:
     """The mask function that validated ``options`` describe (the pattern's parameters are the options)."""
     _, pattern_cls = MASKS[options.kind]
-    return pattern_cls(**options.model_dump(exclude={"kind", "redraw_train"}))
+    return pattern_cls(**options.model_dump(exclude={"kind", "redraw_train", "fixed"}))
 
 
 def create(kind: str, **params: Any) -> MaskFunc:
     """The mask function of ``kind`` with ``params``, validated as :data:`MaskOptions`; for scripts and tests.
 
-    ``redraw_train`` is accepted like any option but does not change the mask function.
+    ``redraw_train`` and ``fixed`` are accepted like any option but do not change the mask function.
 
     Raises:
         UserError: an unknown kind (the message lists the known ones), or an unknown, missing or

@@ -7,6 +7,7 @@ slice), so a run is reproducible across processes, worker counts and resumes.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ class SliceDataset(Dataset):
         seed: int,
         site: str,
         redraw_masks: bool = False,
+        fixed_mask: bool = False,
     ):
         self.source = source
         self.split = split
@@ -46,6 +48,7 @@ class SliceDataset(Dataset):
         self.seed = seed
         self.site = site
         self.redraw_masks = redraw_masks
+        self.fixed_mask = fixed_mask
         self.volumes: list[VolumeInfo] = source.volumes(split)
         self.index = [(v, s) for v, vol in enumerate(self.volumes) for s in range(vol.num_slices)]
 
@@ -69,7 +72,10 @@ class SliceDataset(Dataset):
             start += volume.num_slices
 
     def mask_seed(self, key: ItemKey) -> int:
-        """Seed of the mask for an item: per draw when redrawing, else fixed per (volume, slice)."""
+        """Seed of the mask for an item: one per site when fixed, per draw when redrawing, else fixed per
+        (volume, slice)."""
+        if self.fixed_mask:
+            return stable_seed(self.seed, self.site, "fixed-mask")
         i, draw = (key, None) if isinstance(key, int) else (key[0], key[1:])
         volume, slice_index = self.volumes[self.index[i][0]], self.index[i][1]
         if self.redraw_masks and draw is not None:
@@ -197,6 +203,7 @@ class SiteDataModule(L.LightningDataModule):
         self.persistent_workers = persistent_workers
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.redraw_masks = bool(site.mask.redraw_train)
+        self.mask_options = site.mask
         self.transform = ReconTransform(masks.build_mask(site.mask), clamp=clamp, return_kspace=return_kspace)
         self.source = build_source(
             site.source, SourceContext(site=site.name, seed=seed, cache_dir=Path(cache_dir))
@@ -214,6 +221,7 @@ class SiteDataModule(L.LightningDataModule):
         if self.datasets:
             return
         self.source.prepare()
+        site_mask = self.mask_options
         for split in ("train", "val", "test"):
             self.datasets[split] = SliceDataset(
                 self.source,
@@ -222,6 +230,7 @@ class SiteDataModule(L.LightningDataModule):
                 seed=self.seed,
                 site=self.name,
                 redraw_masks=self.redraw_masks and split == "train",
+                fixed_mask=bool(getattr(site_mask, "fixed", False)),
             )
         self.train_sampler = RoundSampler(
             len(self.datasets["train"]),
@@ -271,6 +280,18 @@ class SiteDataModule(L.LightningDataModule):
                 pin_memory=self.pin_memory,
             )
         return self._loaders[split]
+
+    def foreign_batches(self, key: str, rnd: int) -> Iterator[dict[str, Any]]:
+        """Endless shuffled batches of this site's training slices for use inside another site's local
+        fit in the same process (FL-MRCM's target images): passes in an order keyed by (seed, site,
+        ``key``, round, pass), training masks drawn as for the site's own fit."""
+        self.setup()
+        dataset = self.datasets["train"]
+        for passes in itertools.count():
+            generator = torch.Generator().manual_seed(stable_seed(self.seed, self.name, key, rnd, passes))
+            order = torch.randperm(len(dataset), generator=generator).tolist()
+            keys = [(i, rnd, passes) for i in order]
+            yield from DataLoader(dataset, batch_size=self.batch_size, sampler=keys, shuffle=False)
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled training slices (order and masks keyed by round and epoch)."""

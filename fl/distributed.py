@@ -97,6 +97,8 @@ class Distributed(InProcess):
         log: where rank 0's lines go.
     """
 
+    connects_peers = False  # a site's data is not another rank's to read during a fit
+
     def __init__(
         self,
         sites: list[Site],

@@ -95,6 +95,7 @@ class Federation:
             site: {
                 "loss": trained.results[site].loss,
                 "status": trained.results[site].status,
+                "steps": trained.results[site].steps,
                 **validated[site],
                 **traffic[site],
             }

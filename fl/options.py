@@ -56,10 +56,11 @@ class FLOptions(BaseModel):
         description="average the shared tensors in place in flat float64 buffers kept between rounds, "
         "instead of allocating float64 temporaries per tensor and site; the same numbers, bit for bit",
     )
-    head: Literal["stage", "conv"] = Field(
-        "stage",
+    head: Literal["stage", "conv"] | None = Field(
+        None,
         description="the U-Net's head for LG-FedAvg, FedPer, FedRep and fedmri.share=all_but_head: "
-        "the last decoder stage, or only the 1x1 output conv",
+        "the last decoder stage, or only the 1x1 output conv; null: each algorithm's own (fedper and "
+        "fedrep: conv, lgfedavg and fedmri: stage)",
     )
 
     @field_validator("algorithm")

@@ -1,11 +1,15 @@
 """The non-federated references, Centralized and Transfer-Site: runners beside the federated round.
 
-Both pool training data instead of federating: Centralized trains one model on every site's
-training split; Transfer-Site trains, for each site, one model on the other sites' training splits
-and tests it on that site. A "round" is ``fl.local_epochs`` epochs over the pool, which costs the
-same compute as one federated round over the same sites. Each site keeps its best round as in the
-federation: by its own validation PSNR under Centralized, and by the mean validation PSNR of the
-training sites under Transfer-Site (the tested site's data is never used). The loop
+Centralized trains one model on every site's training split pooled. Transfer-Site (``transfer``) is
+the FedMRI paper's baseline, "the model is transferred across different sites in a random order":
+one model trained on the sites one after another (cyclic weight transfer, Chang et al., "Distributed
+deep learning networks among institutions for medical imaging", JAMIA 2018), ``fl.local_epochs``
+epochs per visit, every site once per round in a new order drawn from the seed, tested on every site.
+``transfer_loo`` is a variant of ours: for each site, one model on the other sites' training splits
+pooled (leave one site out), tested on that site. A "round" costs the same compute as one federated
+round over the same sites. Each site keeps its best round as in the federation: by its own
+validation PSNR under Centralized and Transfer-Site, and by the mean validation PSNR of the training
+sites under ``transfer_loo`` (the tested site's data is never used). The loop
 (:class:`fl.loop.RunLoop`) writes test metrics, figures, ``metrics.csv``, ``results.json`` and
 checkpoints exactly as for a federated run.
 """
@@ -16,12 +20,14 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
+import torch
 
 from data.site import PooledDataModule, SiteDataModule
 from fl.site import Site, TrainerFactory
 from fl.transport import InProcess
 from models.recon_module import ReconModule
 from utils.metrics import summarise
+from utils.seeding import stable_seed
 
 
 class PooledReference:
@@ -87,20 +93,21 @@ class PooledReference:
     def round(self, rnd: int) -> dict[str, dict[str, Any]]:
         """``fl.local_epochs`` epochs of every pooled model, then validation and best-round choice."""
         lr = self.lr(rnd)
-        losses = {}
+        losses, steps = {}, {}
         for group, module in self.modules.items():
             module.set_lr(lr)
             pool = self.pools[group]
             pool.set_round(rnd)
-            self.trainer(self.local_epochs, True).fit(module, train_dataloaders=pool.train_dataloader())
-            losses[group] = module.mean_train_loss
+            trainer = self.trainer(self.local_epochs, True)
+            trainer.fit(module, train_dataloaders=pool.train_dataloader())
+            losses[group], steps[group] = module.mean_train_loss, trainer.global_step
         summary = {}
         for site in self.sites:
             group = self.group_of(site.name)
             site.module.model.load_state_dict(self.modules[group].model.state_dict())
             val = summarise(site.evaluate("val"), "model")
             score = self.selection_score(site, val)
-            summary[site.name] = {"loss": losses[group], "status": "ok", **val}
+            summary[site.name] = {"loss": losses[group], "status": "ok", "steps": steps[group], **val}
             if score > site.best_psnr:
                 site.best_psnr, site.best_round = score, rnd
                 site.best_state = {
@@ -147,15 +154,77 @@ class Centralized(PooledReference):
 
 
 class TransferSite(PooledReference):
-    """For each site, a model trained on the other sites' data pooled, tested on that site."""
+    """One model trained on the sites one after another in a seeded random order, tested on every site."""
 
     name = "transfer"
     label = "Transfer-Site"
 
+    def __init__(self, sites: list[Site], *args: Any, **kwargs: Any):
+        super().__init__(sites, *args, **kwargs)
+        self.seed = sites[0].seed if sites else 0
+        self.visits: list[tuple[int, str]] = []  # (round, site) of every visit of this process
+
     @classmethod
     def check(cls, options: Any, sites: list[str], model_kind: str) -> None:
         if len(sites) < 2:
-            raise ValueError("fl.algorithm: transfer trains on the other sites, so it needs at least two")
+            raise ValueError("fl.algorithm: transfer moves a model between sites, so it needs at least two")
+
+    @staticmethod
+    def groups(names: list[str]) -> dict[str, list[str]]:
+        return {"all": list(names)}
+
+    def group_of(self, site: str) -> str:
+        return "all"
+
+    def selection_score(self, site: Site, val: dict[str, float]) -> float:
+        return val["psnr"]
+
+    def order(self, rnd: int) -> list[str]:
+        """The sites in the order the model visits them in round ``rnd`` (a new one each round)."""
+        rng = np.random.default_rng(stable_seed(self.seed, "transfer-order", rnd))
+        return [self.site_names[i] for i in rng.permutation(len(self.site_names))]
+
+    def round(self, rnd: int) -> dict[str, dict[str, Any]]:
+        """One pass of the model over the sites in :meth:`order`, then validation and best rounds."""
+        lr = self.lr(rnd)
+        module = self.modules["all"]
+        by_name = {s.name: s for s in self.sites}
+        losses, steps = {}, {}
+        for name in self.order(rnd):
+            data = by_name[name].data
+            module.set_lr(lr)
+            data.set_round(rnd)
+            torch.manual_seed(stable_seed(self.seed, "transfer", name, rnd))
+            trainer = self.trainer(self.local_epochs, True)
+            trainer.fit(module, train_dataloaders=data.train_dataloader())
+            losses[name], steps[name] = module.mean_train_loss, trainer.global_step
+            self.visits.append((rnd, name))
+        summary = {}
+        for site in self.sites:
+            site.module.model.load_state_dict(module.model.state_dict())
+            val = summarise(site.evaluate("val"), "model")
+            summary[site.name] = {"loss": losses[site.name], "status": "ok", "steps": steps[site.name], **val}
+            if val["psnr"] > site.best_psnr:
+                site.best_psnr, site.best_round = val["psnr"], rnd
+                site.best_state = {
+                    k: v.detach().clone().cpu() for k, v in site.module.model.state_dict().items()
+                }
+        return summary
+
+    def describe(self, total_tensors: int) -> str:
+        return f"one model moved across the {len(self.sites)} sites in a seeded random order; nothing shared"
+
+
+class TransferLeaveOneOut(PooledReference):
+    """Ours: for each site, a model trained on the other sites' data pooled, tested on that site."""
+
+    name = "transfer_loo"
+    label = "Transfer (leave-one-out)"
+
+    @classmethod
+    def check(cls, options: Any, sites: list[str], model_kind: str) -> None:
+        if len(sites) < 2:
+            raise ValueError("fl.algorithm: transfer_loo trains on the other sites, so it needs at least two")
 
     @staticmethod
     def groups(names: list[str]) -> dict[str, list[str]]:
@@ -174,4 +243,6 @@ class TransferSite(PooledReference):
         return f"per site, one model on the other {len(self.sites) - 1} sites' data; nothing shared"
 
 
-REFERENCES: dict[str, type[PooledReference]] = {cls.name: cls for cls in (Centralized, TransferSite)}
+REFERENCES: dict[str, type[PooledReference]] = {
+    cls.name: cls for cls in (Centralized, TransferSite, TransferLeaveOneOut)
+}

@@ -77,8 +77,11 @@ class Reporter:
         self.history: dict[str, list[float]] = {s: [] for s in sites}
         self.metrics: MetricsCSV | None = None
         self.tb: TensorBoardLog | None = None
-        self._start = self._mark = 0.0
+        self._start = self._mark = self._round_end = 0.0
         self._first = 1
+        # Per round run in this process: its wall seconds and the mean local optimiser steps of a site.
+        self.seconds: list[float] = []
+        self.steps: list[float] = []
 
     # -- the run -------------------------------------------------------------------------------
     def open(self, completed: int) -> None:
@@ -88,7 +91,7 @@ class Reporter:
             self.metrics.truncate_to(completed)
             if self.tensorboard:
                 self.tb = TensorBoardLog(self.run_dir / "tb", purge_step=completed + 1)
-        self._start = self._mark = time.perf_counter()
+        self._start = self._mark = self._round_end = time.perf_counter()
         self._first = completed + 1
 
     def close(self) -> None:
@@ -98,7 +101,13 @@ class Reporter:
             self.tb = None
 
     def round(self, rnd: int, summary: Mapping[str, Mapping[str, Any]], lr: float) -> None:
-        """Round ``rnd`` is done: its rows (train and val per site) and its history entries."""
+        """Round ``rnd`` is done: its rows (train and val per site), its history entries and timing."""
+        now = time.perf_counter()
+        self.seconds.append(now - self._round_end)  # since the previous round was reported (or the start)
+        self._round_end = now
+        steps = [v["steps"] for v in summary.values() if v.get("steps")]
+        if steps:
+            self.steps.append(float(np.mean(steps)))
         for site, values in summary.items():
             self.history[site].append(values["psnr"])
             if not self.writer:
@@ -186,9 +195,17 @@ class Reporter:
             )
 
     def write_results(self, results: dict[str, Any]) -> None:
-        """``results.json`` and ``results.md``, and the table on the console."""
+        """``results.json``, ``results.md`` and ``timing.json`` (wall seconds and mean local optimiser
+        steps of a site per round, over the rounds this process ran), and the table on the console."""
         if not self.writer:
             return
         atomic_write_text(self.run_dir / "results.json", json.dumps(results, indent=2) + "\n")
+        if self.seconds:  # wall clock, so apart from the results (which repeat bit for bit)
+            timing = {
+                "seconds_per_round": float(np.mean(self.seconds)),
+                "local_steps_per_round": float(np.mean(self.steps)) if self.steps else None,
+                "rounds_timed": len(self.seconds),
+            }
+            atomic_write_text(self.run_dir / "timing.json", json.dumps(timing, indent=2) + "\n")
         atomic_write_text(self.run_dir / "results.md", results_markdown(results))
         self.log("\n" + results_markdown(results))

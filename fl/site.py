@@ -8,7 +8,9 @@ the Flower ClientApp calls it once per message.
 
 from __future__ import annotations
 
+import bisect
 import copy
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,7 +21,7 @@ import torch
 
 from data.site import SiteDataModule
 from fl.aggregation import TensorDict
-from fl.algorithms.base import Client, Payload, Reply, set_trainable
+from fl.algorithms.base import Client, LocalPlan, Payload, Phase, Reply, set_trainable
 from models.recon_module import NonFiniteError, ReconModule, all_finite
 from utils.metrics import summarise
 from utils.seeding import stable_seed
@@ -46,6 +48,7 @@ class FitResult:
     loss: float
     train_slices: int
     reply: Reply | None = None
+    steps: int = 0  # optimiser steps of the fit
 
 
 @dataclass
@@ -72,6 +75,7 @@ class Site:
     best_round: int = 0
     best_psnr: float = -math.inf
     best_state: TensorDict = field(default_factory=dict)
+    last_steps: int = 0  # optimiser steps of the last local fit
 
     # -- the round -----------------------------------------------------------------------------
     def load_global(self, global_state: TensorDict) -> None:
@@ -103,17 +107,17 @@ class Site:
         module = self.module
         module.set_lr(lr)
         plan = self.client.plan(rnd, payload, module.model, epochs)
-        module.reconstruction_weight = plan.reconstruction_weight
-        module.penalty, module.step_hook = plan.penalty, plan.step_hook
         self.data.set_round(rnd)
         torch.manual_seed(stable_seed(self.seed, "local", self.name, rnd))  # the same in any process layout
         steps = 0
         try:
-            for phase in plan.phases:
-                set_trainable(module.model, phase)
-                trainer = self.trainer(phase.epochs, True)
-                trainer.fit(module, train_dataloaders=self.data.train_dataloader())
-                steps += trainer.global_step
+            if plan.companion is not None:  # its steps come out of the plan's
+                steps += self._fit_companion(plan, lr)
+                torch.manual_seed(stable_seed(self.seed, "local-own", self.name, rnd))
+            module.reconstruction_weight = plan.reconstruction_weight
+            module.penalty, module.step_hook = plan.penalty, plan.step_hook
+            steps += self._fit_plan(plan, skip=steps)
+            self.last_steps = steps
             if not all_finite(module.model):
                 raise NonFiniteError("non-finite weights after local training")
         except NonFiniteError as err:
@@ -123,6 +127,77 @@ class Site:
             set_trainable(module.model, None)
         shared = self.shared_tensors(payload.global_state)
         return self.client.reply(rnd, payload, module.model, shared, steps, lr), module.mean_train_loss
+
+    def _fit_plan(self, plan: LocalPlan, skip: int = 0) -> int:
+        """Train the plan's phases (the penalty and hook are installed) less their first ``skip`` steps,
+        taken by a companion; returns the optimiser steps."""
+        if not skip and len(plan.phases) == 1 and float(plan.phases[0].epochs).is_integer():
+            set_trainable(self.module.model, plan.phases[0])
+            trainer = self.trainer(int(plan.phases[0].epochs), True)
+            trainer.fit(self.module, train_dataloaders=self.data.train_dataloader())
+            return trainer.global_step
+        return self._fit_phases(plan, skip)
+
+    def _fit_companion(self, plan: LocalPlan, lr: float) -> int:
+        """Train ``plan.companion`` as a plain fit of its epochs (no penalty, no hook) in place of the
+        site's model and optimiser state, leave its new weights and optimiser state in it, and put the
+        site's own back. Returns its optimiser steps."""
+        companion, module = plan.companion, self.module
+        own_model = {n: t.detach().clone() for n, t in module.model.state_dict().items()}
+        own_optimizer = copy.deepcopy(module.optimizer.state_dict())
+        module.model.load_state_dict(companion.state)
+        if companion.optimizer:
+            module.optimizer.load_state_dict(companion.optimizer)
+        else:
+            module.optimizer.state.clear()
+        module.set_lr(lr)
+        module.reconstruction_weight, module.penalty, module.step_hook = 1.0, None, None
+        try:
+            steps = self._fit_plan(LocalPlan([Phase(companion.epochs)]))
+            companion.steps = steps
+            companion.state = {n: t.detach().clone().cpu() for n, t in module.model.state_dict().items()}
+            companion.optimizer = copy.deepcopy(module.optimizer.state_dict())
+        finally:
+            module.model.load_state_dict(own_model)
+            module.optimizer.load_state_dict(own_optimizer)
+            module.set_lr(lr)
+        return steps
+
+    def _fit_phases(self, plan: LocalPlan, skip: int = 0) -> int:
+        """One pass of ``sum(phase.epochs)`` epochs in which phase i owns a run of consecutive optimiser
+        steps (phase i ends at step ``round((epochs_1 + ... + epochs_i) * batches per epoch)``, fractions
+        of an epoch allowed): before every step the gradients of the parameters the current phase does
+        not train are dropped, so the optimiser leaves them and their state untouched. The first
+        ``skip`` steps are left out (the phases end ``skip`` steps earlier). Returns the number of steps."""
+        module = self.module
+        loader = self.data.train_dataloader()
+        batches = len(loader)
+        bounds = [
+            max(0, round(e * batches) - skip)
+            for e in itertools.accumulate(phase.epochs for phase in plan.phases)
+        ]
+        if bounds[-1] == 0:
+            return 0
+        names = [n for n, _ in module.model.named_parameters()]
+        frozen = [[n for n in names if not phase.trains(n)] for phase in plan.phases]
+        inner, done = plan.step_hook, [0]
+
+        def switch(model: torch.nn.Module) -> None:
+            phase = bisect.bisect_right(bounds, done[0])
+            if frozen[phase]:
+                live = dict(model.named_parameters())
+                for name in frozen[phase]:
+                    live[name].grad = None
+            done[0] += 1
+            if inner is not None:
+                inner(model)
+
+        module.step_hook = switch
+        set_trainable(module.model, None)
+        trainer = self.trainer(max(1, math.ceil(bounds[-1] / max(1, batches))), True)
+        trainer.fit_loop.epoch_loop.max_steps = bounds[-1]
+        trainer.fit(module, train_dataloaders=loader)
+        return trainer.global_step
 
     def fit_or_skip(self, rnd: int, payload: Payload, epochs: int, lr: float, skip: bool) -> FitResult:
         """:meth:`fit`, reporting divergence as a status: ``diverged: <why>``, or with ``skip``
@@ -135,7 +210,7 @@ class Site:
                 return FitResult(f"diverged: {err.reason}", math.nan, self.data.num_train_slices)
             self.restore(snapshot)
             return FitResult(f"skipped: {err.reason}", math.nan, self.data.num_train_slices)
-        return FitResult("ok", loss, self.data.num_train_slices, reply)
+        return FitResult("ok", loss, self.data.num_train_slices, reply, self.last_steps)
 
     def evaluate(self, split: str = "val") -> dict[str, Any]:
         """Per-volume metrics of the current model on ``split`` (and of the zero-filled input)."""

@@ -64,8 +64,14 @@ class Transport:
 class InProcess(Transport):
     """Every site in this process, called one after another in site order."""
 
+    connects_peers = True  # give every client the other sites' training batches (Client.connect)
+
     def __init__(self, sites: list[Site]):
         self.sites = sites
+        if self.connects_peers:
+            peers = {s.name: s.data.foreign_batches for s in sites}
+            for site in sites:
+                site.client.connect(peers)
 
     @property
     def site_names(self) -> list[str]:

@@ -151,7 +151,10 @@ class ReconModule(L.LightningModule):
         if self.kspace_loss_weight:
             loss = loss + self.kspace_loss_weight * self._kspace_loss(pred, batch["target"])
         if self.penalty is not None:
-            loss = loss + self.penalty(self.model, {} if features is None else {"features": features})
+            outputs = {"input": batch["input"]}
+            if features is not None:
+                outputs["features"] = features
+            loss = loss + self.penalty(self.model, outputs)
         detached = loss.detach()
         step = torch.where(torch.isfinite(detached), 0, self.global_step + 1)
         if self._first_bad_step is None:

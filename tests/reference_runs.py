@@ -31,7 +31,7 @@ REFERENCE = ROOT / "tests" / "data" / "reference_runs.json"
 
 ALGORITHMS = (
     "fedmri", "fedavg", "fedprox", "fedbn", "lgfedavg", "fedper", "fedrep",
-    "scaffold", "flmrcm", "singleset", "centralized", "transfer",
+    "scaffold", "moon", "ditto", "flmrcm", "singleset", "centralized", "transfer", "transfer_loo",
 )  # fmt: skip
 
 # Runs beyond the defaults: every algorithm option away from its default at least once.
@@ -42,13 +42,19 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "fedavg-samples-flat": {"fl": {"algorithm": "fedavg", "client_weights": "samples", "flat_aggregation": True}},
     "fedprox-mu": {"fl": {"algorithm": "fedprox", "fedprox": {"mu": 0.5}}},
     "fedbn-affine": {"fl": {"algorithm": "fedbn"}, "model": {"norm": "instance_affine"}},
-    "fedrep-conv": {"fl": {"algorithm": "fedrep", "head": "conv", "fedrep": {"head_epochs": 2}}},
+    "fedrep-conv": {"fl": {"algorithm": "fedrep", "head": "stage", "fedrep": {"head_epochs": 0.25}}},
     "scaffold-delta": {"fl": {"algorithm": "scaffold", "scaffold": {"variates": "delta"}}, "optim": {"name": "sgd"}},
     "flmrcm-options": {
-        "fl": {"algorithm": "flmrcm", "flmrcm": {"target_site": "fastmri", "weight": 0.5, "features": 8,
-                                                 "disc_lr": 1e-2, "hidden": 16}}
+        "fl": {"algorithm": "flmrcm", "flmrcm": {"mode": "features", "target_site": "fastmri", "weight": 0.5,
+                                                 "features": 8, "disc_lr": 1e-2, "hidden": 16}}
+    },
+    "flmrcm-paper-options": {
+        "fl": {"algorithm": "flmrcm", "flmrcm": {"target_site": "fastmri", "weight": 0.5, "disc_lr": 1e-2,
+                                                 "hidden": 16}}
     },
     "fedmri-dual": {"fl": {"algorithm": "fedmri"}, "model": {"kind": "dual_domain"}},
+    "moon-options": {"fl": {"algorithm": "moon", "moon": {"mu": 5.0, "tau": 0.2}}},
+    "ditto-options": {"fl": {"algorithm": "ditto", "ditto": {"lam": 1.0, "global_share": 0.25}}},
 }  # fmt: skip
 
 

@@ -43,6 +43,9 @@ def non_default(
     """A valid value of ``field`` other than its default, derived from the field's type and bounds."""
     default = info.get_default(call_default_factory=True)
     annotation = info.annotation
+    inner = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if type(None) in typing.get_args(annotation) and len(inner) == 1:
+        annotation = inner[0]  # an optional number (None: derived elsewhere) takes a number
     if (algorithm, field) == ("flmrcm", "target_site"):
         candidates: list[Any] = [s for s in sites if s != sites[-1]]
     elif annotation is bool:
@@ -123,13 +126,14 @@ def test_non_default_values_are_derived_from_the_fields():
         rate: float = 0.5
         flag: bool = False
         mode: Literal["a", "b"] = "a"
+        cap: float | None = None
 
     class Bounded(BaseModel):
         start: int = Field(2, ge=1, le=2)
         weight: float = Field(1.0, ge=0.0, le=1.0)
 
     sites = ["x", "y"]
-    for model, expected in ((Probe, {"count": 2, "rate": 1.5, "flag": True, "mode": "b"}),
+    for model, expected in ((Probe, {"count": 2, "rate": 1.5, "flag": True, "mode": "b", "cap": 1.0}),
                             (Bounded, {"start": 1, "weight": 0.5})):  # fmt: skip
         got = {f: non_default("probe", model, f, i, sites) for f, i in model.model_fields.items()}
         assert got == expected

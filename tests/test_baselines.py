@@ -20,10 +20,13 @@ ALL = [
     "fedper",
     "fedrep",
     "scaffold",
+    "moon",
+    "ditto",
     "flmrcm",
     "singleset",
     "centralized",
     "transfer",
+    "transfer_loo",
 ]
 
 
@@ -54,7 +57,7 @@ def shared(algorithm, model, head="stage", **values):
 
 def test_registry_has_every_algorithm_once():
     assert algorithm_names() == ALL
-    assert list(ALGORITHMS) == ALL[:-2] and list(REFERENCES) == ALL[-2:]
+    assert list(ALGORITHMS) == ALL[:-3] and list(REFERENCES) == ALL[-3:]
     for name, cls in [*ALGORITHMS.items(), *REFERENCES.items()]:
         assert cls.name == name and cls.__doc__ and len(cls.__doc__.splitlines()[0]) > 20
     for cls in ALGORITHMS.values():  # the site half is the algorithm's own or the plain default
@@ -240,13 +243,22 @@ def test_scaffold_traffic_doubles_fedavg_and_state_round_trips():
 
 
 def test_fedrep_plan_trains_the_head_then_the_body(unet):
-    fedrep = client("fedrep", head_epochs=3)
+    """The head's steps and the body's steps split the round's fl.local_epochs (equal compute)."""
+    fedrep = client("fedrep", head_epochs=0.25)
     head, body = fedrep.plan(1, Payload({}), unet, 2).phases
     params = [n for n, _ in unet.named_parameters()]
     in_head = head_names(params)
-    assert (head.epochs, body.epochs) == (3, 2)
+    assert (head.epochs, body.epochs) == (0.25, 1.75)
     assert {n for n in params if head.trains(n)} == in_head
     assert {n for n in params if body.trains(n)} == set(params) - in_head
+    # Without fl.head the head is the paper's final layer: the 1x1 output conv.
+    own = build_client("fedrep", options("fedrep"), Context(sites=("a", "b")), "a")
+    head, body = own.plan(1, Payload({}), unet, 1).phases
+    assert (head.epochs, body.epochs) == (0.5, 0.5)
+    assert {n for n in params if head.trains(n)} == head_names(params, "conv")
+    for too_many in (2, 3.5):
+        with pytest.raises(ValueError, match="fl.fedrep.head_epochs"):
+            client("fedrep", head_epochs=too_many).plan(1, Payload({}), unet, 2)
 
 
 def test_fedmri_negatives_all_costs_k_encoders_received_self_costs_nothing():
@@ -275,7 +287,7 @@ def test_weighted_average_of_every_algorithm_is_the_default_arithmetic():
     updates = {"a": {"w": torch.tensor([1.0, 3.0])}, "b": {"w": torch.tensor([3.0, 7.0])}}
     expected = weighted_average(updates, {"a": 3.0, "b": 1.0})
     assert torch.allclose(expected["w"], torch.tensor([1.5, 4.0]))
-    for name in ("fedavg", "fedprox", "fedbn", "lgfedavg", "fedper", "fedrep", "scaffold", "flmrcm"):
+    for name in ("fedavg", "fedprox", "fedbn", "lgfedavg", "fedper", "fedrep", "scaffold", "moon", "flmrcm"):
         srv = server(name)
         srv.aggregate(1, {s: Reply(u) for s, u in updates.items()}, {"a": 3.0, "b": 1.0})
         assert torch.equal(srv.global_state["w"], expected["w"]), name

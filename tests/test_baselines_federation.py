@@ -13,11 +13,12 @@ from fl.aggregation import nbytes
 from fl.algorithms.base import head_names
 from fl.federation import Federation
 from fl.options import algorithm_names
-from fl.references import Centralized, PooledReference, TransferSite
+from fl.references import Centralized, PooledReference, TransferLeaveOneOut, TransferSite
 from utils.errors import UserError
 
-ALL_SHARED = {"fedavg", "fedprox", "fedbn", "scaffold"}
-STATEFUL = {"fedmri", "scaffold", "centralized", "transfer"}
+ALL_SHARED = {"fedavg", "fedprox", "fedbn", "scaffold", "moon"}
+POOLED = ["centralized", "transfer", "transfer_loo"]
+STATEFUL = {"fedmri", "scaffold", "ditto", "centralized", "transfer", "transfer_loo"}  # server state too
 
 
 def quiet(_):
@@ -39,7 +40,7 @@ def test_one_round_of_every_algorithm(tiny_config, tmp_path, algorithm):
     run = create_run(tiny_config(algorithm=algorithm, rounds=1))
     rounds = run.rounds
     pooled = isinstance(rounds, PooledReference)
-    assert pooled == (algorithm in ("centralized", "transfer")) == (not is_federated(algorithm))
+    assert pooled == (algorithm in POOLED) == (not is_federated(algorithm))
     summary = rounds.round(1)
     assert set(summary) == {"fastmri", "brats"}
     for values in summary.values():
@@ -47,9 +48,9 @@ def test_one_round_of_every_algorithm(tiny_config, tmp_path, algorithm):
         assert values["status"] == "ok"
     a, b = (s.module.model.state_dict() for s in sites_of(rounds))
     identical = {n for n in a if torch.equal(a[n], b[n])}
-    if algorithm in ALL_SHARED | {"centralized"}:
+    if algorithm in ALL_SHARED | {"centralized", "transfer"}:  # transfer: one model visits every site
         assert identical == set(a)
-    elif algorithm in ("singleset", "transfer"):
+    elif algorithm in ("singleset", "transfer_loo"):
         assert not any(n.startswith("encoder.") for n in identical)
     else:
         assert set(rounds.server.global_state) <= identical and identical != set(a)
@@ -100,8 +101,9 @@ def test_pooled_references_are_not_federated(tiny_config, tiny_config_file, caps
     and the multi-process federation refuses them in one line naming fl.algorithm."""
     import train_multi_gpu
 
-    assert not is_federated("centralized") and not is_federated("transfer")
+    assert not any(is_federated(name) for name in POOLED)
     assert isinstance(create_run(tiny_config(algorithm="centralized")).rounds, Centralized)
+    assert isinstance(create_run(tiny_config(algorithm="transfer")).rounds, TransferSite)
     path = tiny_config_file(algorithm="centralized")
     capsys.readouterr()
     assert train_multi_gpu.main(["--config", str(path), "--devices", "2"]) == 2
@@ -110,39 +112,45 @@ def test_pooled_references_are_not_federated(tiny_config, tiny_config_file, caps
 
 
 def test_fedrep_trains_head_then_body_in_each_round(tiny_config):
+    """Every optimiser step of the round's one pass moves only the head (first head_epochs' worth of
+    steps), then only the body; the head (the 1x1 output conv without fl.head) never travels."""
     config = tiny_config(algorithm="fedrep", rounds=1)
     federation = create_run(config).rounds
     server = federation.server
     site = federation.transport.sites[0]
-    params = [n for n, _ in site.module.model.named_parameters()]
-    head = head_names(params)
+    model = site.module.model
+    params = [n for n, _ in model.named_parameters()]
+    head = head_names(params, "conv")
     changed = []
-    make_trainer = site.trainer
+    step = site.module.optimizer.step
 
-    def spy(max_epochs, fit):
-        trainer = make_trainer(max_epochs, fit)
-        original = trainer.fit
+    def recorded_step(closure=None, **kwargs):
+        before = {}
 
-        def recorded_fit(module, **kwargs):
-            before = {n: p.detach().clone() for n, p in module.model.named_parameters()}
-            original(module, **kwargs)
-            after = dict(module.model.named_parameters())
-            changed.append({n for n in before if not torch.equal(before[n], after[n].detach().cpu())})
+        def wrapped():  # Lightning's closure runs forward and backward; the step follows
+            loss = closure()
+            before.update({n: p.detach().clone() for n, p in model.named_parameters()})
+            return loss
 
-        trainer.fit = recorded_fit
-        return trainer
+        result = step(wrapped, **kwargs)
+        changed.append({n for n, p in model.named_parameters() if not torch.equal(before[n], p.detach())})
+        return result
 
-    site.trainer = spy
+    site.module.optimizer.step = recorded_step
     site.fit(1, server.payload(site.name, 1), config.fl.local_epochs, config.optim.lr_at(1))
-    assert len(changed) == 2
-    assert changed[0] == head  # head phase: only the head learns
-    assert changed[1] == set(params) - head  # body phase: only the body learns
-    assert all(p.requires_grad for p in site.module.model.parameters())  # restored afterwards
-    assert set(server.global_state) == set(site.module.model.state_dict()) - head
+    k = round(config.fl.fedrep.head_epochs * len(site.data.train_dataloader()))
+    assert 0 < k < len(changed) == site.last_steps
+    assert all(c == head for c in changed[:k])  # head steps: only the head learns
+    assert all(c == set(params) - head for c in changed[k:])  # body steps: only the body learns
+    assert all(p.requires_grad for p in model.parameters())  # restored afterwards
+    assert set(server.global_state) == set(model.state_dict()) - head
 
 
 def test_flmrcm_discriminator_sees_only_features_never_images(tiny_config, monkeypatch, tmp_path):
+    """Our ``features`` mode (the paper mode moves target images into the source fits; see
+    tests/test_paper_baselines.py): only pooled features cross sites."""
     config = tiny_config(algorithm="flmrcm", rounds=1)
+    config.fl.flmrcm.mode = "features"
     config.sites[1].source.size = 48  # the target (the last site) has a different image size
     config = validate_config(config.to_dict())
     assert config.fl.flmrcm.target_site == "brats"
@@ -207,9 +215,9 @@ def test_centralized_pool_batches_come_from_one_site_in_each_sites_own_order(tin
     assert sample["input"].shape[1:] == (1, 32, 32)
 
 
-def test_transfer_site_trains_each_model_on_the_other_sites_only(tiny_config):
-    run = create_run(tiny_config(algorithm="transfer", rounds=1)).rounds
-    assert isinstance(run, TransferSite)
+def test_transfer_loo_trains_each_model_on_the_other_sites_only(tiny_config):
+    run = create_run(tiny_config(algorithm="transfer_loo", rounds=1)).rounds
+    assert isinstance(run, TransferLeaveOneOut)
     assert run.groups(run.site_names) == {"fastmri": ["brats"], "brats": ["fastmri"]}
     assert [m.name for m in run.pools["fastmri"].members] == ["brats"]
     validated = []
@@ -219,7 +227,7 @@ def test_transfer_site_trains_each_model_on_the_other_sites_only(tiny_config):
     assert sorted(validated) == ["brats", "fastmri"]  # model selection on the training sites' val only
 
 
-@pytest.mark.parametrize("algorithm", ["centralized", "transfer"])
+@pytest.mark.parametrize("algorithm", POOLED)
 def test_pooled_references_run_to_the_end_with_outputs(tiny_config, algorithm):
     """The whole run (round log, metrics, best models, test) as train.py drives it, not one round."""
     config = tiny_config(algorithm=algorithm, rounds=2)
@@ -240,6 +248,7 @@ def test_pooled_references_run_to_the_end_with_outputs(tiny_config, algorithm):
     [
         ({"fl": {"algorithm": "flmrcm", "flmrcm": {"target_site": "nowhere"}}}, "fl.flmrcm.target_site"),
         ({"fl": {"algorithm": "transfer"}, "sites": 1}, "fl.algorithm"),
+        ({"fl": {"algorithm": "transfer_loo"}, "sites": 1}, "fl.algorithm"),
         ({"fl": {"fedprox": {"mu": -1}}}, "fl.fedprox.mu"),
         ({"fl": {"head": "neck"}}, "fl.head"),
         ({"fl": {"fedmri": {"share": "half"}}}, "fl.fedmri.share"),

@@ -61,6 +61,15 @@ def test_compare_writes_tables_figures_and_trains_each_distinct_config_once(comp
     )
     assert fedavg["mean"]["sent_per_round"] == fedavg["mean"]["received_per_round"] > 0
     assert singleset["mean"]["sent_per_round"] == singleset["mean"]["received_per_round"] == 0
+    # Compute, from each run's timing.json: 6 training slices in batches of 2, 1 local epoch per round.
+    for label in ("FedAvg", "SingleSet"):
+        timing = data["methods"][label]["timing"]
+        assert timing["local_steps_per_round"] == 3.0 and timing["rounds_timed"] == 1
+        assert timing["seconds_per_round"] > 0
+    table = (root / "comparison.md").read_text()
+    assert re.search(r"\| FedAvg \| 3\.0 \| \d+\.\d \|", table)
+    fedavg_mean = [r for r in rows if r["method"] == "FedAvg" and r["site"] == "mean"]
+    assert [r["local_steps_per_round"] for r in fedavg_mean] == ["3.0"]
 
 
 def test_compare_marks_the_best_mean_psnr(comparison):

@@ -165,8 +165,8 @@ def test_defaults_resolve_to_the_numbers_the_patterns_always_used(mask_file):
     assert list(expected) == mask_kinds()
     for kind, params in expected.items():
         resolved = options(kind, **required(kind, mask_file))
-        assert resolved.redraw_train is True
-        dumped = resolved.model_dump(exclude={"kind", "redraw_train"})
+        assert resolved.redraw_train is True and resolved.fixed is False
+        dumped = resolved.model_dump(exclude={"kind", "redraw_train", "fixed"})
         assert dumped == params
         numbers = [
             value for key, value in dumped.items() if key not in ("path", "exact_fraction", "golden_angle")
@@ -192,6 +192,7 @@ BOUNDS: dict[tuple[str, str], tuple[tuple, tuple]] = {
     ("*", "acceleration"): ((0.999, 0, -2, NAN, INF, "4", True), (1, 1.0, 2.5, 8)),
     ("*", "center_fraction"): ((0.0, -0.1, 1.0001, NAN, "0.1", True), (1e-6, 0.08, 1.0)),
     ("*", "redraw_train"): (("maybe", 2, None, [True]), (True, False)),
+    ("*", "fixed"): (("maybe", 2, None, [True]), (True, False)),
     ("equispaced_1d", "exact_fraction"): (NOT_BOOLS, (True, False)),
     ("radial_2d", "golden_angle"): (NOT_BOOLS, (True, False)),
     ("random_2d", "sigma"): ((0, -0.1, NAN, INF, "0.4", True), (1e-6, 0.4, 10)),

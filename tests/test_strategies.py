@@ -73,8 +73,10 @@ def test_site_state_round_trips_between_processes(tiny_config):
     from build import Builder
     from fl.transport import InProcess
 
-    for algorithm in ("scaffold", "flmrcm"):
+    for algorithm, mode in (("scaffold", None), ("flmrcm", "paper"), ("flmrcm", "features")):
         config = tiny_config(algorithm=algorithm)
+        if mode is not None:
+            config.fl.flmrcm.mode = mode
         builder = Builder(config, log=lambda _: None)
         sites, initial = builder.sites(builder.prepare_data())
         server = builder.server(initial)
@@ -107,7 +109,7 @@ def test_site_state_round_trips_between_processes(tiny_config):
         again = builder.server(initial)
         again.load_state_dict(server.state_dict())
         _assert_same(_flatten(server.state_dict()), _flatten(again.state_dict()), algorithm)
-        if algorithm == "flmrcm":
+        if mode == "features":  # the target's features reached the server
             assert server.state_dict()["features"] is not None
 
 
@@ -182,12 +184,13 @@ def test_servers_aggregate_flat_when_configured():
         assert all(torch.equal(flat[n], plain[n]) for n in plain)
 
 
-@pytest.mark.parametrize("algorithm", ["fedmri", "fedprox", "scaffold", "flmrcm"])
+@pytest.mark.parametrize("algorithm", ["fedmri", "fedprox", "scaffold", "flmrcm", "moon", "ditto"])
 def test_penalties_follow_the_model_to_its_training_device(algorithm):
     """A site's penalty is planned before its fit, while the module is still on the CPU, and
     Lightning moves it to the accelerator when the fit starts ("meta" stands in for a GPU)."""
     cls = ALGORITHMS[algorithm]
-    overrides = {"fedprox": {"mu": 0.1}, "flmrcm": {"target_site": "b"}}
+    # FL-MRCM's features mode plans a penalty from the server's payload (paper mode reads peers' batches)
+    overrides = {"fedprox": {"mu": 0.1}, "flmrcm": {"target_site": "b", "mode": "features"}}
     options = cls.Options(**overrides.get(algorithm, {}))
     context = Context(sites=("a", "b"))
     server = build_server(algorithm, options, context)
@@ -198,6 +201,11 @@ def test_penalties_follow_the_model_to_its_training_device(algorithm):
     state = model.state_dict()
     names = server.shared_names(model)
     replies = {s: Reply({n: state[n] + 0.1 * torch.randn_like(state[n]) for n in names}) for s in ("a", "b")}
+    if algorithm == "ditto":  # the global model travels as extras
+        moved = {n: t + 0.1 * torch.randn_like(t) for n, t in state.items()}
+        replies = {s: Reply({}, {f"global/{n}": t for n, t in moved.items()}) for s in ("a", "b")}
+    if algorithm == "moon":  # the site's previous local model, its negative
+        client.load_state_dict({"previous": {n: t + 0.1 * torch.randn_like(t) for n, t in state.items()}})
     server.aggregate(1, replies, {"a": 1.0, "b": 1.0})
     if algorithm == "scaffold":
         server.c = {n: torch.randn_like(t) for n, t in server.c.items()}
@@ -208,7 +216,8 @@ def test_penalties_follow_the_model_to_its_training_device(algorithm):
     penalty = client.plan(2, server.payload("a", 2), model, epochs=1).penalty
     assert penalty is not None
     model.to("meta")
-    features, _ = model.encoder(torch.randn(4, 1, 16, 16, device="meta"))
-    value = penalty(model, {"features": features})
+    x = torch.randn(4, 1, 16, 16, device="meta")
+    features, _ = model.encoder(x)
+    value = penalty(model, {"features": features, "input": x})
     assert value.device.type == "meta"
     value.backward()

@@ -23,6 +23,8 @@ ORDER = (
     "fedper",
     "fedrep",
     "scaffold",
+    "moon",
+    "ditto",
     "flmrcm",
     "singleset",
 )

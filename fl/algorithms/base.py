@@ -22,7 +22,7 @@ answers in :meth:`Client.prepare`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any, ClassVar
@@ -33,8 +33,11 @@ from torch import Tensor, nn
 
 from fl.aggregation import FlatAverager, TensorDict, nbytes, weighted_average
 
-# (model, step outputs) -> 0-dim loss term; outputs holds ``features``: the batch's bottleneck features.
+# (model, step outputs) -> 0-dim loss term; outputs holds ``features``: the batch's bottleneck features,
+# and ``input``: the batch's network input.
 Penalty = Callable[..., Tensor]
+# (key, round) -> endless training batches of one site, readable by another site in the same process.
+PeerData = Callable[[str, int], Iterator[dict]]
 Value = int | float | str | bool
 
 NORM_TYPES: tuple[type[nn.Module], ...] = (
@@ -57,8 +60,9 @@ class Context:
 
     seed: int = 0
     sites: tuple[str, ...] = ()
-    head: str = "stage"  # fl.head: the U-Net's head for head-splitting algorithms
+    head: str | None = None  # fl.head: the U-Net's head for head-splitting algorithms (None: theirs)
     flat_aggregation: bool = False
+    lr: float = 1e-4  # optim.lr, the base learning rate of every site's optimiser
 
 
 @dataclass
@@ -95,10 +99,12 @@ class Reply:
 class Phase:
     """One stage of a site's local training: its epochs and which parameters learn in it.
 
-    A parameter learns when its name matches a pattern of ``train`` and none of ``freeze``.
+    A parameter learns when its name matches a pattern of ``train`` and none of ``freeze``. A plan of
+    several phases runs as one pass over the data in which each phase owns ``epochs`` epochs' worth of
+    consecutive optimiser steps (fractions of an epoch allowed), so the phases split the round's steps.
     """
 
-    epochs: int
+    epochs: float
     train: tuple[str, ...] = ("*",)
     freeze: tuple[str, ...] = ()
 
@@ -110,6 +116,19 @@ class Phase:
 
 
 @dataclass
+class Companion:
+    """A second model a site trains on its own data before its model in a round (Ditto's global
+    model): the site swaps in ``state`` and ``optimizer`` (its optimiser's state; empty: fresh),
+    trains ``epochs`` epochs' worth of steps with the plain loss, and leaves the results here. Its
+    steps come out of the plan's: the site's own model takes the rest of them."""
+
+    state: TensorDict
+    optimizer: dict[str, Any]
+    epochs: float
+    steps: int = 0  # optimiser steps it took
+
+
+@dataclass
 class LocalPlan:
     """A site's local training for one round, as its client half plans it."""
 
@@ -117,6 +136,7 @@ class LocalPlan:
     penalty: Penalty | None = None  # added to the loss at every step
     step_hook: Callable[[nn.Module], None] | None = None  # after every backward pass
     reconstruction_weight: float = 1.0
+    companion: Companion | None = None  # trained first, with its own weights and optimiser state
 
 
 def set_trainable(model: nn.Module, phase: Phase | None) -> None:
@@ -125,11 +145,12 @@ def set_trainable(model: nn.Module, phase: Phase | None) -> None:
         parameter.requires_grad_(phase is None or phase.trains(name))
 
 
-def head_names(names: Iterable[str], head: str = "stage") -> set[str]:
+def head_names(names: Iterable[str], head: str | None = "stage") -> set[str]:
     """The network's head: the 1x1 output conv (``conv``), or the whole last decoder stage (``stage``:
-    the full-resolution up block and the 1x1 conv). In the dual-domain cascade it is the image
-    U-Net's (``image.decoder.*``), the network that produces the output."""
+    the full-resolution up block and the 1x1 conv; also for None). In the dual-domain cascade it is
+    the image U-Net's (``image.decoder.*``), the network that produces the output."""
     names = list(names)
+    head = head or "stage"
     prefixes = [n[: -len("decoder.head.weight")] for n in names if n.endswith("decoder.head.weight")]
     if not prefixes:
         raise ValueError("no head found: expected parameter names decoder.head.* (the U-Net's output conv)")
@@ -278,6 +299,10 @@ class Client:
         self.options = options
         self.context = context
         self.site = site
+
+    def connect(self, peers: Mapping[str, PeerData]) -> None:
+        """Receive every site's training batches (``peers[site](key, rnd)``); only a transport holding
+        every site in one process calls it, and only FL-MRCM's paper mode reads them."""
 
     def prepare(self, rnd: int, payload: Payload, model: nn.Module, batches: Iterable[dict]) -> Reply:
         """Answer :meth:`Server.prepare_requests` (the global tensors are loaded into ``model``)."""
