@@ -27,6 +27,7 @@ from fl.site import Site, TrainerFactory
 from fl.transport import InProcess, Transport
 from models.recon_module import ReconModule
 from utils.errors import UserError
+from utils.hardware import resolve_precision
 from utils.seeding import stable_seed
 
 
@@ -74,6 +75,7 @@ class Builder:
             return_kspace=cfg.model.kind == "dual_domain",
             persistent_workers=cfg.trainer.persistent_workers,
             pin_memory=cfg.trainer.pin_memory,
+            sample_cache_mb=cfg.data.sample_cache_mb,
         )
 
     def module(self, state: dict[str, torch.Tensor] | None = None) -> ReconModule:
@@ -108,6 +110,15 @@ class Builder:
             "num_sanity_val_steps": 0,
         }
         return L.Trainer(**{**arguments, **overrides})
+
+    def precision_line(self) -> str:
+        """One line naming the run's precision and why (``auto`` was resolved when the config was read)."""
+        t = self.config.trainer
+        choice = resolve_precision(t.accelerator)
+        if t.precision == choice.precision:
+            return f"precision {t.precision}: {choice.reason}"
+        auto = f"auto would choose {choice.precision}: {choice.reason}"
+        return f"precision {t.precision} (set in the config; {auto})"
 
     def context(self) -> Context:
         """What every algorithm may read besides its options."""
@@ -287,6 +298,7 @@ class Builder:
         """The in-process run of ``train.py``: every site's data prepared, the federation (or the
         reference) over local sites, ready to :meth:`~fl.loop.RunLoop.resume` or run."""
         quiet_lightning()
+        self.log(self.precision_line())
         sites, initial = self.sites(self.prepare_data())
         total = len(initial.state_dict())
         if is_federated(self.config.fl.algorithm):
