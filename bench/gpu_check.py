@@ -106,6 +106,7 @@ def term_part(device: torch.device, chans: int, sites: int, reps: int) -> dict:
     exact = [copy.deepcopy(m).double() for m in (local, server, *previous)]
     exact_value = authors_term(exact[0], exact[1], exact[2:])
     exact_value.backward()
+    exact_value = exact_value.detach()
     exact_grad = torch.cat([p.grad.flatten() for p in encoder_tensors(exact[0])])
     for model in (local, server, *previous):
         model.to(device)
@@ -129,9 +130,11 @@ def term_part(device: torch.device, chans: int, sites: int, reps: int) -> dict:
 
     result = {"chans": chans, "sites": sites, "values": sum(p.numel() for p in params)}
     for name, fn in (("authors", theirs), ("ours", ours)):
-        value = fn().double().cpu()
+        value = fn().detach().double().cpu()
         grad = torch.cat([p.grad.flatten() for p in params]).double().cpu()
-        result[f"{name}_value_rel_diff"] = abs(float(value - exact_value.detach())) / abs(float(exact_value))
+        result[f"{name}_value_rel_diff"] = abs(float(value - exact_value.detach())) / abs(
+            float(exact_value.detach())
+        )
         result[f"{name}_grad_rel_diff"] = float((grad - exact_grad).abs().max() / exact_grad.abs().max())
     timed = {k: median(v) for k, v in interleaved({"authors": theirs, "ours": ours}, reps).items()}
     result["authors_ms"], result["ours_ms"] = 1e3 * timed["authors"], 1e3 * timed["ours"]
@@ -168,7 +171,7 @@ def round_part(config_path: Path, subjects: int, dry: bool, out: Path, precision
     data["output_dir"], data["name"] = str(out / "runs"), "gpu_check"
     data["data"] = {**data.get("data", {}), "cache_dir": str(out / "cache")}
     if dry:
-        data["trainer"] = {**data.get("trainer", {}), "accelerator": "cpu"}
+        data["trainer"] = {**data.get("trainer", {}), "accelerator": "cpu", "num_workers": 0}
     if precision:
         data["trainer"] = {**data.get("trainer", {}), "precision": precision}
     config = validate_config(data)

@@ -188,6 +188,10 @@ def main(argv: list[str] | None = None) -> int:
         instrument(clock)
         clock.switch("site data")
         run = Builder(config, log=lambda line: None).run()
+        server = getattr(run.rounds, "server", None)  # None for the non-federated references
+        if server is not None:
+            for name in ("payload", "aggregate"):
+                clock.patch(server, name, "aggregation")
         clock.switch("other")
         run.run()
         clock.switch("other")

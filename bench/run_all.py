@@ -191,7 +191,7 @@ BENCHES = (
         {
             "full": [],
             "quick": ["--reps", "3", "--step-reps", "1"],
-            "tiny": ["--chans", "4", "--reps", "1", "--step-reps", "1"],
+            "tiny": ["--chans", "4", "--reps", "1", "--step-reps", "1", "--sizes", "default"],
         },
         parse_regulariser,
     ),

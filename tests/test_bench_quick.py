@@ -33,3 +33,25 @@ def test_every_benchmark_runs_and_every_line_has_a_ratio(tmp_path):
         assert met in ("yes", "NO"), row
     assert seen == {b.name for b in BENCHES}
     assert {p.stem for p in tmp_path.glob("*.log")} == seen
+
+
+def test_the_profile_charges_every_second_to_exactly_one_part():
+    import time
+
+    from bench.profile_run import PARTS, ExclusiveClock
+
+    start = time.perf_counter()
+    clock = ExclusiveClock(start, first="other")
+    inner = clock.wrap("data", lambda: time.sleep(0.02))
+
+    def outer():
+        time.sleep(0.02)
+        inner()
+
+    clock.wrap("training steps", outer)()
+    clock.switch("other")
+    total = clock.mark - start  # the instant of the last switch
+    assert set(clock.seconds) == set(PARTS)
+    assert abs(sum(clock.seconds.values()) - total) < 1e-9
+    assert clock.seconds["data"] >= 0.02 and clock.seconds["training steps"] >= 0.02
+    assert clock.seconds["training steps"] < total - 0.02 + 1e-3  # the nested part is not counted twice

@@ -9,7 +9,6 @@ from build import Builder
 from config import load_config
 from models.recon_module import ReconModule
 from utils.errors import UserError
-from utils.hardware import resolve_precision
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_MODEL = {"chans": 4, "num_pool_layers": 2}
@@ -20,7 +19,7 @@ def test_default_config_keeps_every_fast_path_off():
     config = load_config(ROOT / "configs" / "default.yaml")
     assert config.model.channels_last is False and config.model.compile is False
     assert config.fl.flat_aggregation is False
-    assert config.trainer.precision == resolve_precision(config.trainer.accelerator).precision  # auto
+    assert config.trainer.precision == "32-true"
     assert config.trainer.persistent_workers is True and config.trainer.pin_memory is None
 
 
