@@ -170,7 +170,8 @@ class SiteDataModule(L.LightningDataModule):
         return_kspace: samples also carry ``masked_kspace`` and ``mask`` (for k-space models).
         persistent_workers: keep the workers alive across fits and rounds (when ``num_workers`` > 0).
         pin_memory: page-locked batches (None: when CUDA is available).
-        sample_cache_mb: memory for samples that are the same every round (0 = recompute them).
+        sample_cache_mb: memory for samples that are the same every round (0 = recompute them); used
+            only without loader workers, which would each keep a copy.
     """
 
     def __init__(
@@ -198,7 +199,9 @@ class SiteDataModule(L.LightningDataModule):
         self.source = build_source(
             site.source, SourceContext(site=site.name, seed=seed, cache_dir=Path(cache_dir))
         )
-        self.cache = SampleCache(sample_cache_mb * 2**20) if sample_cache_mb > 0 else None
+        # Loader workers would each fill a copy of their own: caching is for in-process loading.
+        cached = sample_cache_mb > 0 and num_workers == 0
+        self.cache = SampleCache(sample_cache_mb * 2**20) if cached else None
         self.datasets: dict[str, SliceDataset] = {}
         self._loaders: dict[str, DataLoader] = {}
         self.train_sampler: RoundSampler | None = None

@@ -138,6 +138,9 @@ def test_sample_cache_keeps_fixed_samples_only_and_within_its_budget(tiny_config
     redrawn.datasets["train"][(1, 1, 0)]
     assert ("train", 1) not in redrawn.cache
 
+    config.trainer.num_workers = 2  # each worker would keep its own copy: nothing is cached
+    assert Builder(config, log=lambda _: None).data_module(config.sites[0]).cache is None
+
     small = SampleCache(max_bytes=3 * first["input"].numel() * 4)
     small.put(("val", 0), first)  # input and target: two of the three budgeted images
     small.put(("val", 1), first)  # would need four
