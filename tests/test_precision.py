@@ -1,4 +1,4 @@
-"""trainer.precision: auto resolves from the machine's capabilities; the run's config.yaml holds the choice."""
+"""trainer.precision: auto resolves from the capabilities found; the run's config.yaml holds the choice."""
 
 from pathlib import Path
 
