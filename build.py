@@ -30,6 +30,7 @@ from fl.transport import InProcess, Transport
 from models.recon_module import ReconModule
 from models.unet import activation_bytes
 from utils.errors import UserError
+from utils.hardware import resolve_precision
 from utils.resources import available_memory, human
 from utils.seeding import stable_seed
 
@@ -91,6 +92,7 @@ class Builder:
             return_kspace=cfg.model.kind == "dual_domain",
             persistent_workers=cfg.trainer.persistent_workers,
             pin_memory=cfg.trainer.pin_memory,
+            sample_cache_mb=cfg.data.sample_cache_mb,
         )
 
     def module(self, state: dict[str, torch.Tensor] | None = None) -> ReconModule:
@@ -125,6 +127,15 @@ class Builder:
             "num_sanity_val_steps": 0,
         }
         return L.Trainer(**{**arguments, **overrides})
+
+    def precision_line(self) -> str:
+        """One line naming the run's precision and why (``auto`` was resolved when the config was read)."""
+        t = self.config.trainer
+        choice = resolve_precision(t.accelerator)
+        if t.precision == choice.precision:
+            return f"precision {t.precision}: {choice.reason}"
+        auto = f"auto would choose {choice.precision}: {choice.reason}"
+        return f"precision {t.precision} (set in the config; {auto})"
 
     def context(self) -> Context:
         """What every algorithm may read besides its options."""
@@ -346,6 +357,7 @@ class Builder:
                 f"use train_multi_gpu.py --devices {self.config.trainer.devices}"
             )
         quiet_lightning()
+        self.log(self.precision_line())
         sites, initial = self.sites(self.prepare_data())
         total = len(initial.state_dict())
         if is_federated(self.config.fl.algorithm):

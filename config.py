@@ -19,12 +19,21 @@ from typing import Any, Literal
 import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from data.options import NAME_MAX, NAME_PATTERN, DataOptions, SiteOptions
 from fl.options import FLOptions
 from models.options import ModelOptions, OptimOptions
 from utils.errors import UserError
+from utils.hardware import resolve_precision
 from utils.io import atomic_write_text
 from utils.paths import check_path_text
 
@@ -40,7 +49,12 @@ class TrainerConfig(_Section):
 
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
     devices: int = Field(1, ge=1)
-    precision: Literal["32-true", "bf16-mixed", "16-mixed", "bf16-true"] = "32-true"
+    precision: Literal["auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true"] = Field(
+        "auto",
+        validate_default=True,
+        description="auto = bf16-mixed where the device computes bf16 natively (CUDA with bf16, a CPU with "
+        "AVX-512 BF16 or AMX), else 32-true; resolved when the config is read, config.yaml holds the choice",
+    )
     num_workers: int = Field(0, ge=0, description="loader worker processes per site")
     persistent_workers: bool = Field(
         True, description="keep each site's loader workers alive from round to round (num_workers > 0)"
@@ -51,6 +65,13 @@ class TrainerConfig(_Section):
     step_progress: bool = Field(
         False, description="per-step progress bars (the round-level display is always on)"
     )
+
+    @field_validator("precision")
+    @classmethod
+    def _resolve_auto(cls, precision: str, info: ValidationInfo) -> str:
+        if precision != "auto":
+            return precision
+        return resolve_precision(info.data.get("accelerator", "auto")).precision
 
 
 class Config(_Section):

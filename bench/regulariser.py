@@ -97,6 +97,10 @@ def main() -> int:
     parser.add_argument("--reps", type=int, default=15)
     parser.add_argument("--step-reps", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument(
+        "--sizes", nargs="+", choices=["default", "paper"], default=["default", "paper"],
+        help="model sizes of the share-of-a-step part",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -160,7 +164,8 @@ def main() -> int:
         f"max gradient rel. diff {between_grad:.1e}"
     )
 
-    for label, chans, size in (("default", 16, 128), ("paper", 32, 320)):
+    sizes = {"default": (16, 128), "paper": (32, 320)}
+    for label, (chans, size) in ((k, sizes[k]) for k in args.sizes):
         small_local, small_server, small_previous = round_in_progress(chans, args.sites)
         p_small = encoder_tensors(small_local)
         small_term = ContrastiveL1(

@@ -33,3 +33,10 @@ class DataOptions(_Section):
     clamp: float | None = Field(
         6.0, gt=0.0, description="clamp the normalised input to [-clamp, clamp]; null = off"
     )
+    sample_cache_mb: float = Field(
+        1024.0,
+        ge=0.0,
+        description="memory per site for samples whose mask never changes (validation and test, and training "
+        "without redraw_train), kept after their first use instead of being recomputed every round; 0 = off; "
+        "only with trainer.num_workers: 0 (each worker would keep a copy)",
+    )

@@ -41,6 +41,7 @@ class SliceDataset(Dataset):
         site: str,
         redraw_masks: bool = False,
         fixed_mask: bool = False,
+        cache: SampleCache | None = None,
     ):
         self.source = source
         self.split = split
@@ -49,6 +50,7 @@ class SliceDataset(Dataset):
         self.site = site
         self.redraw_masks = redraw_masks
         self.fixed_mask = fixed_mask
+        self.cache = cache
         self.volumes: list[VolumeInfo] = source.volumes(split)
         self.index = [(v, s) for v, vol in enumerate(self.volumes) for s in range(vol.num_slices)]
 
@@ -84,6 +86,9 @@ class SliceDataset(Dataset):
 
     def __getitem__(self, key: ItemKey) -> dict[str, Any]:
         i = key if isinstance(key, int) else key[0]
+        fixed = not (self.redraw_masks and not isinstance(key, int))  # the same sample every round
+        if fixed and self.cache is not None and (self.split, i) in self.cache:
+            return dict(self.cache[self.split, i])
         vol_index, slice_index = self.index[i]
         volume = self.volumes[vol_index]
         data = self.source.read_slice(volume, slice_index)  # an image, or measured k-space
@@ -93,7 +98,39 @@ class SliceDataset(Dataset):
             raise UserError(f"site {self.site}: volume {volume.name}, slice {slice_index}: {problem}")
         sample["volume"] = volume.name
         sample["slice"] = slice_index
-        return sample
+        if fixed and self.cache is not None:
+            self.cache.put((self.split, i), sample)
+        return dict(sample)
+
+
+class SampleCache:
+    """Samples that are the same every round (a fixed mask on fixed data), kept up to a memory budget.
+
+    A sample's mask is keyed by (seed, site, volume, slice) unless training masks are redrawn, and its
+    data never changes, so undersampling it again every round gives the same tensors; the cache keeps
+    the first result. Samples past the budget are simply recomputed.
+    """
+
+    def __init__(self, max_bytes: float):
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._samples: dict[tuple[str, int], dict[str, Any]] = {}
+
+    def __contains__(self, key: tuple[str, int]) -> bool:
+        return key in self._samples
+
+    def __getitem__(self, key: tuple[str, int]) -> dict[str, Any]:
+        return self._samples[key]
+
+    def __len__(self) -> int:
+        return len(self._samples)
+
+    def put(self, key: tuple[str, int], sample: dict[str, Any]) -> None:
+        """Keep ``sample`` under ``key`` if it fits in the budget."""
+        size = sum(v.numel() * v.element_size() for v in sample.values() if isinstance(v, torch.Tensor))
+        if self.bytes + size <= self.max_bytes:
+            self._samples[key] = sample
+            self.bytes += size
 
 
 def sample_problem(data: SliceData, sample: dict[str, Any]) -> str | None:
@@ -181,6 +218,8 @@ class SiteDataModule(L.LightningDataModule):
         return_kspace: samples also carry ``masked_kspace`` and ``mask`` (for k-space models).
         persistent_workers: keep the workers alive across fits and rounds (when ``num_workers`` > 0).
         pin_memory: page-locked batches (None: when CUDA is available).
+        sample_cache_mb: memory for samples that are the same every round (0 = recompute them); used
+            only without loader workers, which would each keep a copy.
     """
 
     def __init__(
@@ -194,6 +233,7 @@ class SiteDataModule(L.LightningDataModule):
         return_kspace: bool = False,
         persistent_workers: bool = True,
         pin_memory: bool | None = None,
+        sample_cache_mb: float = 0.0,
     ):
         super().__init__()
         self.name: str = site.name
@@ -208,6 +248,9 @@ class SiteDataModule(L.LightningDataModule):
         self.source = build_source(
             site.source, SourceContext(site=site.name, seed=seed, cache_dir=Path(cache_dir))
         )
+        # Loader workers would each fill a copy of their own: caching is for in-process loading.
+        cached = sample_cache_mb > 0 and num_workers == 0
+        self.cache = SampleCache(sample_cache_mb * 2**20) if cached else None
         self.datasets: dict[str, SliceDataset] = {}
         self._loaders: dict[str, DataLoader] = {}
         self.train_sampler: RoundSampler | None = None
@@ -231,6 +274,7 @@ class SiteDataModule(L.LightningDataModule):
                 site=self.name,
                 redraw_masks=self.redraw_masks and split == "train",
                 fixed_mask=bool(getattr(site_mask, "fixed", False)),
+                cache=self.cache,
             )
         self.train_sampler = RoundSampler(
             len(self.datasets["train"]),

@@ -51,7 +51,7 @@ def tiny_config_dict(tmp_path: Path, *, sites: int = 2, rounds: int = 2, algorit
         "sites": site_list,
         "fl": {"algorithm": algorithm, "rounds": rounds, "local_epochs": 1},
         "optim": {"lr": 1e-3},
-        "trainer": {"accelerator": "cpu"},
+        "trainer": {"accelerator": "cpu", "precision": "32-true"},
     }
 
 

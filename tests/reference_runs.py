@@ -65,6 +65,7 @@ def tiny(tmp: Path, name: str, extra: dict[str, Any] | None = None) -> dict[str,
     data = tiny_config_dict(tmp, sites=3, rounds=2)
     data["name"] = name
     data["data"]["cache_dir"] = str(tmp / "cache")
+    data["trainer"] = {**data.get("trainer", {}), "precision": "32-true"}  # fingerprints are fp32 anywhere
     for key, value in (extra or {}).items():
         if isinstance(value, dict):
             data.setdefault(key, {})
@@ -251,7 +252,9 @@ def differences(found: dict[str, Any], stored: dict[str, Any]) -> list[str]:
         if reference is None:
             out.append(f"{name}: no reference")
             continue
-        out += [f"{name}: {k}" for k in sorted(set(prints) | set(reference)) if prints.get(k) != reference.get(k)]
+        out += [
+            f"{name}: {k}" for k in sorted(set(prints) | set(reference)) if prints.get(k) != reference.get(k)
+        ]
     return out
 
 

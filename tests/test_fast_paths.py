@@ -99,3 +99,49 @@ def test_flat_aggregation_leaves_a_fedmri_run_bit_for_bit_unchanged(tiny_config)
         return torch.equal(a, b)
 
     assert same(plain, flat)
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, dict):
+        return set(a) == set(b) and all(_same(a[k], b[k]) for k in a)
+    return torch.equal(a, b) if isinstance(a, torch.Tensor) else a == b
+
+
+def test_sample_cache_leaves_a_run_bit_for_bit_unchanged(tiny_config):
+    plain_config = tiny_config()
+    plain_config.data.sample_cache_mb = 0
+    cached_config = tiny_config()
+    assert cached_config.data.sample_cache_mb > 0
+    assert _same(_final_state(plain_config), _final_state(cached_config))
+
+
+def test_sample_cache_keeps_fixed_samples_only_and_within_its_budget(tiny_config):
+    from data.site import SampleCache
+
+    config = tiny_config()
+    builder = Builder(config, log=lambda _: None)
+    data = builder.data_module(config.sites[0])
+    data.setup()
+    val = data.datasets["val"]
+    first = val[1]
+    assert ("val", 1) in data.cache
+    again = val[1]
+    assert _same(first, again) and again is not first  # a copy of the kept sample, the same values
+    uncached = builder.data_module(config.sites[0])
+    uncached.cache = None
+    uncached.setup()
+    assert _same(uncached.datasets["val"][1], first)
+
+    config.sites[0].mask.redraw_train = True  # training masks change every round: nothing kept
+    redrawn = Builder(config, log=lambda _: None).data_module(config.sites[0])
+    redrawn.setup()
+    redrawn.datasets["train"][(1, 1, 0)]
+    assert ("train", 1) not in redrawn.cache
+
+    config.trainer.num_workers = 2  # each worker would keep its own copy: nothing is cached
+    assert Builder(config, log=lambda _: None).data_module(config.sites[0]).cache is None
+
+    small = SampleCache(max_bytes=3 * first["input"].numel() * 4)
+    small.put(("val", 0), first)  # input and target: two of the three budgeted images
+    small.put(("val", 1), first)  # would need four
+    assert len(small) == 1 and small.bytes <= small.max_bytes

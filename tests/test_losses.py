@@ -84,7 +84,9 @@ def fedmri_after_round_one(nets, **options):
     server.setup(next(iter(nets.values())))
     clients = {s: build_client("fedmri", options, context, s) for s in nets}
     shared = {s: {n: net.state_dict()[n].clone() for n in server.global_state} for s, net in nets.items()}
-    replies = {s: clients[s].reply(1, server.payload(s, 1), nets[s], shared[s], steps=1, lr=1.0) for s in nets}
+    replies = {
+        s: clients[s].reply(1, server.payload(s, 1), nets[s], shared[s], steps=1, lr=1.0) for s in nets
+    }
     server.aggregate(1, replies, {s: 1.0 for s in nets})
     return server, clients, shared
 
@@ -236,3 +238,23 @@ def test_the_chunk_loop_gives_back_the_threads_it_borrows():
         assert torch.allclose(value, direct(local, server, previous), rtol=1e-6)
     finally:
         torch.set_num_threads(threads)
+
+
+def test_the_term_and_aggregation_keep_float32_under_bf16_autocast():
+    """trainer.precision bf16-mixed runs the training step under autocast; the contrastive term and the
+    server's average must still sum in float32 (they see float32 parameters and use no autocast op)."""
+    from fl.aggregation import weighted_average
+
+    local, server, previous = tiny_encoders(3, seed=11)
+    params, anchor, negatives = encoder_lists(local, server, previous)
+    plain = ContrastiveL1(anchor, negatives)(params)
+    plain_grads = torch.autograd.grad(plain, params)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        value = ContrastiveL1(anchor, negatives)(params)
+        grads = torch.autograd.grad(value, params)
+        updates = {str(i): dict(net.state_dict()) for i, net in enumerate(previous)}
+        average = weighted_average(updates, {str(i): 1.0 + i for i in range(len(previous))})
+    assert value.dtype == torch.float32 and torch.equal(value, plain)
+    assert all(g.dtype == torch.float32 and torch.equal(g, p) for g, p in zip(grads, plain_grads))
+    expected = weighted_average(updates, {str(i): 1.0 + i for i in range(len(previous))})
+    assert all(average[k].dtype == torch.float32 and torch.equal(average[k], expected[k]) for k in expected)
