@@ -86,7 +86,7 @@ class SliceDataset(Dataset):
 
     def __getitem__(self, key: ItemKey) -> dict[str, Any]:
         i = key if isinstance(key, int) else key[0]
-        fixed = not (self.redraw_masks and not isinstance(key, int))  # the same sample every round
+        fixed = not self.redraw_masks  # the same sample every round (a redrawing set is never cached)
         if fixed and self.cache is not None and (self.split, i) in self.cache:
             return dict(self.cache[self.split, i])
         vol_index, slice_index = self.index[i]
