@@ -52,10 +52,21 @@ def tissue_signal(
     return out
 
 
-def _texture(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+def _texture(rng: np.random.Generator, shape: tuple[int, ...], strength: float = 0.04) -> np.ndarray:
     """Fine multiplicative tissue texture (S, N, N) around 1: the heterogeneity an average template lacks."""
     field = ndimage.gaussian_filter(rng.standard_normal(shape, dtype=np.float32), (0.5, 1.0, 1.0))
-    return 1.0 + 0.04 * field / (field.std() + 1e-6)
+    return 1.0 + strength * field / (field.std() + 1e-6)
+
+
+def _acquisition_matrix(image: np.ndarray, fraction: float) -> np.ndarray:
+    """(S, N, N) image as a scanner reconstructs it from a smaller acquired matrix: k-space beyond
+    ``fraction`` of the frequencies is zero (blur and Gibbs ringing at edges); real-valued (magnitude)."""
+    size = image.shape[-1]
+    keep = max(int(round(size * fraction / 2)), 1)
+    freq = np.abs(np.fft.fftfreq(size) * size)
+    window = (freq <= keep).astype(np.float32)
+    kspace = np.fft.fft2(image) * window[:, None] * window[None, :]
+    return np.abs(np.fft.ifft2(kspace)).astype(np.float32)
 
 
 # ----------------------------------------------------------------------------- acquisition
@@ -112,15 +123,31 @@ def simulate_subject(
         return np.random.default_rng(stable_seed(GENERATOR_VERSION, seed, site, subject, *purpose))
 
     lesions = profile.lesions if options.lesions is None else options.lesions
+    varied = rng("realism") if options.realism == "varied" else None
     fractions = tissue_fractions(
-        profile, options.size, options.slices_per_subject, lesions, rng("anatomy"), rng("lesions"), maps
+        profile,
+        options.size,
+        options.slices_per_subject,
+        lesions,
+        rng("anatomy"),
+        rng("lesions"),
+        maps,
+        varied,
     )
     params = tissue_parameters(rng("tissue"))
     bias = _bias_field(rng("bias"), profile, fractions["gm"].shape)
-    texture = _texture(rng("texture"), fractions["gm"].shape)
+    noise_scale, matrix = options.noise_scale, 1.0
+    if varied is None:
+        texture = _texture(rng("texture"), fractions["gm"].shape)
+    else:  # each subject its own texture strength, noise level (0.5-2x) and acquired matrix (70-100 %)
+        texture = _texture(rng("texture"), fractions["gm"].shape, varied.uniform(0.04, 0.12))
+        noise_scale *= float(np.exp(varied.uniform(np.log(0.5), np.log(2.0))))
+        matrix = varied.uniform(0.7, 1.0)
     images = {}
     for contrast in options.contrasts:
         signal = tissue_signal(fractions, params, *profile.protocol[contrast]) * texture
-        image = _acquire(signal, bias, profile, options.noise_scale, rng("noise", contrast))
+        if matrix < 1.0:
+            signal = _acquisition_matrix(signal, matrix)
+        image = _acquire(signal, bias, profile, noise_scale, rng("noise", contrast))
         images[contrast] = image * _support(fractions) if profile.skull_stripped else image
     return SimulatedSubject(images=images, fractions=fractions)

@@ -60,6 +60,13 @@ class SyntheticOptions(BaseModel):
         None, description="simulate tumours (oedema around a necrotic core); null = the profile's default"
     )
     noise_scale: float = Field(1.0, ge=0.0, description="multiplies the profile's noise; 0 = noise-free")
+    realism: Literal["template", "varied"] = Field(
+        "template",
+        description="template: every subject is the template's anatomy in the template's pose, at the "
+        "profile's noise (the images the simulator has always made); varied (ours): each subject also gets "
+        "its own in-plane orientation (90-degree turns, flips), head size and position in the field of view, "
+        "finer cortical deformation and texture, noise level and acquisition matrix (Gibbs ringing)",
+    )
 
     @field_validator("contrasts")
     @classmethod
