@@ -86,3 +86,93 @@ def test_gains_are_model_minus_zero_filled_on_the_diagonal():
     }
     gain = realism.gains(results)["a"]
     assert gain["psnr_gain"] == pytest.approx(2.5) and gain["ssim_gain"] == pytest.approx(-0.05)
+
+
+def _phase_source(tmp_path, phase: bool):
+    from data.sources.base import SourceContext
+    from data.sources.synthetic import SyntheticSource
+
+    options = SyntheticOptions(
+        profile="fastmri",
+        size=48,
+        slices_per_subject=2,
+        contrasts=["t1"],
+        subjects={"train": 1, "val": 1, "test": 1},
+        phase=phase,
+    )
+    source = SyntheticSource(options, SourceContext(site="a", seed=0, cache_dir=tmp_path))
+    source.prepare()
+    return source
+
+
+def test_phase_is_smooth_non_zero_and_breaks_conjugate_symmetry(tmp_path):
+    from data.fourier import fft2c
+
+    plain, phased = _phase_source(tmp_path, False), _phase_source(tmp_path, True)
+    volume = plain.volumes("train")[0]
+    magnitude, image = plain.read_slice(volume, 1), phased.read_slice(volume, 1)
+    assert magnitude.dtype == np.float32 and image.dtype == np.complex64
+    assert np.allclose(np.abs(image), magnitude, rtol=1e-5, atol=1e-6)  # the phase leaves the magnitude
+    head = magnitude > 0.2 * magnitude.max()
+    angle = np.angle(image)
+    assert np.std(angle[head]) > 0.3  # non-zero and not constant
+    # smooth: neighbouring pixels inside the head differ by far less than a radian
+    step = np.abs(np.angle(image[1:, :] * np.conj(image[:-1, :])))[head[1:, :] & head[:-1, :]]
+    assert np.median(step) < 0.15
+    assert np.array_equal(image, phased.read_slice(volume, 1))  # deterministic
+
+    def asymmetry(x: np.ndarray) -> float:
+        import torch
+
+        k = fft2c(torch.from_numpy(x.astype(np.complex64))).numpy()
+        # centred k-space of an even-sized image: k(-f) sits at index (N - i) mod N of the flipped grid
+        mirrored = np.conj(np.roll(np.flip(k, (0, 1)), 1, (0, 1)))
+        return float(np.linalg.norm(k - mirrored) / np.linalg.norm(k))
+
+    assert asymmetry(magnitude) < 1e-4  # a real image's k-space is conjugate-symmetric
+    assert asymmetry(image) > 0.3
+
+
+def test_coil_maps_have_unit_root_sum_of_squares_and_give_the_magnitude_back(tmp_path):
+    import torch
+
+    from data.fourier import ifft2c, rss
+    from data.sources.base import KspaceSlice, SourceContext
+    from data.sources.synthetic import SyntheticSource
+
+    options = SyntheticOptions(
+        profile="sms",
+        size=48,
+        slices_per_subject=2,
+        contrasts=["t1"],
+        subjects={"train": 1, "val": 1, "test": 1},
+        coils=4,
+    )
+    source = SyntheticSource(options, SourceContext(site="a", seed=0, cache_dir=tmp_path))
+    source.prepare()
+    volume = source.volumes("test")[0]
+    sample = source.read_slice(volume, 0)
+    assert isinstance(sample, KspaceSlice) and sample.kspace.shape == (4, 48, 48)
+    coil_images = ifft2c(torch.from_numpy(sample.kspace))
+    magnitude = read_magnitude(tmp_path, volume)
+    assert np.allclose(rss(coil_images, 0).numpy(), magnitude, atol=1e-4 * magnitude.max())
+    head = magnitude > 0.2 * magnitude.max()
+    sensitivities = coil_images.abs().numpy()[:, head] / magnitude[head]
+    assert np.allclose((sensitivities**2).sum(axis=0), 1.0, atol=1e-3)
+    assert sensitivities.std(axis=1).min() > 0.05  # each coil sees the head unevenly
+
+
+def read_magnitude(tmp_path, volume) -> np.ndarray:
+    from data.sources.base import SourceContext
+    from data.sources.synthetic import SyntheticSource
+
+    options = SyntheticOptions(
+        profile="sms",
+        size=48,
+        slices_per_subject=2,
+        contrasts=["t1"],
+        subjects={"train": 1, "val": 1, "test": 1},
+    )
+    source = SyntheticSource(options, SourceContext(site="a", seed=0, cache_dir=tmp_path))
+    source.prepare()
+    return source.read_slice(volume, 0)

@@ -69,6 +69,39 @@ def _acquisition_matrix(image: np.ndarray, fraction: float) -> np.ndarray:
     return np.abs(np.fft.ifft2(kspace)).astype(np.float32)
 
 
+def background_phase(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+    """A smooth image phase (H, W) in radians: B0 inhomogeneity, coil phase and an off-centre shift.
+
+    A constant offset, a linear ramp of up to half a cycle across the field of view and a smooth random
+    field of about 1 rad std: real k-space is not conjugate-symmetric, and this removes the symmetry a
+    magnitude image's k-space has.
+    """
+    grid = np.indices(shape, dtype=np.float32)
+    extent = np.array([shape[0] - 1, shape[1] - 1], dtype=np.float32)
+    ramp = sum(rng.uniform(-np.pi, np.pi) * (g / e - 0.5) for g, e in zip(grid, extent, strict=True))
+    field = rng.uniform(0.5, 1.5) * smooth_noise(rng, grid, extent, 4)
+    return (rng.uniform(-np.pi, np.pi) + ramp + field).astype(np.float32)
+
+
+def coil_sensitivities(rng: np.random.Generator, coils: int, shape: tuple[int, int]) -> np.ndarray:
+    """Complex receive sensitivities (C, H, W) of a ring of ``coils`` around the head; their root sum
+    of squares is 1 at every pixel, so the RSS of the coil images is the magnitude image."""
+    grid = np.indices(shape, dtype=np.float32)
+    centre = (np.array(shape, dtype=np.float32) - 1) / 2.0
+    radius = 0.6 * float(min(shape))
+    maps = []
+    start = rng.uniform(0.0, 2 * np.pi)
+    for c in range(coils):
+        angle = start + 2 * np.pi * c / coils
+        position = centre + radius * np.array([np.sin(angle), np.cos(angle)], dtype=np.float32)
+        distance2 = ((grid - position.reshape(2, 1, 1)) ** 2).sum(axis=0)
+        width = rng.uniform(0.5, 0.7) * float(min(shape))
+        phase = rng.uniform(-np.pi, np.pi) + 0.5 * smooth_noise(rng, grid, centre * 2, 3)
+        maps.append(np.exp(-distance2 / (2 * width**2)) * np.exp(1j * phase))
+    stack = np.stack(maps)
+    return (stack / np.sqrt((np.abs(stack) ** 2).sum(axis=0, keepdims=True))).astype(np.complex64)
+
+
 # ----------------------------------------------------------------------------- acquisition
 
 
