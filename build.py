@@ -183,7 +183,10 @@ class Builder:
             self._check_fits_machine(site.name, dm)
             counts = {s: len(d) for s, d in dm.datasets.items()}
             if not counts["train"] or not counts["val"]:
-                raise UserError(f"sites.{site.name}: needs training and validation slices, found {counts}")
+                raise UserError(
+                    f"sites.{site.name}: needs training and validation slices, found {counts} "
+                    "(a test-only data set can be tested with evaluate.py --config, not trained on)"
+                )
             accel = f" x{site.mask.acceleration:g}" if site.mask.acceleration else ""
             self.log(
                 f"site {site.name}: {counts['train']} train / {counts['val']} val / "

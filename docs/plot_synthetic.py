@@ -1,13 +1,15 @@
 """Render example slices of the four default simulated sites to ``docs/synthetic_sites.png``.
 
-Run from the repository root: ``python docs/plot_synthetic.py``. The sites are generated into a
-temporary cache, so this leaves nothing behind but the figure.
+Run from the repository root: ``python docs/plot_synthetic.py``. Each row is one site: a subject's T1
+and T2 slice as the default (``realism: template``) simulates them, the same subject under
+``realism: varied``, and, beside them, a real brain scan fitted to the site's pixel size and matrix
+(the test volumes of ``bench/realism.py``, read from the installed ``dipy`` package; the column is left
+out without it). Nothing is cached or left behind but the figure.
 """
 
 from __future__ import annotations
 
 import sys
-import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -16,42 +18,61 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
-from data.sources.base import SourceContext, VolumeInfo  # noqa: E402
-from data.sources.synthetic import SyntheticOptions, SyntheticSource  # noqa: E402
+import realism  # noqa: E402
+
+from data.simulation import PROFILES, simulate_subject  # noqa: E402
+from data.sources.synthetic import SyntheticOptions  # noqa: E402
+from utils.errors import UserError  # noqa: E402
 
 SITES = (("fastmri", 96), ("brats", 112), ("sms", 128), ("umr", 128))
-SUBJECTS = 3
+REAL = {"fastmri": "aniso", "brats": "s0", "sms": "piesno", "umr": "aniso"}  # one real volume per row
 OUTPUT = Path(__file__).resolve().parent / "synthetic_sites.png"
 
 
-def brightest_t2_slice(source: SyntheticSource, volume: VolumeInfo) -> int:
+def brightest_t2_slice(stack: np.ndarray) -> int:
     """The slice with the most T2-bright pixels: through the ventricles, or through a lesion."""
-    stack = np.stack([source.read_slice(volume, i) for i in range(volume.num_slices)])
     return int((stack > 0.5 * stack.max()).sum(axis=(1, 2)).argmax())
 
 
+def real_slice(profile: str, size: int) -> np.ndarray | None:
+    """The middle slice of the row's real volume at the site's pixel size and matrix, or None."""
+    try:
+        files = realism.dipy_files()
+    except UserError:
+        return None
+    name = REAL[profile]
+    volume = realism.read_real(name, files)
+    fitted = realism.fit_to_site(volume, realism.REAL_VOLUMES[name][1], PROFILES[profile].fov_mm / size, size)
+    return fitted[len(fitted) // 2]
+
+
 def main() -> None:
-    """Generate the default sites and save one row of T1/T2 example slices per site."""
-    fig, axes = plt.subplots(len(SITES), 2 * SUBJECTS, figsize=(3.6 * SUBJECTS, 1.95 * len(SITES)))
-    with tempfile.TemporaryDirectory() as cache:
-        for row, (profile, size) in enumerate(SITES):
-            options = SyntheticOptions(profile=profile, size=size)
-            source = SyntheticSource(options, SourceContext(site=profile, seed=0, cache_dir=Path(cache)))
-            source.prepare()
-            volumes = source.volumes("train")
-            col = 0
-            for subject in sorted({v.subject for v in volumes})[:SUBJECTS]:
-                pair = {v.contrast: v for v in volumes if v.subject == subject}
-                index = brightest_t2_slice(source, pair["t2"])
-                for contrast in ("t1", "t2"):
-                    image = source.read_slice(pair[contrast], index)
-                    ax = axes[row, col]
-                    ax.imshow(image, cmap="gray", vmin=0, vmax=float(image.max()))
-                    ax.set_title(f"{profile} {contrast.upper()} {subject} slice {index}", fontsize=7)
-                    ax.axis("off")
-                    col += 1
+    """Simulate one subject per site in both realism modes and save a row per site beside a real slice."""
+    reals = {profile: real_slice(profile, size) for profile, size in SITES}
+    columns = 4 + any(r is not None for r in reals.values())
+    fig, axes = plt.subplots(len(SITES), columns, figsize=(1.9 * columns, 1.95 * len(SITES)))
+    for row, (profile, size) in enumerate(SITES):
+        col = 0
+        for mode in ("template", "varied"):
+            options = SyntheticOptions(profile=profile, size=size, realism=mode)
+            images = simulate_subject(options, 0, profile, "sub-000").images
+            index = brightest_t2_slice(images["t2"])
+            for contrast in ("t1", "t2"):
+                image = images[contrast][index]
+                axes[row, col].imshow(image, cmap="gray", vmin=0, vmax=float(image.max()))
+                axes[row, col].set_title(f"{profile} {contrast.upper()} ({mode})", fontsize=7)
+                col += 1
+        if columns > 4:
+            image = reals[profile]
+            if image is not None:
+                axes[row, col].imshow(image, cmap="gray", vmin=0, vmax=float(image.max()))
+                axes[row, col].set_title(f"real: {realism.REAL_VOLUMES[REAL[profile]][0]}", fontsize=6)
+        for ax in axes[row]:
+            ax.axis("off")
     fig.tight_layout(pad=0.3)
     fig.savefig(OUTPUT, dpi=68)
     print(f"wrote {OUTPUT}")

@@ -37,7 +37,7 @@ def test_every_split_gets_a_subject_when_there_are_enough():
 
 
 @pytest.mark.parametrize(
-    "values", [{"train": 0.5, "val": 0.1, "test": 0.1}, {"train": 0, "val": 0.5, "test": 0.5}]
+    "values", [{"train": 0.5, "val": 0.1, "test": 0.1}, {"train": 0.5, "val": 0.6, "test": -0.1}]
 )
 def test_bad_fractions_are_refused(values):
     with pytest.raises(ValidationError):

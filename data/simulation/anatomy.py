@@ -110,8 +110,18 @@ def _slice_levels(rng: np.random.Generator, count: int) -> np.ndarray:
     return centre + spacing * (np.arange(count) - (count - 1) / 2.0)
 
 
-def _sample_points(rng: np.random.Generator, profile: Profile, size: int, count: int) -> np.ndarray:
-    """Template voxel coordinates (3, S, N, N) of every output pixel: a subject's pose and shape."""
+def _sample_points(
+    rng: np.random.Generator,
+    profile: Profile,
+    size: int,
+    count: int,
+    varied: np.random.Generator | None = None,
+) -> np.ndarray:
+    """Template voxel coordinates (3, S, N, N) of every output pixel: a subject's pose and shape.
+
+    ``varied`` (``realism: varied``) draws a wider pose (head size 0.8-1.2 of the template's, shifts up to
+    15 mm) and adds a fine elastic deformation (a 12 x 12 grid, up to 1.2 mm): folds of the subject's own.
+    """
     tpl = _template()
     pixel_mm = profile.fov_mm / size
     axis = (np.arange(size) - (size - 1) / 2.0) * pixel_mm
@@ -125,6 +135,17 @@ def _sample_points(rng: np.random.Generator, profile: Profile, size: int, count:
     cos, sin = np.cos(angle), np.sin(angle)
     pu = (cos * u - sin * v) * scale[0] + shift[0] + displacement[0]
     pv = (sin * u + cos * v) * scale[1] + shift[1] + displacement[1]
+    if varied is not None:
+        zoom = varied.uniform(0.8, 1.2)
+        fine = ndimage.zoom(
+            varied.standard_normal((2, 12, 12)) * varied.uniform(0.4, 1.2),
+            size / 12.0,
+            order=3,
+            grid_mode=True,
+            mode="nearest",
+        )
+        pu = pu / zoom + varied.uniform(-15.0, 15.0) + fine[0]
+        pv = pv / zoom + varied.uniform(-15.0, 15.0) + fine[1]
     pu, pv = _enlarge_ventricles(pu, pv, tpl.centre, rng.uniform(-0.05, 0.3))
     z = levels[:, None, None] + tilt[0] * pu + tilt[1] * pv - _SLAB[0]
     x = np.broadcast_to(tpl.centre[0] + pu, z.shape)
@@ -202,9 +223,14 @@ def tissue_fractions(
     anatomy_rng: np.random.Generator,
     lesion_rng: np.random.Generator,
     maps: dict[str, np.ndarray],
+    varied: np.random.Generator | None = None,
 ) -> dict[str, np.ndarray]:
-    """Per-pixel tissue fractions (S, N, N) of one subject's slices; they sum to at most 1."""
-    points = _sample_points(anatomy_rng, profile, size, count)
+    """Per-pixel tissue fractions (S, N, N) of one subject's slices; they sum to at most 1.
+
+    ``varied``: the random source of ``realism: varied`` (wider pose, fine deformation, any in-plane
+    orientation); None keeps the template's pose.
+    """
+    points = _sample_points(anatomy_rng, profile, size, count, varied)
     gm, wm, brain = (_sample(maps[name], points) for name in ("gm", "wm", "brain"))
     brain = np.clip(brain, 0.0, 1.0)
     tissue = np.minimum(gm + wm, brain)
@@ -221,5 +247,10 @@ def tissue_fractions(
         layers = _head_layers(anatomy_rng, points, 1.0 - brain, profile.fov_mm / size)
         for name, frac in layers.items():
             fractions[name] = fractions.get(name, 0.0) + frac
-    return {name: np.clip(frac, 0.0, 1.0).astype(np.float32) for name, frac in fractions.items()}
-
+    out = {name: np.clip(frac, 0.0, 1.0).astype(np.float32) for name, frac in fractions.items()}
+    if varied is not None:  # scanners store slices in any in-plane orientation
+        turns, flip = int(varied.integers(4)), bool(varied.integers(2))
+        for name, frac in out.items():
+            frac = np.rot90(frac, turns, axes=(1, 2))
+            out[name] = np.ascontiguousarray(frac[:, :, ::-1] if flip else frac)
+    return out

@@ -52,10 +52,54 @@ def tissue_signal(
     return out
 
 
-def _texture(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+def _texture(rng: np.random.Generator, shape: tuple[int, ...], strength: float = 0.04) -> np.ndarray:
     """Fine multiplicative tissue texture (S, N, N) around 1: the heterogeneity an average template lacks."""
     field = ndimage.gaussian_filter(rng.standard_normal(shape, dtype=np.float32), (0.5, 1.0, 1.0))
-    return 1.0 + 0.04 * field / (field.std() + 1e-6)
+    return 1.0 + strength * field / (field.std() + 1e-6)
+
+
+def _acquisition_matrix(image: np.ndarray, fraction: float) -> np.ndarray:
+    """(S, N, N) image as a scanner reconstructs it from a smaller acquired matrix: k-space beyond
+    ``fraction`` of the frequencies is zero (blur and Gibbs ringing at edges); real-valued (magnitude)."""
+    size = image.shape[-1]
+    keep = max(int(round(size * fraction / 2)), 1)
+    freq = np.abs(np.fft.fftfreq(size) * size)
+    window = (freq <= keep).astype(np.float32)
+    kspace = np.fft.fft2(image) * window[:, None] * window[None, :]
+    return np.abs(np.fft.ifft2(kspace)).astype(np.float32)
+
+
+def background_phase(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+    """A smooth image phase (H, W) in radians: B0 inhomogeneity, coil phase and an off-centre shift.
+
+    A constant offset, a linear ramp of up to half a cycle across the field of view and a smooth random
+    field of about 1 rad std: real k-space is not conjugate-symmetric, and this removes the symmetry a
+    magnitude image's k-space has.
+    """
+    grid = np.indices(shape, dtype=np.float32)
+    extent = np.array([shape[0] - 1, shape[1] - 1], dtype=np.float32)
+    ramp = sum(rng.uniform(-np.pi, np.pi) * (g / e - 0.5) for g, e in zip(grid, extent, strict=True))
+    field = rng.uniform(0.5, 1.5) * smooth_noise(rng, grid, extent, 4)
+    return (rng.uniform(-np.pi, np.pi) + ramp + field).astype(np.float32)
+
+
+def coil_sensitivities(rng: np.random.Generator, coils: int, shape: tuple[int, int]) -> np.ndarray:
+    """Complex receive sensitivities (C, H, W) of a ring of ``coils`` around the head; their root sum
+    of squares is 1 at every pixel, so the RSS of the coil images is the magnitude image."""
+    grid = np.indices(shape, dtype=np.float32)
+    centre = (np.array(shape, dtype=np.float32) - 1) / 2.0
+    radius = 0.6 * float(min(shape))
+    maps = []
+    start = rng.uniform(0.0, 2 * np.pi)
+    for c in range(coils):
+        angle = start + 2 * np.pi * c / coils
+        position = centre + radius * np.array([np.sin(angle), np.cos(angle)], dtype=np.float32)
+        distance2 = ((grid - position.reshape(2, 1, 1)) ** 2).sum(axis=0)
+        width = rng.uniform(0.5, 0.7) * float(min(shape))
+        phase = rng.uniform(-np.pi, np.pi) + 0.5 * smooth_noise(rng, grid, centre * 2, 3)
+        maps.append(np.exp(-distance2 / (2 * width**2)) * np.exp(1j * phase))
+    stack = np.stack(maps)
+    return (stack / np.sqrt((np.abs(stack) ** 2).sum(axis=0, keepdims=True))).astype(np.complex64)
 
 
 # ----------------------------------------------------------------------------- acquisition
@@ -112,15 +156,31 @@ def simulate_subject(
         return np.random.default_rng(stable_seed(GENERATOR_VERSION, seed, site, subject, *purpose))
 
     lesions = profile.lesions if options.lesions is None else options.lesions
+    varied = rng("realism") if options.realism == "varied" else None
     fractions = tissue_fractions(
-        profile, options.size, options.slices_per_subject, lesions, rng("anatomy"), rng("lesions"), maps
+        profile,
+        options.size,
+        options.slices_per_subject,
+        lesions,
+        rng("anatomy"),
+        rng("lesions"),
+        maps,
+        varied,
     )
     params = tissue_parameters(rng("tissue"))
     bias = _bias_field(rng("bias"), profile, fractions["gm"].shape)
-    texture = _texture(rng("texture"), fractions["gm"].shape)
+    noise_scale, matrix = options.noise_scale, 1.0
+    if varied is None:
+        texture = _texture(rng("texture"), fractions["gm"].shape)
+    else:  # each subject its own texture strength, noise level (0.5-2x) and acquired matrix (70-100 %)
+        texture = _texture(rng("texture"), fractions["gm"].shape, varied.uniform(0.04, 0.12))
+        noise_scale *= float(np.exp(varied.uniform(np.log(0.5), np.log(2.0))))
+        matrix = varied.uniform(0.7, 1.0)
     images = {}
     for contrast in options.contrasts:
         signal = tissue_signal(fractions, params, *profile.protocol[contrast]) * texture
-        image = _acquire(signal, bias, profile, options.noise_scale, rng("noise", contrast))
+        if matrix < 1.0:
+            signal = _acquisition_matrix(signal, matrix)
+        image = _acquire(signal, bias, profile, noise_scale, rng("noise", contrast))
         images[contrast] = image * _support(fractions) if profile.skull_stripped else image
     return SimulatedSubject(images=images, fractions=fractions)

@@ -22,7 +22,11 @@ logger = logging.getLogger(__name__)
 
 
 class SplitFractions(BaseModel):
-    """Fractions of the subjects in each split; they must add up to 1."""
+    """Fractions of the subjects in each split; they must add up to 1.
+
+    ``{train: 0, val: 0, test: 1}`` describes a test-only data set: ``evaluate.py --config`` tests on it,
+    ``train.py`` refuses it (a site needs training and validation subjects).
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -35,18 +39,19 @@ class SplitFractions(BaseModel):
         total = self.train + self.val + self.test
         if not math.isclose(total, 1.0, abs_tol=1e-6):
             raise ValueError(f"split fractions must add up to 1 (got {total:g})")
-        if self.train == 0:
-            raise ValueError("split.train must be > 0")
         return self
 
 
 class SplitFiles(BaseModel):
-    """Text files listing the subjects of each split, one id (or file name) per line; '#' starts a comment."""
+    """Text files listing the subjects of each split, one id (or file name) per line; '#' starts a comment.
+
+    A split without a file gets no subjects: only ``test`` describes a test-only data set.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    train: str = Field(description="subjects for training")
-    val: str = Field(description="subjects for validation")
+    train: str | None = Field(None, description="subjects for training; null = none (a test-only data set)")
+    val: str | None = Field(None, description="subjects for validation; null = none")
     test: str | None = Field(None, description="subjects for testing; null = no test split")
 
 

@@ -17,15 +17,19 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from data.fourier import fft2c
 from data.simulation import GENERATOR_VERSION, PROFILES, TISSUES, Contrast, ProfileName, simulate_subject
 from data.simulation.anatomy import site_maps
+from data.simulation.imaging import background_phase, coil_sensitivities
 from data.simulation.profiles import HEAD_LAYERS
-from data.sources.base import SPLITS, Source, SourceContext, Split, VolumeInfo
+from data.sources.base import SPLITS, KspaceSlice, Source, SourceContext, Split, VolumeInfo
 from data.sources.volumes import CachedVolume, VolumeCache, read_cached_slice
 from utils.errors import UserError
 from utils.resources import available_memory, folder_bytes, free_disk, human
+from utils.seeding import stable_seed
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +67,25 @@ class SyntheticOptions(BaseModel):
         None, description="simulate tumours (oedema around a necrotic core); null = the profile's default"
     )
     noise_scale: float = Field(1.0, ge=0.0, description="multiplies the profile's noise; 0 = noise-free")
+    realism: Literal["template", "varied"] = Field(
+        "template",
+        description="template: every subject is the template's anatomy in the template's pose, at the "
+        "profile's noise (the images the simulator has always made); varied (ours): each subject also gets "
+        "its own in-plane orientation (90-degree turns, flips), head size and position in the field of view, "
+        "finer cortical deformation and texture, noise level and acquisition matrix (Gibbs ringing)",
+    )
+    phase: bool = Field(
+        False,
+        description="false: magnitude images, k-space from the magnitude as in the paper; true (ours): "
+        "complex images with a smooth phase of each slice's own, so k-space is not conjugate-symmetric",
+    )
+    coils: int = Field(
+        0,
+        ge=0,
+        le=32,
+        description="0: one image per slice; >= 2 (ours): multi-coil k-space, the image weighted by a ring "
+        "of smooth complex coil sensitivities whose root sum of squares is 1 (the target is the RSS)",
+    )
 
     @field_validator("contrasts")
     @classmethod
@@ -227,15 +250,27 @@ class SyntheticSource(Source):
             raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
         return list(self._volumes[split])
 
-    def read_slice(self, volume: VolumeInfo, index: int) -> np.ndarray:
-        """Magnitude image (H, W) float32 of slice ``index`` of ``volume``."""
+    def read_slice(self, volume: VolumeInfo, index: int) -> np.ndarray | KspaceSlice:
+        """Slice ``index`` of ``volume``: a float32 magnitude image (H, W), complex64 with ``phase``, or
+        multi-coil k-space (C, H, W) with ``coils``."""
         self._require_prepared()
         entry = self._entries.get(volume.name)
         if entry is None:
             raise UserError(f"synthetic site {self.context.site!r} has no volume {volume.name!r}")
         if not 0 <= index < volume.num_slices:
             raise IndexError(f"slice {index} out of range: {volume.name!r} has {volume.num_slices} slices")
-        return read_cached_slice(entry, index)
+        image = read_cached_slice(entry, index)
+        key = (GENERATOR_VERSION, self.context.seed, self.context.site, volume.name, index)
+        if self.options.phase:
+            phase = background_phase(np.random.default_rng(stable_seed(*key, "phase")), image.shape)
+            image = (image * np.exp(1j * phase)).astype(np.complex64)
+        if self.options.coils < 2:
+            return image
+        maps = coil_sensitivities(
+            np.random.default_rng(stable_seed(*key, "coils")), self.options.coils, image.shape
+        )
+        kspace = fft2c(torch.from_numpy(maps * image)).numpy()
+        return KspaceSlice(kspace=kspace.astype(np.complex64), target=None, crop=tuple(image.shape))
 
     def _require_prepared(self) -> None:
         if not self._volumes:

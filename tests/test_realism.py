@@ -1,0 +1,178 @@
+"""The simulator's realism options: scanner noise level, varied subjects, acquisition matrix; and the
+real-volume preparation of the transfer check (bench/realism.py) on files the test writes itself."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from data.simulation import PROFILES, simulate_subject
+from data.simulation.imaging import _acquisition_matrix
+from data.sources.synthetic import SyntheticOptions
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+import realism  # noqa: E402
+
+
+def _subject(**changes) -> np.ndarray:
+    options = SyntheticOptions(profile="fastmri", size=64, slices_per_subject=2, contrasts=["t1"], **changes)
+    return simulate_subject(options, 0, "site", "sub-000").images["t1"]
+
+
+def test_background_noise_is_rayleigh_at_the_profiles_level():
+    noisy, clean = _subject(), _subject(noise_scale=0.0)
+    corner = np.zeros(clean.shape[1:], dtype=bool)
+    corner[:8, :8] = corner[:8, -8:] = corner[-8:, :8] = corner[-8:, -8:] = True
+    assert clean[:, corner].max() < 1e-3  # the corners hold no head
+    sigma = PROFILES["fastmri"].noise * float(np.percentile(clean, 99))  # gamma 1, scale 1
+    background = noisy[:, corner]
+    # magnitude of complex Gaussian noise: Rayleigh, mean sigma sqrt(pi/2), second moment 2 sigma^2
+    assert background.mean() == pytest.approx(sigma * np.sqrt(np.pi / 2), rel=0.08)
+    assert np.mean(background**2) == pytest.approx(2 * sigma**2, rel=0.12)
+
+
+def test_template_realism_is_the_default_and_varied_changes_every_subject():
+    assert np.array_equal(_subject(), _subject(realism="template"))
+    varied = _subject(realism="varied")
+    assert varied.shape == (2, 64, 64) and np.isfinite(varied).all() and varied.min() >= 0
+    assert np.array_equal(varied, _subject(realism="varied"))  # deterministic
+    assert not np.allclose(varied, _subject())
+
+
+def test_varied_subjects_come_in_every_orientation():
+    options = SyntheticOptions(
+        profile="brats", size=48, slices_per_subject=1, contrasts=["t1"], realism="varied"
+    )
+    wide = 0
+    for i in range(12):
+        image = simulate_subject(options, 0, "site", f"sub-{i:03d}").images["t1"][0]
+        rows, cols = np.nonzero(image > 0)
+        wide += np.ptp(cols) > np.ptp(rows)  # the template's axial head is longer front to back
+    assert 2 <= wide <= 10
+
+
+def test_acquisition_matrix_keeps_only_the_acquired_frequencies():
+    rng = np.random.default_rng(0)
+    image = rng.random((1, 32, 32)).astype(np.float32)
+    kept = np.fft.fft2(_acquisition_matrix(image, 0.5).astype(np.complex64))
+    assert np.allclose(_acquisition_matrix(image, 1.0), image, atol=1e-5)
+    freq = np.abs(np.fft.fftfreq(32) * 32)
+    outside = (freq[:, None] > 8) | (freq[None, :] > 8)
+    # magnitude is not linear, so a little energy returns outside; far less than the image had there
+    before = np.abs(np.fft.fft2(image[0]))[outside].sum()
+    assert np.abs(kept[0])[outside].sum() < 0.5 * before
+
+
+def test_real_volumes_are_fitted_to_a_sites_pixel_size_and_matrix():
+    volume = np.zeros((2, 50, 50), dtype=np.float32)
+    volume[:, 10:40, 15:35] = 3.0
+    fitted = realism.fit_to_site(volume, pixel_mm=2.0, site_mm=1.0, size=64)
+    inside = fitted[0] > 0.5  # 30 x 20 pixels at 2 mm -> 60 x 40 at 1 mm, centred
+    assert fitted.shape == (2, 64, 64) and 0.8 < np.median(fitted[0][inside]) <= 1.0
+    rows, cols = np.nonzero(inside)
+    assert np.ptp(rows) + 1 == pytest.approx(60, abs=2) and np.ptp(cols) + 1 == pytest.approx(40, abs=2)
+    small = realism.fit_to_site(volume, pixel_mm=1.0, site_mm=1.0, size=80)  # zero-padded
+    assert small.shape == (2, 80, 80) and small[:, :15].max() == 0
+
+
+def test_gains_are_model_minus_zero_filled_on_the_diagonal():
+    results = {
+        "test_sites": ["a"],
+        "cross_site": {"a": {"a": {"psnr": 30.0, "ssim": 0.8}}, "b": {"a": {"psnr": 10.0, "ssim": 0.1}}},
+        "zero_filled": {"a": {"psnr": 27.5, "ssim": 0.85}},
+    }
+    gain = realism.gains(results)["a"]
+    assert gain["psnr_gain"] == pytest.approx(2.5) and gain["ssim_gain"] == pytest.approx(-0.05)
+
+
+def _phase_source(tmp_path, phase: bool):
+    from data.sources.base import SourceContext
+    from data.sources.synthetic import SyntheticSource
+
+    options = SyntheticOptions(
+        profile="fastmri",
+        size=48,
+        slices_per_subject=2,
+        contrasts=["t1"],
+        subjects={"train": 1, "val": 1, "test": 1},
+        phase=phase,
+    )
+    source = SyntheticSource(options, SourceContext(site="a", seed=0, cache_dir=tmp_path))
+    source.prepare()
+    return source
+
+
+def test_phase_is_smooth_non_zero_and_breaks_conjugate_symmetry(tmp_path):
+    from data.fourier import fft2c
+
+    plain, phased = _phase_source(tmp_path, False), _phase_source(tmp_path, True)
+    volume = plain.volumes("train")[0]
+    magnitude, image = plain.read_slice(volume, 1), phased.read_slice(volume, 1)
+    assert magnitude.dtype == np.float32 and image.dtype == np.complex64
+    assert np.allclose(np.abs(image), magnitude, rtol=1e-5, atol=1e-6)  # the phase leaves the magnitude
+    head = magnitude > 0.2 * magnitude.max()
+    angle = np.angle(image)
+    assert np.std(angle[head]) > 0.3  # non-zero and not constant
+    # smooth: neighbouring pixels inside the head differ by far less than a radian
+    step = np.abs(np.angle(image[1:, :] * np.conj(image[:-1, :])))[head[1:, :] & head[:-1, :]]
+    assert np.median(step) < 0.15
+    assert np.array_equal(image, phased.read_slice(volume, 1))  # deterministic
+
+    def asymmetry(x: np.ndarray) -> float:
+        import torch
+
+        k = fft2c(torch.from_numpy(x.astype(np.complex64))).numpy()
+        # centred k-space of an even-sized image: k(-f) sits at index (N - i) mod N of the flipped grid
+        mirrored = np.conj(np.roll(np.flip(k, (0, 1)), 1, (0, 1)))
+        return float(np.linalg.norm(k - mirrored) / np.linalg.norm(k))
+
+    assert asymmetry(magnitude) < 1e-4  # a real image's k-space is conjugate-symmetric
+    assert asymmetry(image) > 0.3
+
+
+def test_coil_maps_have_unit_root_sum_of_squares_and_give_the_magnitude_back(tmp_path):
+    import torch
+
+    from data.fourier import ifft2c, rss
+    from data.sources.base import KspaceSlice, SourceContext
+    from data.sources.synthetic import SyntheticSource
+
+    options = SyntheticOptions(
+        profile="sms",
+        size=48,
+        slices_per_subject=2,
+        contrasts=["t1"],
+        subjects={"train": 1, "val": 1, "test": 1},
+        coils=4,
+    )
+    source = SyntheticSource(options, SourceContext(site="a", seed=0, cache_dir=tmp_path))
+    source.prepare()
+    volume = source.volumes("test")[0]
+    sample = source.read_slice(volume, 0)
+    assert isinstance(sample, KspaceSlice) and sample.kspace.shape == (4, 48, 48)
+    coil_images = ifft2c(torch.from_numpy(sample.kspace))
+    magnitude = read_magnitude(tmp_path, volume)
+    assert np.allclose(rss(coil_images, 0).numpy(), magnitude, atol=1e-4 * magnitude.max())
+    head = magnitude > 0.2 * magnitude.max()
+    sensitivities = coil_images.abs().numpy()[:, head] / magnitude[head]
+    assert np.allclose((sensitivities**2).sum(axis=0), 1.0, atol=1e-3)
+    assert sensitivities.std(axis=1).min() > 0.05  # each coil sees the head unevenly
+
+
+def read_magnitude(tmp_path, volume) -> np.ndarray:
+    from data.sources.base import SourceContext
+    from data.sources.synthetic import SyntheticSource
+
+    options = SyntheticOptions(
+        profile="sms",
+        size=48,
+        slices_per_subject=2,
+        contrasts=["t1"],
+        subjects={"train": 1, "val": 1, "test": 1},
+    )
+    source = SyntheticSource(options, SourceContext(site="a", seed=0, cache_dir=tmp_path))
+    source.prepare()
+    return source.read_slice(volume, 0)
