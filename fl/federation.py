@@ -95,6 +95,7 @@ class Federation:
             site: {
                 "loss": trained.results[site].loss,
                 "status": trained.results[site].status,
+                "train": trained.results[site].values,
                 **validated[site],
                 **traffic[site],
             }

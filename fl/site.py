@@ -46,6 +46,7 @@ class FitResult:
     loss: float
     train_slices: int
     reply: Reply | None = None
+    values: dict[str, float] = field(default_factory=dict)  # loss_rec, penalty, the plan's diagnostics
 
 
 @dataclass
@@ -72,6 +73,7 @@ class Site:
     best_round: int = 0
     best_psnr: float = -math.inf
     best_state: TensorDict = field(default_factory=dict)
+    fit_values: dict[str, float] = field(default_factory=dict)
 
     # -- the round -----------------------------------------------------------------------------
     def load_global(self, global_state: TensorDict) -> None:
@@ -94,7 +96,8 @@ class Site:
 
     def fit(self, rnd: int, payload: Payload, epochs: int, lr: float) -> tuple[Reply, float]:
         """Load the global tensors, train the round's local epochs as the client plans them, and
-        return the reply and the mean training loss of the last epoch.
+        return the reply and the mean training loss of the last epoch (its parts and the plan's
+        diagnostics are left in :attr:`fit_values`).
 
         Raises:
             SiteDiverged: a step's loss, or a weight after the fit, is not finite.
@@ -105,6 +108,8 @@ class Site:
         plan = self.client.plan(rnd, payload, module.model, epochs)
         module.reconstruction_weight = plan.reconstruction_weight
         module.penalty, module.step_hook = plan.penalty, plan.step_hook
+        module.after_step = plan.after_step
+        self.fit_values = {}
         self.data.set_round(rnd)
         torch.manual_seed(stable_seed(self.seed, "local", self.name, rnd))  # the same in any process layout
         steps = 0
@@ -119,8 +124,11 @@ class Site:
         except NonFiniteError as err:
             raise SiteDiverged(self.name, rnd, str(err)) from None
         finally:
-            module.penalty, module.step_hook = None, None
+            module.penalty, module.step_hook, module.after_step = None, None, None
             set_trainable(module.model, None)
+        self.fit_values = module.mean_losses
+        if plan.diagnostics is not None:
+            self.fit_values.update(plan.diagnostics(module.model))
         shared = self.shared_tensors(payload.global_state)
         return self.client.reply(rnd, payload, module.model, shared, steps, lr), module.mean_train_loss
 
@@ -135,7 +143,7 @@ class Site:
                 return FitResult(f"diverged: {err.reason}", math.nan, self.data.num_train_slices)
             self.restore(snapshot)
             return FitResult(f"skipped: {err.reason}", math.nan, self.data.num_train_slices)
-        return FitResult("ok", loss, self.data.num_train_slices, reply)
+        return FitResult("ok", loss, self.data.num_train_slices, reply, dict(self.fit_values))
 
     def evaluate(self, split: str = "val") -> dict[str, Any]:
         """Per-volume metrics of the current model on ``split`` (and of the zero-filled input)."""

@@ -117,6 +117,9 @@ class LocalPlan:
     penalty: Penalty | None = None  # added to the loss at every step
     step_hook: Callable[[nn.Module], None] | None = None  # after every backward pass
     reconstruction_weight: float = 1.0
+    after_step: Callable[[nn.Module, float], None] | None = None  # (model, lr) after every optimiser step
+    # model -> per-round values logged with the site's training row (called once, after the local fit)
+    diagnostics: Callable[[nn.Module], dict[str, float]] | None = None
 
 
 def set_trainable(model: nn.Module, phase: Phase | None) -> None:
