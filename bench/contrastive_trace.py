@@ -4,12 +4,12 @@
     python bench/contrastive_trace.py --runs rmsprop:1e-3 --variant clipped --rounds 6
 
 Runs the default federation's four sites (``configs/default.yaml``) at a reduced image size (48 px,
-the U-Net with 16 channels) for a few rounds, and after every optimiser step of every site records
-what the paper's term sees (``models.losses.contrastive_stats``): beta * L_con, the fraction of
-encoder weights outside the range of the previous encoders, the encoder's mean distance per weight
-from the server's encoder, and the mean size per weight of the step just taken. Writes one JSON file
-per run (every site, every step) and prints, for one site, the steps of each round and a per-round
-summary, the trace RESULTS.md quotes. ``--figure`` also draws the per-step trace of that site.
+the U-Net with 16 channels) for a few rounds, and after every optimiser step of one site (``--site``;
+every site with ``--all-sites``) records what the paper's term sees (``contrastive_stats``):
+beta * L_con, the fraction of encoder weights outside the range of the previous encoders, the
+encoder's mean distance per weight from the server's encoder, and the mean size per weight of the
+step just taken. Writes one JSON file per run and prints that site's steps of each round and a
+per-round summary, the trace RESULTS.md quotes. ``--figure`` also draws the per-step trace.
 """
 
 from __future__ import annotations
@@ -33,13 +33,14 @@ from fl.algorithms import fedmri  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def traced(steps: dict[str, list[dict[str, Any]]]):
-    """A FedMRI client ``plan`` that also records the term's diagnostics after every optimiser step."""
+def traced(steps: dict[str, list[dict[str, Any]]], sites: set[str] | None):
+    """A FedMRI client ``plan`` that also records the term's diagnostics after every optimiser step
+    (of the named ``sites``; None: every site)."""
     original = fedmri.FedMRIClient.plan
 
     def plan(self, rnd, payload, model, epochs):
         local = original(self, rnd, payload, model, epochs)
-        if local.diagnostics is None:
+        if local.diagnostics is None or (sites is not None and self.site not in sites):
             return local
         inner, diagnostics = local.after_step, local.diagnostics
         names = [n for n, _ in model.named_parameters() if n in payload.global_state]
@@ -102,7 +103,7 @@ def run(name: str, optimiser: str, lr: float, args: argparse.Namespace, out: Pat
     ]
     steps: dict[str, list[dict[str, Any]]] = {}
     plan = fedmri.FedMRIClient.plan
-    fedmri.FedMRIClient.plan = traced(steps)
+    fedmri.FedMRIClient.plan = traced(steps, None if args.all_sites else {args.site})
     start = time.perf_counter()
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -144,8 +145,8 @@ def report(record: dict[str, Any], site: str, shown: tuple[int, ...] = (1, 2, 3,
     for r in rows:
         if r["step"] in shown:
             lines.append(
-                f"| {r['round']} | {r['step']} | {r['beta_l_con']:.3f} | {r['outside']:.1%} | {r['dist']:.2e} "
-                f"| {r['moved']:.2e} | {r['spread']:.2e} |"
+                f"| {r['round']} | {r['step']} | {r['beta_l_con']:.3f} | {r['outside']:.1%} "
+                f"| {r['dist']:.2e} | {r['moved']:.2e} | {r['spread']:.2e} |"
             )
     lines += ["", "beta * L_con at the last step of each round: " + ", ".join(
         f"round {rnd} {[r for r in rows if r['round'] == rnd][-1]['beta_l_con']:.2f}"
@@ -189,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=48, help="image size of every site (px)")
     parser.add_argument("--chans", type=int, default=16)
     parser.add_argument("--site", default="fastmri", help="the site whose steps are printed")
+    parser.add_argument("--all-sites", action="store_true", help="trace every site (slower)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "contrastive")
     parser.add_argument("--figure", action="store_true", help="also draw trace_<name>.png")
     args = parser.parse_args(argv)

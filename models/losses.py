@@ -25,6 +25,7 @@ little and costs a synchronisation per operation.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -281,8 +282,8 @@ def contrastive_stats(
 ) -> dict[str, float]:
     """What the paper's term sees at ``params``: ``pos``, ``neg`` (as in :class:`ContrastiveL1`),
     ``l_con`` = pos / neg, ``outside`` (the fraction of weights outside [min_j, max_j] of the
-    negatives: where every sign toward them agrees, so the term's gradient is zero once the pull
-    toward the anchor is balanced), ``dist`` (mean |theta - anchor| per weight) and ``spread``
+    negatives, nan for fewer than two: where every sign toward them agrees, so the term's gradient is
+    zero once the pull toward the anchor is balanced), ``dist`` (mean |theta - anchor| per weight) and ``spread``
     (:func:`encoder_spread` of the negatives). One pass per call, in float64 sums."""
     pos = neg = 0.0
     outside = count = 0
@@ -304,7 +305,7 @@ def contrastive_stats(
         "pos": pos,
         "neg": neg,
         "l_con": pos / neg,
-        "outside": outside / max(count, 1),
+        "outside": outside / max(count, 1) if len(negatives) > 1 else math.nan,  # a range needs two
         "dist": pos / max(count, 1),
         "spread": encoder_spread(negatives),
     }
