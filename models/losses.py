@@ -283,8 +283,8 @@ def contrastive_stats(
     """What the paper's term sees at ``params``: ``pos``, ``neg`` (as in :class:`ContrastiveL1`),
     ``l_con`` = pos / neg, ``outside`` (the fraction of weights outside [min_j, max_j] of the
     negatives, nan for fewer than two: where every sign toward them agrees, so the term's gradient is
-    zero once the pull toward the anchor is balanced), ``dist`` (mean |theta - anchor| per weight) and ``spread``
-    (:func:`encoder_spread` of the negatives). One pass per call, in float64 sums."""
+    zero once the pull toward the anchor is balanced), ``dist`` (mean |theta - anchor| per weight) and
+    ``spread`` (:func:`encoder_spread` of the negatives). One pass per call, in float64 sums."""
     pos = neg = 0.0
     outside = count = 0
     with torch.no_grad():
