@@ -30,7 +30,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.timing import interleaved, load, machine, median  # noqa: E402
-from models.losses import ContrastiveL1  # noqa: E402
+from models.losses import ContrastiveL1, contrastive_stats  # noqa: E402
 from models.unet import Unet  # noqa: E402
 
 
@@ -96,6 +96,9 @@ def main() -> int:
     parser.add_argument("--sites", type=int, default=4, help="previous-round encoders (negatives)")
     parser.add_argument("--reps", type=int, default=15)
     parser.add_argument("--step-reps", type=int, default=3)
+    parser.add_argument(
+        "--steps-per-round", type=int, default=32, help="local steps per round (default run: 32)"
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument(
         "--sizes", nargs="+", choices=["default", "paper"], default=["default", "paper"],
@@ -176,12 +179,25 @@ def main() -> int:
         def reg(p_small=p_small, small_term=small_term) -> None:
             small_term(p_small).backward()
 
+        anchor = [t.detach() for t in encoder_tensors(small_server)]
+        negatives = [[t.detach() for t in encoder_tensors(m)] for m in small_previous]
+
+        def diagnostics(p_small=p_small, anchor=anchor, negatives=negatives) -> None:
+            contrastive_stats(p_small, anchor, negatives)
+
         step = step_fn(chans, size, 8)
-        timed = {k: median(v) for k, v in interleaved({"step": step, "reg": reg}, args.step_reps).items()}
+        fns = {"step": step, "reg": reg, "diag": diagnostics}
+        timed = {k: median(v) for k, v in interleaved(fns, args.step_reps).items()}
         print(
             f"  {label:7s} size (chans {chans}, {size}x{size}, batch 8): step {timed['step'] * 1e3:8.1f} ms, "
             f"regulariser {timed['reg'] * 1e3:6.2f} ms = {100 * timed['reg'] / timed['step']:.2f} % of a step"
             "   (target <= 2 %)"
+        )
+        # the diagnostics run once per local fit; --steps-per-round steps share their cost
+        share = timed["diag"] / (timed["step"] * args.steps_per_round)
+        print(
+            f"          diagnostics (once per local fit) {timed['diag'] * 1e3:6.2f} ms = {100 * share:.3f} % "
+            f"of a step over a {args.steps_per_round}-step round   (target < 1 %)"
         )
     print(f"  at the end: {load()}")
     return 0

@@ -182,6 +182,10 @@ class Distributed(InProcess):
         if self.mode == "data":
             for result in results.values():
                 result.loss = sum(all_gather(result.loss)) / self.world
+                # the losses are each rank's share; the encoder (and so the term's diagnostics) is the same
+                for key in ("loss_rec", "penalty"):
+                    if key in result.values:
+                        result.values[key] = sum(all_gather(result.values[key])) / self.world
         return results
 
     def barrier(self) -> None:

@@ -96,6 +96,7 @@ class Federation:
                 "loss": trained.results[site].loss,
                 "status": trained.results[site].status,
                 "steps": trained.results[site].steps,
+                "train": trained.results[site].values,
                 **validated[site],
                 **traffic[site],
             }

@@ -17,10 +17,14 @@ import numpy as np
 
 from fl.fingerprint import fingerprint
 from utils.checkpoint import save_checkpoint
-from utils.figures import metric_curves, reconstruction_row
+from utils.figures import contrastive_diagnostics, metric_curves, reconstruction_row
 from utils.io import atomic_write_text
 from utils.metrics import METRICS
-from utils.run_log import MetricsCSV, TensorBoardLog
+from utils.run_log import DIAGNOSTIC_COLUMNS, MetricsCSV, TensorBoardLog
+
+# More than this fraction of FedMRI's encoder weights outside the range of the negatives at the end
+# of a local fit: the paper's term sits on its zero-gradient plateau (RESULTS.md, "The contrastive term").
+PLATEAU_FRACTION = 0.9
 
 
 def results_markdown(results: dict[str, Any]) -> str:
@@ -82,6 +86,8 @@ class Reporter:
         # Per round run in this process: its wall seconds and the mean local optimiser steps of a site.
         self.seconds: list[float] = []
         self.steps: list[float] = []
+        self.diagnostics: dict[str, dict[int, dict[str, float]]] = {s: {} for s in sites}
+        self._plateau_noted = False
 
     # -- the run -------------------------------------------------------------------------------
     def open(self, completed: int) -> None:
@@ -89,6 +95,10 @@ class Reporter:
         if self.writer:
             self.metrics = MetricsCSV(self.run_dir / "metrics.csv")
             self.metrics.truncate_to(completed)
+            for row in self.metrics.rows():  # a resumed run's figure covers its earlier rounds too
+                values = {k: float(row[k]) for k in DIAGNOSTIC_COLUMNS if row.get(k)}
+                if row["split"] == "train" and values:
+                    self.diagnostics.setdefault(row["site"], {})[int(row["round"])] = values
             if self.tensorboard:
                 self.tb = TensorBoardLog(self.run_dir / "tb", purge_step=completed + 1)
         self._start = self._mark = self._round_end = time.perf_counter()
@@ -110,16 +120,20 @@ class Reporter:
             self.steps.append(float(np.mean(steps)))
         for site, values in summary.items():
             self.history[site].append(values["psnr"])
+            train = {k: v for k, v in values.get("train", {}).items() if k in DIAGNOSTIC_COLUMNS}
+            if train:
+                self.diagnostics.setdefault(site, {})[rnd] = train
             if not self.writer:
                 continue
             self.metrics.write(
                 round=rnd, site=site, split="train", loss=values["loss"], lr=lr,
                 status=values.get("status", "ok"),
                 bytes_sent=values.get("bytes_sent"), bytes_received=values.get("bytes_received"),
+                **train,
             )  # fmt: skip
             self.metrics.write(round=rnd, site=site, split="val", **{k: values[k] for k in METRICS})
             if self.tb is not None:
-                self.tb.scalars(f"{site}/train", {"loss": values["loss"], "lr": lr}, rnd)
+                self.tb.scalars(f"{site}/train", {"loss": values["loss"], "lr": lr, **train}, rnd)
                 self.tb.scalars(f"{site}/val", {k: values[k] for k in METRICS}, rnd)
 
     def progress(self, rnd: int, summary: Mapping[str, Mapping[str, Any]]) -> None:
@@ -134,8 +148,27 @@ class Reporter:
         eta = (self.rounds - rnd) * per_round
         self.log(
             f"round {rnd:>{len(str(self.rounds))}}/{self.rounds} | " + " | ".join(parts)
-            + f" | {took:.0f} s, eta {eta:.0f} s"
+            + f" | {took:.0f} s, eta {eta:.0f} s" + self._plateau_note(summary)
         )  # fmt: skip
+
+    def _plateau_note(self, summary: Mapping[str, Mapping[str, Any]]) -> str:
+        """Once per run: a note when a site's encoder ended a round on the contrastive term's plateau."""
+        if self._plateau_noted:
+            return ""
+        stuck = [
+            site
+            for site, v in summary.items()
+            if v.get("train", {}).get("con_outside", 0.0) > PLATEAU_FRACTION
+            and v["train"].get("penalty") is not None
+        ]
+        if not stuck:
+            return ""
+        self._plateau_noted = True
+        return (
+            f" | note: the contrastive term is on its zero-gradient plateau at {', '.join(stuck)} "
+            f"(> {PLATEAU_FRACTION:.0%} of encoder weights outside the previous encoders' range); "
+            "fl.fedmri.variant=clipped avoids it (see RESULTS.md)"
+        )
 
     # -- the end -------------------------------------------------------------------------------
     def results(self, tested: Mapping[str, Mapping[str, Any]], completed: int) -> dict[str, Any]:
@@ -162,6 +195,10 @@ class Reporter:
         }
         if self.writer and any(self.history.values()):
             metric_curves(self.run_dir / "figures" / "val_psnr.png", range(1, completed + 1), self.history)
+        if self.writer and any(
+            "con_outside" in r for rounds in self.diagnostics.values() for r in rounds.values()
+        ):
+            contrastive_diagnostics(self.run_dir / "figures" / "fedmri_term.png", self.diagnostics)
         return results
 
     def _site_outputs(self, site: str, result: Mapping[str, Any]) -> None:

@@ -49,6 +49,7 @@ class FitResult:
     train_slices: int
     reply: Reply | None = None
     steps: int = 0  # optimiser steps of the fit
+    values: dict[str, float] = field(default_factory=dict)  # loss_rec, penalty, the plan's diagnostics
 
 
 @dataclass
@@ -76,6 +77,7 @@ class Site:
     best_psnr: float = -math.inf
     best_state: TensorDict = field(default_factory=dict)
     last_steps: int = 0  # optimiser steps of the last local fit
+    fit_values: dict[str, float] = field(default_factory=dict)  # loss parts and diagnostics of the last fit
 
     # -- the round -----------------------------------------------------------------------------
     def load_global(self, global_state: TensorDict) -> None:
@@ -98,7 +100,8 @@ class Site:
 
     def fit(self, rnd: int, payload: Payload, epochs: int, lr: float) -> tuple[Reply, float]:
         """Load the global tensors, train the round's local epochs as the client plans them, and
-        return the reply and the mean training loss of the last epoch.
+        return the reply and the mean training loss of the last epoch (its parts and the plan's
+        diagnostics are left in :attr:`fit_values`).
 
         Raises:
             SiteDiverged: a step's loss, or a weight after the fit, is not finite.
@@ -107,6 +110,7 @@ class Site:
         module = self.module
         module.set_lr(lr)
         plan = self.client.plan(rnd, payload, module.model, epochs)
+        self.fit_values = {}
         self.data.set_round(rnd)
         torch.manual_seed(stable_seed(self.seed, "local", self.name, rnd))  # the same in any process layout
         steps = 0
@@ -116,6 +120,7 @@ class Site:
                 torch.manual_seed(stable_seed(self.seed, "local-own", self.name, rnd))
             module.reconstruction_weight = plan.reconstruction_weight
             module.penalty, module.step_hook = plan.penalty, plan.step_hook
+            module.after_step = plan.after_step
             steps += self._fit_plan(plan, skip=steps)
             self.last_steps = steps
             if not all_finite(module.model):
@@ -123,8 +128,11 @@ class Site:
         except NonFiniteError as err:
             raise SiteDiverged(self.name, rnd, str(err)) from None
         finally:
-            module.penalty, module.step_hook = None, None
+            module.penalty, module.step_hook, module.after_step = None, None, None
             set_trainable(module.model, None)
+        self.fit_values = module.mean_losses
+        if plan.diagnostics is not None:
+            self.fit_values.update(plan.diagnostics(module.model))
         shared = self.shared_tensors(payload.global_state)
         return self.client.reply(rnd, payload, module.model, shared, steps, lr), module.mean_train_loss
 
@@ -152,6 +160,7 @@ class Site:
             module.optimizer.state.clear()
         module.set_lr(lr)
         module.reconstruction_weight, module.penalty, module.step_hook = 1.0, None, None
+        module.after_step = None
         try:
             steps = self._fit_plan(LocalPlan([Phase(companion.epochs)]))
             companion.steps = steps
@@ -210,7 +219,8 @@ class Site:
                 return FitResult(f"diverged: {err.reason}", math.nan, self.data.num_train_slices)
             self.restore(snapshot)
             return FitResult(f"skipped: {err.reason}", math.nan, self.data.num_train_slices)
-        return FitResult("ok", loss, self.data.num_train_slices, reply, self.last_steps)
+        values = dict(self.fit_values)
+        return FitResult("ok", loss, self.data.num_train_slices, reply, self.last_steps, values)
 
     def evaluate(self, split: str = "val") -> dict[str, Any]:
         """Per-volume metrics of the current model on ``split`` (and of the zero-filled input)."""

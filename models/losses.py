@@ -25,6 +25,7 @@ little and costs a synchronisation per operation.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -258,3 +259,125 @@ def contrastive_l1(
     if len(anchor) != len(params):
         raise ValueError(f"expected {len(params)} tensors per encoder, got {len(anchor)}")
     return ContrastiveL1(anchor, negatives)(params)
+
+
+# -- diagnostics and variants (not the paper's) -------------------------------------------------------
+
+
+def encoder_spread(negatives: Sequence[Sequence[Tensor]]) -> float:
+    """Mean absolute deviation per weight of the negatives around their mean (0 for fewer than two)."""
+    if len(negatives) < 2:
+        return 0.0
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for tensors in zip(*negatives):
+            stacked = torch.stack([t.detach().double().reshape(-1) for t in tensors])
+            total += float((stacked - stacked.mean(dim=0)).abs().mean(dim=0).sum())
+            count += stacked.shape[1]
+    return total / max(count, 1)
+
+
+def contrastive_stats(
+    params: Sequence[Tensor], anchor: Sequence[Tensor], negatives: Sequence[Sequence[Tensor]]
+) -> dict[str, float]:
+    """What the paper's term sees at ``params``: ``pos``, ``neg`` (as in :class:`ContrastiveL1`),
+    ``l_con`` = pos / neg, ``outside`` (the fraction of weights outside [min_j, max_j] of the
+    negatives, nan for fewer than two: where every sign toward them agrees, so the term's gradient is
+    zero once the pull toward the anchor is balanced), ``dist`` (mean |theta - anchor| per weight) and
+    ``spread`` (:func:`encoder_spread` of the negatives). One pass per call, in float64 sums."""
+    pos = neg = 0.0
+    outside = count = 0
+    with torch.no_grad():
+        for i, p in enumerate(params):
+            value = p.detach().double().reshape(-1)
+            g = anchor[i].detach().to(value.device).double().reshape(-1)
+            pos += float((value - g).abs().sum())
+            if negatives:
+                stacked = torch.stack(
+                    [n[i].detach().to(value.device).double().reshape(-1) for n in negatives]
+                )
+                neg += float((value - stacked).abs().sum())
+                beyond = (value > stacked.amax(dim=0)) | (value < stacked.amin(dim=0))
+                outside += int(beyond.sum())
+            count += value.numel()
+    neg += NEG_EPS
+    return {
+        "pos": pos,
+        "neg": neg,
+        "l_con": pos / neg,
+        "outside": outside / max(count, 1) if len(negatives) > 1 else math.nan,  # a range needs two
+        "dist": pos / max(count, 1),
+        "spread": encoder_spread(negatives),
+    }
+
+
+def contrastive_l2(
+    params: Sequence[Tensor], anchor: Sequence[Tensor], negatives: Sequence[Sequence[Tensor]]
+) -> Tensor:
+    """Variant ``l2`` (ours): sum ||theta - g||^2 / sum_j ||theta - theta_j||^2, by autograd.
+
+    Smooth everywhere; with uniform weights and every site's previous encoder as a negative the
+    anchor is their mean, so the value is pos / (K pos + C) with C the negatives' scatter: bounded by
+    1/K like the paper's, but its gradient only fades as the encoder moves far away."""
+    pos = sum(((p - a.to(p.device, p.dtype)) ** 2).sum() for p, a in zip(params, anchor))
+    neg = sum(
+        ((p - n.to(p.device, p.dtype)) ** 2).sum() for group in negatives for p, n in zip(params, group)
+    )
+    return pos / (neg + NEG_EPS)
+
+
+def contrastive_moon(
+    params: Sequence[Tensor],
+    anchor: Sequence[Tensor],
+    negatives: Sequence[Sequence[Tensor]],
+    tau: float,
+    scale: float,
+) -> Tensor:
+    """Variant ``moon`` (ours): -log(exp(-pos/tau) / (exp(-pos/tau) + sum_j exp(-neg_j/tau))), by autograd.
+
+    ``pos`` and ``neg_j`` are mean L1 distances per weight divided by ``scale`` (the negatives'
+    spread, a constant of the round), so they are O(1) whatever the encoder's size. The value is smooth
+    in the distances and bounded by log(1 + sum_j exp(d(g, theta_j) / tau)) (triangle inequality),
+    but like the paper's its gradient vanishes where every weight lies outside the negatives' range."""
+    count = sum(p.numel() for p in params)
+    norm = 1.0 / (count * max(scale, 1e-30))
+
+    def distance(refs: Sequence[Tensor]) -> Tensor:
+        return sum((p - r.to(p.device, p.dtype)).abs().sum() for p, r in zip(params, refs)) * norm
+
+    logits = torch.stack([-distance(anchor), *[-distance(n) for n in negatives]]) / tau
+    return torch.logsumexp(logits, dim=0) - logits[0]
+
+
+def contrastive_step(
+    params: Sequence[Tensor],
+    grads: Sequence[Tensor],
+    rate: float,
+    anchor: Sequence[Tensor] | None = None,
+    limits: Sequence[Tensor] | None = None,
+) -> None:
+    """Variants ``decoupled`` and ``clipped`` (ours): theta -= rate * grad, outside the optimiser.
+
+    With ``limits`` (per-weight bounds, e.g. the negatives' spread) each weight's step is clipped to
+    them, and a step toward ``anchor`` is clipped to the distance left, so it never crosses it."""
+    with torch.no_grad():
+        for i, (p, g) in enumerate(zip(params, grads)):
+            step = -rate * g
+            if limits is not None:
+                bound = limits[i].to(p.device, p.dtype)
+                step = torch.maximum(torch.minimum(step, bound), -bound)
+                if anchor is not None:
+                    gap = anchor[i].to(p.device, p.dtype) - p
+                    toward = torch.sign(step) == torch.sign(gap)
+                    step = torch.where(toward & (step.abs() > gap.abs()), gap, step)
+            p.add_(step)
+
+
+def spread_per_weight(negatives: Sequence[Sequence[Tensor]]) -> list[Tensor]:
+    """Per weight, the mean absolute deviation of the negatives around their mean (zeros for one)."""
+    out = []
+    with torch.no_grad():
+        for tensors in zip(*negatives):
+            stacked = torch.stack([t.detach() for t in tensors])
+            out.append((stacked - stacked.mean(dim=0)).abs().mean(dim=0))
+    return out

@@ -105,10 +105,12 @@ class ReconModule(L.LightningModule):
         # Installed by the federation before each local fit:
         self.penalty = None  # callable(model, outputs) -> 0-dim tensor, or None
         self.step_hook = None  # callable(model), after every backward pass, or None
+        self.after_step = None  # callable(model, lr), after every optimiser step, or None
         self.reconstruction_weight = 1.0
         self._optimizer: torch.optim.Optimizer | None = None
         self._loss_sum: Tensor | None = None
         self._loss_count = 0
+        self._parts: dict[str, Tensor] = {}  # the epoch's sums of loss_rec and penalty, kept apart
         self._first_bad_step: Tensor | None = None  # on the device: no host sync per step
         self.collector = VolumeCollector()
 
@@ -144,17 +146,23 @@ class ReconModule(L.LightningModule):
     # -- training ------------------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
         self._loss_sum, self._loss_count, self._first_bad_step = None, 0, None
+        self._parts = {}
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         pred, features = self.predict(batch)
         loss = self.reconstruction_weight * self.loss_fn(pred, batch["target"])
         if self.kspace_loss_weight:
             loss = loss + self.kspace_loss_weight * self._kspace_loss(pred, batch["target"])
+        parts = {"loss_rec": loss}
         if self.penalty is not None:
             outputs = {"input": batch["input"]}
             if features is not None:
                 outputs["features"] = features
-            loss = loss + self.penalty(self.model, outputs)
+            parts["penalty"] = self.penalty(self.model, outputs)
+            loss = loss + parts["penalty"]
+        for name, part in parts.items():
+            part = part.detach()
+            self._parts[name] = self._parts[name] + part if name in self._parts else part
         detached = loss.detach()
         step = torch.where(torch.isfinite(detached), 0, self.global_step + 1)
         if self._first_bad_step is None:
@@ -173,6 +181,16 @@ class ReconModule(L.LightningModule):
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         if self.step_hook is not None:
             self.step_hook(self.model)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.after_step is not None:
+            self.after_step(self.model, self.optimizer.param_groups[0]["lr"])
+
+    @property
+    def mean_losses(self) -> dict[str, float]:
+        """The last epoch's mean training loss split into ``loss_rec`` (everything but the penalty:
+        the weighted reconstruction loss and any k-space term) and ``penalty`` (absent without one)."""
+        return {name: float(total) / self._loss_count for name, total in self._parts.items()}
 
     @property
     def mean_train_loss(self) -> float:

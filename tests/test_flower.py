@@ -19,6 +19,7 @@ from fl.site import Site, SiteDiverged
 from tests.conftest import tiny_config_dict
 from utils.checkpoint import load_checkpoint
 from utils.errors import TrainingFailure, UserError
+from utils.run_log import DIAGNOSTIC_COLUMNS
 
 SUMMARY = {"nmse", "psnr", "ssim", "nmse_std", "psnr_std", "ssim_std", "volumes"}
 
@@ -54,7 +55,7 @@ def assert_same_run(reference, flower, tmp_path):
     a = json.loads((reference.run_dir / "results.json").read_text())
     b = json.loads((flower.run_dir / "results.json").read_text())
     assert a | {"name": ""} == b | {"name": ""}
-    columns = ("round", "site", "split", "loss", "nmse", "psnr", "ssim", "lr", "status")
+    columns = ("round", "site", "split", "loss", "nmse", "psnr", "ssim", "lr", "status", *DIAGNOSTIC_COLUMNS)
     strip = [[{k: r[k] for k in columns} for r in rows(run.run_dir)] for run in (reference, flower)]
     assert strip[0] == strip[1]
     ref = load_checkpoint(reference.run_dir / "checkpoints" / "last.ckpt")

@@ -161,3 +161,32 @@ def reconstruction_grid(
     if title:
         fig.suptitle(title, fontsize=10)
     _save(fig, path)
+
+
+def contrastive_diagnostics(path: str | Path, rows: Mapping[str, Mapping[int, Mapping[str, float]]]) -> None:
+    """FedMRI's contrastive term per round and site: the penalty against the reconstruction loss, the
+    fraction of encoder weights outside the negatives' range, and the encoder's distance from the
+    server's encoder against the negatives' spread (both per weight)."""
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    panels = (
+        (axes[0], (("penalty", "-", "penalty"), ("loss_rec", ":", "loss_rec")), "loss (mean per step)", True),
+        (axes[1], (("con_outside", "-", "outside"),), "fraction of encoder weights outside", False),
+        (axes[2], (("con_dist", "-", "|theta - g|"), ("con_spread", ":", "spread")), "per weight", True),
+    )
+    for ax, series, ylabel, log in panels:
+        for i, (site, by_round) in enumerate(rows.items()):
+            rounds = sorted(by_round)
+            for key, style, label in series:
+                points = [(r, by_round[r][key]) for r in rounds if by_round[r].get(key) is not None]
+                if points:
+                    ax.plot(*zip(*points), style, marker="o", markersize=3, color=f"C{i}",
+                            label=f"{site} {label}")  # fmt: skip
+        ax.set_xlabel("round")
+        ax.set_ylabel(ylabel)
+        if log:
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=6, ncol=2)
+    axes[2].legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    _save(fig, path)

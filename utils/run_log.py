@@ -12,6 +12,21 @@ from typing import Any
 
 from utils.io import atomic_write_text
 
+# Per site and round, on its training row: the loss without and the penalty alone (algorithms with a
+# penalty), and what FedMRI's contrastive term sees at the end of the local fit (pos, neg, pos / neg,
+# the fraction of encoder weights outside the negatives' range, the mean distance per weight from the
+# server's encoder, and the negatives' mean absolute deviation per weight).
+DIAGNOSTIC_COLUMNS = (
+    "loss_rec",
+    "penalty",
+    "con_pos",
+    "con_neg",
+    "con_l_con",
+    "con_outside",
+    "con_dist",
+    "con_spread",
+)
+
 METRIC_COLUMNS = (
     "round",
     "site",
@@ -24,6 +39,7 @@ METRIC_COLUMNS = (
     "bytes_sent",
     "bytes_received",
     "status",
+    *DIAGNOSTIC_COLUMNS,
 )
 
 

@@ -137,6 +137,9 @@ class LocalPlan:
     step_hook: Callable[[nn.Module], None] | None = None  # after every backward pass
     reconstruction_weight: float = 1.0
     companion: Companion | None = None  # trained first, with its own weights and optimiser state
+    after_step: Callable[[nn.Module, float], None] | None = None  # (model, lr) after every optimiser step
+    # model -> per-round values logged with the site's training row (called once, after the local fit)
+    diagnostics: Callable[[nn.Module], dict[str, float]] | None = None
 
 
 def set_trainable(model: nn.Module, phase: Phase | None) -> None:

@@ -6,6 +6,13 @@ decoder stays at its site. Section III-C (Eq. 5-7): from the second round on, si
 ``lam * L_rec + beta * pos / neg``, where ``pos`` is the L1 distance of its encoder to the server's
 encoder and ``neg`` the summed L1 distances to the previous round's local encoders of all sites (the
 authors' code takes every site's, the site's own included; ``lam = 1``, ``beta = 100`` there).
+
+``variant`` replaces the paper's term by one of ours (off by default; RESULTS.md measures them):
+``l2`` squared L2 distances in the same ratio; ``moon`` a bounded, smooth contrastive form over
+per-weight distances normalised by the negatives' spread; ``decoupled`` the paper's gradient applied
+outside the optimiser after each step (as AdamW decouples weight decay), so RMSprop's running
+average never sees it; ``clipped`` the decoupled step, clipped per weight to the negatives' spread
+and never past the server's encoder. Every variant logs the same per-round diagnostics.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
+import torch
 from pydantic import Field
 from torch import Tensor, nn
 
@@ -29,7 +37,17 @@ from fl.algorithms.base import (
     prefixed,
     shared_parameters,
 )
-from models.losses import ContrastiveL1
+from models.losses import (
+    ContrastiveL1,
+    contrastive_l2,
+    contrastive_moon,
+    contrastive_stats,
+    contrastive_step,
+    encoder_spread,
+    spread_per_weight,
+)
+
+VARIANTS = ("paper", "l2", "moon", "decoupled", "clipped")
 
 
 class FedMRIOptions(AlgorithmOptions):
@@ -45,6 +63,11 @@ class FedMRIOptions(AlgorithmOptions):
         "encoder",
         description="what is averaged (an ablation): the encoder (the paper's), all, or all but fl.head",
     )
+    variant: Literal["paper", "l2", "moon", "decoupled", "clipped"] = Field(
+        "paper",
+        description="the contrastive term: the paper's, or one of ours (l2, moon, decoupled, clipped)",
+    )
+    tau: float = Field(1.0, gt=0.0, description="temperature of variant moon")
 
 
 def _contrastive_round(options: FedMRIOptions, rnd: int) -> bool:
@@ -77,12 +100,21 @@ class FedMRIClient(Client):
         names = shared_parameters(model, payload.global_state)
         if not negatives or not names:
             return plan
-        # Stacked on the live parameters' device at the first step, reused by every later step.
-        term = ContrastiveL1(
-            [payload.global_state[n] for n in names],
-            [[negatives[s][n] for n in names] for s in sorted(negatives)],
-        )
-        beta = self.options.beta
+        anchor = [payload.global_state[n] for n in names]
+        refs = [[negatives[s][n] for n in names] for s in sorted(negatives)]
+        plan.diagnostics = self._diagnostics(names, anchor, refs)
+        variant, beta = self.options.variant, self.options.beta
+        if variant in ("decoupled", "clipped"):
+            plan.after_step = self._decoupled_step(names, anchor, refs, plan)
+            return plan
+        if variant == "paper":
+            # Stacked on the live parameters' device at the first step, reused by every later step.
+            term = ContrastiveL1(anchor, refs)
+        elif variant == "l2":
+            term = lambda params: contrastive_l2(params, anchor, refs)  # noqa: E731
+        else:
+            tau, scale = self.options.tau, encoder_spread(refs)
+            term = lambda params: contrastive_moon(params, anchor, refs, tau, scale)  # noqa: E731
 
         def contrastive(model: nn.Module, outputs: Mapping[str, Tensor] | None = None) -> Tensor:
             live = dict(model.named_parameters())
@@ -90,6 +122,45 @@ class FedMRIClient(Client):
 
         plan.penalty = contrastive
         return plan
+
+    def _decoupled_step(
+        self, names: list[str], anchor: list[Tensor], refs: list[list[Tensor]], plan: LocalPlan
+    ):
+        """The ``decoupled``/``clipped`` update: after each optimiser step, theta -= lr * beta * dL_con."""
+        term, beta = ContrastiveL1(anchor, refs), self.options.beta
+        limits = spread_per_weight(refs) if self.options.variant == "clipped" else None
+        sums: list[Tensor] = []
+
+        def step(model: nn.Module, lr: float) -> None:
+            live = dict(model.named_parameters())
+            params = [live[n] for n in names]
+            with torch.enable_grad():
+                value = term(params)
+                grads = torch.autograd.grad(value, params)
+            sums.append(beta * value.detach())
+            contrastive_step(params, grads, lr * beta, anchor if limits is not None else None, limits)
+
+        diagnostics = plan.diagnostics
+
+        def with_penalty(model: nn.Module) -> dict[str, float]:
+            out = diagnostics(model)
+            if sums:
+                out["penalty"] = float(torch.stack(sums).mean())
+            return out
+
+        plan.diagnostics = with_penalty
+        return step
+
+    @staticmethod
+    def _diagnostics(names: list[str], anchor: list[Tensor], refs: list[list[Tensor]]):
+        """The per-round diagnostics of the term at the end of the local fit (see ``contrastive_stats``)."""
+
+        def diagnostics(model: nn.Module) -> dict[str, float]:
+            live = dict(model.named_parameters())
+            stats = contrastive_stats([live[n] for n in names], anchor, refs)
+            return {f"con_{k}": v for k, v in stats.items()}
+
+        return diagnostics
 
     def reply(
         self, rnd: int, payload: Payload, model: nn.Module, shared: TensorDict, steps: int, lr: float

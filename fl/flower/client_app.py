@@ -122,6 +122,8 @@ def _handle(message: Message, context: Context, settings: NodeSettings) -> Recor
         if result.reply is not None:
             arrays = {"shared": result.reply.shared, "extra": result.reply.extra}
         metrics = {"train": metric_record({"loss": result.loss, "train_slices": result.train_slices})}
+        if result.values:
+            metrics["train_values"] = metric_record(result.values)
         return content(configs={"status": status | {"train": result.status}}, arrays=arrays, metrics=metrics)
     if kind == "validate":
         val = worker.validate(rnd, arrays_of(message.content, "global"))

@@ -200,6 +200,7 @@ class FlowerTransport(Transport):
             status = str(config_of(reply, "status").get("train", "ok"))
             train = metrics_of(reply, "train") or {}
             result = FitResult(status, float(train.get("loss", math.nan)), int(train.get("train_slices", 1)))
+            result.values = {k: float(v) for k, v in (metrics_of(reply, "train_values") or {}).items()}
             if status == "ok":
                 result.reply = Reply(arrays_of(reply, "shared"), arrays_of(reply, "extra"))
             results[site] = result
