@@ -37,13 +37,13 @@ ALGORITHMS = (
 # Runs beyond the defaults: every algorithm option away from its default at least once.
 VARIANTS: dict[str, dict[str, Any]] = {
     "fedmri-self": {"fl": {"algorithm": "fedmri", "fedmri": {"negatives": "self", "beta": 10.0}}},
-    "fedmri-whole": {"fl": {"algorithm": "fedmri", "fedmri": {"share": "whole", "lam": 0.5, "start_round": 1}}},
-    "fedmri-all_but_head": {"fl": {"algorithm": "fedmri", "head": "conv", "fedmri": {"share": "all_but_head"}}},
-    "fedavg-samples-flat": {"fl": {"algorithm": "fedavg", "client_weights": "samples", "flat_aggregation": True}},
+    "fedmri-whole": {"fl": {"algorithm": "fedmri", "fedmri": {"share": "whole", "lam": 0.5, "start_round": 1}}},  # noqa: E501
+    "fedmri-all_but_head": {"fl": {"algorithm": "fedmri", "head": "conv", "fedmri": {"share": "all_but_head"}}},  # noqa: E501
+    "fedavg-samples-flat": {"fl": {"algorithm": "fedavg", "client_weights": "samples", "flat_aggregation": True}},  # noqa: E501
     "fedprox-mu": {"fl": {"algorithm": "fedprox", "fedprox": {"mu": 0.5}}},
     "fedbn-affine": {"fl": {"algorithm": "fedbn"}, "model": {"norm": "instance_affine"}},
     "fedrep-conv": {"fl": {"algorithm": "fedrep", "head": "stage", "fedrep": {"head_epochs": 0.25}}},
-    "scaffold-delta": {"fl": {"algorithm": "scaffold", "scaffold": {"variates": "delta"}}, "optim": {"name": "sgd"}},
+    "scaffold-delta": {"fl": {"algorithm": "scaffold", "scaffold": {"variates": "delta"}}, "optim": {"name": "sgd"}},  # noqa: E501
     "flmrcm-options": {
         "fl": {"algorithm": "flmrcm", "flmrcm": {"mode": "features", "target_site": "fastmri", "weight": 0.5,
                                                  "features": 8, "disc_lr": 1e-2, "hidden": 16}}

@@ -14,11 +14,11 @@ import pytest
 import scipy.io
 from pydantic import TypeAdapter
 
+from data.options import SiteOptions
 from data.site import SiteDataModule
 from data.sources import SourceContext, SourceOptions, build_source
 from data.sources.base import SPLITS
 from tests.mri_files import phantom, write_brats, write_dicom_series, write_fastmri, write_nifti
-from data.options import SiteOptions
 from utils.errors import UserError
 
 OPTIONS = TypeAdapter(SourceOptions)

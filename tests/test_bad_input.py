@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import train
-from tests.conftest import tiny_config_dict
 from config import validate_config
+from tests.conftest import tiny_config_dict
 from utils.errors import UserError
 
 BAD_VALUES = st.sampled_from([-1, 0, -0.5, 1e30, "abc", "", [], {}, None, True, [1, 2], {"x": 1}])

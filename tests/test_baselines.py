@@ -218,7 +218,9 @@ def test_scaffold_variates_from_gradients_equal_the_papers_option_two_under_sgd(
     w2, _ = run_quadratic(delta, rounds=5)
     assert torch.allclose(w1, w2, atol=1e-5)
     for site in "ab":
-        assert torch.allclose(gradients.clients[site].c_local["w"], delta.clients[site].c_local["w"], atol=1e-4)
+        assert torch.allclose(
+            gradients.clients[site].c_local["w"], delta.clients[site].c_local["w"], atol=1e-4
+        )
     # The server variate is the mean of the client variates when every client takes part.
     mean = (gradients.clients["a"].c_local["w"] + gradients.clients["b"].c_local["w"]) / 2
     assert torch.allclose(gradients.server.c["w"], mean, atol=1e-6)

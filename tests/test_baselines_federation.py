@@ -67,7 +67,7 @@ def test_one_round_of_every_algorithm(tiny_config, tmp_path, algorithm):
 
 
 def assert_checkpoint_carries_the_algorithm(run, tmp_path):
-    """The algorithm's server and site state goes into the checkpoint, loads with weights_only and restores."""
+    """The algorithm's server and site state goes into the checkpoint, loads weights_only, restores."""
     path = tmp_path / "last.ckpt"
     run.save(path)
     ckpt = torch.load(path, weights_only=True)

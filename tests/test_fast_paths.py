@@ -3,8 +3,8 @@
 from pathlib import Path
 
 import pytest
-import yaml
 import torch
+import yaml
 
 from build import Builder
 from config import load_config

@@ -7,7 +7,6 @@ import json
 
 import pytest
 import torch
-
 from torch import nn
 
 from build import Builder
@@ -151,10 +150,14 @@ def test_message_sizes_are_accounted_per_site_and_round(both_runs):
         logged = [
             t
             for t in traffic
-            if t["message"] in ("train", "evaluate") and t["round"] == row["round"] and t["site"] == row["site"]
+            if t["message"] in ("train", "evaluate")
+            and t["round"] == row["round"]
+            and t["site"] == row["site"]
         ]
         assert sorted(t["message"] for t in logged) == ["evaluate", "evaluate", "train", "train"]
-        by_direction = {d: sum(int(t["bytes"]) for t in logged if t["direction"] == d) for d in ("to_site", "from_site")}
+        by_direction = {
+            d: sum(int(t["bytes"]) for t in logged if t["direction"] == d) for d in ("to_site", "from_site")
+        }
         assert by_direction == {"to_site": int(row["bytes_received"]), "from_site": int(row["bytes_sent"])}
         for t in logged:  # the serialised message holds its tensors plus a little framing
             assert (

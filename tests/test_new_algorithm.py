@@ -108,7 +108,16 @@ def test_registered_algorithm_runs_under_ddp(everything, tmp_path):
     data["fl"]["algorithm"] = "everything"
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump({**data, "name": "ddp"}))
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(launcher), "--config", str(path)]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        str(launcher),
+        "--config",
+        str(path),
+    ]
     proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     single = validate_config({**data, "name": "single"})

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from build import Builder
+from config import load_config
 from tests.conftest import tiny_config_dict
 from tests.mri_files import write_brats, write_fastmri
-from config import load_config
 
 
 @pytest.fixture

@@ -83,7 +83,9 @@ def test_site_state_round_trips_between_processes(tiny_config):
         transport = InProcess(sites)
         requests = server.prepare_requests(1)
         if requests:
-            server.receive_prepared(1, transport.prepare(1, {s: Payload(server.global_state) for s in requests}))
+            server.receive_prepared(
+                1, transport.prepare(1, {s: Payload(server.global_state) for s in requests})
+            )
         payloads = {s.name: server.payload(s.name, 1) for s in sites}
         results = transport.fit(1, payloads, config.fl.local_epochs, config.optim.lr_at(1), skip=False)
         assert all(r.status == "ok" for r in results.values()), algorithm
@@ -211,7 +213,9 @@ def test_penalties_follow_the_model_to_its_training_device(algorithm):
         server.c = {n: torch.randn_like(t) for n, t in server.c.items()}
     if algorithm == "flmrcm":
         target = build_client(algorithm, options, context, "b")
-        prepared = target.prepare(2, Payload(server.global_state), model, [{"input": torch.randn(4, 1, 16, 16)}])
+        prepared = target.prepare(
+            2, Payload(server.global_state), model, [{"input": torch.randn(4, 1, 16, 16)}]
+        )
         server.receive_prepared(2, {"b": prepared})
     penalty = client.plan(2, server.payload("a", 2), model, epochs=1).penalty
     assert penalty is not None

@@ -30,8 +30,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from data.sources.base import SPLITS, Source, SourceContext, Split, VolumeInfo
 from data.sources.readers import CorruptFile
 from data.sources.splits import SplitFiles, SplitFractions, assign_splits
-from utils.io import atomic_write, atomic_write_text
 from utils.errors import UserError
+from utils.io import atomic_write, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
