@@ -11,8 +11,9 @@ for v in "${variants[@]}"; do
   [ -f "$here/$v/results.json" ] && { echo "$v: done, skipped"; continue; }
   if [ "$v" = beta0 ]; then extra=(fl.fedmri.beta=0); else extra=(fl.fedmri.variant="$v"); fi
   echo "$v: start $(date -u +%H:%M:%S), load $(cut -d' ' -f1-3 /proc/loadavg)"
+  # float32, as every run of RESULTS.md's tables (the default config's precision is auto)
   OMP_NUM_THREADS=1 python train.py --config configs/default.yaml --overwrite fl.rounds=6 \
-    name="$v" output_dir="$runs" "${extra[@]}" > "$runs-$v.log" 2>&1
+    trainer.precision=32-true name="$v" output_dir="$runs" "${extra[@]}" > "$runs-$v.log" 2>&1
   mkdir -p "$here/$v"
   cp "$runs/$v/metrics.csv" "$runs/$v/results.md" "$here/$v/"
   grep -v "^generated" "$runs-$v.log" > "$here/$v/train.log" || true
