@@ -197,7 +197,12 @@ BENCHES = (
     ),
     Bench(
         "federation_overhead",
-        {"full": [], "quick": ["--reps", "1"], "tiny": ["--reps", "1", "--config", "{tiny}"]},
+        {
+            "full": [],
+            # 3 of the 8 training subjects of every site: 3/8 of the steps of the full run's rounds
+            "quick": ["--reps", "1", *[f"sites.{i}.source.subjects.train=3" for i in range(4)]],
+            "tiny": ["--reps", "1", "--config", "{tiny}"],
+        },
         parse_federation_overhead,
     ),
     Bench(
@@ -222,7 +227,7 @@ BENCHES = (
         "memory",
         {
             "full": [],
-            "quick": ["--sites", "1", "4", "--rounds", "2"],
+            "quick": ["--sites", "1", "2", "--rounds", "2"],
             "tiny": ["--sites", "1", "--rounds", "2", "--config", "{tiny}"],
         },
         parse_memory,
