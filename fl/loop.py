@@ -24,6 +24,8 @@ from utils.lock import lock_run, unlock_run
 from utils.seeding import rng_state, set_rng_state
 
 CHECKPOINT_FORMAT = 2
+# What restoring a tampered or mismatched checkpoint raises, turned into one UserError line.
+LOAD_ERRORS = (RuntimeError, ValueError, KeyError, TypeError, AttributeError, IndexError, OverflowError)
 
 
 def check_checkpoint(
@@ -180,15 +182,7 @@ class RunLoop:
             set_rng_state(ckpt["rng"])
         except UserError:
             raise
-        except (
-            RuntimeError,
-            ValueError,
-            KeyError,
-            TypeError,
-            AttributeError,
-            IndexError,
-            OverflowError,
-        ) as err:
+        except LOAD_ERRORS as err:
             raise UserError(f"checkpoint {path}: does not fit the run ({str(err).splitlines()[0]})") from None
         self.reporter.history = {k: list(v) for k, v in ckpt["history"].items()}
         self.completed = self.rounds.completed = int(ckpt["round"])

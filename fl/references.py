@@ -16,6 +16,7 @@ checkpoints exactly as for a federated run.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -30,7 +31,7 @@ from utils.metrics import summarise
 from utils.seeding import stable_seed
 
 
-class PooledReference:
+class PooledReference(ABC):
     """Trains one model per group of pooled sites; every site is validated and tested with its group's.
 
     Args:
@@ -62,20 +63,21 @@ class PooledReference:
 
     @classmethod
     def check(cls, options: Any, sites: list[str], model_kind: str) -> None:
-        """Refuse (ValueError naming the key) a federation this reference cannot run on."""
+        """Refuse (ValueError naming the key) a federation this reference cannot run on (none by default)."""
+        return None
 
     @staticmethod
+    @abstractmethod
     def groups(names: list[str]) -> dict[str, list[str]]:
         """Group name -> the sites whose training data it pools."""
-        raise NotImplementedError
 
+    @abstractmethod
     def group_of(self, site: str) -> str:
         """The pooled model that ``site`` is validated and tested with."""
-        raise NotImplementedError
 
+    @abstractmethod
     def selection_score(self, site: Site, val: dict[str, float]) -> float:
         """The validation PSNR that decides ``site``'s best round."""
-        raise NotImplementedError
 
     @property
     def site_names(self) -> list[str]:
@@ -136,11 +138,8 @@ class PooledReference:
         self.transport.load_state_dict(state)
 
 
-class Centralized(PooledReference):
-    """One model trained on all sites' training data pooled (an upper reference, not private)."""
-
-    name = "centralized"
-    label = "Centralized"
+class OneModel(PooledReference):
+    """A reference with one model for every site; a site keeps its best round by its own validation PSNR."""
 
     @staticmethod
     def groups(names: list[str]) -> dict[str, list[str]]:
@@ -153,7 +152,14 @@ class Centralized(PooledReference):
         return val["psnr"]
 
 
-class TransferSite(PooledReference):
+class Centralized(OneModel):
+    """One model trained on all sites' training data pooled (an upper reference, not private)."""
+
+    name = "centralized"
+    label = "Centralized"
+
+
+class TransferSite(OneModel):
     """One model trained on the sites one after another in a seeded random order, tested on every site."""
 
     name = "transfer"
@@ -168,16 +174,6 @@ class TransferSite(PooledReference):
     def check(cls, options: Any, sites: list[str], model_kind: str) -> None:
         if len(sites) < 2:
             raise ValueError("fl.algorithm: transfer moves a model between sites, so it needs at least two")
-
-    @staticmethod
-    def groups(names: list[str]) -> dict[str, list[str]]:
-        return {"all": list(names)}
-
-    def group_of(self, site: str) -> str:
-        return "all"
-
-    def selection_score(self, site: Site, val: dict[str, float]) -> float:
-        return val["psnr"]
 
     def order(self, rnd: int) -> list[str]:
         """The sites in the order the model visits them in round ``rnd`` (a new one each round)."""

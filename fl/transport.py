@@ -10,6 +10,7 @@ checkpoint the sites' states, where it holds them.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any
 
 from fl.aggregation import TensorDict
@@ -17,34 +18,34 @@ from fl.algorithms.base import Payload, Reply
 from fl.site import FitResult, Site
 
 
-class Transport:
+class Transport(ABC):
     """The interface the round loop uses; :class:`InProcess` implements it with local sites."""
 
     writer = True  # whether this process writes the run's outputs
     holds_sites = True  # whether site states (and best models) are checkpointed by the server side
 
     @property
+    @abstractmethod
     def site_names(self) -> list[str]:
         """Every site of the federation, in config order."""
-        raise NotImplementedError
 
+    @abstractmethod
     def prepare(self, rnd: int, payloads: dict[str, Payload]) -> dict[str, Reply]:
         """The prepare answers of the requested sites."""
-        raise NotImplementedError
 
+    @abstractmethod
     def fit(
         self, rnd: int, payloads: dict[str, Payload], epochs: int, lr: float, skip: bool
     ) -> dict[str, FitResult]:
         """Every site's local round."""
-        raise NotImplementedError
 
+    @abstractmethod
     def validate(self, rnd: int, global_state: TensorDict) -> dict[str, dict[str, float]]:
         """Every site's validation summary after loading ``global_state``; each keeps its best round."""
-        raise NotImplementedError
 
+    @abstractmethod
     def test(self) -> dict[str, dict[str, Any]]:
         """Every site's test results (:meth:`Site.test`), with ``best`` when the site's best model is here."""
-        raise NotImplementedError
 
     def traffic(self) -> dict[str, dict[str, int]] | None:
         """Measured bytes per site of the last round's messages, or None to count payload tensors."""
@@ -54,11 +55,8 @@ class Transport:
         """``{"sites": {name: site state}, "best": {name: best round}}`` of every site held here."""
         return {"sites": {}, "best": {}}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:  # noqa: B027  (nothing held: nothing to restore)
         """Restore :meth:`state_dict`."""
-
-    def close(self) -> None:
-        """Release what the transport holds (connections, workers)."""
 
 
 class InProcess(Transport):

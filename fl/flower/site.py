@@ -31,7 +31,7 @@ from fl.aggregation import TensorDict
 from fl.algorithms.base import Payload
 from fl.fingerprint import fingerprint
 from fl.flower.node import NodeSettings
-from fl.loop import check_checkpoint
+from fl.loop import LOAD_ERRORS, check_checkpoint
 from fl.reporter import Reporter
 from fl.site import FitResult, Site
 from utils.checkpoint import load_checkpoint, save_checkpoint
@@ -136,15 +136,7 @@ class SiteWorker:
             fit = dict(ckpt.get("fit", {}))
         except UserError:
             raise
-        except (
-            RuntimeError,
-            ValueError,
-            KeyError,
-            TypeError,
-            AttributeError,
-            IndexError,
-            OverflowError,
-        ) as err:
+        except LOAD_ERRORS as err:
             raise UserError(
                 f"site {self.name}: {path} does not fit the site ({str(err).splitlines()[0]})"
             ) from None
