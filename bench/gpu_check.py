@@ -36,10 +36,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.regulariser import authors_term, encoder_tensors, round_in_progress  # noqa: E402
+from bench.regulariser import authors_term, encoder_tensors, round_in_progress, term_steps  # noqa: E402
 from bench.step import PEAK_BF16, variant  # noqa: E402
 from bench.timing import interleaved, load, machine, median, sync  # noqa: E402
-from models.losses import ContrastiveL1  # noqa: E402
 
 VARIANTS = {
     "fp32": ({}, False),
@@ -110,23 +109,7 @@ def term_part(device: torch.device, chans: int, sites: int, reps: int) -> dict:
     exact_grad = torch.cat([p.grad.flatten() for p in encoder_tensors(exact[0])])
     for model in (local, server, *previous):
         model.to(device)
-    params = encoder_tensors(local)
-    term = ContrastiveL1(
-        [t.detach() for t in encoder_tensors(server)],
-        [[t.detach() for t in encoder_tensors(m)] for m in previous],
-    )
-
-    def theirs() -> torch.Tensor:
-        local.zero_grad(set_to_none=True)
-        value = authors_term(local, server, previous)
-        value.backward()
-        return value.detach()
-
-    def ours() -> torch.Tensor:
-        local.zero_grad(set_to_none=True)
-        value = term(params)
-        value.backward()
-        return value.detach()
+    params, theirs, ours = term_steps(local, server, previous)
 
     result = {"chans": chans, "sites": sites, "values": sum(p.numel() for p in params)}
     for name, fn in (("authors", theirs), ("ours", ours)):

@@ -73,6 +73,32 @@ def round_in_progress(chans: int, sites: int, seed: int = 0) -> tuple[Unet, Unet
     return local, server, previous
 
 
+def term_steps(
+    local: Unet, server: Unet, previous: list[Unet]
+) -> tuple[list[torch.Tensor], Callable[[], torch.Tensor], Callable[[], torch.Tensor]]:
+    """The local encoder's parameters and two steps that compute the term's value and gradient into
+    them: the authors' formulation and this project's :class:`ContrastiveL1` (references stacked once)."""
+    params = encoder_tensors(local)
+    term = ContrastiveL1(
+        [t.detach() for t in encoder_tensors(server)],
+        [[t.detach() for t in encoder_tensors(m)] for m in previous],
+    )
+
+    def theirs() -> torch.Tensor:
+        local.zero_grad(set_to_none=True)
+        value = authors_term(local, server, previous)
+        value.backward()
+        return value.detach()
+
+    def ours() -> torch.Tensor:
+        local.zero_grad(set_to_none=True)
+        value = term(params)
+        value.backward()
+        return value.detach()
+
+    return params, theirs, ours
+
+
 def step_fn(chans: int, size: int, batch: int) -> Callable[[], None]:
     """One optimiser step of the plain U-Net (forward, MSE, backward, RMSprop)."""
     torch.manual_seed(0)
@@ -109,24 +135,8 @@ def main() -> int:
         torch.set_num_threads(args.threads)
 
     local, server, previous = round_in_progress(args.chans, args.sites)
-    params = encoder_tensors(local)
-    term = ContrastiveL1(
-        [t.detach() for t in encoder_tensors(server)],
-        [[t.detach() for t in encoder_tensors(m)] for m in previous],
-    )
+    params, theirs, ours = term_steps(local, server, previous)
     count = sum(p.numel() for p in params)
-
-    def theirs() -> torch.Tensor:
-        local.zero_grad(set_to_none=True)
-        value = authors_term(local, server, previous)
-        value.backward()
-        return value.detach()
-
-    def ours() -> torch.Tensor:
-        local.zero_grad(set_to_none=True)
-        value = term(params)
-        value.backward()
-        return value.detach()
 
     exact_models = [copy.deepcopy(m).double() for m in (local, server, *previous)]
     exact_value = authors_term(exact_models[0], exact_models[1], exact_models[2:])
