@@ -1,28 +1,38 @@
-"""Run several algorithms and FedMRI ablations on the same data and seed, then tabulate and plot them.
+"""Run several algorithms and FedMRI ablations on the same data and schedule, over one or more seeds,
+then tabulate and plot them.
 
     python compare.py --config configs/default.yaml --algorithms fedmri,fedavg,fedprox,singleset
     python compare.py --config configs/default.yaml --algorithms fedmri --ablations beta,negatives fl.rounds=5
-    python compare.py --algorithms all --ablations all --name comparison --jobs 2
+    python compare.py --config configs/study.yaml --algorithms all --ablations contrastive --seeds 0,1,2 \
+        --results docs/results/study --jobs 2
+    python compare.py --report docs/results/study        # tables and figures again, from raw files only
 
-Every variant is the config plus overrides (the same data, seed and schedule), trained with
-train.py's code into <output_dir>/<name>/runs/<variant>/. A run whose results.json exists and whose
-config.yaml equals the variant's resolved config is reused, and one that was interrupted continues
-after its last completed round, so an interrupted comparison picks up where it stopped (--force
-retrains from scratch). Writes <output_dir>/<name>/comparison.md, comparison.csv,
-comparison.json and figures/: psnr_per_site.png (PSNR per site and method), reconstructions.png
-and errors.png (the same test slice of every site through every method), ablation_<kind>.png.
+Every variant is the config plus overrides, trained with train.py's code into
+<output_dir>/<name>/runs/<variant>/ (``<variant>-s<seed>`` with ``--seeds``). ``--seeds`` changes the
+initialisation, data order and masks of a run (the config's ``seed``); the simulated subjects stay the
+same, as they are generated from each site's profile, not from the seed. A run whose results.json exists
+and whose config.yaml equals the variant's resolved config is reused, and one that was interrupted
+continues after its last completed round, so an interrupted comparison picks up where it stopped
+(--force retrains from scratch).
+
+As each run finishes, its per-volume test metrics, validation curve, traffic and time go to a small raw
+file, ``<results>/runs/<run>.json`` (``--results``, default <output_dir>/<name>), beside
+``<results>/manifest.json``; every table and figure is rebuilt from those files alone
+(compare_report.py): comparison.md, comparison.csv, comparison.json and figures/ (psnr_per_site.png,
+val_psnr.png, ablation_<kind>.png, and tsne.png: the paper's t-SNE panels of bottleneck features,
+whose embeddings go to ``<results>/latent/``). Only reconstructions.png and errors.png (the same test
+slice of every site through every method) need the trained models.
 
 Ablations (FedMRI variants): sharing (encoder / whole model / all but the head, each with the
 contrastive term), contrastive (with and without it), beta (1, 10, 100), negatives (all / self),
 local_epochs (the config's E and 2E, or --local-epochs), domain (FedMRI and FedAvg with the image
-U-Net and with the dual-domain cascade, model.kind=dual_domain).
+U-Net and with the dual-domain cascade, model.kind=dual_domain), clipped (FedMRI with this project's
+``fl.fedmri.variant=clipped`` contrastive term, not the paper's).
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import shlex
 import shutil
@@ -45,7 +55,7 @@ def labels() -> dict[str, str]:
     return {name: algorithm_label(name) for name in algorithm_names()}
 
 
-ABLATIONS = ("sharing", "contrastive", "beta", "negatives", "local_epochs", "domain")
+ABLATIONS = ("sharing", "contrastive", "beta", "negatives", "local_epochs", "domain", "clipped")
 TITLES = {"domain": "image only vs dual domain (FedMRI and FedAvg)"}
 
 
@@ -79,6 +89,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--local-epochs", default="", help="local epochs for that ablation, e.g. 1,2,5")
     parser.add_argument(
         "--name", default="comparison", help="output folder under output_dir (default: comparison)"
+    )
+    parser.add_argument(
+        "--seeds",
+        default="",
+        help="comma-separated seeds: every variant trains once per seed (default: the config's seed)",
+    )
+    parser.add_argument(
+        "--results",
+        default="",
+        help="folder of the raw result files, tables and figures (default: <output_dir>/<name>)",
+    )
+    parser.add_argument(
+        "--report",
+        default="",
+        metavar="FOLDER",
+        help="rebuild the tables and figures of FOLDER from its raw result files, without training",
     )
     parser.add_argument("--force", action="store_true", help="retrain runs that are already complete")
     parser.add_argument(
@@ -149,6 +175,14 @@ def variants(
                 for a in ("fedmri", "fedavg")
                 for kind, label, suffix in (("unet", "image", ""), ("dual_domain", "dual-domain", "-dual"))
             ]
+        elif ablation == "clipped":
+            out += [
+                Variant(
+                    "FedMRI, clipped L_con (ours)",
+                    "fedmri-clipped",
+                    fedmri + ["fl.fedmri.variant=clipped"],
+                )
+            ]
         elif ablation == "local_epochs":
             out += [
                 Variant(f"E={e}", f"fedmri-e{e}", fedmri + [f"fl.local_epochs={e}"]) for e in local_epochs
@@ -203,11 +237,31 @@ def _minutes(seconds: float) -> str:
     )
 
 
+def _seeds(text: str, default: int) -> tuple[list[int], bool]:
+    """The seeds to train and whether they were asked for (run names then end in ``-s<seed>``)."""
+    from utils.errors import UserError
+
+    if not text.strip():
+        return [default], False
+    try:
+        seeds = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise UserError(f"--seeds: expected integers like 0,1,2 (got {text!r})") from None
+    if not seeds or len(set(seeds)) != len(seeds) or any(s < 0 for s in seeds):
+        raise UserError(f"--seeds: expected distinct non-negative integers (got {text!r})")
+    return seeds, True
+
+
 def run_all(args: argparse.Namespace, log: Any = print) -> dict[str, Any]:
-    """Train (or reuse) every variant, then write the tables and figures; returns the JSON data."""
+    """Train (or reuse) every variant and seed, keep each run's raw results, then write the tables and
+    figures from them; returns the numbers of comparison.json."""
+    import compare_report
     from config import load_config
     from utils.errors import UserError
 
+    if args.report:
+        compare_report.write_report(args.report, log)
+        return json.loads((Path(args.report) / "comparison.json").read_text())
     base = load_config(args.config, args.overrides)
     algorithms = _split(args.algorithms, list(labels()), "algorithms")
     ablations = _split(args.ablations, ABLATIONS, "ablations")
@@ -222,40 +276,75 @@ def run_all(args: argparse.Namespace, log: Any = print) -> dict[str, Any]:
         raise UserError(f"--local-epochs: expected integers like 1,2 (got {args.local_epochs!r})") from None
     if any(e < 1 for e in local_epochs):
         raise UserError("--local-epochs: every value must be >= 1")
+    seeds, seeded = _seeds(args.seeds, base.seed)
     root = Path(base.output_dir) / args.name
     runs_dir = root / "runs"
+    results = Path(args.results) if args.results else root
 
-    # Resolve every variant; identical resolved configs train once under the first variant's key.
+    # Resolve every variant and seed; identical resolved configs train once under the first key.
     planned: dict[str, tuple[Any, Path]] = {}
     by_config: dict[str, str] = {}
-    table: list[tuple[Variant, str]] = []
+    rows: list[dict[str, Any]] = []
     for variant in variants(algorithms, ablations, base, local_epochs):
-        probe = load_config(args.config, [*args.overrides, *variant.overrides])
-        canonical = _canonical(probe.to_dict())
-        if canonical not in by_config:
-            key = variant.key
-            while key in planned:
-                key += "_"
-            config = load_config(
-                args.config, [*args.overrides, *variant.overrides, f"name={key}", f"output_dir={runs_dir}"]
-            )
-            by_config[canonical] = key
-            planned[key] = (config, runs_dir / key)
-        table.append((variant, by_config[canonical]))
+        runs: dict[str, str] = {}
+        for seed in seeds:
+            overrides = [*args.overrides, *variant.overrides, *([f"seed={seed}"] if seeded else [])]
+            canonical = _canonical(load_config(args.config, overrides).to_dict())
+            if canonical not in by_config:
+                key = f"{variant.key}-s{seed}" if seeded else variant.key
+                while key in planned:
+                    key += "_"
+                config = load_config(args.config, [*overrides, f"name={key}", f"output_dir={runs_dir}"])
+                by_config[canonical] = key
+                planned[key] = (config, runs_dir / key)
+            runs[str(seed)] = by_config[canonical]
+        algorithm = planned[runs[str(seeds[0])]][0].fl.algorithm
+        previous = next((r for r in rows if r["label"] == variant.label), None)
+        if previous is None:
+            rows.append(
+                {"label": variant.label, "families": list(variant.families), "algorithm": algorithm,
+                 "overrides": variant.overrides, "runs": runs}
+            )  # fmt: skip
+        else:
+            previous["families"] += [f for f in variant.families if f not in previous["families"]]
 
+    manifest = {
+        "command": _command(args),
+        "config": str(args.config),
+        "rounds": base.fl.rounds,
+        "local_epochs": base.fl.local_epochs,
+        "sites": [s.name for s in base.sites],
+        "seeds": seeds,
+        "ablations": ablations,
+        "rows": rows,
+    }
+    from utils.io import atomic_write_text
+
+    (results / "runs").mkdir(parents=True, exist_ok=True)
+    atomic_write_text(results / "manifest.json", json.dumps(manifest, indent=1) + "\n")
     log(
-        f"comparison {root}: {len(table)} table rows, {len(planned)} distinct runs of "
-        f"{base.fl.rounds} rounds x {base.fl.local_epochs} local epochs on {len(base.sites)} sites "
-        f"(seed {base.seed})"
+        f"comparison {root}: {len(rows)} table rows x {len(seeds)} seed(s), {len(planned)} distinct runs of "
+        f"{base.fl.rounds} rounds x {base.fl.local_epochs} local epochs on {len(base.sites)} sites; "
+        f"raw results in {results}"
     )
     if args.jobs < 1:
         raise UserError(f"--jobs: must be >= 1 (got {args.jobs})")
     start, trained_time, trained = time.perf_counter(), 0.0, 0
     todo = [k for k, (c, d) in planned.items() if args.force or not _is_complete(d, c.to_dict())]
+    # Seed by seed: every method's first seed finishes before any method's second one starts.
+    todo.sort(key=lambda k: seeds.index(planned[k][0].seed) if planned[k][0].seed in seeds else 0)
     number = {key: i for i, key in enumerate(planned, 1)}
+
+    def keep(key: str) -> None:
+        config, run_dir = planned[key]
+        record = compare_report.run_record(
+            run_dir, config.seed, config.fl.algorithm, _overrides_of(key, rows)
+        )
+        atomic_write_text(results / "runs" / f"{key}.json", json.dumps(record, indent=1) + "\n")
 
     def finished(key: str, took: float) -> None:
         nonlocal trained_time, trained
+        keep(key)
         trained_time, trained = trained_time + took, trained + 1
         left = len(todo) - trained
         per_run = trained_time / trained / min(args.jobs, max(len(todo), 1))
@@ -265,6 +354,7 @@ def run_all(args: argparse.Namespace, log: Any = print) -> dict[str, Any]:
 
     for key, (_, run_dir) in planned.items():
         if key not in todo:
+            keep(key)
             log(f"[{number[key]}/{len(planned)}] {key}: complete in {run_dir}, reused")
     if args.jobs > 1 and len(todo) > 1:
         _train_in_parallel(todo, planned, number, args, log, finished)
@@ -277,9 +367,64 @@ def run_all(args: argparse.Namespace, log: Any = print) -> dict[str, Any]:
             )
             finished(key, took)
 
-    data = collect(base, table, planned, args)
-    write_outputs(data, root, planned, table, log)
-    return data
+    latent_files(results, planned, rows, log)
+    compare_report.write_report(results, log)
+    reconstruction_figures(results, planned, rows, seeds[0])
+    log(f"wrote {results}/figures/reconstructions.png and errors.png")
+    return json.loads((results / "comparison.json").read_text())
+
+
+def _overrides_of(key: str, rows: list[dict[str, Any]]) -> list[str]:
+    """The overrides of the first row that trains ``key`` (the variant's, not the command line's)."""
+    return next(r["overrides"] for r in rows if key in r["runs"].values())
+
+
+def _command(args: argparse.Namespace) -> str:
+    """The command line that made this comparison (without --force, --jobs and --report)."""
+    return "python compare.py " + " ".join(
+        shlex.quote(a)
+        for a in [
+            "--config",
+            str(args.config),
+            *(["--algorithms", args.algorithms] if args.algorithms else []),
+            *(["--ablations", args.ablations] if args.ablations else []),
+            *(["--local-epochs", args.local_epochs] if args.local_epochs else []),
+            *(["--seeds", args.seeds] if args.seeds else []),
+            *(["--name", args.name] if args.name != "comparison" else []),
+            *(["--results", args.results] if args.results else []),
+            *args.overrides,
+        ]
+    )
+
+
+def latent_files(results: Path, planned: dict[str, Any], rows: list[dict[str, Any]], log: Any) -> None:
+    """The t-SNE embedding of bottleneck features (latent.py) of the first seed of each of the paper's
+    four t-SNE methods present, written once to ``<results>/latent/<run>.json``."""
+    import compare_report
+    from utils.io import atomic_write_text
+
+    for title, algorithm, overrides in compare_report.TSNE_PANELS:
+        row = next(
+            (
+                r
+                for r in rows
+                if r["algorithm"] == algorithm
+                and sorted(o for o in r["overrides"] if not o.startswith("fl.algorithm="))
+                == sorted(overrides)
+            ),
+            None,
+        )
+        if row is None:
+            continue
+        key = next(iter(row["runs"].values()))
+        path = results / "latent" / f"{key}.json"
+        if path.is_file() or planned[key][0].model.kind != "unet":
+            continue
+        from latent import latent_summary
+
+        summary = latent_summary(planned[key][1], seed=0)
+        atomic_write_text(path, json.dumps(summary) + "\n")
+        log(f"{title}: bottleneck features of {key} embedded -> {path}")
 
 
 def _what(config: Any) -> str:
@@ -349,327 +494,25 @@ def _train_in_parallel(
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _communication(run_dir: Path) -> dict[str, Any] | None:
-    path = run_dir / "metrics.csv"
-    if not path.is_file():
-        return None
-    rows = [r for r in csv.DictReader(open(path, encoding="utf-8")) if r["split"] == "train"]
-    rows = [r for r in rows if r.get("bytes_sent")]
-    if not rows:
-        return None
-    sites = sorted({r["site"] for r in rows})
-    rounds = sorted({int(r["round"]) for r in rows})
-    per_site = {
-        s: {
-            "sent_per_round": sum(float(r["bytes_sent"]) for r in rows if r["site"] == s) / len(rounds),
-            "received_per_round": sum(float(r["bytes_received"]) for r in rows if r["site"] == s)
-            / len(rounds),
-        }
-        for s in sites
-    }
-    total = sum(float(r["bytes_sent"]) + float(r["bytes_received"]) for r in rows)
-    mean = {
-        k: sum(v[k] for v in per_site.values()) / len(per_site)
-        for k in ("sent_per_round", "received_per_round")
-    }
-    return {"rounds": len(rounds), "sites": per_site, "mean": mean, "total_bytes": total}
-
-
-def _timing(run_dir: Path) -> dict[str, Any] | None:
-    """The run's ``timing.json``: seconds and mean local optimiser steps of a site per round."""
-    path = run_dir / "timing.json"
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def _per_round(timing: dict[str, Any] | None, key: str, digits: int) -> str:
-    value = (timing or {}).get(key)
-    return "–" if value is None else f"{value:.{digits}f}"
-
-
-def collect(
-    base: Any, table: list[tuple[Variant, str]], planned: dict[str, Any], args: Any
-) -> dict[str, Any]:
-    """Test metrics and communication of every table row, read from the runs' outputs."""
-    methods: dict[str, Any] = {}
-    for variant, key in table:
-        run_dir = planned[key][1]
-        results = json.loads((run_dir / "results.json").read_text())
-        methods.setdefault(
-            variant.label,
-            {
-                "run": key,
-                "algorithm": planned[key][0].fl.algorithm,
-                "overrides": variant.overrides,
-                "families": [],
-                "sites": {
-                    s: {"best_round": v["best_round"], **v["model"]} for s, v in results["sites"].items()
-                },
-                "mean": results["mean"]["model"],
-                "zero_filled": {s: v["zero_filled"] for s, v in results["sites"].items()},
-                "communication": _communication(run_dir),
-                "timing": _timing(run_dir),
-            },
-        )
-        for family in variant.families:
-            if family not in methods[variant.label]["families"]:
-                methods[variant.label]["families"].append(family)
-    command = "python compare.py " + " ".join(
-        shlex.quote(a)
-        for a in [
-            "--config",
-            str(args.config),
-            *(["--algorithms", args.algorithms] if args.algorithms else []),
-            *(["--ablations", args.ablations] if args.ablations else []),
-            *(["--local-epochs", args.local_epochs] if args.local_epochs else []),
-            *(["--name", args.name] if args.name != "comparison" else []),
-            *args.overrides,
-        ]
-    )
-    return {
-        "command": command,
-        "config": str(args.config),
-        "seed": base.seed,
-        "rounds": base.fl.rounds,
-        "local_epochs": base.fl.local_epochs,
-        "sites": [s.name for s in base.sites],
-        "methods": methods,
-    }
-
-
-def _mb(value: float | None) -> str:
-    return "–" if value is None else f"{value / 1e6:.2f}"
-
-
-def _labels(data: dict[str, Any], family: str) -> list[str]:
-    return [label for label, m in data["methods"].items() if family in m["families"]]
-
-
-def markdown(data: dict[str, Any]) -> str:
-    """comparison.md: one table per metric for the algorithms, communication, then each ablation."""
-    from utils.tables import METRIC_TITLES, cell, markdown, metric_table
-
-    sites = data["sites"]
-    methods = data["methods"]
-    parts = [
-        f"# Comparison on {data['config']}: {data['rounds']} rounds x {data['local_epochs']} local epochs, "
-        f"seed {data['seed']}\n",
-        f"Command: `{data['command']}`\n",
-        "Test split, each site's best round by validation PSNR; cells are mean ± std over the site's test "
-        "volumes, `mean` is the mean over sites; the best value per column is in bold.\n",
-    ]
-    compared = _labels(data, "comparison")
-    any_method = next(iter(methods.values()))
-    if compared:
-        for metric in ("psnr", "ssim", "nmse"):
-            digits = 2 if metric == "psnr" else 4
-            parts.append(f"## {METRIC_TITLES[metric]}\n")
-            means = [
-                [methods[m]["sites"][s][metric] for s in sites] + [methods[m]["mean"][metric]]
-                for m in compared
-            ]
-            stds = [[methods[m]["sites"][s][f"{metric}_std"] for s in sites] + [None] for m in compared]
-            zf = any_method["zero_filled"]
-            zf_mean = sum(zf[s][metric] for s in sites) / len(sites)
-            extra = [
-                [
-                    "zero-filled input",
-                    *[cell(zf[s][metric], zf[s][f"{metric}_std"], digits) for s in sites],
-                    cell(zf_mean, None, digits),
-                ]
-            ]
-            parts.append(metric_table(compared, [*sites, "mean"], means, stds, metric, extra_rows=extra))
-        parts.append(
-            "## Communication per site and round (MB; shared tensors plus each algorithm's extras)\n"
-        )
-        rows = []
-        for m in compared:
-            comm = methods[m]["communication"]
-            if comm is None:
-                rows.append(
-                    [
-                        m,
-                        "–",
-                        "–",
-                        "–",
-                        "not federated (data pooled)"
-                        if methods[m]["algorithm"] in ("centralized", "transfer", "transfer_loo")
-                        else "",
-                    ]
-                )
-                continue
-            rows.append(
-                [
-                    m,
-                    _mb(comm["mean"]["sent_per_round"]),
-                    _mb(comm["mean"]["received_per_round"]),
-                    _mb(comm["total_bytes"]),
-                    ", ".join(
-                        f"{s} {_mb(v['sent_per_round'])}/{_mb(v['received_per_round'])}"
-                        for s, v in comm["sites"].items()
-                    ),
-                ]
-            )
-        parts.append(
-            markdown(
-                ["method", "sent", "received", "all sites, whole run", "per site sent/received"],
-                rows,
-                "lrrrl",
-            )
-        )
-        parts.append("## Compute per round (local optimiser steps of a site; wall seconds of the round)\n")
-        parts.append(
-            markdown(
-                ["method", "local steps per round", "seconds per round"],
-                [
-                    [
-                        m,
-                        _per_round(methods[m]["timing"], "local_steps_per_round", 1),
-                        _per_round(methods[m]["timing"], "seconds_per_round", 1),
-                    ]
-                    for m in compared
-                ],
-                "lrr",
-            )
-        )
-        parts.append("## Best round per site\n")
-        parts.append(
-            markdown(
-                ["method", *sites],
-                [[m, *[str(methods[m]["sites"][s]["best_round"]) for s in sites]] for m in compared],
-            )
-        )
-    for family in ABLATIONS:
-        labels = _labels(data, family)
-        if not labels:
-            continue
-        parts.append(f"## Ablation: {TITLES.get(family, family.replace('_', ' ') + ' (FedMRI)')}\n")
-        columns = [f"{s} PSNR" for s in sites] + ["mean PSNR", "mean SSIM", "mean NMSE", "MB/round/site"]
-        rows_mean = [
-            [methods[m]["sites"][s]["psnr"] for s in sites] + [methods[m]["mean"]["psnr"]] for m in labels
-        ]
-        rows_std = [[methods[m]["sites"][s]["psnr_std"] for s in sites] + [None] for m in labels]
-        body = metric_table(
-            labels, columns[: len(sites) + 1], rows_mean, rows_std, "psnr", first="variant"
-        ).splitlines()
-        ssim_best = _best_cells([methods[m]["mean"]["ssim"] for m in labels], 4, True)
-        nmse_best = _best_cells([methods[m]["mean"]["nmse"] for m in labels], 4, False)
-        header = body[0][:-1] + "| mean SSIM | mean NMSE | MB/round/site |"
-        rule = body[1] + "---:|---:|---:|"
-        lines = [header, rule]
-        for i, (line, m) in enumerate(zip(body[2:], labels)):
-            comm = methods[m]["communication"]
-            traffic = (
-                None if comm is None else comm["mean"]["sent_per_round"] + comm["mean"]["received_per_round"]
-            )
-            lines.append(line + f" {ssim_best[i]} | {nmse_best[i]} | {_mb(traffic)} |")
-        parts.append("\n".join(lines) + "\n")
-    return "\n".join(parts)
-
-
-def _best_cells(values: list[float], digits: int, higher: bool) -> list[str]:
-    from utils.tables import best_rows
-
-    best = best_rows([round(v, digits) for v in values], higher)
-    return [f"**{v:.{digits}f}**" if i in best else f"{v:.{digits}f}" for i, v in enumerate(values)]
-
-
-def csv_text(data: dict[str, Any]) -> str:
-    """comparison.csv: one row per method (or ablation variant) and site, plus its mean row."""
-    fields = ["families", "method", "run", "site", "best_round", "volumes"]
-    fields += [f"{k}{s}" for k in METRICS for s in ("", "_std")] + [
-        "bytes_sent_per_round",
-        "bytes_received_per_round",
-        "local_steps_per_round",
-        "seconds_per_round",
-    ]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n", extrasaction="ignore")
-    writer.writeheader()
-    for label, m in data["methods"].items():
-        comm = m["communication"] or {}
-        base = {"families": ";".join(m["families"]), "method": label, "run": m["run"]}
-        for site, values in m["sites"].items():
-            traffic = comm.get("sites", {}).get(site, {})
-            writer.writerow(
-                {
-                    **base,
-                    "site": site,
-                    **values,
-                    "bytes_sent_per_round": traffic.get("sent_per_round"),
-                    "bytes_received_per_round": traffic.get("received_per_round"),
-                }
-            )
-        traffic = comm.get("mean", {})
-        timing = m.get("timing") or {}
-        writer.writerow(
-            {
-                **base,
-                "site": "mean",
-                **m["mean"],
-                "local_steps_per_round": timing.get("local_steps_per_round"),
-                "seconds_per_round": timing.get("seconds_per_round"),
-                "bytes_sent_per_round": traffic.get("sent_per_round"),
-                "bytes_received_per_round": traffic.get("received_per_round"),
-            }
-        )
-    return buffer.getvalue()
-
-
-def write_outputs(
-    data: dict[str, Any],
-    root: Path,
-    planned: dict[str, Any],
-    table: list[tuple[Variant, str]],
-    log: Any = print,
+def reconstruction_figures(
+    results: Path, planned: dict[str, Any], rows: list[dict[str, Any]], seed: int
 ) -> None:
-    """comparison.md/.csv/.json and the figures."""
-    from utils.figures import grouped_bars
-    from utils.io import atomic_write_text
-
-    root.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(root / "comparison.json", json.dumps(data, indent=2) + "\n")
-    atomic_write_text(root / "comparison.csv", csv_text(data))
-    atomic_write_text(root / "comparison.md", markdown(data))
-    figures = root / "figures"
-    sites = data["sites"]
-    for family in ("comparison", *ABLATIONS):
-        labels = _labels(data, family)
-        if not labels:
-            continue
-        series = {
-            m: (
-                [data["methods"][m]["sites"][s]["psnr"] for s in sites]
-                + [data["methods"][m]["mean"]["psnr"]],
-                [data["methods"][m]["sites"][s]["psnr_std"] for s in sites] + [float("nan")],  # no std bar
-            )
-            for m in labels
-        }
-        name = "psnr_per_site.png" if family == "comparison" else f"ablation_{family}.png"
-        title = (
-            "test PSNR per site" if family == "comparison" else f"FedMRI ablation: {family.replace('_', ' ')}"
-        )
-        grouped_bars(figures / name, [*sites, "mean"], series, title=title)
-    reconstruction_figures(data, root, planned, table)
-    log((root / "comparison.md").read_text())
-    log(f"wrote {root}/comparison.md, .csv, .json and figures/")
-
-
-def reconstruction_figures(data: dict[str, Any], root: Path, planned: dict[str, Any], table: list) -> None:
-    """The same test slice of every site through every compared method (and the zero-filled input)."""
+    """The same test slice of every site through every compared method (its run of ``seed``) and the
+    zero-filled input."""
     from build import quiet_lightning
     from evaluation import build_sites, figure_slice, load_run, new_module, reconstruct_slice
     from utils.figures import reconstruction_grid
 
-    labels = _labels(data, "comparison") or list(data["methods"])
-    if not labels:
+    chosen = [r for r in rows if "comparison" in r["families"]] or rows
+    if not chosen:
         return
     quiet_lightning()
-    first = planned[data["methods"][labels[0]]["run"]][0]
+    first = planned[chosen[0]["runs"][str(seed)]][0]
     sites = build_sites(first)
     slices = {name: figure_slice(dm) for name, dm in sites.items()}
-    rows, zero_filled, targets = [], [], []
-    for label in labels:
-        trained = load_run(planned[data["methods"][label]["run"]][1])
+    grid_rows, zero_filled, targets = [], [], []
+    for row in chosen:
+        trained = load_run(planned[row["runs"][str(seed)]][1])
         images = []
         for name, dm in sites.items():
             picture = reconstruct_slice(new_module(trained.config, trained.models[name]), dm, *slices[name])
@@ -677,12 +520,12 @@ def reconstruction_figures(data: dict[str, Any], root: Path, planned: dict[str, 
             if len(targets) < len(sites):
                 targets.append(picture["target"])
                 zero_filled.append(picture["zero_filled"])
-        rows.append((label, images))
+        grid_rows.append((row["label"], images))
     columns = [f"{name}: {v}, slice {i}" for name, (v, i) in slices.items()]
-    grid = [("zero-filled", zero_filled), *rows]
-    reconstruction_grid(root / "figures" / "reconstructions.png", columns, targets, grid)
+    grid = [("zero-filled", zero_filled), *grid_rows]
+    reconstruction_grid(results / "figures" / "reconstructions.png", columns, targets, grid)
     reconstruction_grid(
-        root / "figures" / "errors.png", columns, targets, grid, errors=True, title="|error| x5"
+        results / "figures" / "errors.png", columns, targets, grid, errors=True, title="|error| x5"
     )
 
 

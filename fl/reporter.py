@@ -181,6 +181,8 @@ class Reporter:
                 "model": model,
                 "zero_filled": result["zero_filled"],
             }
+            if "volumes" in result:
+                sites[site]["volumes"] = result["volumes"]
             if self.writer:
                 self._site_outputs(site, result)
         results: dict[str, Any] = {

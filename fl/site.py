@@ -246,7 +246,7 @@ class Site:
 
     def test(self) -> dict[str, Any]:
         """Test the best model on the test split: summaries of the model and the zero-filled input,
-        and the slice shown in the site's figure."""
+        each test volume's metrics (``volumes``) and the slice shown in the site's figure."""
         if self.best_state:
             self.module.model.load_state_dict(self.best_state)
         per_volume = self.evaluate("test")
@@ -254,6 +254,10 @@ class Site:
             "best_round": self.best_round,
             "model": summarise(per_volume, "model"),
             "zero_filled": summarise(per_volume, "zero_filled"),
+            "volumes": {
+                name: {which: {k: float(v) for k, v in scores.items()} for which, scores in entry.items()}
+                for name, entry in sorted(per_volume.items())
+            },
             "figure": self.figure_slice(),
         }
 

@@ -37,40 +37,55 @@ def comparison(tmp_path_factory):
 
 def test_compare_writes_tables_figures_and_trains_each_distinct_config_once(comparison):
     root, data = comparison["root"], comparison["data"]
-    for name in ["comparison.md", "comparison.csv", "comparison.json"] + [
+    for name in ["comparison.md", "comparison.csv", "comparison.json", "manifest.json"] + [
         f"figures/{f}"
         for f in ("psnr_per_site.png", "reconstructions.png", "errors.png", "ablation_negatives.png")
     ]:
         assert (root / name).is_file() and (root / name).stat().st_size > 0, name
-    runs = [p.name for p in (root / "runs").iterdir() if not p.name.endswith(".lock")]  # the runs' locks
+    runs = [p.name for p in (root / "runs").iterdir() if p.is_dir()]
     assert sorted(runs) == [
         "fedavg",
         "fedmri-negatives-all",
         "fedmri-negatives-self",
         "singleset",
     ]
+    assert sorted(p.name for p in (root / "runs").glob("*.json")) == [f"{r}.json" for r in sorted(runs)]
     assert set(data["methods"]) == {"FedAvg", "SingleSet", "negatives: all", "negatives: self"}
     assert json.loads((root / "comparison.json").read_text())["methods"].keys() == data["methods"].keys()
     rows = list(csv.DictReader(open(root / "comparison.csv")))
-    assert {(r["method"], r["site"]) for r in rows} == {
-        (m, s) for m in data["methods"] for s in ("fastmri", "brats", "mean")
+    assert {(r["method"], r["site"], r["metric"]) for r in rows} == {
+        (m, s, k)
+        for m in data["methods"]
+        for s in ("fastmri", "brats", "mean")
+        for k in ("psnr", "ssim", "nmse")
     }
     # Communication: FedAvg sends and receives the whole model; SingleSet nothing.
-    fedavg, singleset = (
-        data["methods"]["FedAvg"]["communication"],
-        data["methods"]["SingleSet"]["communication"],
-    )
+    raw = {k: json.loads((root / "runs" / f"{k}.json").read_text()) for k in ("fedavg", "singleset")}
+    fedavg, singleset = raw["fedavg"]["communication"], raw["singleset"]["communication"]
     assert fedavg["mean"]["sent_per_round"] == fedavg["mean"]["received_per_round"] > 0
     assert singleset["mean"]["sent_per_round"] == singleset["mean"]["received_per_round"] == 0
     # Compute, from each run's timing.json: 6 training slices in batches of 2, 1 local epoch per round.
-    for label in ("FedAvg", "SingleSet"):
-        timing = data["methods"][label]["timing"]
+    for record in raw.values():
+        timing = record["timing"]
         assert timing["local_steps_per_round"] == 3.0 and timing["rounds_timed"] == 1
         assert timing["seconds_per_round"] > 0
     table = (root / "comparison.md").read_text()
-    assert re.search(r"\| FedAvg \| 3\.0 \| \d+\.\d \|", table)
-    fedavg_mean = [r for r in rows if r["method"] == "FedAvg" and r["site"] == "mean"]
-    assert [r["local_steps_per_round"] for r in fedavg_mean] == ["3.0"]
+    assert re.search(r"\| FedAvg \| [\d.]+ \| [\d.]+ \| 3\.0 \| \d+\.\d \|", table)
+
+
+def test_raw_files_hold_every_test_volume_and_the_run_results_summarise_them(comparison):
+    """The raw file of a run lists each test volume's metrics; their mean is the run's own summary."""
+    root = comparison["root"]
+    results = json.loads((root / "runs" / "fedavg" / "results.json").read_text())
+    raw = json.loads((root / "runs" / "fedavg.json").read_text())
+    for site, values in results["sites"].items():
+        volumes = raw["sites"][site]["volumes"]
+        assert volumes.keys() == values["volumes"].keys() and len(volumes) == values["model"]["volumes"]
+        for metric in ("psnr", "ssim", "nmse"):
+            mean = sum(v["model"][metric] for v in volumes.values()) / len(volumes)
+            assert mean == pytest.approx(values["model"][metric], rel=1e-5)
+        assert raw["sites"][site]["best_round"] == values["best_round"]
+        assert len(raw["val_psnr"][site]) == results["rounds"]
 
 
 def test_compare_marks_the_best_mean_psnr(comparison):
@@ -81,20 +96,29 @@ def test_compare_marks_the_best_mean_psnr(comparison):
         for line in psnr.splitlines()[3:]
         if "|" in line
     }
-    means = {m: round(data["methods"][m]["mean"]["psnr"], 2) for m in ("FedAvg", "SingleSet")}
+    means = {m: round(data["methods"][m]["mean"]["psnr"]["mean"], 2) for m in ("FedAvg", "SingleSet")}
     best = {m for m, v in means.items() if v == max(means.values())}
     for method in means:
         assert rows[method].startswith("**") == (method in best), (method, rows[method])
     assert "zero-filled input" in rows and not rows["zero-filled input"].startswith("**")
-    assert "## Ablation: negatives (FedMRI)" in text and "## Communication" in text
+    assert "## Ablation: negatives (FedMRI)" in text and "## Compute, traffic and convergence" in text
     assert re.search(r"Command: `python compare.py --config .*--ablations negatives", text)
 
 
-def test_compare_reuses_complete_runs(comparison):
-    lines = []
-    compare.run_all(compare.parse_args(comparison["args"]), log=lines.append)
-    reused = [line for line in lines if line.endswith("reused")]
-    assert len(reused) == 4 and not any("training" in line for line in lines)
+def test_report_rebuilds_the_tables_byte_for_byte_from_the_raw_files_alone(comparison, tmp_path):
+    import shutil
+
+    root = comparison["root"]
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    shutil.copy(root / "manifest.json", copy)
+    (copy / "runs").mkdir()
+    for raw in (root / "runs").glob("*.json"):  # the raw files only: no model, no run folder
+        shutil.copy(raw, copy / "runs")
+    assert compare.main(["--report", str(copy)]) == 0
+    for name in ("comparison.md", "comparison.csv", "comparison.json"):
+        assert (copy / name).read_bytes() == (root / name).read_bytes(), name
+    assert (copy / "figures" / "psnr_per_site.png").is_file()
 
 
 def _interrupt_at_round(monkeypatch, stop_at: int) -> None:
@@ -120,14 +144,14 @@ def test_an_interrupted_comparison_resumes_its_run_and_ends_as_if_uninterrupted(
         args = ["--config", str(config), "--algorithms", "fedavg", "--name", name]
         return compare.run_all(compare.parse_args(args), log=log)
 
-    reference = run("straight", lambda _: None)["methods"]["FedAvg"]["sites"]
+    reference = run("straight", lambda _: None)["methods"]["FedAvg"]
     _interrupt_at_round(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):
         run("cut", lambda _: None)
     run_dir = tmp_path / "runs" / "cut" / "runs" / "fedavg"
     assert (run_dir / "checkpoints" / "last.ckpt").is_file() and not (run_dir / "results.json").exists()
     lines = []
-    resumed = run("cut", lines.append)["methods"]["FedAvg"]["sites"]
+    resumed = run("cut", lines.append)["methods"]["FedAvg"]
     assert any("resuming" in line and "after round 1" in line for line in lines)
     assert sum(line.strip().startswith("round ") for line in lines) == 1  # only round 2 was trained
     assert resumed == reference
@@ -145,7 +169,7 @@ def test_parallel_jobs_train_the_same_runs_as_one_process(comparison, monkeypatc
     reference = comparison["data"]["methods"]
     assert data["methods"].keys() == reference.keys()
     for method, values in reference.items():
-        assert data["methods"][method]["sites"] == values["sites"], method
+        assert data["methods"][method] == values, method
 
 
 def test_a_changed_config_never_inherits_the_earlier_runs_results(tmp_path, monkeypatch):

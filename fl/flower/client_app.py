@@ -136,7 +136,8 @@ def _handle(message: Message, context: Context, settings: NodeSettings) -> Recor
             "test_zero_filled": summary_record(tested["zero_filled"]),
             "best": metric_record({"round": int(tested["best_round"]), "val_psnr": tested["best_psnr"]}),
         }
-        return content(configs={"status": status}, metrics=metrics)
+        volumes = json.dumps(tested.get("volumes", {}))
+        return content(configs={"status": status, "volumes": {"json": volumes}}, metrics=metrics)
     raise UserError(
         f"site {settings.site}: unknown step {kind!r} in a {message.metadata.message_type} message"
     )

@@ -236,10 +236,12 @@ class FlowerTransport(Transport):
             model, zero_filled = metrics_of(reply, "test_model"), metrics_of(reply, "test_zero_filled")
             if model is None or zero_filled is None:
                 raise UserError(f"site {site}: sent no test metrics")
+            volumes = config_of(reply, "volumes").get("json")
             out[site] = {
                 "best_round": int(best.get("round", 0)),
                 "model": model,
                 "zero_filled": zero_filled,
+                **({"volumes": json.loads(str(volumes))} if volumes else {}),
                 **self._bytes[site],
             }
         return out

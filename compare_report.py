@@ -1,0 +1,587 @@
+"""A comparison's tables and figures, rebuilt from its raw result files alone (no model, no training).
+
+A comparison (``compare.py``) keeps, in its results folder::
+
+    manifest.json        the command, config, seeds and table rows (label, families, run per seed)
+    runs/<run>.json      one finished run: per-volume test metrics of every site, its best rounds,
+                         validation PSNR per round, traffic and time per round (a few KB)
+    latent/<run>.json    optional: the 2-D t-SNE embedding of its bottleneck features (latent.py)
+
+and :func:`write_report` turns them into ``comparison.md``, ``comparison.csv``, ``comparison.json`` and
+``figures/``. ``python compare.py --report DIR`` calls it; training calls it too, so every table a
+comparison shows can be rebuilt from the committed raw files byte for byte.
+
+Statistics (with several seeds): a site's score for one seed is the mean over its test volumes; a cell is
+the mean over seeds with its two-sided 95 % Student-t interval (``utils.stats.mean_interval``); ``mean`` is
+the mean over sites. Each method is also compared with FedMRI on paired observations, the same (seed,
+test volume) scored by both (``utils.stats.paired_comparison``: mean difference with its interval and the
+Wilcoxon signed-rank test); the ``mean`` column pools the pairs of every site. With one seed a cell is
+mean ± standard deviation over the site's test volumes, as a single run reports it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from utils.stats import Interval, PairedComparison, mean_interval, paired_comparison
+from utils.tables import METRIC_FORMAT, METRIC_TITLES, best_rows, markdown
+
+METRICS = ("psnr", "ssim", "nmse")
+REFERENCE_ALGORITHM = "fedmri"
+LEVEL = 0.05
+NOT_FEDERATED = ("centralized", "transfer", "transfer_loo")
+ABLATION_TITLES = {"domain": "image only vs dual domain (FedMRI and FedAvg)"}
+
+
+# -- raw files -----------------------------------------------------------------------------------------
+def run_record(run_dir: Path, seed: int, algorithm: str, overrides: Sequence[str]) -> dict[str, Any]:
+    """The raw result file of one finished run, read from its ``results.json``, ``metrics.csv`` and
+    ``timing.json``."""
+    results = json.loads((run_dir / "results.json").read_text())
+    sites = {}
+    for name, site in results["sites"].items():
+        if "volumes" not in site:
+            raise ValueError(f"{run_dir / 'results.json'}: site {name} has no per-volume test metrics")
+        sites[name] = {
+            "best_round": site["best_round"],
+            "volumes": {
+                v: {which: {m: _round(x) for m, x in scores.items()} for which, scores in entry.items()}
+                for v, entry in site["volumes"].items()
+            },
+        }
+    val: dict[str, dict[str, float]] = {}
+    comm = None
+    metrics = run_dir / "metrics.csv"
+    if metrics.is_file():
+        rows = list(csv.DictReader(metrics.open(encoding="utf-8")))
+        for r in rows:
+            if r["split"] == "val" and r.get("psnr"):
+                val.setdefault(r["site"], {})[r["round"]] = _round(float(r["psnr"]))
+        comm = _communication(rows)
+    timing_path = run_dir / "timing.json"
+    timing = json.loads(timing_path.read_text()) if timing_path.is_file() else None
+    return {
+        "seed": seed,
+        "algorithm": algorithm,
+        "overrides": list(overrides),
+        "rounds": results["rounds"],
+        "sites": sites,
+        "val_psnr": {s: [val[s][r] for r in sorted(val[s], key=int)] for s in sorted(val)},
+        "communication": comm,
+        "timing": timing,
+    }
+
+
+def _round(x: float) -> float:
+    return float(f"{x:.6g}") if math.isfinite(x) else x
+
+
+def _communication(rows: list[dict[str, str]]) -> dict[str, Any] | None:
+    """Mean bytes a site sends and receives per round, per site and over sites; None if not federated."""
+    rows = [r for r in rows if r["split"] == "train" and r.get("bytes_sent")]
+    if not rows:
+        return None
+    rounds = len({r["round"] for r in rows})
+    per_site = {
+        s: {
+            "sent_per_round": sum(float(r["bytes_sent"]) for r in rows if r["site"] == s) / rounds,
+            "received_per_round": sum(float(r["bytes_received"]) for r in rows if r["site"] == s) / rounds,
+        }
+        for s in sorted({r["site"] for r in rows})
+    }
+    mean = {
+        k: sum(v[k] for v in per_site.values()) / len(per_site)
+        for k in ("sent_per_round", "received_per_round")
+    }
+    total = sum(float(r["bytes_sent"]) + float(r["bytes_received"]) for r in rows)
+    return {"rounds": rounds, "sites": per_site, "mean": mean, "total_bytes": total}
+
+
+def load(folder: str | Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """The manifest of a comparison's results folder and the raw records of its finished runs."""
+    from utils.errors import UserError
+
+    folder = Path(folder)
+    path = folder / "manifest.json"
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: not found; --report needs a folder that compare.py wrote") from None
+    except (OSError, ValueError) as err:
+        raise UserError(f"{path}: unreadable ({err})") from None
+    runs = {}
+    for row in manifest.get("rows", []):
+        for key in row["runs"].values():
+            file = folder / "runs" / f"{key}.json"
+            if file.is_file():
+                try:
+                    runs[key] = json.loads(file.read_text())
+                except ValueError as err:
+                    raise UserError(f"{file}: not valid JSON ({err})") from None
+    return manifest, runs
+
+
+# -- statistics ----------------------------------------------------------------------------------------
+def _site_means(record: dict[str, Any], which: str = "model") -> dict[str, dict[str, float]]:
+    """Per site and metric: the mean over the run's test volumes."""
+    return {
+        s: {m: float(np.mean([v[which][m] for v in site["volumes"].values()])) for m in METRICS}
+        for s, site in record["sites"].items()
+    }
+
+
+def _volume_std(record: dict[str, Any], site: str, metric: str) -> float:
+    values = [v["model"][metric] for v in record["sites"][site]["volumes"].values()]
+    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
+class Row:
+    """One table row: a method or variant with its finished runs, one per seed."""
+
+    def __init__(self, entry: dict[str, Any], runs: dict[str, dict[str, Any]], sites: list[str]):
+        self.label: str = entry["label"]
+        self.families: list[str] = entry["families"]
+        self.algorithm: str = entry["algorithm"]
+        self.keys: dict[int, str] = {int(s): k for s, k in entry["runs"].items() if k in runs}
+        self.records = {seed: runs[key] for seed, key in sorted(self.keys.items())}
+        self.sites = sites
+        self.means = {seed: _site_means(r) for seed, r in self.records.items()}
+
+    def same_runs(self, other: Row | None) -> bool:
+        """Whether this row shows exactly the runs of ``other`` (e.g. an ablation's FedMRI row)."""
+        return other is not None and self.keys == other.keys
+
+    @property
+    def seeds(self) -> list[int]:
+        """Seeds with a finished run."""
+        return list(self.records)
+
+    def score(self, site: str, metric: str) -> tuple[float, float | None, str]:
+        """(mean, half-width or std, kind) of one cell: over seeds with several, over volumes with one."""
+        if site == "mean":
+            per_seed = [np.mean([self.means[s][x][metric] for x in self.sites]) for s in self.seeds]
+        else:
+            per_seed = [self.means[s][site][metric] for s in self.seeds]
+        if len(per_seed) > 1:
+            interval = mean_interval(per_seed)
+            return interval.mean, interval.half_width, "ci"
+        if site == "mean":
+            return float(per_seed[0]), None, "std"
+        return float(per_seed[0]), _volume_std(self.records[self.seeds[0]], site, metric), "std"
+
+    def pairs(self, other: Row, site: str, metric: str) -> tuple[list[float], list[float]]:
+        """Paired values (this row, ``other``) over the seeds both have and the volumes of ``site``
+        (every site for ``mean``)."""
+        a, b = [], []
+        for seed in self.seeds:
+            if seed not in other.records:
+                continue
+            for s in self.sites if site == "mean" else [site]:
+                mine, theirs = (
+                    self.records[seed]["sites"][s]["volumes"],
+                    other.records[seed]["sites"][s]["volumes"],
+                )
+                for volume in sorted(set(mine) & set(theirs)):
+                    a.append(mine[volume]["model"][metric])
+                    b.append(theirs[volume]["model"][metric])
+        return a, b
+
+    def versus(self, other: Row, site: str, metric: str) -> PairedComparison | None:
+        """This row against ``other`` on paired observations; None without any."""
+        a, b = self.pairs(other, site, metric)
+        if not a:
+            return None
+        return paired_comparison(a, b, level=LEVEL, higher_is_better=METRIC_FORMAT[metric][1])
+
+
+def rows_of(manifest: dict[str, Any], runs: dict[str, dict[str, Any]]) -> list[Row]:
+    """The manifest's rows that have at least one finished run, in table order."""
+    rows = [Row(entry, runs, manifest["sites"]) for entry in manifest["rows"]]
+    return [r for r in rows if r.records]
+
+
+def reference_row(rows: list[Row]) -> Row | None:
+    """FedMRI as configured (the comparison row of ``fl.algorithm=fedmri``), if the comparison has it."""
+    for row in rows:
+        if row.algorithm == REFERENCE_ALGORITHM and "comparison" in row.families:
+            return row
+    return next((r for r in rows if r.algorithm == REFERENCE_ALGORITHM and len(r.families) == 1), None)
+
+
+def convergence(row: Row) -> dict[str, Any]:
+    """Over seeds and sites: validation PSNR gained over the last fifth of the rounds, and how many
+    (seed, site) pairs had their best round before the last."""
+    gains, early, pairs = [], 0, 0
+    for record in row.records.values():
+        for site, curve in record["val_psnr"].items():
+            if len(curve) < 5:
+                continue
+            tail = max(1, len(curve) // 5)
+            gains.append(max(curve[-tail:]) - max(curve[: len(curve) - tail]))
+            pairs += 1
+            early += record["sites"][site]["best_round"] < len(curve)
+    return {
+        "max_gain": max(gains) if gains else math.nan,
+        "mean_gain": float(np.mean(gains)) if gains else math.nan,
+        "early": early,
+        "pairs": pairs,
+    }
+
+
+# -- tables --------------------------------------------------------------------------------------------
+def _fmt(value: float, digits: int) -> str:
+    return "–" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
+
+
+def _cell(mean: float, spread: float | None, digits: int) -> str:
+    if spread is None or not math.isfinite(spread):
+        return _fmt(mean, digits)
+    return f"{mean:.{digits}f} ± {spread:.{digits}f}"
+
+
+def _signed(interval: Interval, digits: int) -> str:
+    half = "" if not math.isfinite(interval.half_width) else f" ± {interval.half_width:.{digits}f}"
+    return f"{interval.mean:+.{digits}f}{half}"
+
+
+VERDICT_MARK = {"better": "better", "worse": "worse", "no detectable difference": "n.d."}
+
+
+def metric_section(rows: list[Row], sites: list[str], metric: str, zero_filled: Row | None) -> str:
+    """Mean ± interval (or std) of one metric, per site and over sites; best per column in bold."""
+    digits, higher = METRIC_FORMAT[metric]
+    columns = [*sites, "mean"]
+    scores = [[row.score(c, metric) for c in columns] for row in rows]
+    cells = [[_cell(m, h, digits) for m, h, _ in line] for line in scores]
+    for c in range(len(columns)):
+        for r in best_rows([round(line[c][0], digits) for line in scores], higher):
+            cells[r][c] = f"**{cells[r][c]}**"
+    body = [[row.label, str(len(row.seeds)), *line] for row, line in zip(rows, cells)]
+    if zero_filled is not None:
+        record = zero_filled.records[zero_filled.seeds[0]]
+        zf = _site_means(record, "zero_filled")
+        body.append(
+            ["zero-filled input", "", *[_fmt(zf[s][metric], digits) for s in sites],
+             _fmt(float(np.mean([zf[s][metric] for s in sites])), digits)]
+        )  # fmt: skip
+    return markdown(["method", "seeds", *columns], body)
+
+
+def paired_section(rows: list[Row], reference: Row, sites: list[str], metric: str) -> str:
+    """Every row against FedMRI on the same (seed, test volume): difference ± interval and the verdict."""
+    digits = METRIC_FORMAT[metric][0]
+    body = []
+    for row in rows:
+        if row.same_runs(reference):
+            continue
+        line = [row.label]
+        for column in [*sites, "mean"]:
+            result = row.versus(reference, column, metric)
+            line.append(
+                "–"
+                if result is None
+                else f"{_signed(result.difference, digits)} {VERDICT_MARK[result.verdict]} "
+                f"(p={result.p_value:.2g}, n={result.difference.n})"
+            )
+        body.append(line)
+    return markdown(["method − FedMRI", *sites, "mean (all sites' pairs)"], body)
+
+
+def _mb(value: float | None) -> str:
+    return "–" if value is None else f"{value / 1e6:.2f}"
+
+
+def compute_section(rows: list[Row], sites: list[str]) -> str:
+    """Traffic, local steps and time per round, best rounds and convergence of every row."""
+    body = []
+    for row in rows:
+        first = row.records[row.seeds[0]]
+        comm, timing = first["communication"], first["timing"] or {}
+        conv = convergence(row)
+        seconds = [r["timing"]["seconds_per_round"] for r in row.records.values() if r.get("timing")]
+        best = [r["sites"][s]["best_round"] for r in row.records.values() for s in sites]
+        body.append(
+            [
+                row.label,
+                "not federated"
+                if comm is None and row.algorithm in NOT_FEDERATED
+                else _mb(None if comm is None else comm["mean"]["sent_per_round"]),
+                _mb(None if comm is None else comm["mean"]["received_per_round"]),
+                _fmt(timing.get("local_steps_per_round"), 1),
+                _fmt(float(np.mean(seconds)) if seconds else math.nan, 1),
+                f"{min(best)}–{max(best)}" if best else "–",
+                f"{conv['early']}/{conv['pairs']}",
+                _fmt(conv["max_gain"], 2),
+            ]
+        )
+    return markdown(
+        ["method", "MB sent", "MB received", "local steps", "s per round", "best rounds",
+         "best before last", "max val gain, last fifth (dB)"],
+        body,
+    )  # fmt: skip
+
+
+def ablation_section(rows: list[Row], reference: Row | None, sites: list[str]) -> str:
+    """PSNR per site and mean, mean SSIM, and the mean PSNR difference to FedMRI with its verdict."""
+    body = []
+    for row in rows:
+        line = [row.label, str(len(row.seeds))]
+        line += [_cell(*row.score(c, "psnr")[:2], 2) for c in [*sites, "mean"]]
+        line.append(_cell(*row.score("mean", "ssim")[:2], 4))
+        if reference is not None and row.same_runs(reference):
+            line.append("(FedMRI's runs)")
+        else:
+            result = None if reference is None else row.versus(reference, "mean", "psnr")
+            line.append(
+                "–" if result is None else f"{_signed(result.difference, 2)} {VERDICT_MARK[result.verdict]}"
+            )
+        body.append(line)
+    header = ["variant", "seeds", *[f"{s} PSNR" for s in sites], "mean PSNR", "mean SSIM", "PSNR − FedMRI"]
+    return markdown(header, body)
+
+
+def markdown_report(manifest: dict[str, Any], rows: list[Row]) -> str:
+    """comparison.md: metric tables, paired comparisons with FedMRI, compute, then each ablation."""
+    sites = manifest["sites"]
+    seeds = manifest["seeds"]
+    reference = reference_row(rows)
+    compared = [r for r in rows if "comparison" in r.families]
+    several = any(len(r.seeds) > 1 for r in rows)
+    spread = (
+        "mean ± 95 % confidence interval over seeds of each seed's mean over the site's test volumes"
+        if several
+        else "mean ± standard deviation over the site's test volumes (one seed)"
+    )
+    volumes = {
+        s: len(rows[0].records[rows[0].seeds[0]]["sites"][s]["volumes"]) for s in sites
+    } if rows else {}  # fmt: skip
+    parts = [
+        f"# Comparison on {manifest['config']}: {manifest['rounds']} rounds x {manifest['local_epochs']} "
+        f"local epochs, seeds {', '.join(map(str, seeds))}\n",
+        f"Command: `{manifest['command']}`\n",
+        f"Test split, each site's best round by validation PSNR; cells are {spread}; `mean` is the mean "
+        "over sites; the best value per column is in bold. Test volumes per site: "
+        + ", ".join(f"{s} {n}" for s, n in volumes.items())
+        + ". Rebuilt from the raw files in this folder by `python compare.py --report <folder>`.\n",
+    ]
+    if compared:
+        for metric in METRICS:
+            parts.append(f"## {METRIC_TITLES[metric]}\n")
+            parts.append(metric_section(compared, sites, metric, compared[0]))
+        if reference is not None and len(compared) > 1:
+            for metric in METRICS:
+                parts.append(f"## {METRIC_TITLES[metric]}: each method against FedMRI, paired\n")
+                parts.append(
+                    "Difference to FedMRI on the same seed and test volume (positive: the method scores "
+                    "higher), ± its 95 % interval; the verdict is the Wilcoxon signed-rank test at the "
+                    f"{LEVEL:.0%} level (better / worse than FedMRI, n.d.: no detectable difference).\n"
+                )
+                parts.append(paired_section(compared, reference, sites, metric))
+        parts.append("## Compute, traffic and convergence\n")
+        parts.append(
+            "MB per site and round; local optimiser steps of a site per round; wall seconds per round "
+            "(mean over seeds); the range of best rounds over seeds and sites; how many (seed, site) "
+            "pairs had their best round before the last; the largest validation PSNR gained in the last "
+            "fifth of the rounds over the rounds before it.\n"
+        )
+        parts.append(compute_section(compared, sites))
+    for family in manifest.get("ablations", []):
+        members = [r for r in rows if family in r.families]
+        if not members:
+            continue
+        title = ABLATION_TITLES.get(family, family.replace("_", " ") + " (FedMRI)")
+        parts.append(f"## Ablation: {title}\n")
+        parts.append(ablation_section(members, reference, sites))
+    missing = [
+        f"{entry['label']} (seed {seed})"
+        for entry in manifest["rows"]
+        for seed, key in entry["runs"].items()
+        if not any(key in r.keys.values() for r in rows)
+    ]
+    if missing:
+        parts.append(f"Not finished yet ({len(missing)}): " + ", ".join(missing) + ".\n")
+    return "\n".join(parts)
+
+
+def csv_report(manifest: dict[str, Any], rows: list[Row]) -> str:
+    """comparison.csv: per row, site (and mean) and metric: the cell's numbers and the paired test."""
+    reference = reference_row(rows)
+    fields = ["families", "method", "seeds", "site", "metric", "mean", "spread", "spread_kind",
+              "diff_vs_fedmri", "diff_half_width", "pairs", "p_value", "verdict"]  # fmt: skip
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        for site in [*manifest["sites"], "mean"]:
+            for metric in METRICS:
+                mean, spread, kind = row.score(site, metric)
+                out: dict[str, Any] = {
+                    "families": ";".join(row.families), "method": row.label,
+                    "seeds": " ".join(map(str, row.seeds)), "site": site, "metric": metric,
+                    "mean": _g(mean), "spread": _g(spread), "spread_kind": kind,
+                }  # fmt: skip
+                result = (
+                    None
+                    if reference is None or row.same_runs(reference)
+                    else row.versus(reference, site, metric)
+                )
+                if result is not None:
+                    out |= {
+                        "diff_vs_fedmri": _g(result.difference.mean),
+                        "diff_half_width": _g(result.difference.half_width),
+                        "pairs": result.difference.n,
+                        "p_value": _g(result.p_value),
+                        "verdict": result.verdict,
+                    }
+                writer.writerow(out)
+    return buffer.getvalue()
+
+
+def _g(value: float | None) -> str:
+    return "" if value is None or not math.isfinite(value) else f"{value:.6g}"
+
+
+def summary(manifest: dict[str, Any], rows: list[Row]) -> dict[str, Any]:
+    """comparison.json: every cell and paired comparison as numbers."""
+    reference = reference_row(rows)
+    out: dict[str, Any] = {
+        k: manifest[k] for k in ("command", "config", "rounds", "local_epochs", "sites", "seeds")
+    }
+    out["methods"] = {}
+    for row in rows:
+        entry: dict[str, Any] = {"families": row.families, "algorithm": row.algorithm, "seeds": row.seeds}
+        for site in [*manifest["sites"], "mean"]:
+            for metric in METRICS:
+                mean, spread, kind = row.score(site, metric)
+                cell: dict[str, Any] = {"mean": mean, kind: spread}
+                result = (
+                    None
+                    if reference is None or row.same_runs(reference)
+                    else row.versus(reference, site, metric)
+                )
+                if result is not None:
+                    cell["vs_fedmri"] = {
+                        "difference": result.difference.mean,
+                        "half_width": result.difference.half_width,
+                        "pairs": result.difference.n,
+                        "p_value": result.p_value,
+                        "verdict": result.verdict,
+                    }
+                entry.setdefault(site, {})[metric] = cell
+        entry["convergence"] = convergence(row)
+        out["methods"][row.label] = entry
+    return json.loads(json.dumps(out, allow_nan=True))
+
+
+# -- figures -------------------------------------------------------------------------------------------
+def figures(folder: Path, manifest: dict[str, Any], rows: list[Row]) -> list[Path]:
+    """PSNR per site (with intervals), each ablation, validation curves and (if present) t-SNE panels."""
+    from utils.figures import grouped_bars, metric_curves
+
+    out = []
+    sites = manifest["sites"]
+    for family in ("comparison", *manifest.get("ablations", [])):
+        members = [r for r in rows if family in r.families]
+        if not members:
+            continue
+        series = {}
+        for r in members:
+            cells = [r.score(c, "psnr") for c in [*sites, "mean"]]
+            series[r.label] = ([c[0] for c in cells], [c[1] if c[1] is not None else math.nan for c in cells])
+        name = "psnr_per_site.png" if family == "comparison" else f"ablation_{family}.png"
+        title = (
+            "test PSNR per site" if family == "comparison" else f"FedMRI ablation: {family.replace('_', ' ')}"
+        )
+        grouped_bars(folder / "figures" / name, [*sites, "mean"], series, title=title)
+        out.append(folder / "figures" / name)
+    curves = {}
+    for r in rows:
+        if "comparison" not in r.families:
+            continue
+        per_seed = [
+            np.mean([rec["val_psnr"][s] for s in sites if s in rec["val_psnr"]], axis=0)
+            for rec in r.records.values()
+            if all(s in rec["val_psnr"] for s in sites)
+        ]
+        lengths = {len(c) for c in per_seed}
+        if per_seed and len(lengths) == 1:
+            curves[r.label] = list(np.mean(per_seed, axis=0))
+    if curves:
+        length = len(next(iter(curves.values())))
+        curves = {k: v for k, v in curves.items() if len(v) == length}
+        path = folder / "figures" / "val_psnr.png"
+        metric_curves(path, range(1, length + 1), curves, ylabel="validation PSNR, mean over sites (dB)")
+        out.append(path)
+    latent = latent_panels(folder, manifest, rows)
+    if latent:
+        from latent import tsne_figure
+
+        path = folder / "figures" / "tsne.png"
+        tsne_figure(path, latent)
+        out.append(path)
+    return out
+
+
+TSNE_PANELS = (
+    ("SingleSet", "singleset", ()),
+    ("FedAvg", "fedavg", ()),
+    ("FedMRI without L_con", "fedmri", ("fl.fedmri.beta=0",)),
+    ("FedMRI", "fedmri", ()),
+)
+
+
+def tsne_row(rows: list[Row], algorithm: str, overrides: Sequence[str]) -> Row | None:
+    """The row of one t-SNE panel: ``algorithm`` with exactly ``overrides`` beyond the algorithm."""
+    for row in rows:
+        entry_overrides = row.records[row.seeds[0]]["overrides"]
+        rest = sorted(o for o in entry_overrides if not o.startswith("fl.algorithm="))
+        if row.algorithm == algorithm and rest == sorted(overrides):
+            return row
+    return None
+
+
+def latent_panels(
+    folder: Path, manifest: dict[str, Any], rows: list[Row]
+) -> list[tuple[str, dict[str, Any]]]:
+    """The t-SNE panels whose latent files exist (the first seed of each of the paper's four methods)."""
+    panels = []
+    for title, algorithm, overrides in TSNE_PANELS:
+        row = tsne_row(rows, algorithm, overrides)
+        if row is None:
+            continue
+        path = folder / "latent" / f"{row.keys[row.seeds[0]]}.json"
+        if path.is_file():
+            panels.append((title, json.loads(path.read_text())))
+    return panels
+
+
+# -- entry ---------------------------------------------------------------------------------------------
+def write_report(folder: str | Path, log: Callable[[str], None] = print) -> str:
+    """Rebuild ``comparison.md``/``.csv``/``.json`` and the figures of ``folder`` from its raw files;
+    returns the markdown."""
+    from utils.errors import UserError
+    from utils.io import atomic_write_text
+
+    folder = Path(folder)
+    manifest, runs = load(folder)
+    rows = rows_of(manifest, runs)
+    if not rows:
+        raise UserError(f"{folder}: no finished run yet (runs/*.json); nothing to report")
+    text = markdown_report(manifest, rows)
+    atomic_write_text(folder / "comparison.md", text)
+    atomic_write_text(folder / "comparison.csv", csv_report(manifest, rows))
+    atomic_write_text(
+        folder / "comparison.json", json.dumps(summary(manifest, rows), indent=1, sort_keys=True) + "\n"
+    )
+    figures(folder, manifest, rows)
+    log(text)
+    log(f"wrote {folder}/comparison.md, .csv, .json and figures/ from {len(runs)} raw run file(s)")
+    return text

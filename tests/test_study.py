@@ -1,0 +1,124 @@
+"""A multi-seed comparison: runs per seed, intervals and paired tests recomputed with scipy from the raw
+files, an interrupted study continuing with only the missing runs, and the committed study's tables
+rebuilt byte for byte from its committed raw files."""
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from scipy import stats
+
+import compare
+from tests.conftest import ROOT, tiny_config_dict
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """FedAvg and FedMRI, seeds 3 and 5, two rounds each on the tiny federation."""
+    tmp = tmp_path_factory.mktemp("study")
+    config = tmp / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_config_dict(tmp, rounds=2)))
+    results = tmp / "results"
+    args = ["--config", str(config), "--algorithms", "fedmri,fedavg", "--seeds", "3,5",
+            "--results", str(results), "--name", "study"]  # fmt: skip
+    lines: list[str] = []
+    data = compare.run_all(compare.parse_args(args), log=lines.append)
+    return {"tmp": tmp, "results": results, "args": args, "data": data, "lines": lines}
+
+
+def _raw(results: Path, key: str) -> dict:
+    return json.loads((results / "runs" / f"{key}.json").read_text())
+
+
+def test_every_variant_trains_once_per_seed_with_that_seed(study):
+    results, tmp = study["results"], study["tmp"]
+    keys = sorted(p.stem for p in (results / "runs").glob("*.json"))
+    assert keys == ["fedavg-s3", "fedavg-s5", "fedmri-s3", "fedmri-s5"]
+    for key in keys:
+        saved = yaml.safe_load((tmp / "runs" / "study" / "runs" / key / "config.yaml").read_text())
+        assert saved["seed"] == int(key[-1]) == _raw(results, key)["seed"]
+    # Different seeds give different models (initialisation, data order, masks).
+    a, b = _raw(results, "fedavg-s3"), _raw(results, "fedavg-s5")
+    assert a["sites"]["fastmri"]["volumes"] != b["sites"]["fastmri"]["volumes"]
+    assert study["data"]["methods"]["FedAvg"]["seeds"] == [3, 5]
+    manifest = json.loads((results / "manifest.json").read_text())
+    assert manifest["seeds"] == [3, 5] and "--seeds 3,5" in manifest["command"]
+
+
+def test_intervals_and_paired_tests_equal_a_direct_scipy_computation(study):
+    results = study["results"]
+    sites = ["fastmri", "brats"]
+    rows = {
+        (r["method"], r["site"], r["metric"]): r for r in csv.DictReader(open(results / "comparison.csv"))
+    }
+
+    def site_mean(key, site, metric):
+        return np.mean([v["model"][metric] for v in _raw(results, key)["sites"][site]["volumes"].values()])
+
+    # The mean over sites of FedAvg's PSNR: mean over seeds with its t interval.
+    per_seed = [np.mean([site_mean(f"fedavg-s{s}", x, "psnr") for x in sites]) for s in (3, 5)]
+    sem = np.std(per_seed, ddof=1) / np.sqrt(2)
+    cell = rows[("FedAvg", "mean", "psnr")]
+    assert float(cell["mean"]) == pytest.approx(np.mean(per_seed), rel=1e-5)
+    assert float(cell["spread"]) == pytest.approx(stats.t.ppf(0.975, 1) * sem, rel=1e-5)
+    assert cell["spread_kind"] == "ci"
+    # FedAvg against FedMRI on brats: pairs over (seed, volume), Wilcoxon signed-rank.
+    mine, theirs = [], []
+    for seed in (3, 5):
+        a = _raw(results, f"fedavg-s{seed}")["sites"]["brats"]["volumes"]
+        b = _raw(results, f"fedmri-s{seed}")["sites"]["brats"]["volumes"]
+        for volume in sorted(a):
+            mine.append(a[volume]["model"]["ssim"])
+            theirs.append(b[volume]["model"]["ssim"])
+    cell = rows[("FedAvg", "brats", "ssim")]
+    diff = np.subtract(mine, theirs)
+    assert int(cell["pairs"]) == len(diff) == 2
+    assert float(cell["diff_vs_fedmri"]) == pytest.approx(diff.mean(), rel=1e-5)
+    expected_p = stats.wilcoxon(mine, theirs).pvalue if np.any(diff) else 1.0
+    assert float(cell["p_value"]) == pytest.approx(expected_p, rel=1e-5)
+    assert rows[("FedMRI", "brats", "ssim")]["verdict"] == ""  # the reference is not compared with itself
+
+
+def test_an_interrupted_study_continues_with_only_the_missing_runs(study):
+    tmp, results = study["tmp"], study["results"]
+    before = (results / "comparison.md").read_bytes()
+    shutil.rmtree(tmp / "runs" / "study" / "runs" / "fedavg-s5")
+    (results / "runs" / "fedavg-s5.json").unlink()
+    lines: list[str] = []
+    compare.run_all(compare.parse_args(study["args"]), log=lines.append)
+    assert sum(line.endswith("reused") for line in lines) == 3
+    assert sum(": done in " in line for line in lines) == 1 and any("fedavg-s5: done" in ln for ln in lines)
+    # The retrained run repeats bit for bit, so the tables come out the same.
+    assert (results / "comparison.md").read_bytes() == before
+
+
+def test_report_errors_are_one_line(tmp_path, capsys):
+    assert compare.main(["--report", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "manifest.json" in err[0]
+    assert compare.main(["--algorithms", "fedavg", "--seeds", "1,x"]) == 2
+    assert "--seeds" in capsys.readouterr().err
+
+
+STUDY = ROOT / "docs" / "results" / "study"
+
+
+@pytest.mark.skipif(not (STUDY / "manifest.json").is_file(), reason="no committed study")
+def test_the_committed_study_tables_come_from_its_committed_raw_files(tmp_path):
+    import compare_report
+
+    copy = tmp_path / "study"
+    copy.mkdir()
+    shutil.copy(STUDY / "manifest.json", copy)
+    shutil.copytree(STUDY / "runs", copy / "runs")
+    if (STUDY / "latent").is_dir():
+        shutil.copytree(STUDY / "latent", copy / "latent")
+    compare_report.write_report(copy, log=lambda _: None)
+    for name in ("comparison.md", "comparison.csv", "comparison.json"):
+        assert (copy / name).read_bytes() == (STUDY / name).read_bytes(), name
