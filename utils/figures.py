@@ -1,4 +1,5 @@
-"""Figures: reconstructions per site, validation curves, and the comparison and evaluation plots."""
+"""Figures: reconstructions per site, validation curves, the comparison and evaluation plots, and
+scatter panels of embedded features."""
 
 from __future__ import annotations
 
@@ -189,4 +190,34 @@ def contrastive_diagnostics(path: str | Path, rows: Mapping[str, Mapping[int, Ma
     axes[0].legend(fontsize=6, ncol=2)
     axes[2].legend(fontsize=6, ncol=2)
     fig.tight_layout()
+    _save(fig, path)
+
+
+def scatter_panels(
+    path: str | Path,
+    panels: Sequence[tuple[str, np.ndarray, Sequence[str]]],
+    title: str = "",
+) -> None:
+    """One row of 2-D scatter plots (title, (N, 2) points, N group labels), each point coloured by its
+    group with the same colour for a group in every panel, and one legend of the groups for the row."""
+    groups = list(dict.fromkeys(label for _, _, labels in panels for label in labels))
+    colours = {g: (plt.cm.tab20(i % 20) if len(groups) > 10 else f"C{i}") for i, g in enumerate(groups)}
+    fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(3.6 * max(len(panels), 1), 3.9), squeeze=False)
+    for ax, (name, points, labels) in zip(axes[0], panels):
+        points, labels = np.asarray(points, dtype=float).reshape(-1, 2), np.asarray(labels)
+        for group in groups:
+            chosen = points[labels == group]
+            if len(chosen):
+                ax.scatter(chosen[:, 0], chosen[:, 1], s=9, alpha=0.75, color=colours[group], linewidths=0)
+        ax.set_title(name, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    handles = [
+        plt.Line2D([], [], marker="o", linestyle="", color=colours[g], markersize=6, label=g) for g in groups
+    ]
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(groups), 6), fontsize=8,
+               bbox_to_anchor=(0.5, -0.02), frameon=False)  # fmt: skip
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     _save(fig, path)
