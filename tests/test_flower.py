@@ -4,16 +4,19 @@ import copy
 import csv
 import io
 import json
+import math
 
 import pytest
 import torch
+from flwr.app import Message
 from torch import nn
 
 from build import Builder
 from config import validate_config
 from fl.algorithms.base import Payload, Reply
-from fl.flower.local import LocalGrid
+from fl.flower.local import LocalGrid, through_the_wire
 from fl.flower.server_app import serve
+from fl.flower.wire import payload_content, payload_of, reply_content, reply_of
 from fl.site import Site, SiteDiverged
 from tests.conftest import tiny_config_dict
 from utils.checkpoint import load_checkpoint
@@ -302,3 +305,68 @@ def test_fedmri_sends_a_site_the_other_sites_encoders_and_the_site_keeps_its_own
     assert server.extra("a", 2) == {}  # nothing beyond the shared encoder
     client.reply(1, Payload(global_state), model, encoders["a"], steps=1, lr=1.0)
     assert penalty(client, 2, {}) == pytest.approx(float(term(["a"])))
+
+
+def _same_tensors(a, b):
+    assert list(a) == list(b)
+    for name, tensor in a.items():
+        assert b[name].dtype == tensor.dtype and b[name].shape == tensor.shape, name
+        assert b[name].numpy().tobytes() == tensor.contiguous().numpy().tobytes(), name  # bit for bit
+
+
+def _same_values(a, b):
+    assert list(a) == list(b)
+    for key, value in a.items():
+        assert type(b[key]) is type(value), key
+        assert b[key] == value or (value != value and b[key] != b[key]), key  # nan stays nan
+        if isinstance(value, float):
+            assert math.copysign(1.0, b[key]) == math.copysign(1.0, value), key  # -0.0 stays -0.0
+
+
+def test_payloads_and_replies_cross_the_wire_whole():
+    """Every tensor (name, dtype, shape, bits) and every value (type included) arrives as it was sent."""
+    LocalGrid([])  # Flower's task identity, which every message needs
+    torch.manual_seed(0)
+    tensors = {
+        "encoder.0.weight": torch.randn(4, 1, 3, 3),
+        "c/encoder.0.bias": torch.randn(4, dtype=torch.float64),
+        "global/norm.num_batches_tracked": torch.tensor(7),  # 0-dim int64
+        "half": torch.randn(2, 3).half(),
+        "mask": torch.tensor([True, False, True]),
+        "bytes": torch.arange(5, dtype=torch.uint8),
+        "ints": torch.tensor([-3, 2], dtype=torch.int32),
+        "empty": torch.zeros(0, 3),
+        "transposed": torch.randn(3, 2).t(),  # not contiguous
+        "special": torch.tensor([math.nan, math.inf, -math.inf, -0.0]),
+    }
+    values = {
+        "yes": True, "no": False, "steps": 3, "zero": 0, "negative": -(2**62), "largest": 2**63 - 1,
+        "rate": 1.5e-4, "whole": 2.0, "nan": math.nan, "inf": -math.inf, "minus_zero": -0.0,
+        "name": "brats", "empty": "", "unicode": "é/ü",
+    }  # fmt: skip
+
+    def through(content):
+        message = Message(content, dst_node_id=1, message_type="train", group_id="1")
+        message.metadata.__dict__["_message_id"] = message.object_id
+        return through_the_wire(message).content
+
+    global_state = {"encoder.0.weight": tensors["encoder.0.weight"]}
+    round_record = {"round": {"name": "run", "round": 1, "step": "train"}}
+    payload = payload_of(through(payload_content(Payload(global_state, tensors, values), round_record)))
+    _same_tensors(global_state, payload.global_state)
+    _same_tensors(tensors, payload.extra)
+    _same_values(values, payload.values)
+
+    sent = Reply(dict(reversed(tensors.items())), {"delta/x": torch.ones(2)}, values)
+    received = reply_of(through(reply_content(sent, {"status": {"site": "a"}})))
+    _same_tensors(sent.shared, received.shared)
+    _same_tensors(sent.extra, received.extra)
+    _same_values(values, received.values)
+
+    # Nothing more than before for an algorithm without values; a skipped site sends no tensors.
+    plain = through(reply_content(Reply(global_state), {"status": {"site": "a"}}))
+    assert set(plain.config_records) == {"status"} and reply_of(plain).values == {}
+    skipped = through(reply_content(None, {"status": {"site": "a", "train": "skipped: nan"}}))
+    assert not skipped.array_records and reply_of(skipped) == Reply()
+    with pytest.raises(TypeError, match="value 'shape'"):
+        payload_content(Payload({}, values={"shape": [1, 2]}), round_record)
