@@ -52,8 +52,20 @@ def rows(run_dir):
     return list(csv.DictReader(io.StringIO((run_dir / "metrics.csv").read_text())))
 
 
+def same(a, b):
+    """Equal nested state: tensors bit for bit (dtype included), everything else by value."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and set(a) == set(b) and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return isinstance(b, (list, tuple)) and len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
 def assert_same_run(reference, flower, tmp_path):
-    """Results, metrics (but the byte columns), global tensors and every site's model are identical."""
+    """Results, metrics (but the byte columns), global tensors, the algorithm's server state and every
+    site's model, optimiser and algorithm state are identical."""
     a = json.loads((reference.run_dir / "results.json").read_text())
     b = json.loads((flower.run_dir / "results.json").read_text())
     assert a | {"name": ""} == b | {"name": ""}
@@ -64,10 +76,14 @@ def assert_same_run(reference, flower, tmp_path):
     server = load_checkpoint(flower.run_dir / "checkpoints" / "last.ckpt")
     assert server["round"] == ref["round"] and set(server["global"]) == set(ref["global"])
     assert all(torch.equal(server["global"][n], ref["global"][n]) for n in ref["global"])
+    assert same(server["server"], ref["server"])  # e.g. SCAFFOLD's variate, Ditto's global model
     for site in ref["sites"]:
         own = load_checkpoint(tmp_path / "sites" / site / "flower" / site / "checkpoints" / "last.ckpt")
         for name, tensor in ref["sites"][site]["model"].items():  # decoders included
             assert torch.equal(own["sites"][site]["model"][name], tensor), (site, name)
+        # what the site keeps between messages: e.g. MOON's previous model, Ditto's optimiser state
+        for part in ("optimizer", "client"):
+            assert same(own["sites"][site][part], ref["sites"][site][part]), (site, part)
 
 
 @pytest.fixture(
@@ -78,8 +94,10 @@ def assert_same_run(reference, flower, tmp_path):
         ("fedavg", {"client_weights": "samples"}),
         ("singleset", {}),
         ("scaffold", {}),
+        ("moon", {}),
+        ("ditto", {}),
     ],
-    ids=["fedmri-all", "fedmri-self", "fedavg-samples", "singleset", "scaffold"],
+    ids=["fedmri-all", "fedmri-self", "fedavg-samples", "singleset", "scaffold", "moon", "ditto"],
 )
 def both_runs(request, tmp_path_factory):
     """One federation run in-process and on the in-process Flower grid, with the grid's message log."""
@@ -116,13 +134,16 @@ def test_messages_carry_only_shared_tensors_and_scalar_metrics(both_runs):
             for key, array in record.items():
                 seen.add((record_name, key.split("/")[0]))
                 name = key
-                if record_name == "extra":  # previous/<other site>/<name>, c/..., delta/...
+                if record_name == "extra":  # previous/<other site>/<name>, c/..., delta/..., global/...
                     prefix, _, name = key.partition("/")
-                    assert prefix in ("previous", "c", "delta"), key
+                    assert prefix in ("previous", "c", "delta", "global"), key
                     if prefix == "previous":
                         other, _, name = name.partition("/")
                         assert other in sites and other != site  # another site's, sent by the server
-                assert name in shared, key
+                if record_name == "extra" and prefix == "global":  # Ditto's global model, both ways
+                    assert config.fl.algorithm == "ditto" and name in shapes, key
+                else:
+                    assert name in shared, key
                 assert tuple(array.shape) == shapes[name]  # a weight of the shared set, never an image
         for record in records.metric_records.values():
             assert all(isinstance(v, int | float) for v in record.values())  # scalars, no lists
@@ -141,6 +162,13 @@ def test_messages_carry_only_shared_tensors_and_scalar_metrics(both_runs):
         assert not any(r == "extra" for r, _ in seen)  # nothing beyond the shared encoder
     if config.fl.algorithm == "scaffold":
         assert {("extra", "c"), ("extra", "delta")} <= seen
+    if config.fl.algorithm == "moon":  # the previous local models stay at the sites
+        assert shared == set(shapes) and not any(r == "extra" for r, _ in seen)
+    if config.fl.algorithm == "ditto":  # the personal models stay at the sites
+        assert not shared and {r for r, _ in seen} == {"extra"} and ("extra", "global") in seen
+        replies = [m.content for d, m in grid.log if d == "from_site" and m.metadata.message_type == "train"]
+        # Reply.values crosses too: round(half of 3 batches) steps on the global model
+        assert replies and all(dict(r.config_records["values"]) == {"global_steps": 2} for r in replies)
 
 
 def test_message_sizes_are_accounted_per_site_and_round(both_runs):
@@ -194,8 +222,9 @@ def test_sites_continue_from_their_disk_when_every_message_finds_a_fresh_node(tm
     assert_same_run(reference, flower, tmp_path)
 
 
-def test_server_resumes_after_a_crash_that_the_sites_outlived(tmp_path):
-    reference, flower = configs(tmp_path, "fedmri", rounds=3)
+@pytest.mark.parametrize("algorithm", ["fedmri", "ditto"])  # ditto: its global model resumes on the server
+def test_server_resumes_after_a_crash_that_the_sites_outlived(tmp_path, algorithm):
+    reference, flower = configs(tmp_path, algorithm, rounds=3)
     Builder(reference, log=quiet).run().run()
 
     class Crash(LocalGrid):
