@@ -1,5 +1,6 @@
 """train_multi_gpu.py on the CPU with gloo, 2 processes: both launch forms, both layouts, equivalence
-with the single-process run, volumes scored once, resume, and only rank 0 writing."""
+with the single-process run (MOON's and Ditto's site state included), volumes scored once, resume,
+and only rank 0 writing."""
 
 import json
 import subprocess
@@ -119,6 +120,43 @@ def test_resume_under_ddp_continues_exactly(workspace):
     for key in ("global", "sites", "server", "best"):
         assert same(ckpt[key], ref_ckpt[key]), key
     assert metrics == ref_metrics
+
+
+@pytest.mark.parametrize(
+    "algorithm, resume",
+    [("moon", False), ("ditto", True)],
+    ids=["moon", "ditto-resumed"],
+)
+def test_site_state_of_moon_and_ditto_lives_on_the_owning_rank(tmp_path, algorithm, resume):
+    """MOON's previous local models and Ditto's personal models (and the optimiser state of its global
+    copy) stay on the rank that owns the site: round 2 reads them there (MOON), or from the checkpoint
+    after a restart of every rank (Ditto, whose server state resumes too). The run ends bitwise where
+    the single-process run ends."""
+    import train
+
+    data = tiny_config_dict(tmp_path, algorithm=algorithm, rounds=2)  # 2 sites: one per rank
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(data))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the ranks: float reductions depend on the thread count
+    try:
+        assert train.main(["--config", str(path), "name=single"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    if resume:
+        run(command("--config", str(path), "name=ddp", "fl.parallel=sites", "fl.rounds=1"))
+        run(command("--resume", str(tmp_path / "runs" / "ddp"), "fl.rounds=2", "--force"))
+    else:
+        proc = run(command("--config", str(path), "name=ddp", "fl.parallel=sites"))
+        assert "rank 0: fastmri; rank 1: brats" in proc.stdout
+    ckpt, metrics, results = load(tmp_path / "runs" / "ddp")
+    ref_ckpt, ref_metrics, ref_results = load(tmp_path / "runs" / "single")
+    for key in ("global", "sites", "server", "best", "history", "round"):
+        assert same(ckpt[key], ref_ckpt[key]), key
+    for site, state in ref_ckpt["sites"].items():  # the site state the ranks kept, not a fresh one
+        assert state["client"] and same(ckpt["sites"][site]["client"], state["client"]), site
+    assert metrics == ref_metrics
+    assert results | {"name": ""} == ref_results | {"name": ""}
 
 
 def test_bad_config_is_one_line_from_one_rank(workspace):

@@ -4,16 +4,19 @@ import copy
 import csv
 import io
 import json
+import math
 
 import pytest
 import torch
+from flwr.app import Message
 from torch import nn
 
 from build import Builder
 from config import validate_config
 from fl.algorithms.base import Payload, Reply
-from fl.flower.local import LocalGrid
+from fl.flower.local import LocalGrid, through_the_wire
 from fl.flower.server_app import serve
+from fl.flower.wire import payload_content, payload_of, reply_content, reply_of
 from fl.site import Site, SiteDiverged
 from tests.conftest import tiny_config_dict
 from utils.checkpoint import load_checkpoint
@@ -49,8 +52,20 @@ def rows(run_dir):
     return list(csv.DictReader(io.StringIO((run_dir / "metrics.csv").read_text())))
 
 
+def same(a, b):
+    """Equal nested state: tensors bit for bit (dtype included), everything else by value."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and set(a) == set(b) and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return isinstance(b, (list, tuple)) and len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
 def assert_same_run(reference, flower, tmp_path):
-    """Results, metrics (but the byte columns), global tensors and every site's model are identical."""
+    """Results, metrics (but the byte columns), global tensors, the algorithm's server state and every
+    site's model, optimiser and algorithm state are identical."""
     a = json.loads((reference.run_dir / "results.json").read_text())
     b = json.loads((flower.run_dir / "results.json").read_text())
     assert a | {"name": ""} == b | {"name": ""}
@@ -61,10 +76,14 @@ def assert_same_run(reference, flower, tmp_path):
     server = load_checkpoint(flower.run_dir / "checkpoints" / "last.ckpt")
     assert server["round"] == ref["round"] and set(server["global"]) == set(ref["global"])
     assert all(torch.equal(server["global"][n], ref["global"][n]) for n in ref["global"])
+    assert same(server["server"], ref["server"])  # e.g. SCAFFOLD's variate, Ditto's global model
     for site in ref["sites"]:
         own = load_checkpoint(tmp_path / "sites" / site / "flower" / site / "checkpoints" / "last.ckpt")
         for name, tensor in ref["sites"][site]["model"].items():  # decoders included
             assert torch.equal(own["sites"][site]["model"][name], tensor), (site, name)
+        # what the site keeps between messages: e.g. MOON's previous model, Ditto's optimiser state
+        for part in ("optimizer", "client"):
+            assert same(own["sites"][site][part], ref["sites"][site][part]), (site, part)
 
 
 @pytest.fixture(
@@ -75,8 +94,10 @@ def assert_same_run(reference, flower, tmp_path):
         ("fedavg", {"client_weights": "samples"}),
         ("singleset", {}),
         ("scaffold", {}),
+        ("moon", {}),
+        ("ditto", {}),
     ],
-    ids=["fedmri-all", "fedmri-self", "fedavg-samples", "singleset", "scaffold"],
+    ids=["fedmri-all", "fedmri-self", "fedavg-samples", "singleset", "scaffold", "moon", "ditto"],
 )
 def both_runs(request, tmp_path_factory):
     """One federation run in-process and on the in-process Flower grid, with the grid's message log."""
@@ -113,13 +134,16 @@ def test_messages_carry_only_shared_tensors_and_scalar_metrics(both_runs):
             for key, array in record.items():
                 seen.add((record_name, key.split("/")[0]))
                 name = key
-                if record_name == "extra":  # previous/<other site>/<name>, c/..., delta/...
+                if record_name == "extra":  # previous/<other site>/<name>, c/..., delta/..., global/...
                     prefix, _, name = key.partition("/")
-                    assert prefix in ("previous", "c", "delta"), key
+                    assert prefix in ("previous", "c", "delta", "global"), key
                     if prefix == "previous":
                         other, _, name = name.partition("/")
                         assert other in sites and other != site  # another site's, sent by the server
-                assert name in shared, key
+                if record_name == "extra" and prefix == "global":  # Ditto's global model, both ways
+                    assert config.fl.algorithm == "ditto" and name in shapes, key
+                else:
+                    assert name in shared, key
                 assert tuple(array.shape) == shapes[name]  # a weight of the shared set, never an image
         for record in records.metric_records.values():
             assert all(isinstance(v, int | float) for v in record.values())  # scalars, no lists
@@ -138,6 +162,13 @@ def test_messages_carry_only_shared_tensors_and_scalar_metrics(both_runs):
         assert not any(r == "extra" for r, _ in seen)  # nothing beyond the shared encoder
     if config.fl.algorithm == "scaffold":
         assert {("extra", "c"), ("extra", "delta")} <= seen
+    if config.fl.algorithm == "moon":  # the previous local models stay at the sites
+        assert shared == set(shapes) and not any(r == "extra" for r, _ in seen)
+    if config.fl.algorithm == "ditto":  # the personal models stay at the sites
+        assert not shared and {r for r, _ in seen} == {"extra"} and ("extra", "global") in seen
+        replies = [m.content for d, m in grid.log if d == "from_site" and m.metadata.message_type == "train"]
+        # Reply.values crosses too: round(half of 3 batches) steps on the global model
+        assert replies and all(dict(r.config_records["values"]) == {"global_steps": 2} for r in replies)
 
 
 def test_message_sizes_are_accounted_per_site_and_round(both_runs):
@@ -191,8 +222,9 @@ def test_sites_continue_from_their_disk_when_every_message_finds_a_fresh_node(tm
     assert_same_run(reference, flower, tmp_path)
 
 
-def test_server_resumes_after_a_crash_that_the_sites_outlived(tmp_path):
-    reference, flower = configs(tmp_path, "fedmri", rounds=3)
+@pytest.mark.parametrize("algorithm", ["fedmri", "ditto"])  # ditto: its global model resumes on the server
+def test_server_resumes_after_a_crash_that_the_sites_outlived(tmp_path, algorithm):
+    reference, flower = configs(tmp_path, algorithm, rounds=3)
     Builder(reference, log=quiet).run().run()
 
     class Crash(LocalGrid):
@@ -302,3 +334,68 @@ def test_fedmri_sends_a_site_the_other_sites_encoders_and_the_site_keeps_its_own
     assert server.extra("a", 2) == {}  # nothing beyond the shared encoder
     client.reply(1, Payload(global_state), model, encoders["a"], steps=1, lr=1.0)
     assert penalty(client, 2, {}) == pytest.approx(float(term(["a"])))
+
+
+def _same_tensors(a, b):
+    assert list(a) == list(b)
+    for name, tensor in a.items():
+        assert b[name].dtype == tensor.dtype and b[name].shape == tensor.shape, name
+        assert b[name].numpy().tobytes() == tensor.contiguous().numpy().tobytes(), name  # bit for bit
+
+
+def _same_values(a, b):
+    assert list(a) == list(b)
+    for key, value in a.items():
+        assert type(b[key]) is type(value), key
+        assert b[key] == value or (value != value and b[key] != b[key]), key  # nan stays nan
+        if isinstance(value, float):
+            assert math.copysign(1.0, b[key]) == math.copysign(1.0, value), key  # -0.0 stays -0.0
+
+
+def test_payloads_and_replies_cross_the_wire_whole():
+    """Every tensor (name, dtype, shape, bits) and every value (type included) arrives as it was sent."""
+    LocalGrid([])  # Flower's task identity, which every message needs
+    torch.manual_seed(0)
+    tensors = {
+        "encoder.0.weight": torch.randn(4, 1, 3, 3),
+        "c/encoder.0.bias": torch.randn(4, dtype=torch.float64),
+        "global/norm.num_batches_tracked": torch.tensor(7),  # 0-dim int64
+        "half": torch.randn(2, 3).half(),
+        "mask": torch.tensor([True, False, True]),
+        "bytes": torch.arange(5, dtype=torch.uint8),
+        "ints": torch.tensor([-3, 2], dtype=torch.int32),
+        "empty": torch.zeros(0, 3),
+        "transposed": torch.randn(3, 2).t(),  # not contiguous
+        "special": torch.tensor([math.nan, math.inf, -math.inf, -0.0]),
+    }
+    values = {
+        "yes": True, "no": False, "steps": 3, "zero": 0, "negative": -(2**62), "largest": 2**63 - 1,
+        "rate": 1.5e-4, "whole": 2.0, "nan": math.nan, "inf": -math.inf, "minus_zero": -0.0,
+        "name": "brats", "empty": "", "unicode": "é/ü",
+    }  # fmt: skip
+
+    def through(content):
+        message = Message(content, dst_node_id=1, message_type="train", group_id="1")
+        message.metadata.__dict__["_message_id"] = message.object_id
+        return through_the_wire(message).content
+
+    global_state = {"encoder.0.weight": tensors["encoder.0.weight"]}
+    round_record = {"round": {"name": "run", "round": 1, "step": "train"}}
+    payload = payload_of(through(payload_content(Payload(global_state, tensors, values), round_record)))
+    _same_tensors(global_state, payload.global_state)
+    _same_tensors(tensors, payload.extra)
+    _same_values(values, payload.values)
+
+    sent = Reply(dict(reversed(tensors.items())), {"delta/x": torch.ones(2)}, values)
+    received = reply_of(through(reply_content(sent, {"status": {"site": "a"}})))
+    _same_tensors(sent.shared, received.shared)
+    _same_tensors(sent.extra, received.extra)
+    _same_values(values, received.values)
+
+    # Nothing more than before for an algorithm without values; a skipped site sends no tensors.
+    plain = through(reply_content(Reply(global_state), {"status": {"site": "a"}}))
+    assert set(plain.config_records) == {"status"} and reply_of(plain).values == {}
+    skipped = through(reply_content(None, {"status": {"site": "a", "train": "skipped: nan"}}))
+    assert not skipped.array_records and reply_of(skipped) == Reply()
+    with pytest.raises(TypeError, match="value 'shape'"):
+        payload_content(Payload({}, values={"shape": [1, 2]}), round_record)

@@ -3,8 +3,9 @@
 Three messages reach it (``fl/flower/wire.py`` lists what they hold):
 
 - ``query.identify``: the site names itself; nothing else crosses and torch is not even imported;
-- ``train``: the round's payload (global shared tensors and the algorithm's extra tensors); the site
-  trains and replies with its shared tensors, its extra tensors, its training loss and status;
+- ``train``: the round's payload (global shared tensors, the algorithm's extra tensors and values);
+  the site trains and replies with its shared tensors, its extra tensors and values, its training
+  loss and status;
 - ``evaluate``: ``step: validate`` with the new global tensors (the site validates and keeps its
   best round), or ``step: test`` after the last round (the best model's test metrics).
 
@@ -101,8 +102,15 @@ def _worker(config, log):
 
 
 def _handle(message: Message, context: Context, settings: NodeSettings) -> RecordDict:
-    from fl.algorithms.base import Payload
-    from fl.flower.wire import arrays_of, config_of, content, metric_record, summary_record
+    from fl.flower.wire import (
+        arrays_of,
+        config_of,
+        content,
+        metric_record,
+        payload_of,
+        reply_content,
+        summary_record,
+    )
 
     step: dict[str, Any] = config_of(message.content, "round")
     rnd, name, kind = int(step["round"]), str(step["name"]), str(step.get("step", ""))
@@ -116,15 +124,11 @@ def _handle(message: Message, context: Context, settings: NodeSettings) -> Recor
             worker.start_fresh(bool(step.get("overwrite", False)))
         else:
             worker.load_completed(rnd - 1)
-        payload = Payload(arrays_of(message.content, "global"), arrays_of(message.content, "extra"))
-        result = worker.train(rnd, payload)
-        arrays = {}
-        if result.reply is not None:
-            arrays = {"shared": result.reply.shared, "extra": result.reply.extra}
+        result = worker.train(rnd, payload_of(message.content))
         metrics = {"train": metric_record({"loss": result.loss, "train_slices": result.train_slices})}
         if result.values:
             metrics["train_values"] = metric_record(result.values)
-        return content(configs={"status": status | {"train": result.status}}, arrays=arrays, metrics=metrics)
+        return reply_content(result.reply, {"status": status | {"train": result.status}}, metrics)
     if kind == "validate":
         val = worker.validate(rnd, arrays_of(message.content, "global"))
         return content(configs={"status": status}, metrics={"val": summary_record(val)})

@@ -1,11 +1,12 @@
 """The server side of the Flower app: the round loop's transport, where every step is a message.
 
 Per round ``t`` each site gets two messages: ``train`` (the round's payload: the global shared
-tensors and the algorithm's extra tensors; the reply carries the site's shared tensors, its extra
-tensors, its training loss and status) and, after aggregation, ``evaluate`` with ``split: val`` (the
-new global tensors; the site validates, keeps its best round and replies with its metrics). After
-the last round, ``evaluate`` with ``split: test`` tests every site's best model. Before the first
-round every SuperNode names its site (``query.identify``). ``fl/flower/wire.py`` lists the records.
+tensors, the algorithm's extra tensors and values; the reply carries the site's shared tensors, its
+extra tensors and values, its training loss and status) and, after aggregation, ``evaluate`` with
+``split: val`` (the new global tensors; the site validates, keeps its best round and replies with
+its metrics). After the last round, ``evaluate`` with ``split: test`` tests every site's best
+model. Before the first round every SuperNode names its site (``query.identify``).
+``fl/flower/wire.py`` lists the records.
 
 The bytes of a site's round in ``metrics.csv`` are the serialised sizes of its two exchanges, and
 ``traffic.csv`` lists every message. Sites keep their own state (decoders, optimiser, best model)
@@ -32,11 +33,12 @@ from fl.flower.nodes import SiteDirectory, send_and_wait
 from fl.flower.wire import (
     EVALUATE,
     TRAIN,
-    arrays_of,
     config_of,
     content,
     message_bytes,
     metrics_of,
+    payload_content,
+    reply_of,
     tensor_stats,
 )
 from fl.site import FitResult
@@ -168,11 +170,14 @@ class FlowerTransport(Transport):
             out[site] = reply.content
         return out
 
-    def _content(self, site: str, step: dict[str, Any], arrays: Mapping[str, TensorDict]) -> RecordDict:
+    def _configs(self, site: str, step: dict[str, Any]) -> dict[str, dict[str, Any]]:
         configs: dict[str, dict[str, Any]] = {"round": {"name": self.name, **step}}
         if self.nodes[site] not in self.configured:
             configs["config"] = {"json": json.dumps(self.site_config(site))}
-        return content(configs=configs, arrays=arrays)
+        return configs
+
+    def _content(self, site: str, step: dict[str, Any], arrays: Mapping[str, TensorDict]) -> RecordDict:
+        return content(configs=self._configs(site, step), arrays=arrays)
 
     # -- the loop's requests -------------------------------------------------------------------
     def prepare(self, rnd: int, payloads: dict[str, Payload]) -> dict[str, Reply]:
@@ -186,12 +191,7 @@ class FlowerTransport(Transport):
         step: dict[str, Any] = {"round": rnd, "step": "train"}
         if self.fresh:
             step |= {"fresh": rnd == 1, "overwrite": self.overwrite}
-        contents = {
-            site: self._content(
-                site, step, {"global": payloads[site].global_state, "extra": payloads[site].extra}
-            )
-            for site in self.sites
-        }
+        contents = {site: payload_content(payloads[site], self._configs(site, step)) for site in self.sites}
         replies = self._exchange(TRAIN, rnd, contents)
         self.fresh = False
         results = {}
@@ -202,7 +202,7 @@ class FlowerTransport(Transport):
             result = FitResult(status, float(train.get("loss", math.nan)), int(train.get("train_slices", 1)))
             result.values = {k: float(v) for k, v in (metrics_of(reply, "train_values") or {}).items()}
             if status == "ok":
-                result.reply = Reply(arrays_of(reply, "shared"), arrays_of(reply, "extra"))
+                result.reply = reply_of(reply)
             results[site] = result
         return results
 

@@ -2,26 +2,32 @@
 
 A message's content is a Flower ``RecordDict`` of named records:
 
-========== ============= =========================================================================
-record     type          holds
-========== ============= =========================================================================
-round      ConfigRecord  server -> site: the run's name, round number, step (``train``, ``validate``
-                         or ``test``), whether the run starts fresh (and may replace a run)
-config     ConfigRecord  server -> site, first message to a node only: the federation config of
-                         this site (JSON text; hyper-parameters, its source options and mask)
-global     ArrayRecord   server -> site: the global shared tensors (train: the payload's; validate: the
-                         new ones after aggregation)
-extra      ArrayRecord   server -> site, train: the payload's extra tensors (e.g. other sites' previous
-                         encoders, SCAFFOLD's server variate); site -> server, train: the reply's
-                         (e.g. SCAFFOLD's variate change)
-status     ConfigRecord  site -> server: its name; ``ok``, ``skipped: ...`` or ``diverged: ...``;
-                         or ``error``: one line naming what is wrong at the site
-train      MetricRecord  site -> server: mean training loss, training slices (aggregation weight)
-shared     ArrayRecord   site -> server: its shared tensors after the local fit
-val        MetricRecord  site -> server, validate: validation metrics of the round (NMSE, PSNR, SSIM)
-test_*     MetricRecord  site -> server, at the end: test metrics of its best model and zero-filled
-best       MetricRecord  site -> server, at the end: its best round and validation PSNR
-========== ============= =========================================================================
+============ ============= =======================================================================
+record       type          holds
+============ ============= =======================================================================
+round        ConfigRecord  server -> site: the run's name, round number, step (``train``, ``validate``
+                           or ``test``), whether the run starts fresh (and may replace a run)
+config       ConfigRecord  server -> site, first message to a node only: the federation config of
+                           this site (JSON text; hyper-parameters, its source options and mask)
+global       ArrayRecord   server -> site: the global shared tensors (train: the payload's; validate: the
+                           new ones after aggregation)
+extra        ArrayRecord   server -> site, train: the payload's extra tensors (e.g. other sites' previous
+                           encoders, SCAFFOLD's server variate); site -> server, train: the reply's
+                           (e.g. SCAFFOLD's variate change)
+values       ConfigRecord  server -> site, train: the payload's plain values; site -> server, train: the
+                           reply's (e.g. Ditto's optimiser steps on its global model); only if any
+status       ConfigRecord  site -> server: its name; ``ok``, ``skipped: ...`` or ``diverged: ...``;
+                           or ``error``: one line naming what is wrong at the site
+train        MetricRecord  site -> server: mean training loss, training slices (aggregation weight)
+train_values MetricRecord  site -> server, train: the fit's loss parts and the plan's diagnostics
+shared       ArrayRecord   site -> server: its shared tensors after the local fit
+val          MetricRecord  site -> server, validate: validation metrics of the round (NMSE, PSNR, SSIM)
+test_*       MetricRecord  site -> server, at the end: test metrics of its best model and zero-filled
+best         MetricRecord  site -> server, at the end: its best round and validation PSNR
+============ ============= =======================================================================
+
+A payload and a reply cross whole (:func:`payload_content`, :func:`payload_of`, :func:`reply_content`,
+:func:`reply_of`): every tensor with its name, dtype and shape, every value with its type.
 """
 
 from __future__ import annotations
@@ -37,6 +43,8 @@ from utils.errors import UserError
 
 if TYPE_CHECKING:  # torch is imported where tensors are converted: naming a site needs no torch
     from torch import Tensor
+
+    from fl.algorithms.base import Payload, Reply
 
 IDENTIFY = "query.identify"  # the site names itself (nothing else is exchanged)
 TRAIN = "train"  # the round's local fit
@@ -109,6 +117,53 @@ def content(
         records[name] = to_record(tensors)
     records.update(metrics or {})
     return RecordDict(records)
+
+
+def values_record(values: Mapping[str, Any]) -> dict[str, Any]:
+    """A payload's or reply's plain values as ConfigRecord values, each a bool, int, float or str (the
+    types a ConfigRecord carries back unchanged); anything else is a TypeError naming its key."""
+    for key, value in values.items():
+        if not isinstance(value, bool | int | float | str):
+            raise TypeError(f"value {key!r}: a {type(value).__name__}; a payload or reply carries only "
+                            "bool, int, float and str values")  # fmt: skip
+    return dict(values)
+
+
+def payload_content(payload: Payload, configs: Mapping[str, Mapping[str, Any]]) -> RecordDict:
+    """A train message's content: the config records ``configs`` and the payload (global and extra
+    tensors; its values when it has any)."""
+    if payload.values:
+        configs = {**configs, "values": values_record(payload.values)}
+    return content(configs=configs, arrays={"global": payload.global_state, "extra": payload.extra})
+
+
+def payload_of(received: RecordDict) -> Payload:
+    """The payload of a train message's content."""
+    from fl.algorithms.base import Payload
+
+    return Payload(arrays_of(received, "global"), arrays_of(received, "extra"), config_of(received, "values"))
+
+
+def reply_content(
+    reply: Reply | None,
+    configs: Mapping[str, Mapping[str, Any]],
+    metrics: Mapping[str, MetricRecord] | None = None,
+) -> RecordDict:
+    """A train reply's content: ``configs``, ``metrics`` and the reply (shared and extra tensors; its
+    values when it has any), or no reply (a site that sat the round out)."""
+    if reply is None:
+        return content(configs=configs, metrics=metrics)
+    if reply.values:
+        configs = {**configs, "values": values_record(reply.values)}
+    arrays = {"shared": reply.shared, "extra": reply.extra}
+    return content(configs=configs, arrays=arrays, metrics=metrics)
+
+
+def reply_of(received: RecordDict) -> Reply:
+    """The reply of a train reply's content."""
+    from fl.algorithms.base import Reply
+
+    return Reply(arrays_of(received, "shared"), arrays_of(received, "extra"), config_of(received, "values"))
 
 
 def message_bytes(message: Message) -> int:
