@@ -68,10 +68,21 @@ def assert_same_run(reference, flower, tmp_path):
     site's model, optimiser and algorithm state are identical."""
     a = json.loads((reference.run_dir / "results.json").read_text())
     b = json.loads((flower.run_dir / "results.json").read_text())
+    # Each test volume's metrics stay at the site (volume names may identify patients): the server's
+    # results hold the summaries, the site's own results.json the volumes.
+    for site, values in a["sites"].items():
+        assert "volumes" not in b["sites"][site]
+        own = json.loads((tmp_path / "sites" / site / "flower" / site / "results.json").read_text())
+        assert own["sites"][site]["volumes"] == values.pop("volumes")
     assert a | {"name": ""} == b | {"name": ""}
     columns = ("round", "site", "split", "loss", "nmse", "psnr", "ssim", "lr", "status", *DIAGNOSTIC_COLUMNS)
     strip = [[{k: r[k] for k in columns} for r in rows(run.run_dir)] for run in (reference, flower)]
     assert strip[0] == strip[1]
+    steps = [
+        json.loads((run.run_dir / "timing.json").read_text())["local_steps_per_round"]
+        for run in (reference, flower)
+    ]
+    assert steps[0] == steps[1] and steps[0] > 0  # the sites report their optimiser steps
     ref = load_checkpoint(reference.run_dir / "checkpoints" / "last.ckpt")
     server = load_checkpoint(flower.run_dir / "checkpoints" / "last.ckpt")
     assert server["round"] == ref["round"] and set(server["global"]) == set(ref["global"])

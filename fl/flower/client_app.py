@@ -125,7 +125,11 @@ def _handle(message: Message, context: Context, settings: NodeSettings) -> Recor
         else:
             worker.load_completed(rnd - 1)
         result = worker.train(rnd, payload_of(message.content))
-        metrics = {"train": metric_record({"loss": result.loss, "train_slices": result.train_slices})}
+        metrics = {
+            "train": metric_record(
+                {"loss": result.loss, "train_slices": result.train_slices, "steps": result.steps}
+            )
+        }
         if result.values:
             metrics["train_values"] = metric_record(result.values)
         return reply_content(result.reply, {"status": status | {"train": result.status}}, metrics)
@@ -140,8 +144,8 @@ def _handle(message: Message, context: Context, settings: NodeSettings) -> Recor
             "test_zero_filled": summary_record(tested["zero_filled"]),
             "best": metric_record({"round": int(tested["best_round"]), "val_psnr": tested["best_psnr"]}),
         }
-        volumes = json.dumps(tested.get("volumes", {}))
-        return content(configs={"status": status, "volumes": {"json": volumes}}, metrics=metrics)
+        # Per-volume metrics stay in the site's own results.json: volume names may identify patients.
+        return content(configs={"status": status}, metrics=metrics)
     raise UserError(
         f"site {settings.site}: unknown step {kind!r} in a {message.metadata.message_type} message"
     )

@@ -200,6 +200,7 @@ class FlowerTransport(Transport):
             status = str(config_of(reply, "status").get("train", "ok"))
             train = metrics_of(reply, "train") or {}
             result = FitResult(status, float(train.get("loss", math.nan)), int(train.get("train_slices", 1)))
+            result.steps = int(train.get("steps", 0))
             result.values = {k: float(v) for k, v in (metrics_of(reply, "train_values") or {}).items()}
             if status == "ok":
                 result.reply = reply_of(reply)
@@ -236,12 +237,10 @@ class FlowerTransport(Transport):
             model, zero_filled = metrics_of(reply, "test_model"), metrics_of(reply, "test_zero_filled")
             if model is None or zero_filled is None:
                 raise UserError(f"site {site}: sent no test metrics")
-            volumes = config_of(reply, "volumes").get("json")
             out[site] = {
                 "best_round": int(best.get("round", 0)),
                 "model": model,
                 "zero_filled": zero_filled,
-                **({"volumes": json.loads(str(volumes))} if volumes else {}),
                 **self._bytes[site],
             }
         return out
