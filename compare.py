@@ -106,6 +106,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="FOLDER",
         help="rebuild the tables and figures of FOLDER from its raw result files, without training",
     )
+    parser.add_argument(
+        "--first",
+        default="",
+        help="comma-separated variants (run names without -s<seed>, e.g. fedmri,fedavg) trained first, "
+        "every seed of each; the rest follow seed by seed",
+    )
     parser.add_argument("--force", action="store_true", help="retrain runs that are already complete")
     parser.add_argument(
         "--jobs",
@@ -331,8 +337,19 @@ def run_all(args: argparse.Namespace, log: Any = print) -> dict[str, Any]:
         raise UserError(f"--jobs: must be >= 1 (got {args.jobs})")
     start, trained_time, trained = time.perf_counter(), 0.0, 0
     todo = [k for k, (c, d) in planned.items() if args.force or not _is_complete(d, c.to_dict())]
-    # Seed by seed: every method's first seed finishes before any method's second one starts.
-    todo.sort(key=lambda k: seeds.index(planned[k][0].seed) if planned[k][0].seed in seeds else 0)
+    # --first variants with all their seeds, then seed by seed: every other variant's first seed
+    # finishes before any second one starts.
+    first = [k.strip() for k in args.first.split(",") if k.strip()]
+    unknown = [k for k in first if not any(k == _variant_of(key) for key in planned)]
+    if unknown:
+        raise UserError(f"--first: no variant {', '.join(unknown)}; expected some of {', '.join(planned)}")
+
+    def order(key: str) -> tuple[int, int]:
+        variant = _variant_of(key)
+        rank = first.index(variant) if variant in first else len(first)
+        return rank, seeds.index(planned[key][0].seed) if planned[key][0].seed in seeds else 0
+
+    todo.sort(key=order)
     number = {key: i for i, key in enumerate(planned, 1)}
 
     def keep(key: str) -> None:
@@ -372,6 +389,12 @@ def run_all(args: argparse.Namespace, log: Any = print) -> dict[str, Any]:
     reconstruction_figures(results, planned, rows, seeds[0])
     log(f"wrote {results}/figures/reconstructions.png and errors.png")
     return json.loads((results / "comparison.json").read_text())
+
+
+def _variant_of(key: str) -> str:
+    """The variant a run belongs to: its name less the ``-s<seed>`` suffix."""
+    head, _, tail = key.rpartition("-s")
+    return head if head and tail.isdigit() else key
 
 
 def _overrides_of(key: str, rows: list[dict[str, Any]]) -> list[str]:

@@ -109,7 +109,7 @@ def test_report_errors_are_one_line(tmp_path, capsys):
 STUDY = ROOT / "docs" / "results" / "study"
 
 
-@pytest.mark.skipif(not (STUDY / "manifest.json").is_file(), reason="no committed study")
+@pytest.mark.skipif(not (STUDY / "comparison.md").is_file(), reason="no committed study")
 def test_the_committed_study_tables_come_from_its_committed_raw_files(tmp_path):
     import compare_report
 
@@ -122,3 +122,20 @@ def test_the_committed_study_tables_come_from_its_committed_raw_files(tmp_path):
     compare_report.write_report(copy, log=lambda _: None)
     for name in ("comparison.md", "comparison.csv", "comparison.json"):
         assert (copy / name).read_bytes() == (STUDY / name).read_bytes(), name
+
+
+def test_first_variants_train_with_all_their_seeds_before_the_rest(study):
+    args = [
+        *study["args"],
+        "--name",
+        "ordered",
+        "--results",
+        str(study["tmp"] / "ordered"),
+        "--first",
+        "fedavg",
+    ]
+    lines: list[str] = []
+    compare.run_all(compare.parse_args(args), log=lines.append)
+    trained = [line.split("] ")[1].split(":")[0] for line in lines if ": training (" in line]
+    assert trained == ["fedavg-s3", "fedavg-s5", "fedmri-s3", "fedmri-s5"]
+    assert compare.main([*study["args"], "--first", "fedfoo"]) == 2
