@@ -477,12 +477,30 @@ def _train_worker(key: str, config_dict: dict[str, Any], run_dir: str, force: bo
 
     from config import validate_config
 
+    _exit_with_parent()
     torch.set_num_threads(threads)
 
     def log(line: str) -> None:
         print("\n".join(f"    {key} | {part}" for part in line.split("\n")), flush=True)
 
     return _train(validate_config(config_dict), Path(run_dir), force, log)
+
+
+def _exit_with_parent(poll_seconds: float = 2.0) -> None:
+    """End this worker process when the comparison that started it is gone (killed, not interrupted
+    from the terminal, which stops the whole process group): an orphan would go on training, and the
+    next comparison would meet its run locks. Its run resumes after its last completed round."""
+    import os
+    import threading
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_seconds)
+        os._exit(3)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def _train_in_parallel(

@@ -47,6 +47,9 @@ def test_every_variant_trains_once_per_seed_with_that_seed(study):
     a, b = _raw(results, "fedavg-s3"), _raw(results, "fedavg-s5")
     assert a["sites"]["fastmri"]["volumes"] != b["sites"]["fastmri"]["volumes"]
     assert study["data"]["methods"]["FedAvg"]["seeds"] == [3, 5]
+    # The t-SNE panels present (FedAvg and FedMRI, first seed) are embedded once and drawn.
+    assert sorted(p.name for p in (results / "latent").iterdir()) == ["fedavg-s3.json", "fedmri-s3.json"]
+    assert (results / "figures" / "tsne.png").is_file() and (results / "figures" / "val_psnr.png").is_file()
     manifest = json.loads((results / "manifest.json").read_text())
     assert manifest["seeds"] == [3, 5] and "--seeds 3,5" in manifest["command"]
 
@@ -139,3 +142,44 @@ def test_first_variants_train_with_all_their_seeds_before_the_rest(study):
     trained = [line.split("] ")[1].split(":")[0] for line in lines if ": training (" in line]
     assert trained == ["fedavg-s3", "fedavg-s5", "fedmri-s3", "fedmri-s5"]
     assert compare.main([*study["args"], "--first", "fedfoo"]) == 2
+
+
+def test_workers_end_when_the_comparison_is_killed(tmp_path):
+    """Killing compare.py (not its process group) must not leave --jobs workers training on: the next
+    comparison would meet their run locks."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_config_dict(tmp_path, rounds=200)))
+    args = [sys.executable, str(ROOT / "compare.py"), "--config", str(config), "--algorithms",
+            "fedavg,singleset", "--jobs", "2", "--name", "killed"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    parent = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    locks = tmp_path / "runs" / "killed" / "runs"
+    deadline = time.time() + 120
+    pids: list[int] = []
+    while time.time() < deadline and len(pids) < 2:
+        time.sleep(0.5)
+        pids = [int(t) for p in locks.glob(".*.lock") if (t := p.read_text().strip()).isdigit()]
+    assert len(pids) == 2, "the workers never started"
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+
+    def alive(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    deadline = time.time() + 30
+    while time.time() < deadline and any(alive(p) for p in pids):
+        time.sleep(0.5)
+    survivors = [p for p in pids if alive(p)]
+    for pid in survivors:
+        os.kill(pid, signal.SIGKILL)
+    assert not survivors, "workers outlived the comparison"
