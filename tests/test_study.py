@@ -183,3 +183,18 @@ def test_workers_end_when_the_comparison_is_killed(tmp_path):
     for pid in survivors:
         os.kill(pid, signal.SIGKILL)
     assert not survivors, "workers outlived the comparison"
+
+
+def test_claims_table_counts_the_paired_verdicts_of_the_csv(study):
+    results = study["results"]
+    claims = (results / "claims.md").read_text()
+    rows = [r for r in csv.DictReader(open(results / "comparison.csv")) if r["method"] == "FedAvg"]
+    per_site = [r["verdict"] for r in rows if r["site"] != "mean"]
+    assert len(per_site) == 6  # 2 sites x 3 metrics
+    expected = (
+        f"of 6 (method, site, metric) pairs against FedMRI, {per_site.count('worse')} worse, "
+        f"{per_site.count('better')} better, {per_site.count('no detectable difference')} not detectable"
+    )
+    assert expected in claims
+    assert "FedAvg nearly fails on the most shifted sites" in claims
+    assert "the sites into a common space" not in claims  # no SingleSet run: no t-SNE verdict
