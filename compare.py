@@ -421,8 +421,8 @@ def _command(args: argparse.Namespace) -> str:
 
 
 def latent_files(results: Path, planned: dict[str, Any], rows: list[dict[str, Any]], log: Any) -> None:
-    """The t-SNE embedding of bottleneck features (latent.py) of the first seed of each of the paper's
-    four t-SNE methods present, written once to ``<results>/latent/<run>.json``."""
+    """The t-SNE embedding and site separability of bottleneck features (latent.py) of every run of the
+    paper's four t-SNE methods present, written once to ``<results>/latent/<run>.json``."""
     import compare_report
     from utils.io import atomic_write_text
 
@@ -439,15 +439,15 @@ def latent_files(results: Path, planned: dict[str, Any], rows: list[dict[str, An
         )
         if row is None:
             continue
-        key = next(iter(row["runs"].values()))
-        path = results / "latent" / f"{key}.json"
-        if path.is_file() or planned[key][0].model.kind != "unet":
-            continue
-        from latent import latent_summary
+        for key in row["runs"].values():
+            path = results / "latent" / f"{key}.json"
+            if path.is_file() or planned[key][0].model.kind != "unet":
+                continue
+            from latent import latent_summary
 
-        summary = latent_summary(planned[key][1], seed=0)
-        atomic_write_text(path, json.dumps(summary) + "\n")
-        log(f"{title}: bottleneck features of {key} embedded -> {path}")
+            summary = latent_summary(planned[key][1], seed=0)
+            atomic_write_text(path, json.dumps(summary) + "\n")
+            log(f"{title}: bottleneck features of {key} embedded -> {path}")
 
 
 def _what(config: Any) -> str:

@@ -137,9 +137,13 @@ def site_separability(
         ``accuracy`` and ``accuracy_std`` (mean and population std over the folds), ``fold_accuracies``,
         ``folds``, ``chance`` (the share of the largest site: the accuracy of always answering the most
         common site, which is 1 / number of sites when the sites are equally large), ``sites`` (their
-        count) and ``samples``. Lower accuracy = sites less separated; ``chance`` = not separated at all.
+        count), ``samples`` and ``silhouette``: the mean silhouette coefficient of the standardised
+        features with the sites as clusters (Euclidean; -1 to 1, 0 = sites overlap, 1 = compact and
+        apart), which still ranks runs when every one of them is linearly separable (accuracy 1).
+        Lower accuracy or silhouette = sites less separated; ``chance`` = not separated at all.
     """
     from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import silhouette_score
     from sklearn.model_selection import StratifiedKFold, cross_val_score
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -164,6 +168,7 @@ def site_separability(
         "chance": float(counts.max() / counts.sum()),
         "sites": len(names),
         "samples": len(labels),
+        "silhouette": float(silhouette_score(StandardScaler().fit_transform(features), labels)),
     }
 
 
@@ -203,7 +208,10 @@ def latent_summary(
 def panel_title(title: str, summary: dict[str, Any]) -> str:
     """A panel's title: its name and the site classifier's accuracy against chance."""
     s = summary["separability"]
-    return f"{title}\nsite accuracy {s['accuracy']:.2f} ± {s['accuracy_std']:.2f} (chance {s['chance']:.2f})"
+    line = f"site accuracy {s['accuracy']:.2f} ± {s['accuracy_std']:.2f} (chance {s['chance']:.2f})"
+    if "silhouette" in s:
+        line += f", silhouette {s['silhouette']:.2f}"
+    return f"{title}\n{line}"
 
 
 def tsne_figure(path: str | Path, panels: list[tuple[str, dict[str, Any]]]) -> None:

@@ -206,3 +206,15 @@ def test_command_line_errors_are_one_line_and_exit_2(argv, needle, tmp_path, mon
     assert latent.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and needle in err[0], err
+
+
+def test_silhouette_matches_its_closed_form_and_is_zero_without_separation():
+    # Two 1-D sites N(-10, 1) and N(+10, 1): a point's mean distance to its own site is E|X - Y| =
+    # 2 / sqrt(pi) = 1.128 for independent N(0, 1) X, Y, and about 20 to the other site, so the
+    # silhouette is about 1 - 1.128 / 20 = 0.944 (standardising scales both distances alike).
+    rng = np.random.default_rng(4)
+    features = np.concatenate([rng.normal(-10, 1, (500, 1)), rng.normal(10, 1, (500, 1))])
+    labels = np.repeat(["a", "b"], 500)
+    assert latent.site_separability(features, labels)["silhouette"] == pytest.approx(0.944, abs=0.01)
+    same = latent.site_separability(rng.standard_normal((400, 8)), np.tile(["a", "b", "c", "d"], 100))
+    assert abs(same["silhouette"]) < 0.03

@@ -20,12 +20,12 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    """FedAvg and FedMRI, seeds 3 and 5, two rounds each on the tiny federation."""
+    """FedMRI, FedAvg and SingleSet, seeds 3 and 5, two rounds each on the tiny federation."""
     tmp = tmp_path_factory.mktemp("study")
     config = tmp / "tiny.yaml"
     config.write_text(yaml.safe_dump(tiny_config_dict(tmp, rounds=2)))
     results = tmp / "results"
-    args = ["--config", str(config), "--algorithms", "fedmri,fedavg", "--seeds", "3,5",
+    args = ["--config", str(config), "--algorithms", "fedmri,fedavg,singleset", "--seeds", "3,5",
             "--results", str(results), "--name", "study"]  # fmt: skip
     lines: list[str] = []
     data = compare.run_all(compare.parse_args(args), log=lines.append)
@@ -39,7 +39,7 @@ def _raw(results: Path, key: str) -> dict:
 def test_every_variant_trains_once_per_seed_with_that_seed(study):
     results, tmp = study["results"], study["tmp"]
     keys = sorted(p.stem for p in (results / "runs").glob("*.json"))
-    assert keys == ["fedavg-s3", "fedavg-s5", "fedmri-s3", "fedmri-s5"]
+    assert keys == ["fedavg-s3", "fedavg-s5", "fedmri-s3", "fedmri-s5", "singleset-s3", "singleset-s5"]
     for key in keys:
         saved = yaml.safe_load((tmp / "runs" / "study" / "runs" / key / "config.yaml").read_text())
         assert saved["seed"] == int(key[-1]) == _raw(results, key)["seed"]
@@ -47,8 +47,8 @@ def test_every_variant_trains_once_per_seed_with_that_seed(study):
     a, b = _raw(results, "fedavg-s3"), _raw(results, "fedavg-s5")
     assert a["sites"]["fastmri"]["volumes"] != b["sites"]["fastmri"]["volumes"]
     assert study["data"]["methods"]["FedAvg"]["seeds"] == [3, 5]
-    # The t-SNE panels present (FedAvg and FedMRI, first seed) are embedded once and drawn.
-    assert sorted(p.name for p in (results / "latent").iterdir()) == ["fedavg-s3.json", "fedmri-s3.json"]
+    # The t-SNE methods present (SingleSet, FedAvg and FedMRI) are embedded once per run and drawn.
+    assert sorted(p.stem for p in (results / "latent").iterdir()) == keys
     assert (results / "figures" / "tsne.png").is_file() and (results / "figures" / "val_psnr.png").is_file()
     manifest = json.loads((results / "manifest.json").read_text())
     assert manifest["seeds"] == [3, 5] and "--seeds 3,5" in manifest["command"]
@@ -95,7 +95,7 @@ def test_an_interrupted_study_continues_with_only_the_missing_runs(study):
     (results / "runs" / "fedavg-s5.json").unlink()
     lines: list[str] = []
     compare.run_all(compare.parse_args(study["args"]), log=lines.append)
-    assert sum(line.endswith("reused") for line in lines) == 3
+    assert sum(line.endswith("reused") for line in lines) == 5
     assert sum(": done in " in line for line in lines) == 1 and any("fedavg-s5: done" in ln for ln in lines)
     # The retrained run repeats bit for bit, so the tables come out the same.
     assert (results / "comparison.md").read_bytes() == before
@@ -140,7 +140,7 @@ def test_first_variants_train_with_all_their_seeds_before_the_rest(study):
     lines: list[str] = []
     compare.run_all(compare.parse_args(args), log=lines.append)
     trained = [line.split("] ")[1].split(":")[0] for line in lines if ": training (" in line]
-    assert trained == ["fedavg-s3", "fedavg-s5", "fedmri-s3", "fedmri-s5"]
+    assert trained == ["fedavg-s3", "fedavg-s5", "fedmri-s3", "singleset-s3", "fedmri-s5", "singleset-s5"]
     assert compare.main([*study["args"], "--first", "fedfoo"]) == 2
 
 
@@ -186,15 +186,28 @@ def test_workers_end_when_the_comparison_is_killed(tmp_path):
 
 
 def test_claims_table_counts_the_paired_verdicts_of_the_csv(study):
+    import compare_report
+
     results = study["results"]
     claims = (results / "claims.md").read_text()
-    rows = [r for r in csv.DictReader(open(results / "comparison.csv")) if r["method"] == "FedAvg"]
+    rows = [
+        r for r in csv.DictReader(open(results / "comparison.csv")) if r["method"] in ("FedAvg", "SingleSet")
+    ]
     per_site = [r["verdict"] for r in rows if r["site"] != "mean"]
-    assert len(per_site) == 6  # 2 sites x 3 metrics
+    assert len(per_site) == 12  # 2 methods x 2 sites x 3 metrics
     expected = (
-        f"of 6 (method, site, metric) pairs against FedMRI, {per_site.count('worse')} worse, "
+        f"of 12 (method, site, metric) pairs against FedMRI, {per_site.count('worse')} worse, "
         f"{per_site.count('better')} better, {per_site.count('no detectable difference')} not detectable"
     )
     assert expected in claims
     assert "FedAvg nearly fails on the most shifted sites" in claims
-    assert "the sites into a common space" not in claims  # no SingleSet run: no t-SNE verdict
+    # The t-SNE claim: FedMRI's silhouette minus SingleSet's, seed by seed, from the latent files.
+    silhouette = {
+        key: json.loads((results / "latent" / f"{key}.json").read_text())["separability"]["silhouette"]
+        for key in ("fedmri-s3", "fedmri-s5", "singleset-s3", "singleset-s5")
+    }
+    gaps = [silhouette[f"fedmri-s{s}"] - silhouette[f"singleset-s{s}"] for s in (3, 5)]
+    half = stats.t.ppf(0.975, 1) * np.std(gaps, ddof=1) / np.sqrt(2)
+    line = next(ln for ln in claims.splitlines() if "common space" in ln)
+    assert f"FedMRI − SingleSet silhouette {np.mean(gaps):+.3f} ± {half:.3f} over seeds 3, 5" in line
+    assert compare_report.NEARLY_FAILS == 0.5 and "50%" in claims
