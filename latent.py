@@ -210,7 +210,7 @@ def panel_title(title: str, summary: dict[str, Any]) -> str:
     s = summary["separability"]
     line = f"site accuracy {s['accuracy']:.2f} ± {s['accuracy_std']:.2f} (chance {s['chance']:.2f})"
     if "silhouette" in s:
-        line += f", silhouette {s['silhouette']:.2f}"
+        line += f"\nsilhouette {s['silhouette']:.2f}"
     return f"{title}\n{line}"
 
 
