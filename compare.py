@@ -431,9 +431,7 @@ def latent_files(results: Path, planned: dict[str, Any], rows: list[dict[str, An
             (
                 r
                 for r in rows
-                if r["algorithm"] == algorithm
-                and sorted(o for o in r["overrides"] if not o.startswith("fl.algorithm="))
-                == sorted(overrides)
+                if compare_report.is_variant(r["algorithm"], r["overrides"], algorithm, overrides)
             ),
             None,
         )

@@ -411,35 +411,32 @@ def markdown_report(manifest: dict[str, Any], rows: list[Row]) -> str:
     return "\n".join(parts)
 
 
-def csv_report(manifest: dict[str, Any], rows: list[Row]) -> str:
-    """comparison.csv: per row, site (and mean) and metric: the cell's numbers and the paired test."""
-    reference = reference_row(rows)
+def csv_report(data: dict[str, Any]) -> str:
+    """comparison.csv from :func:`summary`'s numbers: per row, site (and mean) and metric, the cell and
+    the paired test."""
     fields = ["families", "method", "seeds", "site", "metric", "mean", "spread", "spread_kind",
               "diff_vs_fedmri", "diff_half_width", "pairs", "p_value", "verdict"]  # fmt: skip
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
-    for row in rows:
-        for site in [*manifest["sites"], "mean"]:
+    for label, entry in data["methods"].items():
+        for site in [*data["sites"], "mean"]:
             for metric in METRICS:
-                mean, spread, kind = row.score(site, metric)
+                cell = entry[site][metric]
+                kind = "ci" if "ci" in cell else "std"
                 out: dict[str, Any] = {
-                    "families": ";".join(row.families), "method": row.label,
-                    "seeds": " ".join(map(str, row.seeds)), "site": site, "metric": metric,
-                    "mean": _g(mean), "spread": _g(spread), "spread_kind": kind,
+                    "families": ";".join(entry["families"]), "method": label,
+                    "seeds": " ".join(map(str, entry["seeds"])), "site": site, "metric": metric,
+                    "mean": _g(cell["mean"]), "spread": _g(cell[kind]), "spread_kind": kind,
                 }  # fmt: skip
-                result = (
-                    None
-                    if reference is None or row.same_runs(reference)
-                    else row.versus(reference, site, metric)
-                )
-                if result is not None:
+                paired = cell.get("vs_fedmri")
+                if paired is not None:
                     out |= {
-                        "diff_vs_fedmri": _g(result.difference.mean),
-                        "diff_half_width": _g(result.difference.half_width),
-                        "pairs": result.difference.n,
-                        "p_value": _g(result.p_value),
-                        "verdict": result.verdict,
+                        "diff_vs_fedmri": _g(paired["difference"]),
+                        "diff_half_width": _g(paired["half_width"]),
+                        "pairs": paired["pairs"],
+                        "p_value": _g(paired["p_value"]),
+                        "verdict": paired["verdict"],
                     }
                 writer.writerow(out)
     return buffer.getvalue()
@@ -538,14 +535,25 @@ TSNE_PANELS = (
 )
 
 
+def is_variant(
+    row_algorithm: str, row_overrides: Sequence[str], algorithm: str, overrides: Sequence[str]
+) -> bool:
+    """Whether a row (its algorithm and variant overrides) is ``algorithm`` with exactly ``overrides``
+    beyond ``fl.algorithm``."""
+    rest = sorted(o for o in row_overrides if not o.startswith("fl.algorithm="))
+    return row_algorithm == algorithm and rest == sorted(overrides)
+
+
 def find_row(rows: list[Row], algorithm: str, overrides: Sequence[str] = ()) -> Row | None:
     """The row of ``algorithm`` with exactly ``overrides`` beyond the algorithm (e.g. a t-SNE panel's)."""
-    for row in rows:
-        entry_overrides = row.records[row.seeds[0]]["overrides"]
-        rest = sorted(o for o in entry_overrides if not o.startswith("fl.algorithm="))
-        if row.algorithm == algorithm and rest == sorted(overrides):
-            return row
-    return None
+    return next(
+        (
+            r
+            for r in rows
+            if is_variant(r.algorithm, r.records[r.seeds[0]]["overrides"], algorithm, overrides)
+        ),
+        None,
+    )
 
 
 def latent_panels(
@@ -740,10 +748,9 @@ def write_report(folder: str | Path, log: Callable[[str], None] = print) -> str:
         raise UserError(f"{folder}: no finished run yet (runs/*.json); nothing to report")
     text = markdown_report(manifest, rows)
     atomic_write_text(folder / "comparison.md", text)
-    atomic_write_text(folder / "comparison.csv", csv_report(manifest, rows))
-    atomic_write_text(
-        folder / "comparison.json", json.dumps(summary(manifest, rows), indent=1, sort_keys=True) + "\n"
-    )
+    data = summary(manifest, rows)
+    atomic_write_text(folder / "comparison.csv", csv_report(data))
+    atomic_write_text(folder / "comparison.json", json.dumps(data, indent=1, sort_keys=True) + "\n")
     claims = claims_markdown(folder, manifest, rows)
     if claims:
         atomic_write_text(folder / "claims.md", claims)
