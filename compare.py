@@ -328,6 +328,8 @@ def run_all(args: argparse.Namespace, log: Any = print) -> dict[str, Any]:
 
     (results / "runs").mkdir(parents=True, exist_ok=True)
     atomic_write_text(results / "manifest.json", json.dumps(manifest, indent=1) + "\n")
+    if args.results and (rule := git_ignore_rule(results / "runs" / "run.json")):
+        log(f"warning: git ignores the raw results in {results / 'runs'} ({rule}); they will not be committed")
     log(
         f"comparison {root}: {len(rows)} table rows x {len(seeds)} seed(s), {len(planned)} distinct runs of "
         f"{base.fl.rounds} rounds x {base.fl.local_epochs} local epochs on {len(base.sites)} sites; "
@@ -418,6 +420,27 @@ def _command(args: argparse.Namespace) -> str:
             *args.overrides,
         ]
     )
+
+
+def git_ignore_rule(path: Path) -> str | None:
+    """The .gitignore rule (``file:line: pattern``) that makes git ignore ``path``, or None when git keeps
+    it, the path lies outside a repository or git is not installed. Raw results meant for the repository
+    must not land under a rule meant for training outputs."""
+    import subprocess
+
+    path = path.resolve()
+    folder = next((p for p in path.parents if p.is_dir()), None)
+    try:
+        found = subprocess.run(
+            ["git", "check-ignore", "--verbose", "--no-index", str(path)],
+            cwd=folder, capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if found.returncode != 0 or not found.stdout.strip():
+        return None
+    source, _, _ = found.stdout.strip().partition("\t")
+    return source
 
 
 def latent_files(results: Path, planned: dict[str, Any], rows: list[dict[str, Any]], log: Any) -> None:

@@ -116,6 +116,7 @@ STUDY = ROOT / "docs" / "results" / "study"
 def test_the_committed_study_tables_come_from_its_committed_raw_files(tmp_path):
     import compare_report
 
+    assert (STUDY / "runs").is_dir(), f"{STUDY}/runs: the raw files the committed tables were made from"
     copy = tmp_path / "study"
     copy.mkdir()
     shutil.copy(STUDY / "manifest.json", copy)
@@ -125,6 +126,25 @@ def test_the_committed_study_tables_come_from_its_committed_raw_files(tmp_path):
     compare_report.write_report(copy, log=lambda _: None)
     for name in ("comparison.md", "comparison.csv", "comparison.json"):
         assert (copy / name).read_bytes() == (STUDY / name).read_bytes(), name
+
+
+@pytest.mark.skipif(shutil.which("git") is None or not (ROOT / ".git").exists(), reason="needs a git checkout")
+def test_git_keeps_the_study_raw_results():
+    # A .gitignore rule meant for training outputs (runs/) once matched docs/results/study/runs too.
+    assert compare.git_ignore_rule(STUDY / "runs" / "fedmri-s0.json") is None
+    assert compare.git_ignore_rule(ROOT / "runs" / "study" / "runs" / "x" / "results.json") is not None
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_results_in_a_git_ignored_folder_are_named_in_a_warning(tmp_path):
+    import subprocess
+
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / ".gitignore").write_text("*.tmp\nruns/\n")
+    rule = compare.git_ignore_rule(tmp_path / "docs" / "study" / "runs" / "run.json")
+    assert rule is not None and rule.endswith(":2:runs/"), rule
+    assert compare.git_ignore_rule(tmp_path / "docs" / "study" / "manifest.json") is None
+    assert compare.git_ignore_rule(tmp_path.parent / "elsewhere" / "runs" / "run.json") is None
 
 
 def test_first_variants_train_with_all_their_seeds_before_the_rest(study):
