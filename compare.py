@@ -3,8 +3,8 @@ then tabulate and plot them.
 
     python compare.py --config configs/default.yaml --algorithms fedmri,fedavg,fedprox,singleset
     python compare.py --config configs/default.yaml --algorithms fedmri --ablations beta,negatives fl.rounds=5
-    python compare.py --config configs/study.yaml --algorithms all --ablations contrastive --seeds 0,1,2 \
-        --results docs/results/study --jobs 2
+    python compare.py --config configs/study.yaml --algorithms all --ablations contrastive --seeds 0,1,2 \\
+        --name mystudy --results runs/mystudy/results --jobs 2   # RESULTS.md's study: docs/results/study/run.sh
     python compare.py --report docs/results/study        # tables and figures again, from raw files only
 
 Every variant is the config plus overrides, trained with train.py's code into

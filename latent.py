@@ -1,7 +1,7 @@
 """Latent features of trained runs: the t-SNE panels of the FedMRI paper and a site-separability score.
 
-    python latent.py runs/study/runs/singleset runs/study/runs/fedavg \\
-        runs/study/runs/fedmri-beta0 runs/study/runs/fedmri \\
+    python latent.py runs/study/runs/singleset-s0 runs/study/runs/fedavg-s0 \\
+        runs/study/runs/fedmri-beta0-s0 runs/study/runs/fedmri-s0 \\
         --title SingleSet --title FedAvg --title "FedMRI w/o L_con" --title FedMRI --out latent/tsne.png
     python latent.py runs/default          # one run: <run>/evaluation/latent_tsne.png and .json
 
