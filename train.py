@@ -65,6 +65,12 @@ def resolve_config(args: argparse.Namespace, check_existing: bool = True):
     if args.overwrite:
         raise UserError("--resume and --overwrite exclude each other")
     run_dir = Path(args.resume)
+    placed = [o.partition("=")[0].strip() for o in args.overrides if o.partition("=")[0].strip() in PLACEMENT]
+    if placed:
+        raise UserError(
+            f"--resume {run_dir}: {', '.join(placed)} come from the run directory; "
+            "to train elsewhere, copy the run directory there and resume the copy"
+        )
     saved_path = run_dir / "config.yaml"
     if not saved_path.is_file():
         raise UserError(f"--resume {run_dir}: no config.yaml there, so it is not a run directory")
@@ -82,6 +88,9 @@ def resolve_config(args: argparse.Namespace, check_existing: bool = True):
     return wanted
 
 
+PLACEMENT = ("name", "output_dir")  # a run directory's place: fixed by --resume's path
+
+
 def _holds_run(run_dir: Path) -> bool:
     return (run_dir / "metrics.csv").exists() or (run_dir / "checkpoints").exists()
 
@@ -96,7 +105,10 @@ def main(argv: list[str] | None = None) -> int:
         from utils.paths import check_writable_dir
 
         config = resolve_config(args)
-        check_writable_dir(config.run_dir.parent, "output_dir")  # before the data is prepared; writes nothing
+        # Before the data is prepared; writes nothing. The run's own folders too: a file in their place
+        # would otherwise end the run at its first checkpoint.
+        for folder in (config.run_dir.parent, config.run_dir, config.run_dir / "checkpoints"):
+            check_writable_dir(folder, "output_dir")
         run = Builder(config).run()  # validates every site's data before anything is written or removed
         lock_run(config.run_dir)  # one writer per run directory: a second one is refused, naming the PID
         resolve_config(args)  # again under the lock: another process may have started this run meanwhile

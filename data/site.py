@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from data import masks
 from data.sources import KspaceSlice, SliceData, Source, SourceContext, VolumeInfo, build_source
 from data.sources.base import Split
-from data.transforms import ReconTransform
+from data.transforms import EPS, ReconTransform
 from utils.errors import UserError
 from utils.seeding import stable_seed
 
@@ -70,6 +70,11 @@ class SliceDataset(Dataset):
                     f"site {self.site}: volume {volume.name}: its middle slice (slice {middle}) is constant "
                     f"(value {float(sample['mean']):.3g}); an all-zero or constant volume cannot be "
                     "trained on"
+                )
+            if _spread(sample) <= 1e-6 * abs(float(sample["mean"])):
+                raise UserError(
+                    f"site {self.site}: volume {volume.name}: the target of its middle slice (slice {middle}) "
+                    "is constant (an all-zero reconstruction?); there is nothing to learn from it"
                 )
             start += volume.num_slices
 
@@ -137,6 +142,12 @@ def sample_problem(data: SliceData, sample: dict[str, Any]) -> str | None:
     """Why a sample cannot be trained on (non-finite source values, or values that overflow float32 in the
     FFT or the normalisation), or None when it can."""
     if all(bool(torch.isfinite(sample[k]).all()) for k in ("input", "target", "mean", "std")):
+        if constant_sample(sample) and _spread(sample) > 1e-6 * abs(float(sample["mean"])):
+            # e.g. an all-zero k-space slice beside a stored target: normalised, the target explodes
+            return (
+                "its zero-filled input is constant (an empty k-space?) while its target is not, so there "
+                "is nothing to reconstruct from; leave the slice out (source.slices) or fix the file"
+            )
         return None
     raw = np.asarray(data.kspace if isinstance(data, KspaceSlice) else data)
     if not np.isfinite(raw).all():
@@ -146,6 +157,12 @@ def sample_problem(data: SliceData, sample: dict[str, Any]) -> str | None:
         f"its values (largest magnitude {largest:.3g}) overflow float32 in the Fourier transform or the "
         "normalisation; rescale the data"
     )
+
+
+def _spread(sample: dict[str, Any]) -> float:
+    """The target's range of values in the data's own units (the sample holds it normalised)."""
+    target = sample["target"]
+    return float(target.max() - target.min()) * (float(sample["std"]) + EPS)
 
 
 def constant_sample(sample: dict[str, Any]) -> bool:

@@ -67,6 +67,13 @@ def test_missing_root(tmp_path, kind):
     assert f"source.root {tmp_path / 'nowhere'} does not exist" in message and "expected" in message
 
 
+@pytest.mark.parametrize("kind", ["fastmri", "brats", "ixi", "dicom", "folder"])
+def test_empty_root_is_not_the_working_directory(tmp_path, kind, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for root in ("", "  "):
+        assert "source.root is empty" in error_of(tmp_path, kind=kind, root=root)
+
+
 @pytest.mark.parametrize(
     ("kind", "expected"),
     [
@@ -123,6 +130,52 @@ def test_fastmri_target_of_the_wrong_shape(tmp_path, knee):
     assert (
         "file3.h5" in message and "'reconstruction_esc' has shape (2, 32, 32); expected (3, h, w)" in message
     )
+
+
+def test_fastmri_complex_target_and_empty_matrix(tmp_path, knee):
+    with h5py.File(knee / "file1.h5", "a") as handle:
+        target = handle["reconstruction_esc"][()]
+        del handle["reconstruction_esc"]
+        handle["reconstruction_esc"] = target.astype(np.complex64) * 1j
+    message = error_of(tmp_path, kind="fastmri", root=str(knee))
+    assert "file1.h5" in message and "has dtype complex64; expected a real-valued" in message
+
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    write_fastmri(bare / "f.h5", rng=np.random.default_rng(2), target=False, recon=(32, 32))
+    with h5py.File(bare / "f.h5", "a") as handle:
+        header = handle["ismrmrd_header"][()].decode()
+        del handle["ismrmrd_header"]
+        handle["ismrmrd_header"] = np.bytes_(header.replace("<matrixSize><x>32</x>", "<matrixSize><x>0</x>"))
+    message = error_of(tmp_path, kind="fastmri", root=str(bare))
+    assert "f.h5" in message and "matrixSize is 0 x 32; expected positive sizes" in message
+
+
+@pytest.mark.parametrize("damage", ["empty k-space slice", "all-zero target"])
+def test_fastmri_slices_with_nothing_to_learn_fail_in_one_line(tmp_path, knee, damage):
+    with h5py.File(knee / "file2.h5", "a") as handle:
+        if damage == "empty k-space slice":  # not the middle one: found when the slice is read
+            data = handle["kspace"][()]
+            data[2] = 0
+            handle["kspace"][...] = data
+        else:
+            handle["reconstruction_esc"][...] = 0
+    site = SiteOptions.model_validate(
+        {"name": "k", "source": {"kind": "fastmri", "root": str(knee)},
+         "mask": {"kind": "random_1d", "acceleration": 2}}
+    )  # fmt: skip
+    module = SiteDataModule(site, seed=0, cache_dir=tmp_path / "cache")
+    with pytest.raises(UserError) as info:
+        module.setup()
+        for dataset in module.datasets.values():  # what training and testing read
+            for i in range(len(dataset)):
+                dataset[i]
+    message = str(info.value)
+    assert "\n" not in message and "file2" in message, message
+    if damage == "empty k-space slice":
+        assert "slice 2" in message and "zero-filled input is constant" in message
+    else:
+        assert "target of its middle slice (slice 1) is constant" in message
 
 
 def test_fastmri_nan_values(tmp_path, knee):

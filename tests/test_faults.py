@@ -166,6 +166,48 @@ def test_a_finished_run_is_never_silently_replaced(tiny_config_file, tmp_path, c
     assert (run_dir / "checkpoints" / "last.ckpt").read_bytes() != ckpt_bytes
 
 
+def test_a_damaged_run_directory_is_refused_in_one_line_before_training(tiny_config_file, tmp_path, capsys):
+    path = tiny_config_file(rounds=1)
+    assert train.main(["--config", str(path)]) == 0
+    run_dir = tmp_path / "runs" / "tiny"
+    ckpt_bytes = (run_dir / "checkpoints" / "last.ckpt").read_bytes()
+    good = (run_dir / "metrics.csv").read_bytes()
+    damaged = {
+        "hello,world\n": "line 1",
+        good.decode().replace("\n1,", "\nabc,", 1): "round 'abc'",
+        good.decode().replace("\n", "\n1,x,train,oops\n", 1): "loss 'oops'",
+    }
+    for text, named in damaged.items():
+        (run_dir / "metrics.csv").write_text(text)
+        capsys.readouterr()
+        assert train.main(["--resume", str(run_dir)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "metrics.csv" in err[0] and named in err[0], err
+        assert (run_dir / "metrics.csv").read_text() == text  # refused before anything is rewritten
+    (run_dir / "metrics.csv").write_bytes(b"\xff\xfe\x00binary")
+    assert train.main(["--resume", str(run_dir)]) == 2
+    assert "metrics.csv: not a text file" in capsys.readouterr().err
+    (run_dir / "metrics.csv").write_bytes(good)
+
+    # name= and output_dir= cannot move a resumed run: they were silently replaced by its place.
+    assert train.main(["--resume", str(run_dir), f"output_dir={tmp_path / 'elsewhere'}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "output_dir" in err[0] and "come from the run directory" in err[0]
+    assert not (tmp_path / "elsewhere").exists()
+
+    # A file where the run's folders go: refused before training, not at the first checkpoint.
+    (tmp_path / "runs" / "afile").write_text("x")
+    assert train.main(["--config", str(path), "name=afile"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "afile is a file" in err[0], err
+    (run_dir / "checkpoints").rename(tmp_path / "moved")
+    (run_dir / "checkpoints").write_text("x")
+    assert train.main(["--resume", str(run_dir)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "checkpoints is a file" in err[0], err
+    assert (tmp_path / "moved" / "last.ckpt").read_bytes() == ckpt_bytes
+
+
 def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
     path = tmp_path / "last.ckpt"
     save_checkpoint({"round": 1, "w": torch.ones(3)}, path)

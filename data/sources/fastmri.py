@@ -112,11 +112,14 @@ def recon_size(header: bytes | str) -> tuple[int, int]:
     if size is None:  # headers written without the namespace
         size = root.find("encoding/reconSpace/matrixSize")
     try:
-        return int(size.findtext(f"{_ISMRMRD}x") or size.findtext("x")), int(
+        x, y = int(size.findtext(f"{_ISMRMRD}x") or size.findtext("x")), int(
             size.findtext(f"{_ISMRMRD}y") or size.findtext("y")
         )
     except (AttributeError, TypeError, ValueError):
         raise CorruptFile("ismrmrd_header has no encoding/reconSpace/matrixSize x and y") from None
+    if x < 1 or y < 1:
+        raise CorruptFile(f"ismrmrd_header's reconSpace matrixSize is {x} x {y}; expected positive sizes")
+    return x, y
 
 
 class FastMRISource(FileSource):
@@ -228,6 +231,10 @@ class FastMRISource(FileSource):
         target = self._target_name(handle, kspace.ndim)
         if target is not None:
             data = handle[target]
+            if data.dtype.kind not in "fiu":
+                raise CorruptFile(
+                    f"dataset {target!r} has dtype {data.dtype}; expected a real-valued magnitude image"
+                )
             if data.ndim != 3 or data.shape[0] != num_slices:
                 raise CorruptFile(
                     f"dataset {target!r} has shape {data.shape}; expected ({num_slices}, h, w) like 'kspace'"

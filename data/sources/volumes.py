@@ -249,6 +249,8 @@ class FileSource(Source):
 
     def root(self) -> Path:
         """The data folder, checked to exist."""
+        if not self.options.root.strip():  # Path("") is the working directory: never meant
+            raise UserError(f"{self.where}: source.root is empty; expected {self.describe}")
         root = Path(self.options.root).expanduser()
         if not root.exists():
             raise UserError(f"{self.where}: source.root {root} does not exist; expected {self.describe}")
