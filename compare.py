@@ -264,10 +264,18 @@ def run_all(args: argparse.Namespace, log: Any = print) -> dict[str, Any]:
     import compare_report
     from config import load_config
     from utils.errors import UserError
+    from utils.paths import check_path_text, check_writable_dir
 
     if args.report:
         compare_report.write_report(args.report, log)
         return json.loads((Path(args.report) / "comparison.json").read_text())
+    if args.name in ("", ".", "..") or "/" in args.name:
+        raise UserError(f"--name: {args.name!r} must be one folder name under output_dir (no '/', not '..')")
+    check_path_text(args.name, "--name")
+    if args.results:
+        check_writable_dir(args.results, "--results")
+    if args.jobs < 1:
+        raise UserError(f"--jobs: must be >= 1 (got {args.jobs})")
     base = load_config(args.config, args.overrides)
     algorithms = _split(args.algorithms, list(labels()), "algorithms")
     ablations = _split(args.ablations, ABLATIONS, "ablations")
@@ -284,6 +292,7 @@ def run_all(args: argparse.Namespace, log: Any = print) -> dict[str, Any]:
         raise UserError("--local-epochs: every value must be >= 1")
     seeds, seeded = _seeds(args.seeds, base.seed)
     root = Path(base.output_dir) / args.name
+    check_writable_dir(root, "output_dir")
     runs_dir = root / "runs"
     results = Path(args.results) if args.results else root
 
@@ -314,6 +323,11 @@ def run_all(args: argparse.Namespace, log: Any = print) -> dict[str, Any]:
         else:
             previous["families"] += [f for f in variant.families if f not in previous["families"]]
 
+    first = [k.strip() for k in args.first.split(",") if k.strip()]
+    unknown = [k for k in first if not any(k == _variant_of(key) for key in planned)]
+    if unknown:
+        raise UserError(f"--first: no variant {', '.join(unknown)}; expected some of {', '.join(planned)}")
+
     manifest = {
         "command": _command(args),
         "config": str(args.config),
@@ -335,17 +349,10 @@ def run_all(args: argparse.Namespace, log: Any = print) -> dict[str, Any]:
         f"{base.fl.rounds} rounds x {base.fl.local_epochs} local epochs on {len(base.sites)} sites; "
         f"raw results in {results}"
     )
-    if args.jobs < 1:
-        raise UserError(f"--jobs: must be >= 1 (got {args.jobs})")
     start, trained_time, trained = time.perf_counter(), 0.0, 0
     todo = [k for k, (c, d) in planned.items() if args.force or not _is_complete(d, c.to_dict())]
     # --first variants with all their seeds, then seed by seed: every other variant's first seed
     # finishes before any second one starts.
-    first = [k.strip() for k in args.first.split(",") if k.strip()]
-    unknown = [k for k in first if not any(k == _variant_of(key) for key in planned)]
-    if unknown:
-        raise UserError(f"--first: no variant {', '.join(unknown)}; expected some of {', '.join(planned)}")
-
     def order(key: str) -> tuple[int, int]:
         variant = _variant_of(key)
         rank = first.index(variant) if variant in first else len(first)

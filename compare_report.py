@@ -105,28 +105,148 @@ def _communication(rows: list[dict[str, str]]) -> dict[str, Any] | None:
     return {"rounds": rounds, "sites": per_site, "mean": mean, "total_bytes": total}
 
 
+# The raw files' structure: what the tables and figures read from them. A schema is a type (or tuple of
+# types), ``[schema]`` (a list of such items), ``{key: schema}`` (an object with at least these keys),
+# Each(schema) (an object with any keys), OrNull(schema) or, as an object's value, OrMissing(schema).
+class _Wrapped:
+    def __init__(self, schema: Any):
+        self.schema = schema
+
+
+class Each(_Wrapped):
+    pass
+
+
+class OrNull(_Wrapped):
+    pass
+
+
+class OrMissing(_Wrapped):
+    pass
+
+
+NUMBER = (int, float)
+SCORES = {m: NUMBER for m in METRICS}
+MANIFEST = {
+    "command": str, "config": str, "rounds": int, "local_epochs": int, "sites": [str], "seeds": [int],
+    "ablations": OrMissing([str]),
+    "rows": [{"label": str, "families": [str], "algorithm": str, "runs": Each(str)}],
+}  # fmt: skip
+RUN = {
+    "overrides": [str],
+    "sites": Each({"best_round": int, "volumes": Each({"model": SCORES, "zero_filled": SCORES})}),
+    "val_psnr": Each([NUMBER]),
+    "communication": OrNull({"mean": {"sent_per_round": NUMBER, "received_per_round": NUMBER}}),
+    "timing": OrNull({"seconds_per_round": NUMBER, "local_steps_per_round": OrMissing(OrNull(NUMBER))}),
+}
+LATENT = {
+    "labels": [str],
+    "coords": [[NUMBER]],
+    "separability": {"accuracy": NUMBER, "accuracy_std": NUMBER, "chance": NUMBER,
+                     "silhouette": OrMissing(NUMBER)},
+}  # fmt: skip
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true/false"
+    return {dict: "an object", list: "a list", str: "a string"}.get(type(value), "a number")
+
+
+def _mismatch(value: Any, schema: Any, where: str = "") -> str | None:
+    """Where ``value`` departs from ``schema`` first, as ``key.path: what is wrong``; None if it matches."""
+
+    def at(text: str) -> str:
+        return f"{where}: {text}" if where else text
+
+    if isinstance(schema, OrNull):
+        return None if value is None else _mismatch(value, schema.schema, where)
+    if isinstance(schema, (Each, dict)) and not isinstance(value, dict):
+        return at(f"expected an object, found {_kind(value)}")
+    if isinstance(schema, Each):
+        items = [(f"{where}.{key}" if where else key, item, schema.schema) for key, item in value.items()]
+    elif isinstance(schema, dict):
+        items = []
+        for key, inner in schema.items():
+            if key in value:
+                inner = inner.schema if isinstance(inner, OrMissing) else inner
+                items.append((f"{where}.{key}" if where else key, value[key], inner))
+            elif not isinstance(inner, OrMissing):
+                return at(f"no key {key!r}")
+    elif isinstance(schema, list):
+        if not isinstance(value, list):
+            return at(f"expected a list, found {_kind(value)}")
+        items = [(f"{where}[{i}]", item, schema[0]) for i, item in enumerate(value)]
+    else:
+        if isinstance(value, schema) and not isinstance(value, bool):
+            return None
+        expected = {str: "a string", int: "an integer"}.get(schema, "a number")
+        return at(f"expected {expected}, found {_kind(value)}")
+    return next((found for key, item, inner in items if (found := _mismatch(item, inner, key))), None)
+
+
+def _read_json(path: Path, schema: Any) -> Any:
+    """The JSON file ``path``, checked against ``schema``; a :class:`UserError` naming the file and key
+    otherwise."""
+    from utils.errors import UserError
+
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: not found") from None
+    except ValueError as err:
+        raise UserError(f"{path}: not valid JSON ({err})") from None
+    except OSError as err:
+        raise UserError(f"{path}: unreadable ({err})") from None
+    if problem := _mismatch(data, schema):
+        raise UserError(f"{path}: {problem}")
+    return data
+
+
 def load(folder: str | Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    """The manifest of a comparison's results folder and the raw records of its finished runs."""
+    """The manifest of a comparison's results folder and the raw records of its finished runs, each
+    checked to hold what the report reads; raises :class:`UserError` naming the file and key otherwise."""
     from utils.errors import UserError
 
     folder = Path(folder)
     path = folder / "manifest.json"
-    try:
-        manifest = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path}: not found; --report needs a folder that compare.py wrote") from None
-    except (OSError, ValueError) as err:
-        raise UserError(f"{path}: unreadable ({err})") from None
+    if not path.exists():
+        raise UserError(f"{path}: not found; --report needs a folder that compare.py wrote")
+    manifest = _read_json(path, MANIFEST)
+    sites = manifest["sites"]
+    if not sites:
+        raise UserError(f"{path}: sites: expected at least one site")
     runs = {}
-    for row in manifest.get("rows", []):
-        for key in row["runs"].values():
+    for i, row in enumerate(manifest["rows"]):
+        for seed, key in row["runs"].items():
+            try:
+                int(seed)
+            except ValueError:
+                raise UserError(f"{path}: rows[{i}].runs: seed {seed!r} is not an integer") from None
             file = folder / "runs" / f"{key}.json"
-            if file.is_file():
-                try:
-                    runs[key] = json.loads(file.read_text())
-                except ValueError as err:
-                    raise UserError(f"{file}: not valid JSON ({err})") from None
+            if key in runs or not file.is_file():
+                continue
+            record = _read_json(file, RUN)
+            missing = [s for s in sites if s not in record["sites"]]
+            if missing:
+                raise UserError(f"{file}: sites: no {', '.join(missing)}, a site of {path.name}")
+            curves = record["val_psnr"]
+            if any(s not in record["sites"] for s in curves) or len({len(c) for c in curves.values()}) > 1:
+                raise UserError(f"{file}: val_psnr: expected curves of equal length, of the run's sites only")
+            runs[key] = record
     return manifest, runs
+
+
+def read_latent(path: Path) -> dict[str, Any]:
+    """A latent file (``latent/<run>.json``), checked to hold a point and a site label per slice."""
+    from utils.errors import UserError
+
+    latent = _read_json(path, LATENT)
+    if len(latent["coords"]) != len(latent["labels"]) or any(len(p) != 2 for p in latent["coords"]):
+        raise UserError(f"{path}: coords: expected one [x, y] point per entry of labels")
+    return latent
 
 
 # -- statistics ----------------------------------------------------------------------------------------
@@ -479,8 +599,11 @@ def summary(manifest: dict[str, Any], rows: list[Row]) -> dict[str, Any]:
 
 
 # -- figures -------------------------------------------------------------------------------------------
-def figures(folder: Path, manifest: dict[str, Any], rows: list[Row]) -> list[Path]:
-    """PSNR per site (with intervals), each ablation, validation curves and (if present) t-SNE panels."""
+def figures(
+    folder: Path, manifest: dict[str, Any], rows: list[Row], latent: list[tuple[str, dict[str, Any]]]
+) -> list[Path]:
+    """PSNR per site (with intervals), each ablation, validation curves and (if any) the t-SNE panels
+    ``latent`` (:func:`latent_panels`)."""
     from utils.figures import grouped_bars, metric_curves
 
     out = []
@@ -517,7 +640,6 @@ def figures(folder: Path, manifest: dict[str, Any], rows: list[Row]) -> list[Pat
         path = folder / "figures" / "val_psnr.png"
         metric_curves(path, range(1, length + 1), curves, ylabel="validation PSNR, mean over sites (dB)")
         out.append(path)
-    latent = latent_panels(folder, manifest, rows)
     if latent:
         from latent import tsne_figure
 
@@ -569,7 +691,7 @@ def latent_panels(
             (p for s in row.seeds if (p := folder / "latent" / f"{row.keys[s]}.json").is_file()), None
         )
         if path is not None:
-            panels.append((title, json.loads(path.read_text())))
+            panels.append((title, read_latent(path)))
     return panels
 
 
@@ -583,7 +705,7 @@ def latent_scores(folder: Path, rows: list[Row]) -> dict[str, dict[int, dict[str
         for seed, key in row.keys.items():
             path = folder / "latent" / f"{key}.json"
             if path.is_file():
-                separability = json.loads(path.read_text())["separability"]
+                separability = read_latent(path)["separability"]
                 if "silhouette" in separability:
                     out.setdefault(title, {})[seed] = separability
     return out
@@ -746,15 +868,19 @@ def write_report(folder: str | Path, log: Callable[[str], None] = print) -> str:
     rows = rows_of(manifest, runs)
     if not rows:
         raise UserError(f"{folder}: no finished run yet (runs/*.json); nothing to report")
+    # Every file is read and every table made before anything is written: a bad raw file leaves the
+    # folder's earlier outputs as they were.
     text = markdown_report(manifest, rows)
-    atomic_write_text(folder / "comparison.md", text)
     data = summary(manifest, rows)
-    atomic_write_text(folder / "comparison.csv", csv_report(data))
-    atomic_write_text(folder / "comparison.json", json.dumps(data, indent=1, sort_keys=True) + "\n")
+    table = csv_report(data)
     claims = claims_markdown(folder, manifest, rows)
+    latent = latent_panels(folder, manifest, rows)
+    atomic_write_text(folder / "comparison.md", text)
+    atomic_write_text(folder / "comparison.csv", table)
+    atomic_write_text(folder / "comparison.json", json.dumps(data, indent=1, sort_keys=True) + "\n")
     if claims:
         atomic_write_text(folder / "claims.md", claims)
-    figures(folder, manifest, rows)
+    figures(folder, manifest, rows, latent)
     log(claims + "\n" + text if claims else text)
     log(f"wrote {folder}/comparison.md, .csv, .json and figures/ from {len(runs)} raw run file(s)")
     return text

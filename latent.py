@@ -282,6 +282,12 @@ def main(argv: list[str] | None = None) -> int:
             out = Path(args.runs[0]) / "evaluation" / "latent_tsne.png"
         else:
             raise UserError(f"--out: required with {len(args.runs)} runs (the figure's path)")
+        # The figure is always PNG (utils.figures) and the summaries go beside it as .json.
+        if out.suffix.lower() != ".png":
+            raise UserError(f"--out: {out}: expected a .png file (the summaries go beside it as .json)")
+        for path in (out, out.with_suffix(".json")):
+            if path.is_dir():
+                raise UserError(f"--out: {path} is a directory, not a file path")
         check_writable_dir(out.parent, "--out")
         titles = args.title or [Path(run).resolve().name for run in args.runs]
         panels = []

@@ -56,7 +56,7 @@ def resolve_config(args: argparse.Namespace, check_existing: bool = True):
 
     if not args.resume:
         config = load_config(args.config or DEFAULT_CONFIG, args.overrides)
-        if check_existing and _holds_run(config.run_dir) and not args.overwrite:
+        if check_existing and holds_run(config.run_dir) and not args.overwrite:
             raise UserError(
                 f"{config.run_dir} already holds a run: continue it with --resume {config.run_dir}, "
                 "replace it with --overwrite, or choose another name=..."
@@ -91,7 +91,8 @@ def resolve_config(args: argparse.Namespace, check_existing: bool = True):
 PLACEMENT = ("name", "output_dir")  # a run directory's place: fixed by --resume's path
 
 
-def _holds_run(run_dir: Path) -> bool:
+def holds_run(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a run, finished or not (what a new run must not replace unasked)."""
     return (run_dir / "metrics.csv").exists() or (run_dir / "checkpoints").exists()
 
 

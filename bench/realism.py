@@ -17,6 +17,11 @@ resampled to each site's pixel size, centre-cropped or zero-padded to its matrix
 written as NIfTI volumes, one test-only folder site per simulated site (``split: {test: 1}``); the
 skull-stripped site (``brats``) gets the skull-stripped volumes only.
 
+Without --run, a finished run of the config (its results.json) is tested again without training; a run
+directory that holds an unfinished run or a finished one of another config is refused, as train.py
+refuses it (``train.py --resume`` finishes a run). Overrides apply to --config only: --run tests a run
+with its own config.
+
 Writes <out>/realism.md and realism.json (default <out>: <run>/realism) and each evaluation's outputs.
 """
 
@@ -155,13 +160,41 @@ def table(simulated: dict, real: dict) -> str:
     return markdown(header, rows)
 
 
+def existing_or_new_run(config_path: str, overrides: list[str]) -> Any:
+    """The config to test: a finished run of exactly this config is reused; train.py's rule refuses a
+    directory that holds an unfinished run (or a finished one of another config) rather than replacing it."""
+    from config import config_differences, load_config
+    from train import holds_run
+    from utils.errors import UserError
+
+    config = load_config(config_path, overrides)
+    run_dir = config.run_dir
+    if (run_dir / "results.json").is_file() and (run_dir / "config.yaml").is_file():
+        saved = load_config(run_dir / "config.yaml")
+        placed = saved.model_copy(update={"output_dir": config.output_dir, "name": config.name})
+        differences = config_differences(placed, config)
+        if differences:
+            raise UserError(
+                f"{run_dir} holds a finished run of another config ({'; '.join(differences)}): test it with "
+                "--run, or choose another name=..."
+            )
+    elif holds_run(run_dir):
+        raise UserError(
+            f"{run_dir} already holds an unfinished run: finish it (train.py --resume {run_dir}) or replace "
+            "it (train.py --overwrite), then test it with --run; or choose another name=..."
+        )
+    return config
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: train (or load) the federation, write the real sites, evaluate both, tabulate."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--run", help="an existing run of the federation (default: train --config first)")
-    parser.add_argument("--config", default=DEFAULT_CONFIG, help="config to train when --run is not given")
+    parser.add_argument(
+        "--config", help=f"config to train when --run is not given (default: {DEFAULT_CONFIG})"
+    )
     parser.add_argument("--out", help="output directory (default: <run>/realism)")
     parser.add_argument("overrides", nargs="*", metavar="key.path=value", help="overrides of --config")
     args = parser.parse_args(argv)
@@ -169,18 +202,25 @@ def main(argv: list[str] | None = None) -> int:
     def job() -> None:
         import evaluate
         from build import Builder
-        from config import load_config, validate_config
+        from config import validate_config
         from evaluation import load_run
+        from utils.errors import UserError
+        from utils.paths import check_writable_dir
 
         start = time.perf_counter()
-        run_dir = Path(args.run) if args.run else None
-        if run_dir is None:
-            config = load_config(args.config, args.overrides)
+        if args.run:
+            if args.config or args.overrides:
+                given = " ".join(([f"--config {args.config}"] if args.config else []) + args.overrides)
+                raise UserError(f"--run: {given} would be ignored; a run is tested with its own config")
+            run_dir, config = Path(args.run), None
+        else:
+            config = existing_or_new_run(args.config or DEFAULT_CONFIG, args.overrides)
             run_dir = config.run_dir
-            if not (run_dir / "results.json").is_file():
-                Builder(config).run().run()
-        trained = load_run(run_dir)
         out = Path(args.out) if args.out else run_dir / "realism"
+        check_writable_dir(out, "--out" if args.out else "--run" if args.run else "output_dir")
+        if config is not None and not (run_dir / "results.json").is_file():
+            Builder(config).run().run()
+        trained = load_run(run_dir)
         real_config = validate_config(write_real_sites(trained.config, out / "real_volumes"))
         simulated = gains(evaluate.evaluate(trained, trained.config, out / "simulated", log=lambda _: None))
         real = gains(evaluate.evaluate(trained, real_config, out / "real", log=lambda _: None))

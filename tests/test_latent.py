@@ -196,6 +196,11 @@ def test_the_figure_is_written_for_several_panels(tmp_path):
         (["no/such/run"], "run no/such/run: no such directory"),
         (["a", "b"], "--out: required with 2 runs"),
         (["a", "--title", "x", "--title", "y"], "--title: 2 given for 1 run(s)"),
+        # The figure is a PNG and its summaries go beside it as .json: neither may be a folder or the other.
+        (["a", "--out", "b"], "--out: b: expected a .png file"),
+        (["a", "--out", "tsne.json"], "--out: tsne.json: expected a .png file"),
+        (["a", "--out", "folder.png"], "--out: folder.png is a directory"),
+        (["a", "--out", "taken.png"], "--out: taken.json is a directory"),
     ],
 )
 def test_command_line_errors_are_one_line_and_exit_2(argv, needle, tmp_path, monkeypatch, capsys):
@@ -203,6 +208,8 @@ def test_command_line_errors_are_one_line_and_exit_2(argv, needle, tmp_path, mon
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
         (tmp_path / name / "config.yaml").write_text("name: x\n")
+    (tmp_path / "folder.png").mkdir()
+    (tmp_path / "taken.json").mkdir()
     assert latent.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and needle in err[0], err

@@ -176,3 +176,42 @@ def read_magnitude(tmp_path, volume) -> np.ndarray:
     source = SyntheticSource(options, SourceContext(site="a", seed=0, cache_dir=tmp_path))
     source.prepare()
     return source.read_slice(volume, 0)
+
+
+# -- the command line: bad input is one line, before any training ---------------------------------------
+def _one_line_error(capsys, argv: list[str], needle: str) -> None:
+    capsys.readouterr()
+    assert realism.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and needle in err[0], err
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_an_existing_run_is_neither_trained_over_nor_reused_for_another_config(
+    tmp_path, capsys, tiny_config_file
+):
+    config = tiny_config_file(rounds=1)
+    run_dir = tmp_path / "runs" / "tiny"
+    run_dir.mkdir(parents=True)
+    (run_dir / "metrics.csv").write_text("round,site,split\n")  # an unfinished run
+    _one_line_error(capsys, ["--config", str(config)], f"{run_dir} already holds an unfinished run")
+    assert _files(run_dir) == {"metrics.csv": b"round,site,split\n"}
+    # A finished run (results.json) is reused only for the config it was trained with.
+    (run_dir / "config.yaml").write_text(config.read_text())
+    (run_dir / "results.json").write_text("{}")
+    before = _files(run_dir)
+    _one_line_error(capsys, ["--config", str(config), "fl.rounds=3"], "fl.rounds (1 -> 3)")
+    assert _files(run_dir) == before
+
+
+def test_output_folder_and_run_options_are_checked_before_training(tmp_path, capsys, tiny_config_file):
+    config = tiny_config_file(rounds=1)
+    file = tmp_path / "file"
+    file.write_text("")
+    _one_line_error(capsys, ["--config", str(config), "--out", str(file)], f"--out: {file} is a file")
+    assert not (tmp_path / "runs").exists()
+    _one_line_error(capsys, ["--run", str(tmp_path), "fl.rounds=3"], "--run: fl.rounds=3 would be ignored")
+    _one_line_error(capsys, ["--run", str(tmp_path), "--config", str(config)], "would be ignored")

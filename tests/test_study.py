@@ -109,7 +109,75 @@ def test_report_errors_are_one_line(tmp_path, capsys):
     assert "--seeds" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["--results", "FILE"], "--results: "),
+        (["--name", "../../escaped"], "--name: '../../escaped'"),
+        (["--name", "sub/study"], "--name: 'sub/study'"),
+        (["--jobs", "0"], "--jobs: must be >= 1"),
+        (["--first", "nosuch"], "--first: no variant nosuch"),
+    ],
+)
+def test_bad_output_options_are_one_line_before_anything_is_written(
+    argv, needle, tmp_path, capsys, tiny_config_file
+):
+    config = tiny_config_file(rounds=1)
+    file = tmp_path / "file"
+    file.write_text("")
+    argv = [str(file) if a == "FILE" else a for a in argv]
+    assert compare.main(["--config", str(config), "--algorithms", "fedavg", *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and needle in err[0], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "tiny.yaml"]
+    assert not (tmp_path.parent / "escaped").exists()
+
+
 STUDY = ROOT / "docs" / "results" / "study"
+
+
+def _edit_json(change):
+    return lambda text: json.dumps(change(json.loads(text)))
+
+
+def _without(data, key):
+    return {k: v for k, v in data.items() if k != key}
+
+
+@pytest.mark.skipif(not (STUDY / "comparison.md").is_file(), reason="no committed study")
+@pytest.mark.parametrize(
+    ("file", "change", "needle"),
+    [
+        ("manifest.json", _edit_json(lambda m: [m]), "manifest.json: expected an object, found a list"),
+        ("manifest.json", _edit_json(lambda m: _without(m, "seeds")), "manifest.json: no key 'seeds'"),
+        ("manifest.json", _edit_json(lambda m: m | {"rows": [_without(m["rows"][0], "runs")]}),
+         "manifest.json: rows[0]: no key 'runs'"),
+        ("manifest.json", _edit_json(lambda m: m | {"rows": [m["rows"][0] | {"runs": [1]}]}),
+         "manifest.json: rows[0].runs: expected an object, found a list"),
+        ("runs/fedmri-s0.json", lambda _: "{}", "runs/fedmri-s0.json: no key 'overrides'"),
+        ("runs/fedmri-s0.json", lambda _: "[]", "runs/fedmri-s0.json: expected an object, found a list"),
+        ("runs/fedmri-s0.json", _edit_json(lambda r: r | {"sites": {}}), "runs/fedmri-s0.json: sites: no "),
+        ("latent/fedmri-s0.json", lambda text: text[:100], "latent/fedmri-s0.json: not valid JSON"),
+        ("latent/fedmri-s0.json", lambda _: "{}", "latent/fedmri-s0.json: no key 'labels'"),
+    ],
+)  # fmt: skip
+def test_raw_files_of_the_wrong_structure_are_one_line_and_leave_the_report(
+    file, change, needle, tmp_path, capsys
+):
+    folder = tmp_path / "study"
+    folder.mkdir()
+    shutil.copy(STUDY / "manifest.json", folder)
+    shutil.copytree(STUDY / "runs", folder / "runs")
+    shutil.copytree(STUDY / "latent", folder / "latent")
+    for name in ("comparison.md", "comparison.csv", "comparison.json", "claims.md", "figures/tsne.png"):
+        (folder / name).parent.mkdir(exist_ok=True)
+        (folder / name).write_text("the earlier report\n")
+    (folder / file).write_text(change((folder / file).read_text()))
+    before = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    assert compare.main(["--report", str(folder)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and needle in err[0], err
+    assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before
 
 
 @pytest.mark.skipif(not (STUDY / "comparison.md").is_file(), reason="no committed study")
