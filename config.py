@@ -282,7 +282,23 @@ MAX_CONFIG_DEPTH = 32  # nesting; the schema itself is at most 5 levels deep
 
 
 class _PlainLoader(yaml.SafeLoader):
-    """YAML's safe loader without the implicit timestamp type: ``2024-01-01`` stays a string."""
+    """YAML's safe loader without the implicit timestamp type (``2024-01-01`` stays a string) and
+    without silently merging a key given twice in one mapping (the last would win)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[tuple[str, str], int] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key, line = (key_node.tag, key_node.value), key_node.start_mark.line + 1
+            if key in seen:
+                where = f"on line {line}" if seen[key] == line else f"on lines {seen[key]} and {line}"
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key_node.value!r} appears twice in one mapping, {where}",
+                    key_node.start_mark,
+                )  # fmt: skip
+            seen[key] = line
+        return super().construct_mapping(node, deep)
 
 
 _PlainLoader.yaml_implicit_resolvers = {

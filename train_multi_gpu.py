@@ -53,13 +53,15 @@ def main(argv: list[str] | None = None) -> int:
     def job() -> None:
         from lightning.fabric import Fabric
 
-        from build import Builder, is_federated, quiet_lightning
+        from build import Builder, check_accelerator, is_federated, quiet_lightning
         from fl.distributed import Distributed, agree
         from train import resolve_config
         from utils.errors import UserError
 
         config = resolve_config(args, check_existing=False)  # the same on every rank: no side effects
         external = launched_world_size()
+        if args.devices is not None and args.devices < 2:
+            raise UserError(f"--devices: a multi-process run needs at least 2 (got {args.devices}); use train.py")
         devices = args.devices or external or config.trainer.devices
         if external is not None and args.devices and args.devices != external:
             raise UserError(
@@ -81,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
                 "site's network at every step, so all sites must share one process; use train.py, or "
                 "mode: features"
             )
+        check_accelerator(config.trainer.accelerator)  # as train.py: no GPU asked for that is not here
         accelerator = "gpu" if config.trainer.accelerator in ("gpu", "cuda") else config.trainer.accelerator
         quiet_lightning()
         Fabric(accelerator=accelerator, devices=devices, strategy="ddp").launch()

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from config import load_config
+from config import load_config, parse_yaml
 from utils.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,6 +78,21 @@ def test_malformed_overrides_and_files(tmp_path):
     empty_sites.write_text(yaml.safe_dump({"sites": []}))
     with pytest.raises(UserError, match="sites"):
         load_config(empty_sites)
+
+
+def test_a_key_given_twice_in_a_file_is_refused_not_merged(tmp_path):
+    # YAML itself lets the last one win: an appended "fl:" section would silently reset fl.rounds.
+    text = (ROOT / "configs" / "default.yaml").read_text() + "\nfl:\n  algorithm: fedavg\n"
+    twice = tmp_path / "twice.yaml"
+    twice.write_text(text)
+    with pytest.raises(UserError) as info:
+        load_config(twice)
+    message = str(info.value)
+    assert "\n" not in message and "twice.yaml" in message and "key 'fl' appears twice" in message
+    with pytest.raises(UserError, match="key 'kind' appears twice in one mapping, on line 1"):
+        load_config(ROOT / "configs" / "default.yaml", ["sites.0.mask={kind: uniform_1d, kind: random_1d}"])
+    # A YAML merge key followed by a key it brings in is an override, not a repetition.
+    assert parse_yaml("a: &o {lr: 1, x: 2}\nb:\n  <<: *o\n  lr: 3\n")["b"] == {"lr": 3, "x": 2}
 
 
 def test_duplicate_site_names_rejected():

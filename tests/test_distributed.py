@@ -172,6 +172,19 @@ def test_bad_config_is_one_line_from_one_rank(workspace):
     assert len(errors) == 1 and "fl.rounds" in errors[0]
 
 
+def test_device_requests_that_cannot_be_met_are_one_line(tiny_config_file, capsys):
+    import train_multi_gpu
+
+    path = str(tiny_config_file())
+    assert train_multi_gpu.main(["--config", path, "--devices", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--devices" in err[0] and "(got 0)" in err[0], err
+    if not torch.cuda.is_available():
+        assert train_multi_gpu.main(["--config", path, "--devices", "2", "trainer.accelerator=gpu"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "trainer.accelerator" in err[0] and "no CUDA GPU" in err[0], err
+
+
 def test_volume_shards_cover_every_volume_once():
     class Fake:
         index = [(v, s) for v in range(5) for s in range(3)]
