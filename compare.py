@@ -234,6 +234,22 @@ def _is_resumable(run_dir: Path, config_dict: dict[str, Any]) -> bool:
     return (run_dir / "checkpoints" / "last.ckpt").is_file() and _saved_config(run_dir) == config_dict
 
 
+def _raw_file_matches(path: Path, config: Any, overrides: list[str]) -> bool:
+    """Whether ``path`` is a raw result file of a run with ``config``'s seed, algorithm, rounds and sites
+    and the variant's ``overrides``."""
+    try:
+        raw = json.loads(path.read_text())
+        return (
+            raw["seed"] == config.seed
+            and raw["algorithm"] == config.fl.algorithm
+            and raw["overrides"] == list(overrides)
+            and raw["rounds"] == config.fl.rounds
+            and sorted(raw["sites"]) == sorted(s.name for s in config.sites)
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
 def _minutes(seconds: float) -> str:
     seconds = int(round(seconds))
     return (
@@ -350,7 +366,17 @@ def run_all(args: argparse.Namespace, log: Any = print) -> dict[str, Any]:
         f"raw results in {results}"
     )
     start, trained_time, trained = time.perf_counter(), 0.0, 0
-    todo = [k for k, (c, d) in planned.items() if args.force or not _is_complete(d, c.to_dict())]
+    # A run whose folder is gone (a fresh clone of a committed study) is not retrained when its raw
+    # file in --results is still there and was made by this run's seed, algorithm, overrides and schedule.
+    recorded = {
+        k for k, (c, d) in planned.items()
+        if not args.force and not _is_complete(d, c.to_dict()) and not _is_resumable(d, c.to_dict())
+        and _raw_file_matches(results / "runs" / f"{k}.json", c, _overrides_of(k, rows))
+    }  # fmt: skip
+    todo = [
+        k for k, (c, d) in planned.items()
+        if k not in recorded and (args.force or not _is_complete(d, c.to_dict()))
+    ]  # fmt: skip
     # --first variants with all their seeds, then seed by seed: every other variant's first seed
     # finishes before any second one starts.
     def order(key: str) -> tuple[int, int]:
@@ -379,7 +405,9 @@ def run_all(args: argparse.Namespace, log: Any = print) -> dict[str, Any]:
         log(f"[{number[key]}/{len(planned)}] {key}: done in {_minutes(took)}; {so_far} so far{eta}")
 
     for key, (_, run_dir) in planned.items():
-        if key not in todo:
+        if key in recorded:
+            log(f"[{number[key]}/{len(planned)}] {key}: kept from {results / 'runs' / key}.json (no run folder)")
+        elif key not in todo:
             keep(key)
             log(f"[{number[key]}/{len(planned)}] {key}: complete in {run_dir}, reused")
     if args.jobs > 1 and len(todo) > 1:
@@ -395,8 +423,8 @@ def run_all(args: argparse.Namespace, log: Any = print) -> dict[str, Any]:
 
     latent_files(results, planned, rows, log)
     compare_report.write_report(results, log)
-    reconstruction_figures(results, planned, rows, seeds[0])
-    log(f"wrote {results}/figures/reconstructions.png and errors.png")
+    if reconstruction_figures(results, planned, rows, seeds[0], log):
+        log(f"wrote {results}/figures/reconstructions.png and errors.png")
     return json.loads((results / "comparison.json").read_text())
 
 
@@ -470,6 +498,9 @@ def latent_files(results: Path, planned: dict[str, Any], rows: list[dict[str, An
         for key in row["runs"].values():
             path = results / "latent" / f"{key}.json"
             if path.is_file() or planned[key][0].model.kind != "unet":
+                continue
+            if not (planned[key][1] / "results.json").is_file():
+                log(f"{title}: {key} not embedded: its run folder {planned[key][1]} is absent")
                 continue
             from latent import latent_summary
 
@@ -564,17 +595,21 @@ def _train_in_parallel(
 
 
 def reconstruction_figures(
-    results: Path, planned: dict[str, Any], rows: list[dict[str, Any]], seed: int
-) -> None:
+    results: Path, planned: dict[str, Any], rows: list[dict[str, Any]], seed: int, log: Any = print
+) -> bool:
     """The same test slice of every site through every compared method (its run of ``seed``) and the
-    zero-filled input."""
+    zero-filled input; False (figures left as they were) when a run's folder is absent."""
     from build import quiet_lightning
     from evaluation import build_sites, figure_slice, load_run, new_module, reconstruct_slice
     from utils.figures import reconstruction_grid
 
     chosen = [r for r in rows if "comparison" in r["families"]] or rows
     if not chosen:
-        return
+        return False
+    absent = [k for r in chosen if not (planned[k := r["runs"][str(seed)]][1] / "results.json").is_file()]
+    if absent:
+        log(f"reconstruction figures not redrawn: no run folder for {', '.join(absent)}")
+        return False
     quiet_lightning()
     first = planned[chosen[0]["runs"][str(seed)]][0]
     sites = build_sites(first)
@@ -596,6 +631,7 @@ def reconstruction_figures(
     reconstruction_grid(
         results / "figures" / "errors.png", columns, targets, grid, errors=True, title="|error| x5"
     )
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:

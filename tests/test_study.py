@@ -43,6 +43,8 @@ def test_every_variant_trains_once_per_seed_with_that_seed(study):
     for key in keys:
         saved = yaml.safe_load((tmp / "runs" / "study" / "runs" / key / "config.yaml").read_text())
         assert saved["seed"] == int(key[-1]) == _raw(results, key)["seed"]
+        # The precision it trained at, as resolved on this machine (auto differs between CPUs).
+        assert _raw(results, key)["precision"] == saved["trainer"]["precision"] != "auto"
     # Different seeds give different models (initialisation, data order, masks).
     a, b = _raw(results, "fedavg-s3"), _raw(results, "fedavg-s5")
     assert a["sites"]["fastmri"]["volumes"] != b["sites"]["fastmri"]["volumes"]
@@ -99,6 +101,31 @@ def test_an_interrupted_study_continues_with_only_the_missing_runs(study):
     assert sum(": done in " in line for line in lines) == 1 and any("fedavg-s5: done" in ln for ln in lines)
     # The retrained run repeats bit for bit, so the tables come out the same.
     assert (results / "comparison.md").read_bytes() == before
+
+
+def test_a_fresh_clone_of_a_study_keeps_its_committed_raw_files_instead_of_retraining(study):
+    # A clone holds docs/results/<study>/runs but none of the run folders that made them.
+    tmp, results = study["tmp"], study["results"]
+    clone = tmp / "clone"
+    shutil.copytree(results, clone)
+    (clone / "comparison.md").unlink()
+    args = [*study["args"], "--results", str(clone), "--name", "clone"]
+    lines: list[str] = []
+    compare.run_all(compare.parse_args(args), log=lines.append)
+    assert sum("(no run folder)" in line for line in lines) == 6, lines
+    assert not any(": done in " in line or ": queued" in line for line in lines)
+    # The same tables; only the command line in the header names the clone.
+    mine, theirs = ((d / "comparison.md").read_text().split("\n", 3) for d in (clone, results))
+    assert "--name clone" in mine[2] and mine[3] == theirs[3]
+    assert any("reconstruction figures not redrawn" in line for line in lines)
+    # A raw file of another schedule (or seed, algorithm, overrides) is no result of this run: retrained.
+    raw = json.loads((clone / "runs" / "fedavg-s5.json").read_text())
+    raw["rounds"] = 7
+    (clone / "runs" / "fedavg-s5.json").write_text(json.dumps(raw))
+    lines.clear()
+    compare.run_all(compare.parse_args(args), log=lines.append)
+    assert [ln.split("] ")[1].split(":")[0] for ln in lines if ": training (" in ln] == ["fedavg-s5"]
+    assert _raw(clone, "fedavg-s5")["rounds"] == 2
 
 
 def test_report_errors_are_one_line(tmp_path, capsys):
