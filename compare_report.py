@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 from utils.stats import Interval, PairedComparison, mean_interval, paired_comparison
 from utils.tables import METRIC_FORMAT, METRIC_TITLES, best_rows, markdown
@@ -43,8 +44,8 @@ ABLATION_TITLES = {"domain": "image only vs dual domain (FedMRI and FedAvg)"}
 
 # -- raw files -----------------------------------------------------------------------------------------
 def run_record(run_dir: Path, seed: int, algorithm: str, overrides: Sequence[str]) -> dict[str, Any]:
-    """The raw result file of one finished run, read from its ``results.json``, ``metrics.csv`` and
-    ``timing.json``."""
+    """The raw result file of one finished run, read from its ``results.json``, ``metrics.csv``,
+    ``timing.json`` and the precision it trained at (``config.yaml``; ``auto`` depends on the CPU)."""
     results = json.loads((run_dir / "results.json").read_text())
     sites = {}
     for name, site in results["sites"].items():
@@ -68,6 +69,8 @@ def run_record(run_dir: Path, seed: int, algorithm: str, overrides: Sequence[str
         comm = _communication(rows)
     timing_path = run_dir / "timing.json"
     timing = json.loads(timing_path.read_text()) if timing_path.is_file() else None
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").is_file() else {}
+    precision = ((saved or {}).get("trainer") or {}).get("precision")  # resolved: auto depends on the CPU
     return {
         "seed": seed,
         "algorithm": algorithm,
@@ -77,6 +80,7 @@ def run_record(run_dir: Path, seed: int, algorithm: str, overrides: Sequence[str
         "val_psnr": {s: [val[s][r] for r in sorted(val[s], key=int)] for s in sorted(val)},
         "communication": comm,
         "timing": timing,
+        **({"precision": precision} if isinstance(precision, str) else {}),
     }
 
 
@@ -138,6 +142,7 @@ RUN = {
     "val_psnr": Each([NUMBER]),
     "communication": OrNull({"mean": {"sent_per_round": NUMBER, "received_per_round": NUMBER}}),
     "timing": OrNull({"seconds_per_round": NUMBER, "local_steps_per_round": OrMissing(OrNull(NUMBER))}),
+    "precision": OrMissing(str),
 }
 LATENT = {
     "labels": [str],
