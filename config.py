@@ -13,6 +13,8 @@ path, e.g. ``config error: sites.0.mask.acceleration: must be >= 1 (got 0.5)``.
 from __future__ import annotations
 
 import math
+import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -157,7 +159,12 @@ def load_config(
         data = OmegaConf.to_container(raw, resolve=True)
     except (OmegaConfBaseException, ValueError, TypeError, RecursionError) as err:
         raise UserError(f"{source}: {_first_line(err)}") from None
-    return validate_config(data)
+    if path is None:
+        return validate_config(data)
+    try:
+        return validate_config(data)
+    except UserError as err:  # name the file: a run's saved config.yaml, or one of several given
+        raise UserError(re.sub(r"^config( error)?:", f"config error in {path}:", str(err), count=1)) from None
 
 
 def validate_config(data: Any) -> Config:
@@ -261,6 +268,10 @@ def format_validation_error(err: ValidationError, data: Any) -> str:
 
 def _read_yaml(path: str | Path) -> Any:
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"config {path}: is a folder; expected a YAML file such as configs/default.yaml")
+    if path.is_symlink() and not path.exists():
+        raise UserError(f"config {path}: a link to {os.readlink(path)}, which does not exist")
     if not path.is_file():
         raise UserError(f"config {path}: file not found")
     try:

@@ -147,8 +147,8 @@ def _config_file(tmp_path) -> str:
 
 def test_unknown_key_in_an_algorithm_section_is_refused(tmp_path):
     with pytest.raises(UserError) as err:
-        load_config(_config_file(tmp_path), ["fl.fedmri.bogus=1"])
-    assert str(err.value) == "config error: fl.fedmri.bogus: unknown key"
+        load_config(path := _config_file(tmp_path), ["fl.fedmri.bogus=1"])
+    assert str(err.value) == f"config error in {path}: fl.fedmri.bogus: unknown key"
 
 
 def test_out_of_range_option_names_its_key(tmp_path):
@@ -156,12 +156,12 @@ def test_out_of_range_option_names_its_key(tmp_path):
         load_config(_config_file(tmp_path), ["fl.fedmri.beta=-1"])
     message = str(err.value)
     assert "\n" not in message
-    assert message.startswith("config error: fl.fedmri.beta: ")
+    assert message.startswith(f"config error in {_config_file(tmp_path)}: fl.fedmri.beta: ")
     assert ">= 0" in message
 
 
 def test_options_of_an_algorithm_not_running_are_still_validated(tmp_path):
     with pytest.raises(UserError) as err:
         load_config(_config_file(tmp_path), ["fl.algorithm=fedavg", "fl.fedprox.mu=-0.5"])
-    assert str(err.value).startswith("config error: fl.fedprox.mu: ")
+    assert ": fl.fedprox.mu: " in str(err.value) and str(err.value).startswith("config error in ")
 

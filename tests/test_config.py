@@ -132,7 +132,7 @@ def test_resolved_config_round_trips(tmp_path):
 def test_mask_errors_name_the_mask_key(override, message):
     with pytest.raises(UserError) as info:
         load_config(ROOT / "configs" / "default.yaml", [override])
-    assert str(info.value).startswith(f"config error: {message}")
+    assert str(info.value).startswith(f"config error in {ROOT / 'configs' / 'default.yaml'}: {message}")
 
 
 def test_mask_sections_are_each_kinds_typed_options():
@@ -142,3 +142,21 @@ def test_mask_sections_are_each_kinds_typed_options():
     mask = config.sites[2].mask
     assert isinstance(mask, Radial2DOptions) and mask.golden_angle and mask.acceleration == 4.0
     assert build_mask(mask)((32, 32), 0).shape == (32, 32)
+
+
+def test_a_config_path_that_is_a_folder_or_a_broken_link_says_so(tmp_path):
+    with pytest.raises(UserError, match=r"^config .*: is a folder; expected a YAML file"):
+        load_config(tmp_path)
+    link = tmp_path / "linked.yaml"
+    link.symlink_to(tmp_path / "moved.yaml")
+    with pytest.raises(UserError, match=r"^config .*linked\.yaml: a link to .*moved\.yaml, which does not exist$"):
+        load_config(link)
+
+
+def test_an_invalid_config_file_is_named_in_the_error(tmp_path):
+    # An empty file (a run's config.yaml truncated, say) holds no sites: the error names the file.
+    empty = tmp_path / "config.yaml"
+    empty.write_text("")
+    with pytest.raises(UserError) as info:
+        load_config(empty)
+    assert str(info.value).startswith(f"config error in {empty}: ") and "sites" in str(info.value)
