@@ -331,6 +331,10 @@ def test_site_folder_pattern_and_manifest(tmp_path):
     volumes = {v.subject: v for split in SPLITS for v in listed.volumes(split)}
     assert set(volumes) == {"A", "B", "C"}
     np.testing.assert_array_equal(listed.read_slice(volumes["C"], 1), arrays[("case2", "T2")][1])
+    # A spreadsheet's "CSV UTF-8" starts with a byte-order mark; the header still reads.
+    manifest.write_text("\ufeff" + manifest.read_text(), encoding="utf-8")
+    listed = make(tmp_path / "bom", kind="folder", root=str(root), manifest=str(manifest))
+    assert {v.subject for split in SPLITS for v in listed.volumes(split)} == {"A", "B", "C"}
 
 
 # --------------------------------------------------------------------------------------------- cache

@@ -127,7 +127,7 @@ class FolderSource(ImageVolumeSource):
     def _manifest(self, root: Path) -> list[tuple[str, str, Path]]:
         manifest = Path(self.options.manifest).expanduser()
         try:
-            with manifest.open(newline="", encoding="utf-8") as handle:
+            with manifest.open(newline="", encoding="utf-8-sig") as handle:  # as spreadsheets save it
                 rows = list(csv.DictReader(handle))
         except OSError as err:
             raise UserError(
