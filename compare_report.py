@@ -69,7 +69,8 @@ def run_record(run_dir: Path, seed: int, algorithm: str, overrides: Sequence[str
         comm = _communication(rows)
     timing_path = run_dir / "timing.json"
     timing = json.loads(timing_path.read_text()) if timing_path.is_file() else None
-    saved = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").is_file() else {}
+    config_path = run_dir / "config.yaml"
+    saved = yaml.safe_load(config_path.read_text()) if config_path.is_file() else {}
     precision = ((saved or {}).get("trainer") or {}).get("precision")  # resolved: auto depends on the CPU
     return {
         "seed": seed,
@@ -431,7 +432,10 @@ def compute_section(rows: list[Row], sites: list[str]) -> str:
         first = row.records[row.seeds[0]]
         comm, timing = first["communication"], first["timing"] or {}
         conv = convergence(row)
-        seconds = [r["timing"]["seconds_per_round"] for r in row.records.values() if r.get("timing")]
+        seconds: dict[str, list[float]] = {}
+        for r in row.records.values():
+            if r.get("timing"):
+                seconds.setdefault(r.get("precision", ""), []).append(r["timing"]["seconds_per_round"])
         best = [r["sites"][s]["best_round"] for r in row.records.values() for s in sites]
         body.append(
             [
@@ -441,7 +445,10 @@ def compute_section(rows: list[Row], sites: list[str]) -> str:
                 else _mb(None if comm is None else comm["mean"]["sent_per_round"]),
                 _mb(None if comm is None else comm["mean"]["received_per_round"]),
                 _fmt(timing.get("local_steps_per_round"), 1),
-                _fmt(float(np.mean(seconds)) if seconds else math.nan, 1),
+                "; ".join(
+                    _fmt(float(np.mean(times)), 1) + (f" ({precision})" if precision else "")
+                    for precision, times in seconds.items()
+                ) or _fmt(math.nan, 1),
                 f"{min(best)}–{max(best)}" if best else "–",
                 f"{conv['early']}/{conv['pairs']}",
                 _fmt(conv["max_gain"], 2),
@@ -513,7 +520,9 @@ def markdown_report(manifest: dict[str, Any], rows: list[Row]) -> str:
         parts.append("## Compute, traffic and convergence\n")
         parts.append(
             "MB per site and round; local optimiser steps of a site per round; wall seconds per round "
-            "(mean over seeds); the range of best rounds over seeds and sites; how many (seed, site) "
+            "(mean over seeds; by precision where the raw files record it, since a run at bf16-mixed and "
+            "one at 32-true are not one speed); the range of best rounds over seeds and sites; how many "
+            "(seed, site) "
             "pairs had their best round before the last; the largest validation PSNR gained in the last "
             "fifth of the rounds over the rounds before it.\n"
         )

@@ -48,9 +48,22 @@ def load_run(run_dir: str | Path) -> TrainedModels:
         if not path.is_file():
             raise UserError(f"run {run_dir}: {path.name} not found; did the run finish its test?")
         ckpt = load_checkpoint(path)
+        _check_fingerprint(ckpt.get("fingerprint"), config, f"{path} (of run {run_dir})")
         models[site.name], rounds[site.name] = ckpt.get("model"), _count(ckpt.get("round", 0), path)
     _check_models(models, run_dir)
     return TrainedModels(config, models, rounds, str(run_dir))
+
+
+def _check_fingerprint(stated: Any, config: Config, what: str) -> None:
+    """Refuse a checkpoint whose fingerprint (what its model was trained with) differs from ``config``:
+    weights from another run or network, named with the differing keys before any site is tested."""
+    if stated is None:  # written before checkpoints carried one
+        return
+    if not isinstance(stated, dict):
+        raise UserError(f"{what}: its fingerprint is unreadable")
+    differing = fingerprint_differences(stated, fingerprint(config.to_dict()))
+    if differing:
+        raise UserError(f"{what}: was trained with another config ({'; '.join(differing)})")
 
 
 def load_ckpt(path: str | Path) -> TrainedModels:
@@ -60,15 +73,7 @@ def load_ckpt(path: str | Path) -> TrainedModels:
     if "config" not in ckpt:
         raise UserError(f"checkpoint {path}: no config inside; expected one written by train.py")
     config = validate_config(ckpt["config"])
-    stated = ckpt.get("fingerprint")
-    if stated is not None:
-        differing = (
-            fingerprint_differences(stated, fingerprint(config.to_dict())) if isinstance(stated, dict) else []
-        )
-        if differing or not isinstance(stated, dict):
-            raise UserError(
-                f"checkpoint {path}: its fingerprint does not match its config ({'; '.join(differing)})"
-            )
+    _check_fingerprint(ckpt.get("fingerprint"), config, f"checkpoint {path}")
     if "sites" in ckpt:
         models, rounds = {}, {}
         sites, bests = ckpt["sites"], ckpt.get("best", {})

@@ -149,7 +149,8 @@ def test_a_config_path_that_is_a_folder_or_a_broken_link_says_so(tmp_path):
         load_config(tmp_path)
     link = tmp_path / "linked.yaml"
     link.symlink_to(tmp_path / "moved.yaml")
-    with pytest.raises(UserError, match=r"^config .*linked\.yaml: a link to .*moved\.yaml, which does not exist$"):
+    broken = r"^config .*linked\.yaml: a link to .*moved\.yaml, which does not exist$"
+    with pytest.raises(UserError, match=broken):
         load_config(link)
 
 

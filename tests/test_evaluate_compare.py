@@ -3,6 +3,7 @@
 import csv
 import json
 import re
+import shutil
 
 import pytest
 import yaml
@@ -70,7 +71,9 @@ def test_compare_writes_tables_figures_and_trains_each_distinct_config_once(comp
         assert timing["local_steps_per_round"] == 3.0 and timing["rounds_timed"] == 1
         assert timing["seconds_per_round"] > 0
     table = (root / "comparison.md").read_text()
-    assert re.search(r"\| FedAvg \| [\d.]+ \| [\d.]+ \| 3\.0 \| \d+\.\d \|", table)
+    # Seconds per round carry the precision the run trained at (auto resolves differently per CPU).
+    precision = record["precision"]
+    assert re.search(rf"\| FedAvg \| [\d.]+ \| [\d.]+ \| 3\.0 \| \d+\.\d \({precision}\) \|", table)
 
 
 def test_raw_files_hold_every_test_volume_and_the_run_results_summarise_them(comparison):
@@ -106,8 +109,6 @@ def test_compare_marks_the_best_mean_psnr(comparison):
 
 
 def test_report_rebuilds_the_tables_byte_for_byte_from_the_raw_files_alone(comparison, tmp_path):
-    import shutil
-
     root = comparison["root"]
     copy = tmp_path / "copy"
     copy.mkdir()
@@ -216,6 +217,19 @@ def test_evaluate_a_federation_checkpoint(comparison, tmp_path):
     evaluation = json.loads((tmp_path / "ev" / "evaluation.json").read_text())
     # FedMRI keeps decoders local, so the two sites' models differ on the same test data.
     assert evaluation["cross_site"]["fastmri"]["fastmri"] != evaluation["cross_site"]["brats"]["fastmri"]
+
+
+def test_a_checkpoint_from_another_run_is_refused_naming_it(comparison, tmp_path, capsys):
+    # FedAvg's best model of brats dropped into a copy of a FedMRI run: same network, other algorithm.
+    runs = comparison["root"] / "runs"
+    copy = tmp_path / "run"
+    shutil.copytree(runs / "fedmri-negatives-self", copy)
+    foreign = copy / "checkpoints" / "best_brats.ckpt"
+    shutil.copy(runs / "fedavg" / "checkpoints" / "best_brats.ckpt", foreign)
+    assert evaluate.main(["--run", str(copy), "--out", str(tmp_path / "ev")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(foreign) in err[0] and "fl.algorithm ('fedavg' -> 'fedmri')" in err[0], err
+    assert not (tmp_path / "ev").exists()
 
 
 @pytest.mark.parametrize(
