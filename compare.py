@@ -283,6 +283,17 @@ def run_all(args: argparse.Namespace, log: Any = print) -> dict[str, Any]:
     from utils.paths import check_path_text, check_writable_dir
 
     if args.report:
+        defaults = vars(parse_args([]))
+        given = [
+            "overrides" if name == "overrides" else f"--{name.replace('_', '-')}"
+            for name in REPORT_IGNORES
+            if getattr(args, name) != defaults[name]
+        ]
+        if given:
+            raise UserError(
+                f"--report rebuilds {args.report} from its raw files alone; {', '.join(given)} "
+                "would change nothing there (drop them, or train with them without --report)"
+            )
         compare_report.write_report(args.report, log)
         return json.loads((Path(args.report) / "comparison.json").read_text())
     if args.name in ("", ".", "..") or "/" in args.name:
@@ -426,6 +437,12 @@ def run_all(args: argparse.Namespace, log: Any = print) -> dict[str, Any]:
     if reconstruction_figures(results, planned, rows, seeds[0], log):
         log(f"wrote {results}/figures/reconstructions.png and errors.png")
     return json.loads((results / "comparison.json").read_text())
+
+
+REPORT_IGNORES = (
+    "config", "algorithms", "ablations", "local_epochs", "name", "seeds", "results", "first", "force",
+    "jobs", "overrides",
+)  # what --report cannot honour: it reads the folder's manifest.json and raw files only
 
 
 def _variant_of(key: str) -> str:

@@ -134,6 +134,11 @@ def test_report_errors_are_one_line(tmp_path, capsys):
     assert len(err) == 1 and "manifest.json" in err[0]
     assert compare.main(["--algorithms", "fedavg", "--seeds", "1,x"]) == 2
     assert "--seeds" in capsys.readouterr().err
+    # --report reads the folder alone: options that would choose or train runs are refused, not ignored.
+    argv = ["--report", str(tmp_path), "--algorithms", "fedavg", "--seeds", "0,1", "fl.rounds=3"]
+    assert compare.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--algorithms, --seeds, overrides would change nothing" in err[0], err
 
 
 @pytest.mark.parametrize(
