@@ -231,6 +231,8 @@ def load(folder: str | Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]
                 int(seed)
             except ValueError:
                 raise UserError(f"{path}: rows[{i}].runs: seed {seed!r} is not an integer") from None
+            if not key or key.startswith(".") or "/" in key or "\\" in key:
+                raise UserError(f"{path}: rows[{i}].runs.{seed}: {key!r} is not a run name (a file of runs/)")
             file = folder / "runs" / f"{key}.json"
             if key in runs or not file.is_file():
                 continue

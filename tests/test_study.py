@@ -186,6 +186,8 @@ def _without(data, key):
          "manifest.json: rows[0]: no key 'runs'"),
         ("manifest.json", _edit_json(lambda m: m | {"rows": [m["rows"][0] | {"runs": [1]}]}),
          "manifest.json: rows[0].runs: expected an object, found a list"),
+        ("manifest.json", _edit_json(lambda m: m | {"rows": [m["rows"][0] | {"runs": {"0": "../../x"}}]}),
+         "manifest.json: rows[0].runs.0: '../../x' is not a run name"),
         ("runs/fedmri-s0.json", lambda _: "{}", "runs/fedmri-s0.json: no key 'overrides'"),
         ("runs/fedmri-s0.json", lambda _: "[]", "runs/fedmri-s0.json: expected an object, found a list"),
         ("runs/fedmri-s0.json", _edit_json(lambda r: r | {"sites": {}}), "runs/fedmri-s0.json: sites: no "),
