@@ -234,6 +234,11 @@ def _is_resumable(run_dir: Path, config_dict: dict[str, Any]) -> bool:
     return (run_dir / "checkpoints" / "last.ckpt").is_file() and _saved_config(run_dir) == config_dict
 
 
+def _finished(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a finished run's results (a clone of a study holds none)."""
+    return (run_dir / "results.json").is_file()
+
+
 def _raw_file_matches(path: Path, config: Any, overrides: list[str]) -> bool:
     """Whether ``path`` is a raw result file of a run with ``config``'s seed, algorithm, rounds and sites
     and the variant's ``overrides``."""
@@ -379,15 +384,17 @@ def run_all(args: argparse.Namespace, log: Any = print) -> dict[str, Any]:
     start, trained_time, trained = time.perf_counter(), 0.0, 0
     # A run whose folder is gone (a fresh clone of a committed study) is not retrained when its raw
     # file in --results is still there and was made by this run's seed, algorithm, overrides and schedule.
-    recorded = {
-        k for k, (c, d) in planned.items()
-        if not args.force and not _is_complete(d, c.to_dict()) and not _is_resumable(d, c.to_dict())
-        and _raw_file_matches(results / "runs" / f"{k}.json", c, _overrides_of(k, rows))
-    }  # fmt: skip
-    todo = [
-        k for k, (c, d) in planned.items()
-        if k not in recorded and (args.force or not _is_complete(d, c.to_dict()))
-    ]  # fmt: skip
+    recorded: set[str] = set()
+    todo: list[str] = []
+    for k, (c, d) in planned.items():
+        if args.force:
+            todo.append(k)
+        elif not _is_complete(d, config_dict := c.to_dict()):
+            raw = results / "runs" / f"{k}.json"
+            if not _is_resumable(d, config_dict) and _raw_file_matches(raw, c, _overrides_of(k, rows)):
+                recorded.add(k)
+            else:
+                todo.append(k)
     # --first variants with all their seeds, then seed by seed: every other variant's first seed
     # finishes before any second one starts.
     def order(key: str) -> tuple[int, int]:
@@ -516,7 +523,7 @@ def latent_files(results: Path, planned: dict[str, Any], rows: list[dict[str, An
             path = results / "latent" / f"{key}.json"
             if path.is_file() or planned[key][0].model.kind != "unet":
                 continue
-            if not (planned[key][1] / "results.json").is_file():
+            if not _finished(planned[key][1]):
                 log(f"{title}: {key} not embedded: its run folder {planned[key][1]} is absent")
                 continue
             from latent import latent_summary
@@ -623,7 +630,7 @@ def reconstruction_figures(
     chosen = [r for r in rows if "comparison" in r["families"]] or rows
     if not chosen:
         return False
-    absent = [k for r in chosen if not (planned[k := r["runs"][str(seed)]][1] / "results.json").is_file()]
+    absent = [key for key in (r["runs"][str(seed)] for r in chosen) if not _finished(planned[key][1])]
     if absent:
         log(f"reconstruction figures not redrawn: no run folder for {', '.join(absent)}")
         return False

@@ -159,11 +159,11 @@ def load_config(
         data = OmegaConf.to_container(raw, resolve=True)
     except (OmegaConfBaseException, ValueError, TypeError, RecursionError) as err:
         raise UserError(f"{source}: {_first_line(err)}") from None
-    if path is None:
-        return validate_config(data)
     try:
         return validate_config(data)
     except UserError as err:  # name the file: a run's saved config.yaml, or one of several given
+        if path is None:
+            raise
         raise UserError(re.sub(r"^config( error)?:", f"config error in {path}:", str(err), count=1)) from None
 
 
