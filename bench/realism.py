@@ -3,6 +3,7 @@
     python bench/realism.py                          # trains configs/default.yaml (runs/default), then tests
     python bench/realism.py --run runs/default       # tests an existing run of the default federation
     python bench/realism.py --config configs/default.yaml source_overrides...
+    python bench/realism.py --run runs/default --volumes tuning   # the separate set for tuning
 
 Each site's model (the run's best checkpoint of that site) is tested twice, with the site's own mask and
 matrix size: on its simulated test split, and on real brain MR volumes that no training or tuning saw.
@@ -17,17 +18,23 @@ resampled to each site's pixel size, centre-cropped or zero-padded to its matrix
 written as NIfTI volumes, one test-only folder site per simulated site (``split: {test: 1}``); the
 skull-stripped site (``brats``) gets the skull-stripped volumes only.
 
+``--volumes tuning`` tests on a second, separate real set instead (nibabel's example EPI series, a 2 mm
+T2*-weighted brain masked to the head's interior), so that the simulator can be tuned without looking
+at the test volumes; the test volumes are for the final measurement.
+
 Without --run, a finished run of the config (its results.json) is tested again without training; a run
 directory that holds an unfinished run or a finished one of another config is refused, as train.py
 refuses it (``train.py --resume`` finishes a run). Overrides apply to --config only: --run tests a run
 with its own config.
 
-Writes <out>/realism.md and realism.json (default <out>: <run>/realism) and each evaluation's outputs.
+Writes <out>/realism.md and realism.json (default <out>: <run>/realism, or
+<run>/realism-tuning) and each evaluation's outputs.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import json
 import sys
@@ -41,39 +48,74 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 DEFAULT_CONFIG = "configs/default.yaml"
 
-# name -> (file under dipy/data/files, in-plane pixel mm, skull-stripped, slices kept [start, stop))
-REAL_VOLUMES: dict[str, tuple[str, float, bool, tuple[int, int] | None]] = {
-    "t1slice": ("t1_coronal_slice.npy", 1.0, True, None),
-    "s0": ("S0_10slices.nii.gz", 2.0, True, None),
-    "aniso": ("aniso_vox.nii.gz", 4.0, False, (4, 20)),
-    "piesno": ("test_piesno.nii.gz", 2.5, False, (2, 12)),
+
+@dataclasses.dataclass(frozen=True)
+class RealVolume:
+    """A real brain MR volume shipped inside an installed package (read from disk, never downloaded)."""
+
+    package: str  # the installed package that ships the file
+    path: str  # the file, relative to the package's folder
+    pixel_mm: float  # in-plane pixel size
+    skull_stripped: bool  # brain only (zero background): the only kind a skull-stripped site is tested on
+    slices: tuple[int, int] | None = None  # axial slices kept, [start, stop); None = all
+    frame: int = 0  # the volume of a 4D series
+    turns: int = 0  # in-plane quarter turns: the same scan stored in another orientation
+    matrix: float = 1.0  # fraction of k-space kept along each axis: the same scan from a smaller matrix
+
+
+# The final measurement: the volumes every number of RESULTS.md's "Transfer to real scans" comes from.
+TEST_VOLUMES: dict[str, RealVolume] = {
+    "t1slice": RealVolume("dipy", "data/files/t1_coronal_slice.npy", 1.0, True),
+    "s0": RealVolume("dipy", "data/files/S0_10slices.nii.gz", 2.0, True),
+    "aniso": RealVolume("dipy", "data/files/aniso_vox.nii.gz", 4.0, False, (4, 20)),
+    "piesno": RealVolume("dipy", "data/files/test_piesno.nii.gz", 2.5, False, (2, 12)),
 }
+# A second, separate real set for tuning the simulator, so that no tuning decision looks at the test
+# volumes: nibabel's example EPI series (a 2 mm T2*-weighted brain, masked to the head's interior), as
+# stored, turned a quarter, and from half its matrix: scanners store slices in any orientation and
+# acquire at coarser resolutions than the matrix they reconstruct to.
+_EPI = RealVolume("nibabel", "tests/data/example4d.nii.gz", 2.0, True, (4, 22))
+TUNING_VOLUMES: dict[str, RealVolume] = {
+    "epi": _EPI,
+    "epi_turned": dataclasses.replace(_EPI, turns=1),
+    "epi_half_matrix": dataclasses.replace(_EPI, matrix=0.5),
+}
+VOLUME_SETS: dict[str, dict[str, RealVolume]] = {"test": TEST_VOLUMES, "tuning": TUNING_VOLUMES}
 
 
-def dipy_files() -> Path:
-    """``dipy/data/files`` of the installed dipy package (found without importing dipy)."""
+def package_folder(package: str) -> Path:
+    """The folder of an installed package, found without importing it."""
     from utils.errors import UserError
 
-    spec = importlib.util.find_spec("dipy")
+    spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise UserError("the real test volumes ship with 'dipy'; pip install -r requirements-dev.txt")
-    return Path(next(iter(spec.submodule_search_locations))) / "data" / "files"
+        raise UserError(f"the real test volumes ship with {package!r}; pip install -r requirements-dev.txt")
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
-def read_real(name: str, folder: Path) -> np.ndarray:
-    """One real volume as (slices, H, W) float32 magnitudes, axial, in its stored orientation."""
+def read_real(volume: RealVolume) -> np.ndarray:
+    """One real volume as (slices, H, W) float32 magnitudes, axial, in its stored orientation turned
+    ``volume.turns`` quarters, from ``volume.matrix`` of its k-space."""
     import nibabel as nib
 
-    filename, _, _, keep = REAL_VOLUMES[name]
-    path = folder / filename
+    from utils.errors import UserError
+
+    path = package_folder(volume.package) / volume.path
+    if not path.is_file():
+        raise UserError(f"real volume {path} is missing; reinstall {volume.package}")
     if path.suffix == ".npy":
         data = np.load(path)[..., None]
     else:
         data = np.asarray(nib.load(path).dataobj, dtype=np.float32)
-        data = data[..., 0] if data.ndim == 4 else data
-    if keep is not None:
-        data = data[:, :, keep[0] : keep[1]]
-    return np.ascontiguousarray(np.abs(np.moveaxis(data, -1, 0)).astype(np.float32))
+        data = data[..., volume.frame] if data.ndim == 4 else data
+    if volume.slices is not None:
+        data = data[:, :, volume.slices[0] : volume.slices[1]]
+    data = np.abs(np.rot90(np.moveaxis(data, -1, 0), volume.turns, axes=(1, 2))).astype(np.float32)
+    if volume.matrix < 1.0:
+        from data.simulation.imaging import acquisition_matrix
+
+        data = acquisition_matrix(data, volume.matrix)
+    return np.ascontiguousarray(data)
 
 
 def fit_to_site(volume: np.ndarray, pixel_mm: float, site_mm: float, size: int) -> np.ndarray:
@@ -92,13 +134,12 @@ def fit_to_site(volume: np.ndarray, pixel_mm: float, site_mm: float, size: int) 
     return out / max(float(np.percentile(out, 99.9)), 1e-6)
 
 
-def write_real_sites(config: Any, folder: Path) -> dict:
+def write_real_sites(config: Any, folder: Path, volumes: dict[str, RealVolume] = TEST_VOLUMES) -> dict:
     """Write each site's real test volumes under ``folder/<site>/`` and return the test config dict."""
     import nibabel as nib
 
     from data.simulation import PROFILES
 
-    files = dipy_files()
     sites = []
     for site in config.sites:
         source = site.source
@@ -106,10 +147,10 @@ def write_real_sites(config: Any, folder: Path) -> dict:
             continue
         profile = PROFILES[source.profile]
         root = folder / site.name
-        for name, (_, pixel_mm, stripped, _) in REAL_VOLUMES.items():
-            if profile.skull_stripped and not stripped:
+        for name, real in volumes.items():
+            if profile.skull_stripped and not real.skull_stripped:
                 continue
-            volume = fit_to_site(read_real(name, files), pixel_mm, profile.fov_mm / source.size, source.size)
+            volume = fit_to_site(read_real(real), real.pixel_mm, profile.fov_mm / source.size, source.size)
             path = root / name / "real.nii.gz"
             path.parent.mkdir(parents=True, exist_ok=True)
             nib.save(nib.Nifti1Image(np.ascontiguousarray(np.moveaxis(volume, 0, -1)), np.eye(4)), str(path))
@@ -195,7 +236,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--config", help=f"config to train when --run is not given (default: {DEFAULT_CONFIG})"
     )
-    parser.add_argument("--out", help="output directory (default: <run>/realism)")
+    parser.add_argument(
+        "--volumes",
+        choices=sorted(VOLUME_SETS),
+        default="test",
+        help="test: the real volumes of the final measurement (default); tuning: a separate real set for "
+        "tuning the simulator without looking at the test volumes",
+    )
+    parser.add_argument("--out", help="output directory (default: <run>/realism, or realism-tuning)")
     parser.add_argument("overrides", nargs="*", metavar="key.path=value", help="overrides of --config")
     args = parser.parse_args(argv)
 
@@ -216,16 +264,19 @@ def main(argv: list[str] | None = None) -> int:
         else:
             config = existing_or_new_run(args.config or DEFAULT_CONFIG, args.overrides)
             run_dir = config.run_dir
-        out = Path(args.out) if args.out else run_dir / "realism"
+        default_out = "realism" if args.volumes == "test" else "realism-tuning"
+        out = Path(args.out) if args.out else run_dir / default_out
         check_writable_dir(out, "--out" if args.out else "--run" if args.run else "output_dir")
         if config is not None and not (run_dir / "results.json").is_file():
             Builder(config).run().run()
         trained = load_run(run_dir)
-        real_config = validate_config(write_real_sites(trained.config, out / "real_volumes"))
+        volumes = VOLUME_SETS[args.volumes]
+        real_config = validate_config(write_real_sites(trained.config, out / "real_volumes", volumes))
         simulated = gains(evaluate.evaluate(trained, trained.config, out / "simulated", log=lambda _: None))
         real = gains(evaluate.evaluate(trained, real_config, out / "real", log=lambda _: None))
         report = (
-            f"# Transfer of {run_dir}: gain over zero-filled, simulated test split vs real volumes\n\n"
+            f"# Transfer of {run_dir}: gain over zero-filled, simulated test split vs real volumes "
+            f"({args.volumes} set: {', '.join(volumes)})\n\n"
             + table(simulated, real)
             + "\n"
         )

@@ -40,13 +40,12 @@ def brightest_t2_slice(stack: np.ndarray) -> int:
 
 def real_slice(profile: str, size: int) -> np.ndarray | None:
     """The middle slice of the row's real volume at the site's pixel size and matrix, or None."""
+    volume = realism.TEST_VOLUMES[REAL[profile]]
     try:
-        files = realism.dipy_files()
+        data = realism.read_real(volume)
     except UserError:
         return None
-    name = REAL[profile]
-    volume = realism.read_real(name, files)
-    fitted = realism.fit_to_site(volume, realism.REAL_VOLUMES[name][1], PROFILES[profile].fov_mm / size, size)
+    fitted = realism.fit_to_site(data, volume.pixel_mm, PROFILES[profile].fov_mm / size, size)
     return fitted[len(fitted) // 2]
 
 
@@ -70,7 +69,8 @@ def main() -> None:
             image = reals[profile]
             if image is not None:
                 axes[row, col].imshow(image, cmap="gray", vmin=0, vmax=float(image.max()))
-                axes[row, col].set_title(f"real: {realism.REAL_VOLUMES[REAL[profile]][0]}", fontsize=6)
+                name = Path(realism.TEST_VOLUMES[REAL[profile]].path).name
+                axes[row, col].set_title(f"real: {name}", fontsize=6)
         for ax in axes[row]:
             ax.axis("off")
     fig.tight_layout(pad=0.3)

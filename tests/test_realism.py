@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from data.simulation import PROFILES, simulate_subject
-from data.simulation.imaging import _acquisition_matrix
+from data.simulation.imaging import acquisition_matrix
 from data.sources.synthetic import SyntheticOptions
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
@@ -32,6 +32,47 @@ def test_background_noise_is_rayleigh_at_the_profiles_level():
     # magnitude of complex Gaussian noise: Rayleigh, mean sigma sqrt(pi/2), second moment 2 sigma^2
     assert background.mean() == pytest.approx(sigma * np.sqrt(np.pi / 2), rel=0.08)
     assert np.mean(background**2) == pytest.approx(2 * sigma**2, rel=0.12)
+
+
+def test_noise_range_sets_each_subjects_noise_level():
+    corner = np.zeros((64, 64), dtype=bool)
+    corner[:8, :8] = corner[:8, -8:] = corner[-8:, :8] = corner[-8:, -8:] = True
+    clean = _subject(noise_scale=0.0)
+    sigma = PROFILES["fastmri"].noise * float(np.percentile(clean, 99))
+    quarter = _subject(noise_range=(0.25, 0.25))[:, corner]
+    assert np.sqrt(np.mean(quarter**2) / 2) == pytest.approx(0.25 * sigma, rel=0.12)
+    # varied: the same subject (pose, size) at a quarter of the noise of a fixed factor of one
+    outside = _subject(realism="varied", noise_scale=0.0) < 1e-4
+    one, fourth = (_subject(realism="varied", noise_range=(f, f))[outside] for f in (1.0, 0.25))
+    assert np.sqrt(np.mean(fourth**2) / np.mean(one**2)) == pytest.approx(0.25, rel=0.12)
+    # a range draws each subject's own level inside it
+    levels = []
+    for subject in range(6):
+        options = SyntheticOptions(
+            profile="fastmri", size=64, slices_per_subject=1, contrasts=["t1"], noise_range=(0.1, 2.0)
+        )
+        image = simulate_subject(options, 0, "site", f"sub-{subject:03d}").images["t1"]
+        levels.append(np.sqrt(np.mean(image[:, corner] ** 2) / 2))
+    assert 0.1 * sigma * 0.8 < min(levels) < max(levels) < 2.0 * sigma * 1.2
+    assert max(levels) / min(levels) > 1.5
+
+
+def test_masked_background_zeroes_outside_the_head_and_keeps_the_head():
+    plain, masked = _subject(), _subject(masked_background=1.0)
+    assert np.array_equal(_subject(masked_background=0.0), plain)
+    corner = np.zeros(plain.shape[1:], dtype=bool)
+    corner[:8, :8] = corner[:8, -8:] = corner[-8:, :8] = corner[-8:, -8:] = True
+    assert plain[:, corner].min() > 0 and masked[:, corner].max() == 0  # Rician floor, then none
+    kept = masked > 0
+    assert kept.mean() > 0.3 and np.array_equal(masked[kept], plain[kept])  # the head itself is untouched
+
+
+@pytest.mark.parametrize("bad", [(2.0, 1.0), (0.0, 1.0), (-1.0, 1.0)])
+def test_a_noise_range_out_of_order_is_refused(bad):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="noise_range must be"):
+        SyntheticOptions(profile="fastmri", noise_range=bad)
 
 
 def test_template_realism_is_the_default_and_varied_changes_every_subject():
@@ -57,8 +98,8 @@ def test_varied_subjects_come_in_every_orientation():
 def test_acquisition_matrix_keeps_only_the_acquired_frequencies():
     rng = np.random.default_rng(0)
     image = rng.random((1, 32, 32)).astype(np.float32)
-    kept = np.fft.fft2(_acquisition_matrix(image, 0.5).astype(np.complex64))
-    assert np.allclose(_acquisition_matrix(image, 1.0), image, atol=1e-5)
+    kept = np.fft.fft2(acquisition_matrix(image, 0.5).astype(np.complex64))
+    assert np.allclose(acquisition_matrix(image, 1.0), image, atol=1e-5)
     freq = np.abs(np.fft.fftfreq(32) * 32)
     outside = (freq[:, None] > 8) | (freq[None, :] > 8)
     # magnitude is not linear, so a little energy returns outside; far less than the image had there
@@ -76,6 +117,45 @@ def test_real_volumes_are_fitted_to_a_sites_pixel_size_and_matrix():
     assert np.ptp(rows) + 1 == pytest.approx(60, abs=2) and np.ptp(cols) + 1 == pytest.approx(40, abs=2)
     small = realism.fit_to_site(volume, pixel_mm=1.0, site_mm=1.0, size=80)  # zero-padded
     assert small.shape == (2, 80, 80) and small[:, :15].max() == 0
+
+
+def test_the_tuning_set_shares_no_file_with_the_test_set_and_reads_like_it():
+    test_files = {(v.package, v.path) for v in realism.TEST_VOLUMES.values()}
+    tuning_files = {(v.package, v.path) for v in realism.TUNING_VOLUMES.values()}
+    assert test_files and tuning_files and not test_files & tuning_files
+    for name, volume in realism.TUNING_VOLUMES.items():
+        data = realism.read_real(volume)
+        start, stop = volume.slices
+        assert data.ndim == 3 and data.shape[0] == stop - start, name
+        assert data.dtype == np.float32 and data.min() >= 0 and data.max() > 0, name
+    # a skull-stripped site gets a tuning volume too, so every site is tuned on something
+    assert any(v.skull_stripped for v in realism.TUNING_VOLUMES.values())
+
+
+def test_tuning_variants_are_the_same_scan_turned_or_from_a_smaller_matrix():
+    stored = realism.read_real(realism.TUNING_VOLUMES["epi"])
+    turned = realism.read_real(realism.TUNING_VOLUMES["epi_turned"])
+    assert turned.shape == (stored.shape[0], stored.shape[2], stored.shape[1])
+    assert np.array_equal(turned, np.rot90(stored, 1, axes=(1, 2)))
+    coarse = realism.read_real(realism.TUNING_VOLUMES["epi_half_matrix"])
+    assert coarse.shape == stored.shape
+
+    def outer_energy(x: np.ndarray) -> float:
+        k = np.abs(np.fft.fftshift(np.fft.fft2(x), axes=(1, 2))) ** 2
+        h, w = x.shape[1:]
+        k[:, h // 4 : h - h // 4, w // 4 : w - w // 4] = 0
+        return float(k.sum())
+
+    assert outer_energy(coarse) < 0.1 * outer_energy(stored)  # the magnitude returns a little
+    assert np.corrcoef(coarse.ravel(), stored.ravel())[0, 1] > 0.9  # the same anatomy, blurred
+
+
+def test_a_missing_real_volume_is_one_line_naming_the_file(tmp_path, monkeypatch):
+    from utils.errors import UserError
+
+    monkeypatch.setattr(realism, "package_folder", lambda package: tmp_path)
+    with pytest.raises(UserError, match=r"real volume .*example4d.nii.gz is missing"):
+        realism.read_real(realism.TUNING_VOLUMES["epi"])
 
 
 def test_gains_are_model_minus_zero_filled_on_the_diagonal():

@@ -58,14 +58,16 @@ def _texture(rng: np.random.Generator, shape: tuple[int, ...], strength: float =
     return 1.0 + strength * field / (field.std() + 1e-6)
 
 
-def _acquisition_matrix(image: np.ndarray, fraction: float) -> np.ndarray:
-    """(S, N, N) image as a scanner reconstructs it from a smaller acquired matrix: k-space beyond
-    ``fraction`` of the frequencies is zero (blur and Gibbs ringing at edges); real-valued (magnitude)."""
-    size = image.shape[-1]
-    keep = max(int(round(size * fraction / 2)), 1)
-    freq = np.abs(np.fft.fftfreq(size) * size)
-    window = (freq <= keep).astype(np.float32)
-    kspace = np.fft.fft2(image) * window[:, None] * window[None, :]
+def acquisition_matrix(image: np.ndarray, fraction: float) -> np.ndarray:
+    """(..., H, W) image as a scanner reconstructs it from a smaller acquired matrix: k-space beyond
+    ``fraction`` of the frequencies along each axis is zero (blur and Gibbs ringing at edges); real-valued
+    (magnitude)."""
+
+    def window(size: int) -> np.ndarray:
+        keep = max(int(round(size * fraction / 2)), 1)
+        return (np.abs(np.fft.fftfreq(size) * size) <= keep).astype(np.float32)
+
+    kspace = np.fft.fft2(image) * window(image.shape[-2])[:, None] * window(image.shape[-1])[None, :]
     return np.abs(np.fft.ifft2(kspace)).astype(np.float32)
 
 
@@ -133,7 +135,8 @@ def _acquire(
 
 
 def _support(fractions: dict[str, np.ndarray]) -> np.ndarray:
-    """Binary brain mask of a skull-stripped site: the background is exactly zero."""
+    """Binary mask of the imaged tissue (the brain of a skull-stripped site, else the head): the
+    background outside it is exactly zero."""
     return (sum(fractions.values()) > 0.5).astype(np.float32)
 
 
@@ -172,15 +175,23 @@ def simulate_subject(
     noise_scale, matrix = options.noise_scale, 1.0
     if varied is None:
         texture = _texture(rng("texture"), fractions["gm"].shape)
+        if options.noise_range is not None:
+            noise_scale *= _log_uniform(rng("noise level"), options.noise_range)
     else:  # each subject its own texture strength, noise level (0.5-2x) and acquired matrix (70-100 %)
         texture = _texture(rng("texture"), fractions["gm"].shape, varied.uniform(0.04, 0.12))
-        noise_scale *= float(np.exp(varied.uniform(np.log(0.5), np.log(2.0))))
+        noise_scale *= _log_uniform(varied, options.noise_range or (0.5, 2.0))
         matrix = varied.uniform(0.7, 1.0)
+    masked = profile.skull_stripped or bool(rng("background").random() < options.masked_background)
     images = {}
     for contrast in options.contrasts:
         signal = tissue_signal(fractions, params, *profile.protocol[contrast]) * texture
         if matrix < 1.0:
-            signal = _acquisition_matrix(signal, matrix)
+            signal = acquisition_matrix(signal, matrix)
         image = _acquire(signal, bias, profile, noise_scale, rng("noise", contrast))
-        images[contrast] = image * _support(fractions) if profile.skull_stripped else image
+        images[contrast] = image * _support(fractions) if masked else image
     return SimulatedSubject(images=images, fractions=fractions)
+
+
+def _log_uniform(rng: np.random.Generator, bounds: tuple[float, float]) -> float:
+    """A factor drawn log-uniformly in [low, high]."""
+    return float(np.exp(rng.uniform(np.log(bounds[0]), np.log(bounds[1]))))

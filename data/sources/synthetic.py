@@ -74,6 +74,19 @@ class SyntheticOptions(BaseModel):
         "its own in-plane orientation (90-degree turns, flips), head size and position in the field of view, "
         "finer cortical deformation and texture, noise level and acquisition matrix (Gibbs ringing)",
     )
+    noise_range: tuple[float, float] | None = Field(
+        None,
+        description="(ours) each subject's noise is the profile's times noise_scale times a factor drawn "
+        "log-uniformly in [low, high]; null = the realism's own (template: 1, varied: 0.5-2)",
+    )
+    masked_background: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="(ours) the fraction of subjects whose images are zero outside the head, as a scanner's "
+        "background filter or a preprocessed export leaves them; skull-stripped profiles are always zero "
+        "outside the brain",
+    )
     phase: bool = Field(
         False,
         description="false: magnitude images, k-space from the magnitude as in the paper; true (ours): "
@@ -86,6 +99,13 @@ class SyntheticOptions(BaseModel):
         description="0: one image per slice; >= 2 (ours): multi-coil k-space, the image weighted by a ring "
         "of smooth complex coil sensitivities whose root sum of squares is 1 (the target is the RSS)",
     )
+
+    @field_validator("noise_range")
+    @classmethod
+    def _ordered_noise_range(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is not None and not 0.0 < value[0] <= value[1]:
+            raise ValueError(f"noise_range must be [low, high] with 0 < low <= high (got {list(value)})")
+        return value
 
     @field_validator("contrasts")
     @classmethod
