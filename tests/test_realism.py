@@ -57,14 +57,24 @@ def test_noise_range_sets_each_subjects_noise_level():
     assert max(levels) / min(levels) > 1.5
 
 
-def test_masked_background_zeroes_outside_the_head_and_keeps_the_head():
-    plain, masked = _subject(), _subject(masked_background=1.0)
-    assert np.array_equal(_subject(masked_background=0.0), plain)
+def test_stripped_fraction_serves_brains_without_the_head_around_them():
+    plain, stripped = _subject(noise_scale=0.0), _subject(noise_scale=0.0, stripped_fraction=1.0)
+    assert np.array_equal(_subject(stripped_fraction=0.0), _subject())
     corner = np.zeros(plain.shape[1:], dtype=bool)
     corner[:8, :8] = corner[:8, -8:] = corner[-8:, :8] = corner[-8:, -8:] = True
-    assert plain[:, corner].min() > 0 and masked[:, corner].max() == 0  # Rician floor, then none
-    kept = masked > 0
-    assert kept.mean() > 0.3 and np.array_equal(masked[kept], plain[kept])  # the head itself is untouched
+    assert _subject(stripped_fraction=1.0)[:, corner].max() == 0  # no noise floor outside the brain
+    head, brain = plain > 0.05 * plain.max(), stripped > 0
+    assert brain.sum() < 0.8 * head.sum()  # scalp, skull and the CSF around the brain are gone
+    assert (brain & ~head).sum() < 0.01 * brain.sum()  # inside the head the plain image has
+    # each subject is stripped or not, in the set fraction of subjects
+    def area(subject: int, fraction: float) -> int:
+        options = SyntheticOptions(
+            profile="fastmri", size=48, slices_per_subject=1, contrasts=["t1"], stripped_fraction=fraction
+        )
+        return int((simulate_subject(options, 0, "site", f"sub-{subject:03d}").images["t1"] > 0).sum())
+
+    stripped_subjects = [area(i, 0.5) < 0.8 * area(i, 0.0) for i in range(12)]
+    assert 2 <= sum(stripped_subjects) <= 10
 
 
 @pytest.mark.parametrize("bad", [(2.0, 1.0), (0.0, 1.0), (-1.0, 1.0)])

@@ -135,8 +135,7 @@ def _acquire(
 
 
 def _support(fractions: dict[str, np.ndarray]) -> np.ndarray:
-    """Binary mask of the imaged tissue (the brain of a skull-stripped site, else the head): the
-    background outside it is exactly zero."""
+    """Binary brain mask of a skull-stripped subject: the background is exactly zero."""
     return (sum(fractions.values()) > 0.5).astype(np.float32)
 
 
@@ -160,6 +159,7 @@ def simulate_subject(
 
     lesions = profile.lesions if options.lesions is None else options.lesions
     varied = rng("realism") if options.realism == "varied" else None
+    stripped = profile.skull_stripped or bool(rng("stripped").random() < options.stripped_fraction)
     fractions = tissue_fractions(
         profile,
         options.size,
@@ -169,6 +169,7 @@ def simulate_subject(
         rng("lesions"),
         maps,
         varied,
+        stripped,
     )
     params = tissue_parameters(rng("tissue"))
     bias = _bias_field(rng("bias"), profile, fractions["gm"].shape)
@@ -181,14 +182,13 @@ def simulate_subject(
         texture = _texture(rng("texture"), fractions["gm"].shape, varied.uniform(0.04, 0.12))
         noise_scale *= _log_uniform(varied, options.noise_range or (0.5, 2.0))
         matrix = varied.uniform(0.7, 1.0)
-    masked = profile.skull_stripped or bool(rng("background").random() < options.masked_background)
     images = {}
     for contrast in options.contrasts:
         signal = tissue_signal(fractions, params, *profile.protocol[contrast]) * texture
         if matrix < 1.0:
             signal = acquisition_matrix(signal, matrix)
         image = _acquire(signal, bias, profile, noise_scale, rng("noise", contrast))
-        images[contrast] = image * _support(fractions) if masked else image
+        images[contrast] = image * _support(fractions) if stripped else image
     return SimulatedSubject(images=images, fractions=fractions)
 
 

@@ -79,13 +79,13 @@ class SyntheticOptions(BaseModel):
         description="(ours) each subject's noise is the profile's times noise_scale times a factor drawn "
         "log-uniformly in [low, high]; null = the realism's own (template: 1, varied: 0.5-2)",
     )
-    masked_background: float = Field(
+    stripped_fraction: float = Field(
         0.0,
         ge=0.0,
         le=1.0,
-        description="(ours) the fraction of subjects whose images are zero outside the head, as a scanner's "
-        "background filter or a preprocessed export leaves them; skull-stripped profiles are always zero "
-        "outside the brain",
+        description="(ours) the chance that a subject is served skull-stripped (the brain only, zero outside "
+        "it), as preprocessed exports and many public sets are, drawn per subject; a skull-stripped profile "
+        "strips every subject",
     )
     phase: bool = Field(
         False,
