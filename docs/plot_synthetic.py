@@ -1,10 +1,11 @@
 """Render example slices of the four default simulated sites to ``docs/synthetic_sites.png``.
 
 Run from the repository root: ``python docs/plot_synthetic.py``. Each row is one site: a subject's T1
-and T2 slice as the default (``realism: template``) simulates them, the same subject under
-``realism: varied``, and, beside them, a real brain scan fitted to the site's pixel size and matrix
-(the test volumes of ``bench/realism.py``, read from the installed ``dipy`` package; the column is left
-out without it). Nothing is cached or left behind but the figure.
+and T2 slice as the plain template simulates them (``realism: template``), the same subject under the
+site's settings in ``configs/default.yaml`` (its own orientation, pose, resolution and noise level), and,
+beside them, a real brain scan fitted to the site's pixel size and matrix (the test volumes of
+``bench/realism.py``, read from the installed ``dipy`` package; the column is left out without it).
+Nothing is cached or left behind but the figure.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from data.simulation import PROFILES, simulate_subject  # noqa: E402
 from data.sources.synthetic import SyntheticOptions  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 
-SITES = (("fastmri", 96), ("brats", 112), ("sms", 128), ("umr", 128))
+SITES = ("fastmri", "brats", "sms", "umr")
 REAL = {"fastmri": "aniso", "brats": "s0", "sms": "piesno", "umr": "aniso"}  # one real volume per row
 OUTPUT = Path(__file__).resolve().parent / "synthetic_sites.png"
 
@@ -49,15 +50,24 @@ def real_slice(profile: str, size: int) -> np.ndarray | None:
     return fitted[len(fitted) // 2]
 
 
+def default_sources() -> dict[str, SyntheticOptions]:
+    """The simulated sources of ``configs/default.yaml``, by profile."""
+    from config import load_config
+
+    config = load_config(ROOT / "configs" / "default.yaml")
+    return {site.source.profile: site.source for site in config.sites if site.source.kind == "synthetic"}
+
+
 def main() -> None:
-    """Simulate one subject per site in both realism modes and save a row per site beside a real slice."""
-    reals = {profile: real_slice(profile, size) for profile, size in SITES}
+    """Simulate one subject per site, plain and as the default config does, beside a real slice."""
+    sources = default_sources()
+    reals = {profile: real_slice(profile, sources[profile].size) for profile in SITES}
     columns = 4 + any(r is not None for r in reals.values())
     fig, axes = plt.subplots(len(SITES), columns, figsize=(1.9 * columns, 1.95 * len(SITES)))
-    for row, (profile, size) in enumerate(SITES):
+    for row, profile in enumerate(SITES):
         col = 0
-        for mode in ("template", "varied"):
-            options = SyntheticOptions(profile=profile, size=size, realism=mode)
+        plain = SyntheticOptions(profile=profile, size=sources[profile].size)
+        for mode, options in (("template", plain), ("default", sources[profile])):
             images = simulate_subject(options, 0, profile, "sub-000").images
             index = brightest_t2_slice(images["t2"])
             for contrast in ("t1", "t2"):
