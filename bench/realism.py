@@ -89,7 +89,7 @@ def package_folder(package: str) -> Path:
 
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise UserError(f"the real test volumes ship with {package!r}; pip install -r requirements-dev.txt")
+        raise UserError(f"the real volumes ship with {package!r}; pip install -r requirements-dev.txt")
     return Path(next(iter(spec.submodule_search_locations)))
 
 
