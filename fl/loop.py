@@ -173,8 +173,12 @@ class RunLoop:
         format, its config fingerprint (:func:`fingerprint`), and its structure, types and tensor shapes
         against the state this run would write; any mismatch is one :class:`UserError` line."""
         ckpt = load_checkpoint(path)
-        if ckpt.get("format") != CHECKPOINT_FORMAT:
-            raise UserError(f"checkpoint {path}: unsupported format {ckpt.get('format')!r}")
+        stated = ckpt.get("format")
+        if type(stated) is not int or stated != CHECKPOINT_FORMAT:  # a tampered file may hold a tensor here
+            shown = stated if type(stated) is int else f"of type {type(stated).__name__}"
+            raise UserError(
+                f"checkpoint {path}: unsupported format {shown} (this version reads {CHECKPOINT_FORMAT})"
+            )
         template = {k: v for k, v in self.state_dict().items() if k not in ("config", "fingerprint")}
         check_checkpoint(ckpt, path, self.config, template, self.reporter.history)
         try:

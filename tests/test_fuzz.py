@@ -312,6 +312,22 @@ def test_tampered_checkpoints_load_or_give_one_line(checkpoint, data) -> None:
     _valid_or_user_error(lambda: _loop(run_dir, config).load(path))
 
 
+@pytest.mark.parametrize(
+    "stated", [torch.zeros(0), torch.zeros(2), torch.tensor(2), "2", 2.0, True, None, 1], ids=repr
+)
+def test_a_checkpoint_format_that_is_not_this_versions_int_is_one_line(checkpoint, stated) -> None:
+    from utils.errors import UserError
+
+    run_dir, config, state = checkpoint
+    tampered = copy.deepcopy(state)
+    tampered["format"] = stated
+    path = run_dir / "format.ckpt"
+    save_checkpoint(tampered, path)
+    with pytest.raises(UserError, match="unsupported format") as info:
+        _loop(run_dir, config).load(path)
+    assert "\n" not in str(info.value)
+
+
 @fuzz(60)
 @given(data=st.data())
 def test_corrupted_checkpoint_bytes_load_or_give_one_line(checkpoint, data) -> None:
