@@ -223,14 +223,14 @@ def tissue_fractions(
     anatomy_rng: np.random.Generator,
     lesion_rng: np.random.Generator,
     maps: dict[str, np.ndarray],
-    varied: np.random.Generator | None = None,
-    stripped: bool | None = None,
+    varied: np.random.Generator | None,
+    stripped: bool,
 ) -> dict[str, np.ndarray]:
     """Per-pixel tissue fractions (S, N, N) of one subject's slices; they sum to at most 1.
 
     ``varied``: the random source of ``realism: varied`` (wider pose, fine deformation, any in-plane
     orientation); None keeps the template's pose. ``stripped``: the brain only, without the layers
-    outside it (None = the profile's ``skull_stripped``).
+    outside it.
     """
     points = _sample_points(anatomy_rng, profile, size, count, varied)
     gm, wm, brain = (_sample(maps[name], points) for name in ("gm", "wm", "brain"))
@@ -245,7 +245,7 @@ def tissue_fractions(
         fractions["oedema"] = np.maximum(spread - fractions["necrosis"], 0.0)
         keep = 1.0 - np.minimum((fractions["necrosis"] + fractions["oedema"]) / np.maximum(tissue, 1e-6), 1.0)
         fractions["gm"], fractions["wm"] = gm * keep, wm * keep
-    if not (profile.skull_stripped if stripped is None else stripped):
+    if not stripped:
         layers = _head_layers(anatomy_rng, points, 1.0 - brain, profile.fov_mm / size)
         for name, frac in layers.items():
             fractions[name] = fractions.get(name, 0.0) + frac

@@ -178,7 +178,7 @@ def simulate_subject(
         texture = _texture(rng("texture"), fractions["gm"].shape)
         if options.noise_range is not None:
             noise_scale *= _log_uniform(rng("noise level"), options.noise_range)
-    else:  # each subject its own texture strength, noise level (0.5-2x) and acquired matrix (70-100 %)
+    else:  # each subject its own texture strength, noise level (default 0.5-2x), acquired matrix (70-100 %)
         texture = _texture(rng("texture"), fractions["gm"].shape, varied.uniform(0.04, 0.12))
         noise_scale *= _log_uniform(varied, options.noise_range or (0.5, 2.0))
         matrix = varied.uniform(0.7, 1.0)
