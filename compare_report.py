@@ -344,6 +344,13 @@ def reference_row(rows: list[Row]) -> Row | None:
     return next((r for r in rows if r.algorithm == REFERENCE_ALGORITHM and len(r.families) == 1), None)
 
 
+def last_fifth_gain(curve: Sequence[float]) -> float:
+    """Validation PSNR gained in the last fifth of the rounds: its best minus the best of the rounds
+    before it (the study's convergence criterion is less than 0.1 dB)."""
+    tail = max(1, len(curve) // 5)
+    return max(curve[-tail:]) - max(curve[: len(curve) - tail])
+
+
 def convergence(row: Row) -> dict[str, Any]:
     """Over seeds and sites: validation PSNR gained over the last fifth of the rounds, and how many
     (seed, site) pairs had their best round before the last."""
@@ -352,8 +359,7 @@ def convergence(row: Row) -> dict[str, Any]:
         for site, curve in record["val_psnr"].items():
             if len(curve) < 5:
                 continue
-            tail = max(1, len(curve) // 5)
-            gains.append(max(curve[-tail:]) - max(curve[: len(curve) - tail]))
+            gains.append(last_fifth_gain(curve))
             pairs += 1
             early += record["sites"][site]["best_round"] < len(curve)
     return {
@@ -536,15 +542,27 @@ def markdown_report(manifest: dict[str, Any], rows: list[Row]) -> str:
         title = ABLATION_TITLES.get(family, family.replace("_", " ") + " (FedMRI)")
         parts.append(f"## Ablation: {title}\n")
         parts.append(ablation_section(members, reference, sites))
-    missing = [
-        f"{entry['label']} (seed {seed})"
-        for entry in manifest["rows"]
-        for seed, key in entry["runs"].items()
-        if not any(key in r.keys.values() for r in rows)
-    ]
-    if missing:
-        parts.append(f"Not finished yet ({len(missing)}): " + ", ".join(missing) + ".\n")
+    parts.extend(_not_finished(manifest, rows))
     return "\n".join(parts)
+
+
+def _not_finished(manifest: dict[str, Any], rows: list[Row]) -> list[str]:
+    """One line naming the runs still missing, seed by seed, each run once (an ablation's reference row
+    shares its runs with the comparison's row), or nothing when every run is in."""
+    done = {key for r in rows for key in r.keys.values()}
+    planned: dict[str, tuple[int, str]] = {}
+    for entry in manifest["rows"]:
+        for seed, key in entry["runs"].items():
+            planned.setdefault(key, (int(seed), entry["label"]))
+    by_seed: dict[int, list[str]] = {}
+    for key, (seed, label) in planned.items():
+        if key not in done:
+            by_seed.setdefault(seed, []).append(label)
+    if not by_seed:
+        return []
+    count = sum(len(labels) for labels in by_seed.values())
+    seeds = "; ".join(f"seed {seed}: {', '.join(labels)}" for seed, labels in sorted(by_seed.items()))
+    return [f"Not finished yet ({count} of {len(planned)} runs): {seeds}.\n"]
 
 
 def csv_report(data: dict[str, Any]) -> str:

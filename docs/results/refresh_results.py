@@ -1,0 +1,65 @@
+"""Copy a study's generated tables into RESULTS.md, between its ``<!-- FOLDER:NAME -->`` and
+``<!-- /FOLDER:NAME -->`` markers (FOLDER: the study's folder name); the prose around them is written
+by hand.
+
+    python compare.py --report docs/results/study && python docs/results/refresh_results.py docs/results/study
+    python compare.py --report docs/results/study_30rounds && python docs/results/refresh_results.py docs/results/study_30rounds
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parents[2] / "RESULTS.md"
+
+
+def section(markdown: str, title: str) -> str:
+    """The ``## title...`` section of ``markdown``, one heading level down."""
+    for part in re.split(r"(?m)^## ", markdown):
+        if part.startswith(title):
+            return ("### " + part).rstrip() + "\n"
+    return ""
+
+
+def blocks(study: Path) -> dict[str, str]:
+    """Every generated block of the study in ``study``, by marker name."""
+    md = (study / "comparison.md").read_text()
+    claims_file = study / "claims.md"  # written once FedMRI, the reference of every claim, has a run
+    claims = claims_file.read_text() if claims_file.is_file() else "\nNo run of FedMRI has finished yet.\n"
+    missing = re.search(r"(?m)^Not finished yet.*$", md)
+    return {
+        "claims": claims.split("\n", 1)[1].strip() + "\n",
+        "status": (
+            f"**Not finished yet** {missing.group(0).removeprefix('Not finished yet ')} "
+            f"`docs/results/{study.name}/run.sh` trains them.\n"
+            if missing
+            else "All runs of the study are finished.\n"
+        ),
+        "psnr": section(md, "PSNR (dB)\n"),
+        "paired": section(md, "PSNR (dB): each method"),
+        "compute": section(md, "Compute, traffic"),
+        "ablations": "\n".join(
+            section(md, f"Ablation: {name}") for name in ("contrastive", "sharing", "clipped")
+        ),
+    }
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) != 1 or not (Path(argv[0]) / "comparison.md").is_file():
+        raise SystemExit("usage: refresh_results.py FOLDER (a study folder with comparison.md and claims.md)")
+    study = Path(argv[0]).resolve()
+    text = RESULTS.read_text()
+    for name, body in blocks(study).items():
+        start, end = f"<!-- {study.name}:{name} -->", f"<!-- /{study.name}:{name} -->"
+        if start not in text or end not in text:
+            raise SystemExit(f"RESULTS.md: no {start} ... {end} markers")
+        head, rest = text.split(start, 1)
+        text = head + start + "\n\n" + body.strip() + "\n\n" + end + rest.split(end, 1)[1]
+    RESULTS.write_text(text)
+    print(f"updated {RESULTS}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
