@@ -6,6 +6,7 @@ then tabulate and plot them.
     python compare.py --config configs/study.yaml --algorithms all --ablations contrastive --seeds 0,1,2 \\
         --name mystudy --results runs/mystudy/results --jobs 2   # RESULTS.md's study: docs/results/study/run.sh
     python compare.py --report docs/results/study        # tables and figures again, from raw files only
+    docs/results/study/run.sh --no-train                 # outputs of the runs finished so far, no training
 
 Every variant is the config plus overrides, trained with train.py's code into
 <output_dir>/<name>/runs/<variant>/ (``<variant>-s<seed>`` with ``--seeds``). ``--seeds`` changes the
@@ -113,6 +114,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "every seed of each; the rest follow seed by seed",
     )
     parser.add_argument("--force", action="store_true", help="retrain runs that are already complete")
+    parser.add_argument(
+        "--no-train",
+        action="store_true",
+        help="train nothing: keep the raw files of the runs already finished, embed their latent "
+        "features, draw the figures their run folders allow and write the tables (the runs still missing "
+        "are listed as not finished)",
+    )
     parser.add_argument(
         "--jobs",
         type=int,
@@ -404,6 +412,7 @@ def run_all(args: argparse.Namespace, log: Any = print) -> dict[str, Any]:
 
     todo.sort(key=order)
     number = {key: i for i, key in enumerate(planned, 1)}
+    first_seed = [k for k in planned if planned[k][0].seed == seeds[0]] if seeded else list(planned)
 
     def keep(key: str) -> None:
         config, run_dir = planned[key]
@@ -411,6 +420,16 @@ def run_all(args: argparse.Namespace, log: Any = print) -> dict[str, Any]:
             run_dir, config.seed, config.fl.algorithm, _overrides_of(key, rows)
         )
         atomic_write_text(results / "runs" / f"{key}.json", json.dumps(record, indent=1) + "\n")
+
+    def outputs(key: str) -> None:
+        """Everything a finished run adds, written at once so that an interrupted study keeps it: the
+        latent file of a t-SNE panel's run, the tables, and the reconstruction figures once the first
+        seed's runs are all finished."""
+        latent_files(results, planned, rows, log, only=key)
+        compare_report.write_report(results, lambda line: log(line) if line.startswith("wrote ") else None)
+        if key in first_seed and all(_finished(planned[k][1]) for k in first_seed):
+            if reconstruction_figures(results, planned, rows, seeds[0], log):
+                log(f"wrote {results}/figures/reconstructions.png and errors.png")
 
     def finished(key: str, took: float) -> None:
         nonlocal trained_time, trained
@@ -421,6 +440,7 @@ def run_all(args: argparse.Namespace, log: Any = print) -> dict[str, Any]:
         eta = f", about {_minutes(left * per_run)} left" if left else ""
         so_far = _minutes(time.perf_counter() - start)
         log(f"[{number[key]}/{len(planned)}] {key}: done in {_minutes(took)}; {so_far} so far{eta}")
+        outputs(key)
 
     for key, (_, run_dir) in planned.items():
         if key in recorded:
@@ -428,6 +448,9 @@ def run_all(args: argparse.Namespace, log: Any = print) -> dict[str, Any]:
         elif key not in todo:
             keep(key)
             log(f"[{number[key]}/{len(planned)}] {key}: complete in {run_dir}, reused")
+    if args.no_train and todo:
+        log(f"--no-train: {len(todo)} run(s) left untrained: {', '.join(todo)}")
+        todo = []
     if args.jobs > 1 and len(todo) > 1:
         _train_in_parallel(todo, planned, number, args, log, finished)
     else:
@@ -448,7 +471,7 @@ def run_all(args: argparse.Namespace, log: Any = print) -> dict[str, Any]:
 
 REPORT_IGNORES = (
     "config", "algorithms", "ablations", "local_epochs", "name", "seeds", "results", "first", "force",
-    "jobs", "overrides",
+    "jobs", "overrides", "no_train",
 )  # what --report cannot honour: it reads the folder's manifest.json and raw files only
 
 
@@ -502,9 +525,12 @@ def git_ignore_rule(path: Path) -> str | None:
     return source
 
 
-def latent_files(results: Path, planned: dict[str, Any], rows: list[dict[str, Any]], log: Any) -> None:
+def latent_files(
+    results: Path, planned: dict[str, Any], rows: list[dict[str, Any]], log: Any, only: str | None = None
+) -> None:
     """The t-SNE embedding and site separability of bottleneck features (latent.py) of every run of the
-    paper's four t-SNE methods present, written once to ``<results>/latent/<run>.json``."""
+    paper's four t-SNE methods present (or of run ``only``), written once to
+    ``<results>/latent/<run>.json``."""
     import compare_report
     from utils.io import atomic_write_text
 
@@ -521,7 +547,7 @@ def latent_files(results: Path, planned: dict[str, Any], rows: list[dict[str, An
             continue
         for key in row["runs"].values():
             path = results / "latent" / f"{key}.json"
-            if path.is_file() or planned[key][0].model.kind != "unet":
+            if (only is not None and key != only) or path.is_file() or planned[key][0].model.kind != "unet":
                 continue
             if not _finished(planned[key][1]):
                 log(f"{title}: {key} not embedded: its run folder {planned[key][1]} is absent")

@@ -105,6 +105,36 @@ def test_an_interrupted_study_continues_with_only_the_missing_runs(study):
     assert _without_wall_time((results / "comparison.md").read_text()) == _without_wall_time(before.decode())
 
 
+def test_no_train_writes_the_outputs_of_the_finished_runs_and_trains_none(study):
+    tmp, results = study["tmp"], study["results"]
+    shutil.rmtree(tmp / "runs" / "study" / "runs" / "singleset-s3")
+    (results / "runs" / "singleset-s3.json").unlink()
+    (results / "figures" / "reconstructions.png").unlink()
+    lines: list[str] = []
+    compare.run_all(compare.parse_args([*study["args"], "--no-train"]), log=lines.append)
+    assert not (tmp / "runs" / "study" / "runs" / "singleset-s3").exists()
+    assert any(ln.startswith("--no-train: 1 run(s) left untrained: singleset-s3") for ln in lines), lines
+    assert "Not finished yet (1 of 6 runs): seed 3: SingleSet." in (results / "comparison.md").read_text()
+    assert not (results / "figures" / "reconstructions.png").exists()  # seed 3 lacks a run folder
+    compare.run_all(compare.parse_args(study["args"]), log=lines.append)  # and the study goes on
+    assert "Not finished" not in (results / "comparison.md").read_text()
+    assert (results / "figures" / "reconstructions.png").is_file()
+
+
+def test_each_finished_run_writes_its_latent_file_and_the_tables_at_once(study):
+    # The outputs follow every run, so an interrupted study keeps them: each log line of a finished
+    # run is followed by the tables written from the raw files so far.
+    lines = study["lines"]
+    done = [i for i, ln in enumerate(lines) if ": done in " in ln]
+    assert len(done) == 6
+    wrote = f"wrote {study['results']}/comparison.md"
+    for i in done:
+        assert any(ln.startswith(wrote) for ln in lines[i + 1 : i + 4]), lines
+    assert sorted(p.name for p in (study["results"] / "latent").iterdir()) == [
+        f"{m}-s{s}.json" for m in ("fedavg", "fedmri", "singleset") for s in (3, 5)
+    ]
+
+
 def test_the_report_names_each_missing_run_once_under_its_seed(study, tmp_path):
     import compare_report
 

@@ -2,8 +2,8 @@
 ``<!-- /FOLDER:NAME -->`` markers (FOLDER: the study's folder name); the prose around them is written
 by hand.
 
-    python compare.py --report docs/results/study && python docs/results/refresh_results.py docs/results/study
-    python compare.py --report docs/results/study_30rounds && python docs/results/refresh_results.py docs/results/study_30rounds
+    python compare.py --report docs/results/study
+    python docs/results/refresh_results.py docs/results/study      # or docs/results/study_30rounds
 """
 
 from __future__ import annotations
