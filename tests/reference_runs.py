@@ -3,10 +3,12 @@
 A fingerprint is the SHA-256 of every group of tensors a run leaves behind (each site's weights, its
 optimiser state, its best model, the global shared tensors), its ``metrics.csv`` and its
 ``results.json``. ``tests/data/reference_runs.json`` holds the fingerprints recorded at a known-good
-commit; ``tests/test_reference_runs.py`` re-runs the same tiny configs and compares, so that a
-refactor cannot move a number silently.
+commit, one recording per environment (torch version, CPU identity, thread count: see
+:func:`environment`); ``tests/test_reference_runs.py`` re-runs the same tiny configs and compares with
+this environment's recording, so that a refactor cannot move a number silently.
 
-    python -m tests.reference_runs record        # rewrite tests/data/reference_runs.json
+    python -m tests.reference_runs record        # (re)record this environment; other recordings are kept
+    python -m tests.reference_runs check         # compare with this environment's recording
 
 Run at one torch thread: float reductions depend on the thread count.
 """
@@ -217,13 +219,65 @@ def run_flower(tmp: Path, name: str, data: dict[str, Any]) -> dict[str, str]:
     return out
 
 
+# The instruction-set extensions that decide which kernels oneDNN and ATen pick for float32 and bf16.
+ISA_FLAGS = (
+    "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "avx512_fp16",
+    "avx_vnni", "amx_tile", "amx_bf16", "amx_int8",
+)  # fmt: skip
+
+
+def cpu_identity(cpuinfo: str | None = None) -> str:
+    """Vendor, model name, cache size and kernel-relevant flags of the first CPU in ``/proc/cpuinfo``.
+
+    Two CPUs with the same vector capability can still sum in different orders (oneDNN blocks its
+    kernels by the cache sizes and picks AMX or AVX-512 BF16 paths where present), so bitwise
+    references are kept per CPU identity. Elsewhere than Linux, the platform's processor string."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            import platform
+
+            return platform.processor() or platform.machine()
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        if not line.strip():
+            if fields:
+                break
+            continue
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    flags = set(fields.get("flags", "").split())
+    parts = [fields.get("vendor_id", "?"), fields.get("model name", "?"), f"cache {fields.get('cache size', '?')}"]
+    return "; ".join([*parts, " ".join(f for f in ISA_FLAGS if f in flags) or "no vector flags"])
+
+
 def environment() -> dict[str, Any]:
     """What bitwise equality depends on besides the code."""
     return {
         "torch": torch.__version__,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu": cpu_identity(),
         "threads": torch.get_num_threads(),
     }
+
+
+def recording_for(stored: dict[str, Any], env: dict[str, Any]) -> dict[str, Any] | None:
+    """The recording of ``stored`` made in environment ``env``, or None."""
+    return next((r for r in stored["recordings"] if r["environment"] == env), None)
+
+
+def environment_differences(stored: dict[str, Any], env: dict[str, Any]) -> str:
+    """What differs between ``env`` and each recorded environment, one clause per recording."""
+    clauses = []
+    for recording in stored["recordings"]:
+        recorded = recording["environment"]
+        keys = sorted(set(recorded) | set(env))
+        clauses.append(
+            ", ".join(f"{k}: recorded {recorded.get(k)!r}, here {env.get(k)!r}" for k in keys
+                      if recorded.get(k) != env.get(k))
+        )  # fmt: skip
+    return "; or ".join(clauses) or "nothing recorded"
 
 
 def record(tmp: Path, only: list[str] | None = None) -> dict[str, Any]:
@@ -258,21 +312,32 @@ def differences(found: dict[str, Any], stored: dict[str, Any]) -> list[str]:
     return out
 
 
+def merge_recording(stored: dict[str, Any], found: dict[str, Any], partial: bool) -> dict[str, Any]:
+    """``stored`` with ``found`` (one environment's runs) in place of that environment's recording;
+    ``partial`` keeps the recorded runs that ``found`` does not have."""
+    recordings = [r for r in stored.get("recordings", []) if r["environment"] != found["environment"]]
+    previous = recording_for(stored, found["environment"]) if stored.get("recordings") else None
+    runs = {**(previous["runs"] if previous and partial else {}), **found["runs"]}
+    recordings.append({"environment": found["environment"], "runs": runs})
+    return {"recordings": recordings}
+
+
 if __name__ == "__main__":
     import tempfile
 
     if sys.argv[1:2] not in (["record"], ["check"]):
         sys.exit("usage: python -m tests.reference_runs record|check [NAME ...]")
+    stored = json.loads(REFERENCE.read_text()) if REFERENCE.exists() else {"recordings": []}
+    if sys.argv[1] == "check" and recording_for(stored, environment()) is None:
+        sys.exit("no fingerprints recorded in this environment (" + environment_differences(stored, environment())
+                 + "); record them with: python -m tests.reference_runs record")  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         found = record(Path(tmp), sys.argv[2:] or None)
     if sys.argv[1] == "check":
-        diff = differences(found, json.loads(REFERENCE.read_text()))
+        diff = differences(found, recording_for(stored, found["environment"]))
         print("\n".join(diff) if diff else "all fingerprints match")
         sys.exit(1 if diff else 0)
-    if sys.argv[2:] and REFERENCE.exists():
-        stored = json.loads(REFERENCE.read_text())
-        stored["runs"].update(found["runs"])
-        found = stored
     REFERENCE.parent.mkdir(parents=True, exist_ok=True)
-    REFERENCE.write_text(json.dumps(found, indent=1, sort_keys=True) + "\n")
-    print(f"wrote {REFERENCE}")
+    merged = merge_recording(stored, found, partial=bool(sys.argv[2:]))
+    REFERENCE.write_text(json.dumps(merged, indent=1, sort_keys=True) + "\n")
+    print(f"wrote {REFERENCE} ({len(merged['recordings'])} environment(s))")

@@ -3,8 +3,9 @@
 Re-runs the tiny reference configs of :mod:`tests.reference_runs` (every algorithm and option variant in
 this process; both layouts of train_multi_gpu.py on two CPU processes) and compares their fingerprints
 with ``tests/data/reference_runs.json`` bit for bit. Bitwise equality depends on the torch version, the
-CPU's vector capability and the thread count, so a test skips, saying what differs, when the recorded
-environment is not this one. Record again with ``python -m tests.reference_runs record``.
+CPU (its vector capability, model and cache) and the thread count, so the file keeps one recording
+per environment and a test skips, saying what differs, when none was recorded in this one. Record this
+environment with ``python -m tests.reference_runs record``.
 """
 
 from __future__ import annotations
@@ -33,38 +34,66 @@ def workdir(tmp_path_factory):
         torch.set_num_threads(threads)
 
 
-def _same_environment() -> None:
-    current, stored = reference_runs.environment(), STORED["environment"]
-    differing = [
-        f"{k}: recorded {stored.get(k)!r}, here {current.get(k)!r}"
-        for k in sorted(set(current) | set(stored))
-        if current.get(k) != stored.get(k)
-    ]
-    if differing:
-        pytest.skip("bitwise references were recorded elsewhere (" + "; ".join(differing) + ")")
+def _recording() -> dict:
+    """This environment's recording; skips, saying what differs, when there is none."""
+    env = reference_runs.environment()
+    recording = reference_runs.recording_for(STORED, env)
+    if recording is None:
+        pytest.skip("bitwise references were recorded elsewhere ("
+                    + reference_runs.environment_differences(STORED, env) + ")")  # fmt: skip
+    return recording
 
 
-def _check(found_runs: dict[str, dict[str, str]]) -> None:
-    diff = reference_runs.differences({"runs": found_runs}, STORED)
+def _check(recording: dict, found_runs: dict[str, dict[str, str]]) -> None:
+    diff = reference_runs.differences({"runs": found_runs}, recording)
     assert diff == [], "fingerprints differ from tests/data/reference_runs.json:\n" + "\n".join(diff)
 
 
 @pytest.mark.slow  # together about 40 s at one thread
 @pytest.mark.parametrize("name", IN_PROCESS)
 def test_in_process_run_matches_reference(workdir, name):
-    _same_environment()
+    recording = _recording()
     data = reference_runs.reference_configs(workdir)[name]
-    _check({name: reference_runs.run_in_process(workdir, name, data)})
+    _check(recording, {name: reference_runs.run_in_process(workdir, name, data)})
 
 
 @pytest.mark.slow
 def test_ddp_runs_match_reference(workdir):
-    _same_environment()
+    recording = _recording()
     configs = reference_runs.ddp_configs(workdir)
-    _check({name: reference_runs.run_ddp(workdir, name, data) for name, data in configs.items()})
+    _check(recording, {name: reference_runs.run_ddp(workdir, name, data) for name, data in configs.items()})
 
 
 def test_every_reference_run_is_recorded():
-    names = [*IN_PROCESS, *reference_runs.ddp_configs(Path("unused"))]
-    missing = [n for n in names if n not in STORED["runs"]]
-    assert not missing, f"no recorded fingerprints for {missing}"
+    names = [*IN_PROCESS, *reference_runs.ddp_configs(Path("unused")), *reference_runs.flower_configs(Path("u"))]
+    assert STORED["recordings"], "no recording in tests/data/reference_runs.json"
+    for recording in STORED["recordings"]:
+        missing = [n for n in names if n not in recording["runs"]]
+        assert not missing, f"no recorded fingerprints for {missing} in {recording['environment']}"
+
+
+def test_environment_tells_cpus_of_one_capability_apart():
+    """Two AVX-512 CPUs that differ in model, cache or AMX are different environments."""
+    intel = ("vendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R) Platinum\ncache size\t: 107520 KB\n"
+             "flags\t\t: fpu avx2 fma avx512f avx512bw avx512vl avx512_bf16 amx_tile amx_bf16\n\n"
+             "vendor_id\t: GenuineIntel\nmodel name\t: other\n")
+    amd = ("vendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC\ncache size\t: 1024 KB\n"
+           "flags\t\t: fpu avx2 fma avx512f avx512bw avx512vl avx512_bf16\n")
+    assert reference_runs.cpu_identity(intel) == (
+        "GenuineIntel; Intel(R) Xeon(R) Platinum; cache 107520 KB; "
+        "avx2 fma avx512f avx512bw avx512vl avx512_bf16 amx_tile amx_bf16"
+    )
+    assert reference_runs.cpu_identity(amd) != reference_runs.cpu_identity(intel)
+    assert reference_runs.cpu_identity("") == "?; ?; cache ?; no vector flags"
+
+
+def test_recording_is_replaced_per_environment():
+    a, b = {"cpu": "a", "threads": 1}, {"cpu": "b", "threads": 1}
+    stored = {"recordings": [{"environment": a, "runs": {"x": {"k": "1"}, "y": {"k": "2"}}}]}
+    both = reference_runs.merge_recording(stored, {"environment": b, "runs": {"x": {"k": "3"}}}, partial=False)
+    assert reference_runs.recording_for(both, a)["runs"] == {"x": {"k": "1"}, "y": {"k": "2"}}
+    assert reference_runs.recording_for(both, b)["runs"] == {"x": {"k": "3"}}
+    again = reference_runs.merge_recording(both, {"environment": a, "runs": {"x": {"k": "4"}}}, partial=True)
+    assert reference_runs.recording_for(again, a)["runs"] == {"x": {"k": "4"}, "y": {"k": "2"}}
+    assert len(again["recordings"]) == 2
+    assert "cpu: recorded 'a', here 'c'" in reference_runs.environment_differences(again, {"cpu": "c", "threads": 1})
