@@ -389,7 +389,7 @@ def run_all(args: argparse.Namespace, log: Any = print) -> dict[str, Any]:
         f"{base.fl.rounds} rounds x {base.fl.local_epochs} local epochs on {len(base.sites)} sites; "
         f"raw results in {results}"
     )
-    start, trained_time, trained = time.perf_counter(), 0.0, 0
+    start, trained_time, trained, drawn = time.perf_counter(), 0.0, 0, False
     # A run whose folder is gone (a fresh clone of a committed study) is not retrained when its raw
     # file in --results is still there and was made by this run's seed, algorithm, overrides and schedule.
     recorded: set[str] = set()
@@ -425,10 +425,12 @@ def run_all(args: argparse.Namespace, log: Any = print) -> dict[str, Any]:
         """Everything a finished run adds, written at once so that an interrupted study keeps it: the
         latent file of a t-SNE panel's run, the tables, and the reconstruction figures once the first
         seed's runs are all finished."""
+        nonlocal drawn
         latent_files(results, planned, rows, log, only=key)
         compare_report.write_report(results, lambda line: log(line) if line.startswith("wrote ") else None)
         if key in first_seed and all(_finished(planned[k][1]) for k in first_seed):
             if reconstruction_figures(results, planned, rows, seeds[0], log):
+                drawn = True
                 log(f"wrote {results}/figures/reconstructions.png and errors.png")
 
     def finished(key: str, took: float) -> None:
@@ -463,8 +465,8 @@ def run_all(args: argparse.Namespace, log: Any = print) -> dict[str, Any]:
             finished(key, took)
 
     latent_files(results, planned, rows, log)
-    compare_report.write_report(results, log)
-    if reconstruction_figures(results, planned, rows, seeds[0], log):
+    compare_report.write_report(results, log)  # and printed
+    if not drawn and reconstruction_figures(results, planned, rows, seeds[0], log):  # unless drawn above
         log(f"wrote {results}/figures/reconstructions.png and errors.png")
     return json.loads((results / "comparison.json").read_text())
 
@@ -545,18 +547,21 @@ def latent_files(
         )
         if row is None:
             continue
+        unfinished = []
         for key in row["runs"].values():
             path = results / "latent" / f"{key}.json"
             if (only is not None and key != only) or path.is_file() or planned[key][0].model.kind != "unet":
                 continue
             if not _finished(planned[key][1]):
-                log(f"{title}: {key} not embedded: its run folder {planned[key][1]} is absent")
+                unfinished.append(key)
                 continue
             from latent import latent_summary
 
             summary = latent_summary(planned[key][1], seed=0)
             atomic_write_text(path, json.dumps(summary) + "\n")
             log(f"{title}: bottleneck features of {key} embedded -> {path}")
+        if unfinished:
+            log(f"{title}: not embedded, no finished run folder: {', '.join(unfinished)}")
 
 
 def _what(config: Any) -> str:

@@ -561,7 +561,11 @@ def _not_finished(manifest: dict[str, Any], rows: list[Row]) -> list[str]:
     if not by_seed:
         return []
     count = sum(len(labels) for labels in by_seed.values())
-    seeds = "; ".join(f"seed {seed}: {', '.join(labels)}" for seed, labels in sorted(by_seed.items()))
+    # Labels are quoted: some contain commas ("FedMRI, clipped L_con (ours)").
+    seeds = "; ".join(
+        f"seed {seed}: {', '.join(chr(34) + label + chr(34) for label in labels)}"
+        for seed, labels in sorted(by_seed.items())
+    )
     return [f"Not finished yet ({count} of {len(planned)} runs): {seeds}.\n"]
 
 

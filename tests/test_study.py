@@ -114,7 +114,7 @@ def test_no_train_writes_the_outputs_of_the_finished_runs_and_trains_none(study)
     compare.run_all(compare.parse_args([*study["args"], "--no-train"]), log=lines.append)
     assert not (tmp / "runs" / "study" / "runs" / "singleset-s3").exists()
     assert any(ln.startswith("--no-train: 1 run(s) left untrained: singleset-s3") for ln in lines), lines
-    assert "Not finished yet (1 of 6 runs): seed 3: SingleSet." in (results / "comparison.md").read_text()
+    assert 'Not finished yet (1 of 6 runs): seed 3: "SingleSet".' in (results / "comparison.md").read_text()
     assert not (results / "figures" / "reconstructions.png").exists()  # seed 3 lacks a run folder
     compare.run_all(compare.parse_args(study["args"]), log=lines.append)  # and the study goes on
     assert "Not finished" not in (results / "comparison.md").read_text()
@@ -130,6 +130,9 @@ def test_each_finished_run_writes_its_latent_file_and_the_tables_at_once(study):
     wrote = f"wrote {study['results']}/comparison.md"
     for i in done:
         assert any(ln.startswith(wrote) for ln in lines[i + 1 : i + 4]), lines
+    # the reconstruction figures are drawn once, when the first seed is complete, not again at the end
+    figures = [ln for ln in lines if ln.startswith(f"wrote {study['results']}/figures/reconstructions.png")]
+    assert len(figures) == 1, lines
     assert sorted(p.name for p in (study["results"] / "latent").iterdir()) == [
         f"{m}-s{s}.json" for m in ("fedavg", "fedmri", "singleset") for s in (3, 5)
     ]
@@ -144,7 +147,7 @@ def test_the_report_names_each_missing_run_once_under_its_seed(study, tmp_path):
         (copy / "runs" / f"{key}.json").unlink()
     compare_report.write_report(copy, log=lambda _: None)
     lines = [ln for ln in (copy / "comparison.md").read_text().splitlines() if ln.startswith("Not finished")]
-    assert lines == ["Not finished yet (2 of 6 runs): seed 3: FedMRI; seed 5: FedAvg."]
+    assert lines == ['Not finished yet (2 of 6 runs): seed 3: "FedMRI"; seed 5: "FedAvg".']
     (copy / "runs" / "fedavg-s5.json").write_text((study["results"] / "runs" / "fedavg-s5.json").read_text())
     (copy / "runs" / "fedmri-s3.json").write_text((study["results"] / "runs" / "fedmri-s3.json").read_text())
     compare_report.write_report(copy, log=lambda _: None)
