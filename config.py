@@ -35,7 +35,7 @@ from data.options import NAME_MAX, NAME_PATTERN, DataOptions, SiteOptions
 from fl.options import FLOptions
 from models.options import ModelOptions, OptimOptions
 from utils.errors import UserError
-from utils.hardware import resolve_precision
+from utils.hardware import on_cpu, resolve_precision
 from utils.io import atomic_write_text
 from utils.paths import check_path_text
 
@@ -71,9 +71,14 @@ class TrainerConfig(_Section):
     @field_validator("precision")
     @classmethod
     def _resolve_auto(cls, precision: str, info: ValidationInfo) -> str:
+        accelerator = info.data.get("accelerator", "auto")
+        if precision == "16-mixed" and on_cpu(accelerator):
+            # Lightning would run bf16-mixed instead and the run would record 16-mixed.
+            raise ValueError("16-mixed (float16 autocast) needs a GPU and this run is on the CPU; "
+                             "use bf16-mixed or 32-true")  # fmt: skip
         if precision != "auto":
             return precision
-        return resolve_precision(info.data.get("accelerator", "auto")).precision
+        return resolve_precision(accelerator).precision
 
 
 class Config(_Section):
@@ -146,6 +151,11 @@ def load_config(
         key = key.strip()
         if not sep or not key:
             raise UserError(f"override {item!r}: expected key.path=value, e.g. fl.rounds=5")
+        negative = next((p for p in re.split(r"[.\[\]]", key) if re.fullmatch(r"\s*-\d+\s*", p)), None)
+        if negative is not None:
+            raise UserError(
+                f"override {key}: list index {negative.strip()} is negative; count from 0 (sites.0 is the first)"
+            )
         try:
             value = parse_yaml(text) if text.strip() else None
         except (yaml.YAMLError, RecursionError) as err:

@@ -68,6 +68,9 @@ def test_malformed_overrides_and_files(tmp_path):
         load_config(ROOT / "configs" / "default.yaml", ["fl.rounds"])
     with pytest.raises(UserError, match="sites.9"):
         load_config(ROOT / "configs" / "default.yaml", ["sites.9.batch_size=2"])
+    for negative in ("sites.-1.batch_size=2", "sites[-1].batch_size=2"):  # not the last site, silently
+        with pytest.raises(UserError, match="list index -1 is negative"):
+            load_config(ROOT / "configs" / "default.yaml", [negative])
     with pytest.raises(UserError, match="file not found"):
         load_config(tmp_path / "missing.yaml")
     bad = tmp_path / "bad.yaml"

@@ -73,3 +73,19 @@ def test_explicit_precision_is_kept():
         data = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())
         data["trainer"]["precision"] = precision
         assert validate_config(data).trainer.precision == precision
+
+
+def test_float16_on_the_cpu_is_refused_in_one_line(tmp_path):
+    # Lightning would substitute bf16-mixed on a CPU, and the run would record 16-mixed.
+    from config import load_config
+    from utils.errors import UserError
+
+    data = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())
+    data["trainer"].update(accelerator="cpu", precision="16-mixed")
+    path = tmp_path / "fp16.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(UserError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert "trainer.precision" in message and "16-mixed" in message and "bf16-mixed or 32-true" in message
+    assert "\n" not in message

@@ -43,6 +43,16 @@ def cuda_bf16() -> bool | None:
     return torch.cuda.get_device_capability(0) >= (8, 0)
 
 
+def on_cpu(accelerator: str) -> bool:
+    """Whether ``trainer.accelerator`` puts the run on the CPU (``auto`` does without CUDA and MPS)."""
+    if accelerator == "cpu":
+        return True
+    if accelerator != "auto":
+        return False
+    mps = getattr(torch.backends, "mps", None)
+    return not torch.cuda.is_available() and not (mps is not None and mps.is_available())
+
+
 def resolve_precision(
     accelerator: str,
     *,
