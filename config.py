@@ -13,7 +13,6 @@ path, e.g. ``config error: sites.0.mask.acceleration: must be >= 1 (got 0.5)``.
 from __future__ import annotations
 
 import math
-import os
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -37,7 +36,7 @@ from models.options import ModelOptions, OptimOptions
 from utils.errors import UserError
 from utils.hardware import on_cpu, resolve_precision
 from utils.io import atomic_write_text
-from utils.paths import check_path_text
+from utils.paths import check_path_text, not_found
 
 
 class _Section(BaseModel):
@@ -280,10 +279,9 @@ def _read_yaml(path: str | Path) -> Any:
     path = Path(path)
     if path.is_dir():
         raise UserError(f"config {path}: is a folder; expected a YAML file such as configs/default.yaml")
-    if path.is_symlink() and not path.exists():
-        raise UserError(f"config {path}: a link to {os.readlink(path)}, which does not exist")
     if not path.is_file():
-        raise UserError(f"config {path}: file not found")
+        reason = not_found(path)
+        raise UserError(f"config {path}: {'file not found' if reason == 'not found' else reason}")
     try:
         if path.stat().st_size > MAX_CONFIG_BYTES:
             raise UserError(f"config {path}: larger than {MAX_CONFIG_BYTES // 1024} KiB; not a config")

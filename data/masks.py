@@ -60,6 +60,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError, PydanticUseDefault
 
 from utils.errors import UserError
+from utils.paths import not_found
 
 MaskFunc = Callable[[tuple[int, int], int], np.ndarray]
 
@@ -616,7 +617,7 @@ def _load_mask_file(path: str) -> np.ndarray:
     """A mask file's array as bool, (H, W) or (W,) (MATLAB row or column vectors become (W,)); read once."""
     file = Path(path)
     if not file.is_file():
-        raise UserError(f"mask file {file}: not found")
+        raise UserError(f"mask file {file}: {not_found(file)}")
     array = np.asarray(_read_array(file))
     if array.dtype.kind not in "biuf":
         raise UserError(f"mask file {file}: expected a real numeric array, got dtype {array.dtype}")

@@ -287,3 +287,65 @@ def test_a_mask_file_of_the_wrong_size_fails_in_setup(tmp_path, brats):
         module.setup()
     message = str(info.value)
     assert "\n" not in message and str(mask_path) in message and "(16, 16)" in message
+
+
+@pytest.mark.parametrize("kind", ["fastmri", "brats", "ixi", "dicom", "folder"])
+def test_root_that_is_a_broken_link(tmp_path, kind):
+    (tmp_path / "data").symlink_to(tmp_path / "unmounted")
+    message = error_of(tmp_path, kind=kind, root=str(tmp_path / "data"))
+    assert f"source.root {tmp_path / 'data'} is a link to {tmp_path / 'unmounted'}, which does not exist" in message
+
+
+def _npy_site(root, subjects=3, shape=(2, 16, 16)):
+    for i in range(subjects):
+        (root / f"s{i}").mkdir(parents=True, exist_ok=True)
+        np.save(root / f"s{i}" / "t1.npy", np.ones(shape, np.float32))
+
+
+def test_folder_file_that_is_a_broken_link(tmp_path):
+    root = tmp_path / "site"
+    _npy_site(root)
+    (root / "s1" / "t2.npy").symlink_to(tmp_path / "elsewhere.npy")
+    message = error_of(tmp_path, kind="folder", root=str(root))
+    assert f"{root / 's1' / 't2.npy'}: a link to {tmp_path / 'elsewhere.npy'}, which does not exist" in message
+    assert "manifest" not in message  # found by the pattern, not listed in a manifest
+    manifest = tmp_path / "list.csv"
+    manifest.write_text("subject,contrast,path\ns0,t1,s0/t1.npy\ns1,t2,s1/t2.npy\n")
+    message = error_of(tmp_path, kind="folder", root=str(root), manifest=str(manifest))
+    assert "listed in source.manifest but a link to" in message
+
+
+def test_colour_images_are_refused_not_read_as_slices(tmp_path):
+    root = tmp_path / "site"
+    _npy_site(root)
+    np.save(root / "s2" / "t1.npy", np.ones((16, 16, 3), np.uint8))  # an RGB screenshot
+    message = error_of(tmp_path, kind="folder", root=str(root))
+    assert "s2/t1.npy: the array has shape (16, 16, 3), a colour image" in message
+    np.save(root / "s2" / "t1.npy", np.ones((3, 16, 16), np.float32))  # three slices: fine
+    prepare(tmp_path, kind="folder", root=str(root))
+
+
+def test_one_volume_in_two_formats_is_refused(tmp_path):
+    root = tmp_path / "site"
+    _npy_site(root)
+    write_nifti(root / "s1" / "t1.nii.gz", np.ones((16, 16, 2), np.float32))
+    message = error_of(tmp_path, kind="folder", root=str(root))
+    assert "s1/t1.nii.gz and s1/t1.npy are one volume (subject 's1', contrast 't1') in two formats" in message
+    (root / "s1" / "t1.nii.gz").rename(root / "s1" / "t2.nii.gz")  # another contrast: two volumes
+    prepare(tmp_path, kind="folder", root=str(root))
+
+
+def test_slices_smaller_than_the_size_are_padded_with_a_warning(tmp_path, caplog):
+    root = tmp_path / "site"
+    _npy_site(root)
+    with caplog.at_level(logging.WARNING):
+        source = prepare(tmp_path, kind="folder", root=str(root), size=24)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == ["site 'site-x': slices of 16x16 are smaller than source.size 24x24; their image is "
+                        "zero-padded to it"]  # fmt: skip
+    volume = source.volumes("train")[0]
+    assert source.read_slice(volume, 0).shape == (24, 24)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        prepare(tmp_path, kind="folder", root=str(root), size=12)  # cropped: nothing to say
+    assert not [r for r in caplog.records if r.levelno == logging.WARNING]

@@ -64,5 +64,5 @@ def test_a_subject_in_two_split_files_is_an_error(tmp_path):
 
 def test_a_missing_split_file_names_its_key(tmp_path):
     files = SplitFiles(train=str(tmp_path / "nope.txt"), val=str(tmp_path / "nope.txt"))
-    with pytest.raises(UserError, match=r"split_files.train: split file .*nope.txt not found"):
+    with pytest.raises(UserError, match=r"split_files.train: split file .*nope.txt: not found"):
         assign_splits({"a": []}, SplitFractions(), files)

@@ -57,3 +57,14 @@ def check_writable_dir(path: str | Path, key: str) -> Path:
     if not os.access(existing, os.W_OK | os.X_OK):
         raise UserError(f"{key}: {existing} is not writable")
     return folder
+
+
+def not_found(path: Path) -> str:
+    """Why an absent ``path`` cannot be read: "a link to TARGET, which does not exist" for a broken
+    symbolic link (the link itself is there, so "not found" would mislead), else "not found"."""
+    try:
+        if path.is_symlink():
+            return f"a link to {os.readlink(path)}, which does not exist"
+    except OSError:
+        pass
+    return "not found"

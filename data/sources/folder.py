@@ -29,10 +29,19 @@ from data.sources.readers import (
 )
 from data.sources.volumes import ImageVolumeSource, VolumeFile, VolumeSourceOptions, relative_label
 from utils.errors import UserError
+from utils.paths import not_found
 
 DEFAULT_PATTERN = r"(?P<subject>[^/]+)/(?P<contrast>[^/]+?)(\.nii\.gz|\.nii|\.npy|\.h5|\.hdf5)?"
 FILE_SUFFIXES = (".nii.gz", ".nii", ".npy", ".h5", ".hdf5")
 DICOM_SUFFIX = ".dcm"
+
+
+def _without_suffix(name: str) -> str:
+    """A file name without its image-format suffix (``t1.nii.gz`` -> ``t1``)."""
+    for suffix in FILE_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
 
 
 def file_format(path: Path) -> str | None:
@@ -94,7 +103,8 @@ class FolderSource(ImageVolumeSource):
             if wanted is not None and contrast not in wanted:
                 continue
             if not path.exists():
-                bad.append((str(path), "listed in source.manifest but not found"))
+                listed_in = "listed in source.manifest but " if self.options.manifest else ""
+                bad.append((str(path), listed_in + not_found(path)))
                 continue
             fmt = file_format(path)
             if fmt is None:
@@ -111,7 +121,23 @@ class FolderSource(ImageVolumeSource):
                     bad.append((str(path), str(err)))
                     continue
             volumes.append(VolumeFile(subject, contrast, paths, aliases=(), extra=extra))
+        self._refuse_formats_of_one_volume(volumes, root)
         return volumes, bad
+
+    def _refuse_formats_of_one_volume(self, volumes: list[VolumeFile], root: Path) -> None:
+        """One volume stored twice (``s1/t1.npy`` beside ``s1/t1.nii.gz``) would be trained and tested
+        twice as two volumes: an error naming both files."""
+        seen: dict[tuple[str, str, Path], Path] = {}
+        for volume in volumes:
+            path = volume.paths[0] if dict(volume.extra)["format"] != "dicom" else volume.paths[0].parent
+            stem = path.with_name(_without_suffix(path.name))
+            first = seen.setdefault((volume.subject, volume.contrast, stem), path)
+            if first != path:
+                raise UserError(
+                    f"{self.where}: {relative_label(first, root)} and {relative_label(path, root)} are one "
+                    f"volume (subject {volume.subject!r}, contrast {volume.contrast!r}) in two formats; "
+                    "keep one of them"
+                )
 
     def _match(self, root: Path) -> list[tuple[str, str, Path]]:
         rule = re.compile(self.options.pattern)

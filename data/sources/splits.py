@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from data.sources.base import SPLITS, Split
 from utils.errors import UserError
+from utils.paths import not_found
 from utils.seeding import stable_seed
 
 logger = logging.getLogger(__name__)
@@ -87,7 +88,7 @@ def _read_list(path: Path, key: str) -> list[str]:
     try:
         text = path.read_text()
     except FileNotFoundError:
-        raise UserError(f"{key}: split file {path} not found") from None
+        raise UserError(f"{key}: split file {path}: {not_found(path)}") from None
     except (OSError, UnicodeDecodeError) as err:
         raise UserError(f"{key}: cannot read split file {path} ({err})") from None
     entries = [line.split("#", 1)[0].strip() for line in text.splitlines()]

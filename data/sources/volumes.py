@@ -32,6 +32,7 @@ from data.sources.readers import CorruptFile
 from data.sources.splits import SplitFiles, SplitFractions, assign_splits
 from utils.errors import UserError
 from utils.io import atomic_write, atomic_write_text
+from utils.paths import not_found
 
 logger = logging.getLogger(__name__)
 
@@ -253,7 +254,9 @@ class FileSource(Source):
             raise UserError(f"{self.where}: source.root is empty; expected {self.describe}")
         root = Path(self.options.root).expanduser()
         if not root.exists():
-            raise UserError(f"{self.where}: source.root {root} does not exist; expected {self.describe}")
+            reason = not_found(root)
+            reason = "does not exist" if reason == "not found" else f"is {reason}"
+            raise UserError(f"{self.where}: source.root {root} {reason}; expected {self.describe}")
         if not root.is_dir():
             raise UserError(f"{self.where}: source.root {root} is not a folder; expected {self.describe}")
         return root
@@ -354,9 +357,24 @@ class ImageVolumeSource(FileSource):
             entries[name] = entry
         self.report(bad)
         self.check_sizes(infos, root, "set source.size to crop/pad them to one size")
+        self._note_padding(entries)
         if not entries:
             raise UserError(f"{self.where}: no usable volumes under {root}; expected {self.describe}")
         self._volumes, self._entries = infos, entries
+
+    def _note_padding(self, entries: dict[str, CachedVolume]) -> None:
+        """One warning when ``source.size`` is larger than the slices, which are then zero-padded."""
+        size = self.options.size
+        if size is None:
+            return
+        small = sorted({e.shape[1:] for e in entries.values() if e.shape[1] < size[0] or e.shape[2] < size[1]})
+        if small:
+            listed = ", ".join(f"{h}x{w}" for h, w in small)
+            how = "image" if self.options.resize == "crop" else "k-space"
+            logger.warning(
+                "%s: slices of %s are smaller than source.size %dx%d; their %s is zero-padded to it",
+                self.where, listed, size[0], size[1], how,
+            )  # fmt: skip
 
     def _convert(self, cache: VolumeCache, volume: VolumeFile) -> CachedVolume:
         """The cache entry of a volume, decoding it first if it is absent or stale."""
