@@ -21,8 +21,9 @@ file, ``<results>/runs/<run>.json`` (``--results``, default <output_dir>/<name>)
 ``<results>/manifest.json``; every table and figure is rebuilt from those files alone
 (compare_report.py): comparison.md, comparison.csv, comparison.json and figures/ (psnr_per_site.png,
 val_psnr.png, ablation_<kind>.png, and tsne.png: the paper's t-SNE panels of bottleneck features,
-whose embeddings go to ``<results>/latent/``). Only reconstructions.png and errors.png (the same test
-slice of every site through every method) need the trained models.
+whose embeddings go to ``<results>/latent/``), and reconstructions.png and errors.png (the same test
+slice of every site through every method), drawn from ``<results>/reconstructions.npz``, which the
+first seed's trained models fill once they are all finished.
 
 Ablations (FedMRI variants): sharing (encoder / whole model / all but the head, each with the
 contrastive term), contrastive (with and without it), beta (1, 10, 100), negatives (all / self),
@@ -653,10 +654,11 @@ def reconstruction_figures(
     results: Path, planned: dict[str, Any], rows: list[dict[str, Any]], seed: int, log: Any = print
 ) -> bool:
     """The same test slice of every site through every compared method (its run of ``seed``) and the
-    zero-filled input; False (figures left as they were) when a run's folder is absent."""
+    zero-filled input, kept in ``<results>/reconstructions.npz`` and drawn from it (as ``--report``
+    does); False (figures left as they were) when a run's folder is absent."""
+    import compare_report
     from build import quiet_lightning
     from evaluation import build_sites, figure_slice, load_run, new_module, reconstruct_slice
-    from utils.figures import reconstruction_grid
 
     chosen = [r for r in rows if "comparison" in r["families"]] or rows
     if not chosen:
@@ -681,11 +683,8 @@ def reconstruction_figures(
                 zero_filled.append(picture["zero_filled"])
         grid_rows.append((row["label"], images))
     columns = [f"{name}: {v}, slice {i}" for name, (v, i) in slices.items()]
-    grid = [("zero-filled", zero_filled), *grid_rows]
-    reconstruction_grid(results / "figures" / "reconstructions.png", columns, targets, grid)
-    reconstruction_grid(
-        results / "figures" / "errors.png", columns, targets, grid, errors=True, title="|error| x5"
-    )
+    compare_report.save_reconstructions(results, columns, targets, [("zero-filled", zero_filled), *grid_rows])
+    compare_report.reconstruction_figures(results, compare_report.load_reconstructions(results))
     return True
 
 

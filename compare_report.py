@@ -25,6 +25,7 @@ import csv
 import io
 import json
 import math
+import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -687,6 +688,62 @@ def figures(
     return out
 
 
+RECONSTRUCTIONS = "reconstructions.npz"  # the reconstruction figures' slices, so that --report redraws them
+
+
+def save_reconstructions(
+    folder: Path,
+    columns: Sequence[str],
+    targets: Sequence[np.ndarray],
+    rows: Sequence[tuple[str, Sequence[np.ndarray]]],
+) -> None:
+    """The images of the reconstruction figures (a ground truth per column, then one row per method,
+    zero-filled included) as float16 in ``<folder>/reconstructions.npz`` (a few hundred KB), from which
+    :func:`reconstruction_figures` draws them: the figures come from a committed file like every table."""
+    from utils.io import atomic_write_bytes
+
+    arrays = {f"target_{c}": np.asarray(t, np.float16) for c, t in enumerate(targets)}
+    for r, (_, images) in enumerate(rows):
+        arrays.update({f"row{r}_{c}": np.asarray(image, np.float16) for c, image in enumerate(images)})
+    arrays["meta"] = np.array(json.dumps({"columns": list(columns), "labels": [label for label, _ in rows]}))
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    atomic_write_bytes(folder / RECONSTRUCTIONS, buffer.getvalue())
+
+
+def load_reconstructions(folder: Path) -> tuple[list[str], list[np.ndarray], list] | None:
+    """``(columns, targets, rows)`` of ``<folder>/reconstructions.npz``, None when there is none; a file
+    that cannot be read is one :class:`UserError` line."""
+    from utils.errors import UserError
+
+    path = folder / RECONSTRUCTIONS
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(str(data["meta"]))
+            columns, labels = list(meta["columns"]), list(meta["labels"])
+            targets = [data[f"target_{c}"].astype(np.float32) for c in range(len(columns))]
+            rows = [
+                (str(label), [data[f"row{r}_{c}"].astype(np.float32) for c in range(len(columns))])
+                for r, label in enumerate(labels)
+            ]
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as err:
+        raise UserError(f"{path}: not a readable reconstructions file ({type(err).__name__}: {err})") from None
+    return columns, targets, rows
+
+
+def reconstruction_figures(folder: Path, slices: tuple[list[str], list[np.ndarray], list]) -> list[Path]:
+    """``figures/reconstructions.png`` and ``figures/errors.png`` from :func:`load_reconstructions`."""
+    from utils.figures import reconstruction_grid
+
+    columns, targets, rows = slices
+    images, errors = folder / "figures" / "reconstructions.png", folder / "figures" / "errors.png"
+    reconstruction_grid(images, columns, targets, rows)
+    reconstruction_grid(errors, columns, targets, rows, errors=True, title="|error| x5")
+    return [images, errors]
+
+
 TSNE_PANELS = (
     ("SingleSet", "singleset", ()),
     ("FedAvg", "fedavg", ()),
@@ -913,12 +970,15 @@ def write_report(folder: str | Path, log: Callable[[str], None] = print) -> str:
     table = csv_report(data)
     claims = claims_markdown(folder, manifest, rows)
     latent = latent_panels(folder, manifest, rows)
+    slices = load_reconstructions(folder)
     atomic_write_text(folder / "comparison.md", text)
     atomic_write_text(folder / "comparison.csv", table)
     atomic_write_text(folder / "comparison.json", json.dumps(data, indent=1, sort_keys=True) + "\n")
     if claims:
         atomic_write_text(folder / "claims.md", claims)
     figures(folder, manifest, rows, latent)
+    if slices is not None:
+        reconstruction_figures(folder, slices)
     log(claims + "\n" + text if claims else text)
     log(f"wrote {folder}/comparison.md, .csv, .json and figures/ from {len(runs)} raw run file(s)")
     return text

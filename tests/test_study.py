@@ -110,6 +110,7 @@ def test_no_train_writes_the_outputs_of_the_finished_runs_and_trains_none(study)
     shutil.rmtree(tmp / "runs" / "study" / "runs" / "singleset-s3")
     (results / "runs" / "singleset-s3.json").unlink()
     (results / "figures" / "reconstructions.png").unlink()
+    (results / "reconstructions.npz").unlink()  # or the report would redraw it from these slices
     lines: list[str] = []
     compare.run_all(compare.parse_args([*study["args"], "--no-train"]), log=lines.append)
     assert not (tmp / "runs" / "study" / "runs" / "singleset-s3").exists()
@@ -406,3 +407,25 @@ def test_claims_table_counts_the_paired_verdicts_of_the_csv(study):
     line = next(ln for ln in claims.splitlines() if "common space" in ln)
     assert f"FedMRI − SingleSet silhouette {np.mean(gaps):+.3f} ± {half:.3f} over seeds 3, 5" in line
     assert compare_report.NEARLY_FAILS == 0.5 and "50%" in claims
+
+
+def test_report_redraws_the_reconstruction_figures_from_the_committed_slices(study, tmp_path, capsys):
+    # The figures come from <results>/reconstructions.npz like the tables from runs/: a clone without the
+    # run folders redraws them byte for byte.
+    copy = tmp_path / "results"
+    shutil.copytree(study["results"], copy)
+    names = ("figures/reconstructions.png", "figures/errors.png")
+    drawn = {n: (copy / n).read_bytes() for n in names}
+    assert (copy / "reconstructions.npz").stat().st_size < 200_000
+    for n in names:
+        (copy / n).unlink()
+    assert compare.main(["--report", str(copy)]) == 0
+    assert {n: (copy / n).read_bytes() for n in names} == drawn
+    # A damaged slices file is one line, and the report's earlier files stay as they were.
+    (copy / "reconstructions.npz").write_bytes(b"PK\x03\x04 cut short")
+    before = {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert compare.main(["--report", str(copy)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "reconstructions.npz: not a readable reconstructions file" in err[0], err
+    assert {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()} == before
