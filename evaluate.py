@@ -60,6 +60,7 @@ def evaluate(trained: Any, test_config: Any, out: Path, log: Any = print) -> dic
     matrix: dict[str, dict[str, dict[str, float]]] = {}
     zero_filled: dict[str, dict[str, float]] = {}
     pictures: dict[str, dict[str, Any]] = {}
+    own_volumes: dict[str, dict[str, Any]] = {}  # per volume, each site's model on its own test data
     slices = {name: figure_slice(data) for name, data in sites.items()}
     for m, model_site in enumerate(model_sites, 1):
         module = new_module(trained.config, trained.models[model_site])
@@ -68,6 +69,8 @@ def evaluate(trained: Any, test_config: Any, out: Path, log: Any = print) -> dic
             per_volume = score_model(test_config, module, data)
             matrix[model_site][test_site] = summarise(per_volume, "model")
             zero_filled.setdefault(test_site, summarise(per_volume, "zero_filled"))
+            if test_site == model_site:
+                own_volumes[test_site] = per_volume
             pictures[model_site][test_site] = reconstruct_slice(module, data, *slices[test_site])
         row = " | ".join(f"{t} {matrix[model_site][t]['psnr']:.2f}" for t in test_sites)
         took = time.perf_counter() - start
@@ -80,6 +83,7 @@ def evaluate(trained: Any, test_config: Any, out: Path, log: Any = print) -> dic
         "own": {s: matrix[s][s] for s in model_sites if s in sites},
         "zero_filled": zero_filled,
         "cross_site": matrix,
+        "own_volumes": own_volumes,
         "slices": {s: {"volume": v, "slice": i} for s, (v, i) in slices.items()},
     }
     out.mkdir(parents=True, exist_ok=True)

@@ -176,6 +176,33 @@ def test_gains_are_model_minus_zero_filled_on_the_diagonal():
     }
     gain = realism.gains(results)["a"]
     assert gain["psnr_gain"] == pytest.approx(2.5) and gain["ssim_gain"] == pytest.approx(-0.05)
+    assert "volumes" not in gain and realism.verdict(gain) == "**no**"  # the SSIM mean is below zero
+
+
+def test_gain_intervals_over_volumes_equal_scipy_and_decide_the_verdict():
+    from scipy import stats
+
+    volumes = {
+        f"v{i}": {"model": {"psnr": 30.0 + d, "ssim": 0.8 + s}, "zero_filled": {"psnr": 30.0, "ssim": 0.8}}
+        for i, (d, s) in enumerate([(2.0, 0.02), (2.5, 0.025), (3.5, 0.03)])
+    }
+    results = {
+        "test_sites": ["a"],
+        "cross_site": {"a": {"a": {"psnr": 30.0 + 8 / 3, "ssim": 0.825}}},
+        "zero_filled": {"a": {"psnr": 30.0, "ssim": 0.8}},
+        "own_volumes": {"a": volumes},
+    }
+    gain = realism.gains(results)["a"]
+    psnr = np.array([2.0, 2.5, 3.5])
+    expected = stats.t.ppf(0.975, 2) * psnr.std(ddof=1) / np.sqrt(3)
+    assert gain["volumes"] == 3 and gain["psnr_gain_ci"] == pytest.approx(expected)
+    assert realism.verdict(gain) == "yes"  # both intervals above zero
+    assert "+2.67 ± 1.90 dB / +0.025 ± 0.012" in realism.table({"a": gain}, {"a": gain})
+    volumes["v0"]["model"]["ssim"] = 0.7  # SSIM gains -0.1, +0.025, +0.03: the interval holds zero
+    assert realism.verdict(realism.gains(results)["a"]) == "not detectable"
+    results["own_volumes"]["a"] = {"v0": volumes["v0"]}  # one volume: no interval, the means decide
+    one = realism.gains(results)["a"]
+    assert one["psnr_gain_ci"] is None and "(1 vol.)" in realism.table({"a": one}, {"a": one})
 
 
 def _phase_source(tmp_path, phase: bool):
@@ -305,3 +332,22 @@ def test_output_folder_and_run_options_are_checked_before_training(tmp_path, cap
     assert not (tmp_path / "runs").exists()
     _one_line_error(capsys, ["--run", str(tmp_path), "fl.rounds=3"], "--run: fl.rounds=3 would be ignored")
     _one_line_error(capsys, ["--run", str(tmp_path), "--config", str(config)], "would be ignored")
+
+
+def test_a_second_check_writing_the_same_folder_is_refused(tmp_path, capsys):
+    import subprocess
+
+    out = tmp_path / "realism"
+    script = f"from utils.lock import lock_run; lock_run({str(out)!r}); print('held', flush=True); "
+    holder = subprocess.Popen(
+        [sys.executable, "-c", script + "import time; time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1],
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        _one_line_error(capsys, ["--run", str(tmp_path / "run"), "--out", str(out)],
+                        f"another process (PID {holder.pid}) is writing this run; wait for it to end or give "
+                        "another --out")  # fmt: skip
+    finally:
+        holder.kill()
+        holder.wait()

@@ -23,9 +23,10 @@ def lock_path(run_dir: str | Path) -> Path:
     return run_dir.parent / f".{run_dir.name}.lock"
 
 
-def lock_run(run_dir: str | Path) -> bool:
+def lock_run(run_dir: str | Path, other: str = "choose another name=...") -> bool:
     """Hold the write lock of ``run_dir`` until this process ends (or :func:`unlock_run`); False (and
-    nothing done) when this process holds it already, True when it took it now.
+    nothing done) when this process holds it already, True when it took it now. ``other`` ends the
+    message when another process holds it: how to write somewhere else.
 
     Raises:
         UserError: the output folder is unusable, or another process holds the lock (named by its PID).
@@ -48,8 +49,7 @@ def lock_run(run_dir: str | Path) -> bool:
         if err.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
             raise UserError(f"output_dir: cannot lock {path} ({err.strerror or err})") from None
         raise UserError(
-            f"{run_dir}: another process (PID {holder}) is writing this run; wait for it to end or choose "
-            "another name=..."
+            f"{run_dir}: another process (PID {holder}) is writing this run; wait for it to end or {other}"
         ) from None
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()}\n".encode())
