@@ -320,7 +320,7 @@ def test_colour_images_are_refused_not_read_as_slices(tmp_path):
     _npy_site(root)
     np.save(root / "s2" / "t1.npy", np.ones((16, 16, 3), np.uint8))  # an RGB screenshot
     message = error_of(tmp_path, kind="folder", root=str(root))
-    assert "s2/t1.npy: the array has shape (16, 16, 3), a colour image" in message
+    assert "s2/t1.npy: the array has shape (16, 16, 3): colour channels (RGB) or slices on the last axis" in message
     np.save(root / "s2" / "t1.npy", np.ones((3, 16, 16), np.float32))  # three slices: fine
     prepare(tmp_path, kind="folder", root=str(root))
 

@@ -51,15 +51,16 @@ def compact(array: np.ndarray, what: str) -> np.ndarray:
 
 def as_stack(array: np.ndarray, what: str) -> np.ndarray:
     """(H, W) -> (1, H, W); (S, H, W) unchanged; anything else is CorruptFile, and so is an (H, W, 3) or
-    (H, W, 4) colour image, which would otherwise read as H slices 3 or 4 pixels wide."""
+    (H, W, 4) array (a colour image, or slices last), which would otherwise read as H slices 3 or 4
+    pixels wide."""
     if array.ndim == 2:
         array = array[None]
     if array.ndim != 3:
         raise CorruptFile(f"{what} has shape {array.shape}; expected a 2D image or a 3D stack of slices")
     if array.shape[2] in (3, 4) and min(array.shape[:2]) > 4:
         raise CorruptFile(
-            f"{what} has shape {array.shape}, a colour image (RGB or RGBA channels last); expected a grey-scale "
-            "image (H, W) or a stack of slices (slices, H, W)"
+            f"{what} has shape {array.shape}: colour channels (RGB) or slices on the last axis; expected a "
+            "grey-scale image (H, W) or a stack of slices (slices, H, W)"
         )
     return array
 
