@@ -729,7 +729,8 @@ def load_reconstructions(folder: Path) -> tuple[list[str], list[np.ndarray], lis
                 for r, label in enumerate(labels)
             ]
     except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as err:
-        raise UserError(f"{path}: not a readable reconstructions file ({type(err).__name__}: {err})") from None
+        reason = f"{type(err).__name__}: {err}"
+        raise UserError(f"{path}: not a readable reconstructions file ({reason})") from None
     return columns, targets, rows
 
 

@@ -152,9 +152,8 @@ def load_config(
             raise UserError(f"override {item!r}: expected key.path=value, e.g. fl.rounds=5")
         negative = next((p for p in re.split(r"[.\[\]]", key) if re.fullmatch(r"\s*-\d+\s*", p)), None)
         if negative is not None:
-            raise UserError(
-                f"override {key}: list index {negative.strip()} is negative; count from 0 (sites.0 is the first)"
-            )
+            index = negative.strip()
+            raise UserError(f"override {key}: list index {index} is negative; count from 0 (sites.0 is first)")
         try:
             value = parse_yaml(text) if text.strip() else None
         except (yaml.YAMLError, RecursionError) as err:

@@ -186,7 +186,8 @@ def gains(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
         if volumes:
             out[site]["volumes"] = len(volumes)
             for k in ("psnr", "ssim"):
-                half = mean_interval([v["model"][k] - v["zero_filled"][k] for v in volumes.values()]).half_width
+                differences = [v["model"][k] - v["zero_filled"][k] for v in volumes.values()]
+                half = mean_interval(differences).half_width
                 out[site][f"{k}_gain_ci"] = None if np.isnan(half) else half
     return out
 
@@ -210,8 +211,8 @@ def _gain_cell(gain: dict[str, Any]) -> str:
     parts = []
     for k, unit, digits in (("psnr", " dB", 2), ("ssim", "", 3)):
         half = gain.get(f"{k}_gain_ci")
-        parts.append(f"{gain[f'{k}_gain']:+.{digits}f}" + (f" ± {half:.{digits}f}" if half is not None else "")
-                     + unit)  # fmt: skip
+        interval = f" ± {half:.{digits}f}" if half is not None else ""
+        parts.append(f"{gain[f'{k}_gain']:+.{digits}f}{interval}{unit}")
     count = f" ({gain['volumes']} vol.)" if "volumes" in gain else ""
     return " / ".join(parts) + count
 

@@ -226,8 +226,9 @@ ISA_FLAGS = (
 )  # fmt: skip
 
 
-def cpu_identity(cpuinfo: str | None = None) -> str:
-    """Vendor, model name, cache size and kernel-relevant flags of the first CPU in ``/proc/cpuinfo``.
+def cpu_identity(cpuinfo: str | None = None, caches: str | None = None) -> str:
+    """Vendor, model name, family/model/stepping, cache sizes and kernel-relevant flags of the first CPU
+    in ``/proc/cpuinfo`` (``caches``: the sizes of CPU 0's caches, default read from sysfs).
 
     Two CPUs with the same vector capability can still sum in different orders (oneDNN blocks its
     kernels by the cache sizes and picks AMX or AVX-512 BF16 paths where present), so bitwise
@@ -248,8 +249,27 @@ def cpu_identity(cpuinfo: str | None = None) -> str:
         key, _, value = line.partition(":")
         fields.setdefault(key.strip(), value.strip())
     flags = set(fields.get("flags", "").split())
-    parts = [fields.get("vendor_id", "?"), fields.get("model name", "?"), f"cache {fields.get('cache size', '?')}"]
-    return "; ".join([*parts, " ".join(f for f in ISA_FLAGS if f in flags) or "no vector flags"])
+    kind = "/".join(fields.get(k, "?") for k in ("cpu family", "model", "stepping"))
+    caches = cache_sizes() if caches is None else caches
+    return "; ".join([
+        fields.get("vendor_id", "?"), fields.get("model name", "?"), f"family/model/stepping {kind}",
+        f"caches {caches or fields.get('cache size', '?')}",
+        " ".join(f for f in ISA_FLAGS if f in flags) or "no vector flags",
+    ])  # fmt: skip
+
+
+def cache_sizes(folder: Path = Path("/sys/devices/system/cpu/cpu0/cache")) -> str:
+    """CPU 0's data and unified caches, e.g. ``L1 32K, L2 512K, L3 8192K`` ("" where sysfs has none)."""
+    sizes = []
+    for index in sorted(folder.glob("index*")):
+        try:
+            kind = (index / "type").read_text().strip()
+            if kind in ("Data", "Unified"):
+                level, size = ((index / name).read_text().strip() for name in ("level", "size"))
+                sizes.append(f"L{level} {size}")
+        except OSError:
+            continue
+    return ", ".join(sizes)
 
 
 def environment() -> dict[str, Any]:
@@ -329,8 +349,9 @@ if __name__ == "__main__":
         sys.exit("usage: python -m tests.reference_runs record|check [NAME ...]")
     stored = json.loads(REFERENCE.read_text()) if REFERENCE.exists() else {"recordings": []}
     if sys.argv[1] == "check" and recording_for(stored, environment()) is None:
-        sys.exit("no fingerprints recorded in this environment (" + environment_differences(stored, environment())
-                 + "); record them with: python -m tests.reference_runs record")  # fmt: skip
+        differing = environment_differences(stored, environment())
+        sys.exit(f"no fingerprints recorded in this environment ({differing}); record them with: "
+                 "python -m tests.reference_runs record")  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         found = record(Path(tmp), sys.argv[2:] or None)
     if sys.argv[1] == "check":

@@ -293,7 +293,8 @@ def test_a_mask_file_of_the_wrong_size_fails_in_setup(tmp_path, brats):
 def test_root_that_is_a_broken_link(tmp_path, kind):
     (tmp_path / "data").symlink_to(tmp_path / "unmounted")
     message = error_of(tmp_path, kind=kind, root=str(tmp_path / "data"))
-    assert f"source.root {tmp_path / 'data'} is a link to {tmp_path / 'unmounted'}, which does not exist" in message
+    target = tmp_path / "unmounted"
+    assert f"source.root {tmp_path / 'data'} is a link to {target}, which does not exist" in message
 
 
 def _npy_site(root, subjects=3, shape=(2, 16, 16)):
@@ -307,7 +308,8 @@ def test_folder_file_that_is_a_broken_link(tmp_path):
     _npy_site(root)
     (root / "s1" / "t2.npy").symlink_to(tmp_path / "elsewhere.npy")
     message = error_of(tmp_path, kind="folder", root=str(root))
-    assert f"{root / 's1' / 't2.npy'}: a link to {tmp_path / 'elsewhere.npy'}, which does not exist" in message
+    target = tmp_path / "elsewhere.npy"
+    assert f"{root / 's1' / 't2.npy'}: a link to {target}, which does not exist" in message
     assert "manifest" not in message  # found by the pattern, not listed in a manifest
     manifest = tmp_path / "list.csv"
     manifest.write_text("subject,contrast,path\ns0,t1,s0/t1.npy\ns1,t2,s1/t2.npy\n")
@@ -320,7 +322,7 @@ def test_colour_images_are_refused_not_read_as_slices(tmp_path):
     _npy_site(root)
     np.save(root / "s2" / "t1.npy", np.ones((16, 16, 3), np.uint8))  # an RGB screenshot
     message = error_of(tmp_path, kind="folder", root=str(root))
-    assert "s2/t1.npy: the array has shape (16, 16, 3): colour channels (RGB) or slices on the last axis" in message
+    assert "s2/t1.npy: the array has shape (16, 16, 3): colour channels (RGB) or slices on" in message
     np.save(root / "s2" / "t1.npy", np.ones((3, 16, 16), np.float32))  # three slices: fine
     prepare(tmp_path, kind="folder", root=str(root))
 

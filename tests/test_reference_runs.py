@@ -65,35 +65,50 @@ def test_ddp_runs_match_reference(workdir):
 
 
 def test_every_reference_run_is_recorded():
-    names = [*IN_PROCESS, *reference_runs.ddp_configs(Path("unused")), *reference_runs.flower_configs(Path("u"))]
+    unused = Path("unused")
+    names = [*IN_PROCESS, *reference_runs.ddp_configs(unused), *reference_runs.flower_configs(unused)]
     assert STORED["recordings"], "no recording in tests/data/reference_runs.json"
     for recording in STORED["recordings"]:
         missing = [n for n in names if n not in recording["runs"]]
         assert not missing, f"no recorded fingerprints for {missing} in {recording['environment']}"
 
 
-def test_environment_tells_cpus_of_one_capability_apart():
+def test_environment_tells_cpus_of_one_capability_apart(tmp_path):
     """Two AVX-512 CPUs that differ in model, cache or AMX are different environments."""
-    intel = ("vendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R) Platinum\ncache size\t: 107520 KB\n"
+    intel = ("vendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel\t\t: 143\n"
+             "model name\t: Intel(R) Xeon(R) Platinum\nstepping\t: 8\ncache size\t: 107520 KB\n"
              "flags\t\t: fpu avx2 fma avx512f avx512bw avx512vl avx512_bf16 amx_tile amx_bf16\n\n"
              "vendor_id\t: GenuineIntel\nmodel name\t: other\n")
-    amd = ("vendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC\ncache size\t: 1024 KB\n"
-           "flags\t\t: fpu avx2 fma avx512f avx512bw avx512vl avx512_bf16\n")
-    assert reference_runs.cpu_identity(intel) == (
-        "GenuineIntel; Intel(R) Xeon(R) Platinum; cache 107520 KB; "
-        "avx2 fma avx512f avx512bw avx512vl avx512_bf16 amx_tile amx_bf16"
+    amd = ("vendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\nmodel name\t: AMD EPYC\n"
+           "cache size\t: 1024 KB\nflags\t\t: fpu avx2 fma avx512f avx512bw avx512vl avx512_bf16\n")
+    assert reference_runs.cpu_identity(intel, caches="L1 48K, L2 2048K, L3 107520K") == (
+        "GenuineIntel; Intel(R) Xeon(R) Platinum; family/model/stepping 6/143/8; caches L1 48K, L2 2048K, "
+        "L3 107520K; avx2 fma avx512f avx512bw avx512vl avx512_bf16 amx_tile amx_bf16"
     )
-    assert reference_runs.cpu_identity(amd) != reference_runs.cpu_identity(intel)
-    assert reference_runs.cpu_identity("") == "?; ?; cache ?; no vector flags"
+    assert reference_runs.cpu_identity(amd, caches="") != reference_runs.cpu_identity(intel, caches="")
+    assert "caches 1024 KB" in reference_runs.cpu_identity(amd, caches="")  # no sysfs: cpuinfo's size
+    unknown = "?; ?; family/model/stepping ?/?/?; caches ?; no vector flags"
+    assert reference_runs.cpu_identity("", caches="") == unknown
+    # the caches are read from sysfs: data and unified ones, by level
+    caches = ((1, "Data", "32K"), (1, "Instruction", "64K"), (2, "Unified", "512K"), (3, "Unified", "8192K"))
+    for level, kind, size in caches:
+        index = tmp_path / f"index{level}{kind[0]}"
+        index.mkdir()
+        (index / "level").write_text(f"{level}\n")
+        (index / "type").write_text(f"{kind}\n")
+        (index / "size").write_text(f"{size}\n")
+    assert reference_runs.cache_sizes(tmp_path) == "L1 32K, L2 512K, L3 8192K"
 
 
 def test_recording_is_replaced_per_environment():
     a, b = {"cpu": "a", "threads": 1}, {"cpu": "b", "threads": 1}
     stored = {"recordings": [{"environment": a, "runs": {"x": {"k": "1"}, "y": {"k": "2"}}}]}
-    both = reference_runs.merge_recording(stored, {"environment": b, "runs": {"x": {"k": "3"}}}, partial=False)
+    found = {"environment": b, "runs": {"x": {"k": "3"}}}
+    both = reference_runs.merge_recording(stored, found, partial=False)
     assert reference_runs.recording_for(both, a)["runs"] == {"x": {"k": "1"}, "y": {"k": "2"}}
     assert reference_runs.recording_for(both, b)["runs"] == {"x": {"k": "3"}}
     again = reference_runs.merge_recording(both, {"environment": a, "runs": {"x": {"k": "4"}}}, partial=True)
     assert reference_runs.recording_for(again, a)["runs"] == {"x": {"k": "4"}, "y": {"k": "2"}}
     assert len(again["recordings"]) == 2
-    assert "cpu: recorded 'a', here 'c'" in reference_runs.environment_differences(again, {"cpu": "c", "threads": 1})
+    differing = reference_runs.environment_differences(again, {"cpu": "c", "threads": 1})
+    assert "cpu: recorded 'a', here 'c'" in differing

@@ -367,7 +367,8 @@ class ImageVolumeSource(FileSource):
         size = self.options.size
         if size is None:
             return
-        small = sorted({e.shape[1:] for e in entries.values() if e.shape[1] < size[0] or e.shape[2] < size[1]})
+        shapes = {e.shape[1:] for e in entries.values()}
+        small = sorted(shape for shape in shapes if shape[0] < size[0] or shape[1] < size[1])
         if small:
             listed = ", ".join(f"{h}x{w}" for h, w in small)
             how = "image" if self.options.resize == "crop" else "k-space"
