@@ -153,7 +153,7 @@ def load_config(
         negative = next((p for p in re.split(r"[.\[\]]", key) if re.fullmatch(r"\s*-\d+\s*", p)), None)
         if negative is not None:
             index = negative.strip()
-            raise UserError(f"override {key}: list index {index} is negative; count from 0 (sites.0 is first)")
+            raise UserError(f"override {key}: list index {index} is negative; count from 0 (sites.0 = first)")
         try:
             value = parse_yaml(text) if text.strip() else None
         except (yaml.YAMLError, RecursionError) as err:
