@@ -22,8 +22,9 @@ file, ``<results>/runs/<run>.json`` (``--results``, default <output_dir>/<name>)
 (compare_report.py): comparison.md, comparison.csv, comparison.json and figures/ (psnr_per_site.png,
 val_psnr.png, ablation_<kind>.png, and tsne.png: the paper's t-SNE panels of bottleneck features,
 whose embeddings go to ``<results>/latent/``), and reconstructions.png and errors.png (the same test
-slice of every site through every method), drawn from ``<results>/reconstructions.npz``, which the
-first seed's trained models fill once they are all finished.
+slice of every site through every method), drawn from ``<results>/slices/``, where each finished
+run of a compared method saves its reconstructions of those slices: the figures show the first seed
+whose methods have all saved theirs.
 
 Ablations (FedMRI variants): sharing (encoder / whole model / all but the head, each with the
 contrastive term), contrastive (with and without it), beta (1, 10, 100), negatives (all / self),
@@ -390,7 +391,7 @@ def run_all(args: argparse.Namespace, log: Any = print) -> dict[str, Any]:
         f"{base.fl.rounds} rounds x {base.fl.local_epochs} local epochs on {len(base.sites)} sites; "
         f"raw results in {results}"
     )
-    start, trained_time, trained, drawn = time.perf_counter(), 0.0, 0, False
+    start, trained_time, trained = time.perf_counter(), 0.0, 0
     # A run whose folder is gone (a fresh clone of a committed study) is not retrained when its raw
     # file in --results is still there and was made by this run's seed, algorithm, overrides and schedule.
     recorded: set[str] = set()
@@ -413,26 +414,23 @@ def run_all(args: argparse.Namespace, log: Any = print) -> dict[str, Any]:
 
     todo.sort(key=order)
     number = {key: i for i, key in enumerate(planned, 1)}
-    first_seed = [k for k in planned if planned[k][0].seed == seeds[0]] if seeded else list(planned)
+    slices = FigureSlices(results, rows)
 
     def keep(key: str) -> None:
+        """The run's raw file and, for a method of the reconstruction figures, its slices."""
         config, run_dir = planned[key]
         record = compare_report.run_record(
             run_dir, config.seed, config.fl.algorithm, _overrides_of(key, rows)
         )
         atomic_write_text(results / "runs" / f"{key}.json", json.dumps(record, indent=1) + "\n")
+        slices.record(key, config, run_dir)
 
     def outputs(key: str) -> None:
         """Everything a finished run adds, written at once so that an interrupted study keeps it: the
-        latent file of a t-SNE panel's run, the tables, and the reconstruction figures once the first
-        seed's runs are all finished."""
-        nonlocal drawn
+        latent file of a t-SNE panel's run, and the tables and figures (the reconstruction figures once a
+        seed's methods all have their slices)."""
         latent_files(results, planned, rows, log, only=key)
         compare_report.write_report(results, lambda line: log(line) if line.startswith("wrote ") else None)
-        if key in first_seed and all(_finished(planned[k][1]) for k in first_seed):
-            if reconstruction_figures(results, planned, rows, seeds[0], log):
-                drawn = True
-                log(f"wrote {results}/figures/reconstructions.png and errors.png")
 
     def finished(key: str, took: float) -> None:
         nonlocal trained_time, trained
@@ -467,8 +465,6 @@ def run_all(args: argparse.Namespace, log: Any = print) -> dict[str, Any]:
 
     latent_files(results, planned, rows, log)
     compare_report.write_report(results, log)  # and printed
-    if not drawn and reconstruction_figures(results, planned, rows, seeds[0], log):  # unless drawn above
-        log(f"wrote {results}/figures/reconstructions.png and errors.png")
     return json.loads((results / "comparison.json").read_text())
 
 
@@ -650,42 +646,41 @@ def _train_in_parallel(
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def reconstruction_figures(
-    results: Path, planned: dict[str, Any], rows: list[dict[str, Any]], seed: int, log: Any = print
-) -> bool:
-    """The same test slice of every site through every compared method (its run of ``seed``) and the
-    zero-filled input, kept in ``<results>/reconstructions.npz`` and drawn from it (as ``--report``
-    does); False (figures left as they were) when a run's folder is absent."""
-    import compare_report
-    from build import quiet_lightning
-    from evaluation import build_sites, figure_slice, load_run, new_module, reconstruct_slice
+class FigureSlices:
+    """Each finished run's reconstruction of the figure slices (the middle slice of every site's first
+    test volume), saved to ``<results>/slices/`` as the run's raw file is kept; the sites are built once
+    per data configuration and seed."""
 
-    chosen = [r for r in rows if "comparison" in r["families"]] or rows
-    if not chosen:
-        return False
-    absent = [key for key in (r["runs"][str(seed)] for r in chosen) if not _finished(planned[key][1])]
-    if absent:
-        log(f"reconstruction figures not redrawn: no run folder for {', '.join(absent)}")
-        return False
-    quiet_lightning()
-    first = planned[chosen[0]["runs"][str(seed)]][0]
-    sites = build_sites(first)
-    slices = {name: figure_slice(dm) for name, dm in sites.items()}
-    grid_rows, zero_filled, targets = [], [], []
-    for row in chosen:
-        trained = load_run(planned[row["runs"][str(seed)]][1])
-        images = []
+    def __init__(self, results: Path, rows: list[dict[str, Any]]):
+        import compare_report
+
+        self.results = results
+        self.keys = {key for row in compare_report.figure_rows(rows) for key in row["runs"].values()}
+        self.sites: dict[str, Any] = {}
+
+    def record(self, key: str, config: Any, run_dir: Path) -> None:
+        """Save ``key``'s slices when it is one of the figures' runs."""
+        if key not in self.keys or not _finished(run_dir):
+            return
+        import compare_report
+        from build import quiet_lightning
+        from evaluation import build_sites, figure_slice, load_run, new_module, reconstruct_slice
+
+        quiet_lightning()
+        setup = config.to_dict()
+        data_key = json.dumps({k: setup[k] for k in ("seed", "data", "sites")}, sort_keys=True)
+        if data_key not in self.sites:
+            self.sites[data_key] = build_sites(config)
+        sites = self.sites[data_key]
+        trained = load_run(run_dir)
+        columns, pictures = [], []
         for name, dm in sites.items():
-            picture = reconstruct_slice(new_module(trained.config, trained.models[name]), dm, *slices[name])
-            images.append(picture["recon"])
-            if len(targets) < len(sites):
-                targets.append(picture["target"])
-                zero_filled.append(picture["zero_filled"])
-        grid_rows.append((row["label"], images))
-    columns = [f"{name}: {v}, slice {i}" for name, (v, i) in slices.items()]
-    compare_report.save_reconstructions(results, columns, targets, [("zero-filled", zero_filled), *grid_rows])
-    compare_report.reconstruction_figures(results, compare_report.load_reconstructions(results))
-    return True
+            volume, index = figure_slice(dm)
+            module = new_module(trained.config, trained.models[name])
+            pictures.append(reconstruct_slice(module, dm, volume, index))
+            columns.append(f"{name}: {volume}, slice {index}")
+        recon, zero_filled, targets = ([p[k] for p in pictures] for k in ("recon", "zero_filled", "target"))
+        compare_report.save_slices(self.results, key, config.seed, columns, recon, zero_filled, targets)
 
 
 def main(argv: list[str] | None = None) -> int:

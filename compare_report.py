@@ -688,60 +688,101 @@ def figures(
     return out
 
 
-RECONSTRUCTIONS = "reconstructions.npz"  # the reconstruction figures' slices, so that --report redraws them
+SLICES = "slices"  # <results>/slices/: each run's reconstructions of the figure slices, for --report
 
 
-def save_reconstructions(
-    folder: Path,
-    columns: Sequence[str],
-    targets: Sequence[np.ndarray],
-    rows: Sequence[tuple[str, Sequence[np.ndarray]]],
-) -> None:
-    """The images of the reconstruction figures (a ground truth per column, then one row per method,
-    zero-filled included) as float16 in ``<folder>/reconstructions.npz`` (a few hundred KB), from which
-    :func:`reconstruction_figures` draws them: the figures come from a committed file like every table."""
+def figure_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The manifest rows shown in the reconstruction figures: the compared methods (all rows when the
+    comparison has only ablations)."""
+    return [r for r in rows if "comparison" in r["families"]] or list(rows)
+
+
+def _npz(path: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+    """A compressed ``.npz`` whose bytes depend on its arrays only (fixed member times), so writing the
+    same slices again leaves a committed file unchanged."""
     from utils.io import atomic_write_bytes
 
-    arrays = {f"target_{c}": np.asarray(t, np.float16) for c, t in enumerate(targets)}
-    for r, (_, images) in enumerate(rows):
-        arrays.update({f"row{r}_{c}": np.asarray(image, np.float16) for c, image in enumerate(images)})
-    arrays["meta"] = np.array(json.dumps({"columns": list(columns), "labels": [label for label, _ in rows]}))
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
-    atomic_write_bytes(folder / RECONSTRUCTIONS, buffer.getvalue())
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, array in {**arrays, "meta": np.array(json.dumps(meta))}.items():
+            member = io.BytesIO()
+            np.lib.format.write_array(member, np.asarray(array), allow_pickle=False)
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            archive.writestr(info, member.getvalue(), compress_type=zipfile.ZIP_DEFLATED)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
-def load_reconstructions(folder: Path) -> tuple[list[str], list[np.ndarray], list] | None:
-    """``(columns, targets, rows)`` of ``<folder>/reconstructions.npz``, None when there is none; a file
-    that cannot be read is one :class:`UserError` line."""
+def save_slices(
+    folder: Path,
+    key: str,
+    seed: int,
+    columns: Sequence[str],
+    recon: Sequence[np.ndarray],
+    zero_filled: Sequence[np.ndarray],
+    targets: Sequence[np.ndarray],
+) -> None:
+    """One run's reconstructions of the figure slices (one per site column) as float16 in
+    ``<folder>/slices/<key>.npz`` (tens of KB), and its seed's zero-filled inputs and ground truths,
+    which every run of that seed shares, in ``slices/seed<seed>-inputs.npz`` (each run writes the same
+    bytes). The figures are drawn from these committed files like every table from the raw files, a
+    seed once all its methods are in."""
+    (folder / SLICES).mkdir(parents=True, exist_ok=True)
+    meta = {"columns": list(columns)}
+    own = {f"recon_{c}": np.asarray(x, np.float16) for c, x in enumerate(recon)}
+    _npz(folder / SLICES / f"{key}.npz", own, meta)
+    inputs = {f"zero_filled_{c}": np.asarray(x, np.float16) for c, x in enumerate(zero_filled)}
+    inputs.update({f"target_{c}": np.asarray(x, np.float16) for c, x in enumerate(targets)})
+    _npz(folder / SLICES / f"seed{seed}-inputs.npz", inputs, meta)
+
+
+def _read_npz(path: Path, names: Sequence[str], columns: list[str] | None) -> tuple[list[str], list[list]]:
+    """``(columns, [[array per column] per name])`` of one slices file; a file that cannot be read, or
+    whose columns differ from ``columns``, is one :class:`UserError` line."""
     from utils.errors import UserError
 
-    path = folder / RECONSTRUCTIONS
-    if not path.is_file():
-        return None
     try:
         with np.load(path, allow_pickle=False) as data:
-            meta = json.loads(str(data["meta"]))
-            columns, labels = list(meta["columns"]), list(meta["labels"])
-            targets = [data[f"target_{c}"].astype(np.float32) for c in range(len(columns))]
-            rows = [
-                (str(label), [data[f"row{r}_{c}"].astype(np.float32) for c in range(len(columns))])
-                for r, label in enumerate(labels)
-            ]
+            found = list(json.loads(str(data["meta"]))["columns"])
+            if columns is not None and found != columns:
+                raise UserError(f"{path}: its figure slices are {found}, the other runs' {columns}")
+            arrays = [[data[f"{n}_{c}"].astype(np.float32) for c in range(len(found))] for n in names]
     except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as err:
         reason = f"{type(err).__name__}: {err}"
-        raise UserError(f"{path}: not a readable reconstructions file ({reason})") from None
-    return columns, targets, rows
+        raise UserError(f"{path}: not a readable slices file ({reason})") from None
+    return found, arrays
 
 
-def reconstruction_figures(folder: Path, slices: tuple[list[str], list[np.ndarray], list]) -> list[Path]:
+def load_reconstructions(
+    folder: Path, manifest: dict[str, Any]
+) -> tuple[int, list[str], list[np.ndarray], list] | None:
+    """``(seed, columns, targets, rows)`` of the reconstruction figures: the first of the manifest's seeds
+    whose every figure row has its slices file in ``<folder>/slices/`` (rows: zero-filled, then each
+    method in table order); None when no seed has them all."""
+    chosen = figure_rows(manifest["rows"])
+    seeds = sorted({int(s) for r in chosen for s in r["runs"]})
+    for seed in seeds:
+        keys = [r["runs"].get(str(seed)) for r in chosen]
+        paths = [folder / SLICES / f"{key}.npz" for key in keys if key]
+        inputs = folder / SLICES / f"seed{seed}-inputs.npz"
+        if len(paths) < len(keys) or not all(p.is_file() for p in (inputs, *paths)):
+            continue
+        columns, (zero_filled, targets) = _read_npz(inputs, ("zero_filled", "target"), None)
+        rows = [("zero-filled", zero_filled)]
+        rows += [(r["label"], _read_npz(p, ("recon",), columns)[1][0]) for r, p in zip(chosen, paths)]
+        return seed, columns, targets, rows
+    return None
+
+
+def reconstruction_figures(
+    folder: Path, slices: tuple[int, list[str], list[np.ndarray], list]
+) -> list[Path]:
     """``figures/reconstructions.png`` and ``figures/errors.png`` from :func:`load_reconstructions`."""
     from utils.figures import reconstruction_grid
 
-    columns, targets, rows = slices
+    seed, columns, targets, rows = slices
     images, errors = folder / "figures" / "reconstructions.png", folder / "figures" / "errors.png"
-    reconstruction_grid(images, columns, targets, rows)
-    reconstruction_grid(errors, columns, targets, rows, errors=True, title="|error| x5")
+    reconstruction_grid(images, columns, targets, rows, title=f"seed {seed}")
+    reconstruction_grid(errors, columns, targets, rows, errors=True, title=f"|error| x5, seed {seed}")
     return [images, errors]
 
 
@@ -971,7 +1012,7 @@ def write_report(folder: str | Path, log: Callable[[str], None] = print) -> str:
     table = csv_report(data)
     claims = claims_markdown(folder, manifest, rows)
     latent = latent_panels(folder, manifest, rows)
-    slices = load_reconstructions(folder)
+    slices = load_reconstructions(folder, manifest)
     atomic_write_text(folder / "comparison.md", text)
     atomic_write_text(folder / "comparison.csv", table)
     atomic_write_text(folder / "comparison.json", json.dumps(data, indent=1, sort_keys=True) + "\n")
@@ -981,5 +1022,6 @@ def write_report(folder: str | Path, log: Callable[[str], None] = print) -> str:
     if slices is not None:
         reconstruction_figures(folder, slices)
     log(claims + "\n" + text if claims else text)
-    log(f"wrote {folder}/comparison.md, .csv, .json and figures/ from {len(runs)} raw run file(s)")
+    drawn = f" (reconstructions of seed {slices[0]})" if slices is not None else ""
+    log(f"wrote {folder}/comparison.md, .csv, .json and figures/{drawn} from {len(runs)} raw run file(s)")
     return text

@@ -109,17 +109,20 @@ def test_no_train_writes_the_outputs_of_the_finished_runs_and_trains_none(study)
     tmp, results = study["tmp"], study["results"]
     shutil.rmtree(tmp / "runs" / "study" / "runs" / "singleset-s3")
     (results / "runs" / "singleset-s3.json").unlink()
+    (results / "slices" / "singleset-s3.npz").unlink()
     (results / "figures" / "reconstructions.png").unlink()
-    (results / "reconstructions.npz").unlink()  # or the report would redraw it from these slices
     lines: list[str] = []
     compare.run_all(compare.parse_args([*study["args"], "--no-train"]), log=lines.append)
     assert not (tmp / "runs" / "study" / "runs" / "singleset-s3").exists()
     assert any(ln.startswith("--no-train: 1 run(s) left untrained: singleset-s3") for ln in lines), lines
     assert 'Not finished yet (1 of 6 runs): seed 3: "SingleSet".' in (results / "comparison.md").read_text()
-    assert not (results / "figures" / "reconstructions.png").exists()  # seed 3 lacks a run folder
+    # Seed 3 lacks a method's slices: the reconstruction figures show seed 5, whose methods are all in.
+    assert (results / "figures" / "reconstructions.png").is_file()
+    assert "(reconstructions of seed 5)" in lines[-1], lines[-1]
+    lines.clear()
     compare.run_all(compare.parse_args(study["args"]), log=lines.append)  # and the study goes on
     assert "Not finished" not in (results / "comparison.md").read_text()
-    assert (results / "figures" / "reconstructions.png").is_file()
+    assert (results / "slices" / "singleset-s3.npz").is_file() and "(reconstructions of seed 3)" in lines[-1]
 
 
 def test_each_finished_run_writes_its_latent_file_and_the_tables_at_once(study):
@@ -131,9 +134,15 @@ def test_each_finished_run_writes_its_latent_file_and_the_tables_at_once(study):
     wrote = f"wrote {study['results']}/comparison.md"
     for i in done:
         assert any(ln.startswith(wrote) for ln in lines[i + 1 : i + 4]), lines
-    # the reconstruction figures are drawn once, when the first seed is complete, not again at the end
-    figures = [ln for ln in lines if ln.startswith(f"wrote {study['results']}/figures/reconstructions.png")]
-    assert len(figures) == 1, lines
+    # Each run saves its reconstructions of the figure slices with its raw file; the figures show seed 3
+    # once its three methods are in, and seed 5 never (seed 3 comes first).
+    keys = [f"{m}-s{s}" for m in ("fedavg", "fedmri", "singleset") for s in (3, 5)]
+    saved = sorted(p.stem for p in (study["results"] / "slices").iterdir())
+    assert saved == sorted([*keys, "seed3-inputs", "seed5-inputs"])
+    wrote = [ln for ln in lines if ln.startswith(f"wrote {study['results']}/comparison.md")]
+    seeds = [ln.split("(reconstructions of seed ")[1][0] for ln in wrote if "(reconstructions of seed" in ln]
+    assert seeds and set(seeds) == {"3"}, wrote
+    assert "(reconstructions of seed" not in wrote[0]  # the first run alone does not complete seed 3
     assert sorted(p.name for p in (study["results"] / "latent").iterdir()) == [
         f"{m}-s{s}.json" for m in ("fedavg", "fedmri", "singleset") for s in (3, 5)
     ]
@@ -176,7 +185,9 @@ def test_a_fresh_clone_of_a_study_keeps_its_committed_raw_files_instead_of_retra
     # The same tables; only the command line in the header names the clone.
     mine, theirs = ((d / "comparison.md").read_text().split("\n", 3) for d in (clone, results))
     assert "--name clone" in mine[2] and mine[3] == theirs[3]
-    assert any("reconstruction figures not redrawn" in line for line in lines)
+    # and the same reconstruction figures, from the committed slices
+    for name in ("reconstructions.png", "errors.png"):
+        assert (clone / "figures" / name).read_bytes() == (results / "figures" / name).read_bytes()
     # A raw file of another schedule (or seed, algorithm, overrides) is no result of this run: retrained.
     raw = json.loads((clone / "runs" / "fedavg-s5.json").read_text())
     raw["rounds"] = 7
@@ -410,22 +421,41 @@ def test_claims_table_counts_the_paired_verdicts_of_the_csv(study):
 
 
 def test_report_redraws_the_reconstruction_figures_from_the_committed_slices(study, tmp_path, capsys):
-    # The figures come from <results>/reconstructions.npz like the tables from runs/: a clone without the
-    # run folders redraws them byte for byte.
+    # The figures come from <results>/slices/ like the tables from runs/: a clone without the run folders
+    # redraws them byte for byte.
+    import compare_report
+
     copy = tmp_path / "results"
     shutil.copytree(study["results"], copy)
     names = ("figures/reconstructions.png", "figures/errors.png")
     drawn = {n: (copy / n).read_bytes() for n in names}
-    assert (copy / "reconstructions.npz").stat().st_size < 200_000
+    assert all(p.stat().st_size < 100_000 for p in (copy / "slices").iterdir())
     for n in names:
         (copy / n).unlink()
     assert compare.main(["--report", str(copy)]) == 0
     assert {n: (copy / n).read_bytes() for n in names} == drawn
+    # The slices are those of the runs: FedAvg's seed-3 row is its model's reconstruction of the slice.
+    manifest = json.loads((copy / "manifest.json").read_text())
+    seed, columns, targets, rows = compare_report.load_reconstructions(copy, manifest)
+    assert seed == 3 and [label for label, _ in rows] == ["zero-filled", "FedMRI", "FedAvg", "SingleSet"]
+    assert len(columns) == len(targets) == 2 and all(len(images) == 2 for _, images in rows)
+    assert not np.array_equal(rows[2][1][0], rows[3][1][0])  # FedAvg's and SingleSet's differ
+    # Writing the same slices again gives the same bytes (nothing changes in a committed folder).
+    before = (copy / "slices" / "fedavg-s3.npz").read_bytes()
+    compare_report.save_slices(copy, "fedavg-s3", 3, columns, rows[2][1], rows[0][1], targets)
+    assert (copy / "slices" / "fedavg-s3.npz").read_bytes() == before
     # A damaged slices file is one line, and the report's earlier files stay as they were.
-    (copy / "reconstructions.npz").write_bytes(b"PK\x03\x04 cut short")
+    (copy / "slices" / "fedavg-s3.npz").write_bytes(b"PK\x03\x04 cut short")
     before = {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()}
     capsys.readouterr()
     assert compare.main(["--report", str(copy)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "reconstructions.npz: not a readable reconstructions file" in err[0], err
+    assert len(err) == 1 and "fedavg-s3.npz: not a readable slices file" in err[0], err
     assert {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()} == before
+    # Slices of other test slices than the rest of their seed's are named, not drawn side by side.
+    inputs = (copy / "slices" / "seed3-inputs.npz").read_bytes()
+    compare_report.save_slices(copy, "fedavg-s3", 3, ["x", "y"], rows[2][1], rows[0][1], targets)
+    (copy / "slices" / "seed3-inputs.npz").write_bytes(inputs)  # the rest of seed 3 as it was
+    assert compare.main(["--report", str(copy)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "fedavg-s3.npz: its figure slices are ['x', 'y']" in err[0], err
