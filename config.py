@@ -161,7 +161,9 @@ def load_config(
         check_plain_data(value, f"override {key}")
         try:
             OmegaConf.update(raw, key, value, merge=False)
-        except (OmegaConfBaseException, TypeError, IndexError, ValueError) as err:
+        except IndexError as err:
+            raise UserError(f"override {key}: {_out_of_range(raw, key) or _first_line(err)}") from None
+        except (OmegaConfBaseException, TypeError, ValueError) as err:
             raise UserError(f"override {key}: {_first_line(err)}") from None
     try:
         data = OmegaConf.to_container(raw, resolve=True)
@@ -173,6 +175,27 @@ def load_config(
         if path is None:
             raise
         raise UserError(re.sub(r"^config( error)?:", f"config error in {path}:", str(err), count=1)) from None
+
+
+def _out_of_range(raw: Any, key: str) -> str | None:
+    """What an override's list index past the end meant: the list's name and length (None when the
+    path has no such index)."""
+    parts = [p for p in re.split(r"[.\[\]]", key) if p]
+    node = raw
+    for depth, part in enumerate(parts):
+        if OmegaConf.is_list(node):
+            if not part.isdigit():
+                return None
+            if int(part) >= len(node):
+                name = ".".join(parts[:depth]) or "the config"
+                last = f"; the last is {name}.{len(node) - 1}" if len(node) else ""
+                return f"{name} has {len(node)} entries, so there is no index {part}{last}"
+            node = node[int(part)]
+        elif OmegaConf.is_dict(node) and part in node:
+            node = node[part]
+        else:
+            return None
+    return None
 
 
 def validate_config(data: Any) -> Config:

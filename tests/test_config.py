@@ -1,5 +1,6 @@
 """Config loading, overrides and one-line validation errors."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -66,8 +67,12 @@ def test_bad_values_name_their_key(override, key):
 def test_malformed_overrides_and_files(tmp_path):
     with pytest.raises(UserError, match="expected key.path=value"):
         load_config(ROOT / "configs" / "default.yaml", ["fl.rounds"])
-    with pytest.raises(UserError, match="sites.9"):
-        load_config(ROOT / "configs" / "default.yaml", ["sites.9.batch_size=2"])
+    sites = len(load_config(ROOT / "configs" / "default.yaml").sites)
+    past_the_end = ((f"sites.{sites}.batch_size=2", sites), (f"sites[{sites + 5}].batch_size=2", sites + 5))
+    for past, index in past_the_end:
+        expected = f"sites has {sites} entries, so there is no index {index}; the last is sites.{sites - 1}"
+        with pytest.raises(UserError, match=re.escape(expected)):
+            load_config(ROOT / "configs" / "default.yaml", [past])
     for negative in ("sites.-1.batch_size=2", "sites[-1].batch_size=2"):  # not the last site, silently
         with pytest.raises(UserError, match="list index -1 is negative"):
             load_config(ROOT / "configs" / "default.yaml", [negative])
