@@ -16,6 +16,43 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
+WORKER_MEMORY = 3 * 2**30  # a worker's peak with the subprocesses it starts (DDP, Flower), with headroom
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")  # "<quota> <period>" or "max <period>" (cgroup v2)
+MEMINFO = Path("/proc/meminfo")
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask), fewer when a cgroup quota allows less."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = CGROUP_CPU_MAX.read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(1, int(quota) // int(period)))
+    except (OSError, ValueError):
+        pass
+    return cpus
+
+
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto`` (the default, see pyproject.toml): one worker per usable CPU, as many as memory
+    allows (``WORKER_MEMORY`` each). ``PYTEST_XDIST_AUTO_NUM_WORKERS`` overrides."""
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return None  # pytest-xdist's own hook reads it
+    cpus, available = usable_cpus(), available_memory()
+    return cpus if available is None else max(1, min(cpus, available // WORKER_MEMORY))
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to new processes (``MemAvailable``: free plus reclaimable cache), or
+    None where ``/proc/meminfo`` does not say."""
+    try:
+        for line in MEMINFO.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
 
 def tiny_config_dict(tmp_path: Path, *, sites: int = 2, rounds: int = 2, algorithm: str = "fedmri") -> dict:
     """A 2-site, 2-round federation on 32x32 synthetic images with a 2-pool, 4-channel U-Net."""
