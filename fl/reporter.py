@@ -50,6 +50,19 @@ def results_markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _loss_text(values: Mapping[str, Any]) -> str:
+    """A site's training loss on the round's line; split into the reconstruction loss and the
+    algorithm's penalty when it has one (FedMRI's contrastive term, FedProx's proximal term,
+    SCAFFOLD's drift correction, which can be negative)."""
+    if values["status"] != "ok":
+        return "SKIPPED"
+    text = f"loss {values['loss']:.4f}"
+    train = values.get("train") or {}
+    if "penalty" in train and "loss_rec" in train:
+        text += f" = rec {train['loss_rec']:.4f} + penalty {train['penalty']:.4f}"
+    return text
+
+
 class Reporter:
     """Writes a run's rows, progress, results, best models and figures.
 
@@ -141,10 +154,7 @@ class Reporter:
         now = time.perf_counter()
         took, self._mark = now - self._mark, now
         per_round = (now - self._start) / (rnd - self._first + 1)
-        parts = []
-        for site, v in summary.items():
-            loss = f"loss {v['loss']:.4f}" if v["status"] == "ok" else "SKIPPED"
-            parts.append(f"{site} {loss} psnr {v['psnr']:.2f}")
+        parts = [f"{site} {_loss_text(v)} psnr {v['psnr']:.2f}" for site, v in summary.items()]
         eta = (self.rounds - rnd) * per_round
         self.log(
             f"round {rnd:>{len(str(self.rounds))}}/{self.rounds} | " + " | ".join(parts)

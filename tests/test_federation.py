@@ -125,3 +125,23 @@ def test_same_seed_same_result(federation):
     for a, b in zip(first.sites, second.sites):
         sa, sb = a.module.model.state_dict(), b.module.model.state_dict()
         assert all(torch.equal(sa[n], sb[n]) for n in sa)
+
+
+@pytest.mark.parametrize("algorithm", ["fedprox", "fedavg"])
+def test_round_line_splits_the_loss_into_reconstruction_and_penalty(tiny_config, algorithm):
+    """With a penalty (FedProx's proximal term) the round's line shows loss = rec + penalty; without
+    one (FedAvg) the loss alone."""
+    import re
+
+    lines = []
+    Builder(tiny_config(algorithm=algorithm), log=lines.append).run().run()
+    rounds = [line for line in lines if re.search(r"round +\d+/2 \|", line)]
+    assert len(rounds) == 2, lines
+    found = re.findall(r"loss (-?[\d.]+) = rec (-?[\d.]+) \+ penalty (-?[\d.]+)", "\n".join(rounds))
+    if algorithm == "fedavg":
+        assert found == [] and all(" loss " in line for line in rounds)
+        return
+    assert len(found) == 4  # two sites, two rounds
+    for loss, rec, penalty in found:
+        assert float(loss) == pytest.approx(float(rec) + float(penalty), abs=2e-4)
+    assert any(float(penalty) > 0 for _, _, penalty in found)  # round 2 starts away from the global model
