@@ -36,6 +36,8 @@ U-Net and with the dual-domain cascade, model.kind=dual_domain), clipped (FedMRI
 from __future__ import annotations
 
 import argparse
+import csv
+import heapq
 import json
 import shlex
 import shutil
@@ -265,6 +267,25 @@ def _raw_file_matches(path: Path, config: Any, overrides: list[str]) -> bool:
         return False
 
 
+def _rounds_done(run_dir: Path) -> int:
+    """The last round with a validation row in ``run_dir/metrics.csv`` (0 when there is none)."""
+    try:
+        with open(run_dir / "metrics.csv", newline="") as f:
+            rounds = [int(row["round"]) for row in csv.DictReader(f) if row.get("split") == "val"]
+    except (OSError, ValueError, KeyError, TypeError, csv.Error):
+        return 0
+    return max(rounds, default=0)
+
+
+def _time_left(rounds_left: list[int], seconds_per_round: float, jobs: int) -> float:
+    """Wall seconds until runs with ``rounds_left`` rounds each are done, trained in this order ``jobs``
+    at a time (each run taking the first free slot), at ``seconds_per_round`` for one round of one run."""
+    slots = [0.0] * max(jobs, 1)
+    for rounds in rounds_left:
+        heapq.heappush(slots, heapq.heappop(slots) + rounds * seconds_per_round)
+    return max(slots)
+
+
 def _minutes(seconds: float) -> str:
     seconds = int(round(seconds))
     return (
@@ -391,7 +412,8 @@ def run_all(args: argparse.Namespace, log: Any = print) -> dict[str, Any]:
         f"{base.fl.rounds} rounds x {base.fl.local_epochs} local epochs on {len(base.sites)} sites; "
         f"raw results in {results}"
     )
-    start, trained_time, trained = time.perf_counter(), 0.0, 0
+    start, timed_seconds, timed_rounds = time.perf_counter(), 0.0, 0
+    done: set[str] = set()
     # A run whose folder is gone (a fresh clone of a committed study) is not retrained when its raw
     # file in --results is still there and was made by this run's seed, algorithm, overrides and schedule.
     recorded: set[str] = set()
@@ -433,12 +455,23 @@ def run_all(args: argparse.Namespace, log: Any = print) -> dict[str, Any]:
         compare_report.write_report(results, lambda line: log(line) if line.startswith("wrote ") else None)
 
     def finished(key: str, took: float) -> None:
-        nonlocal trained_time, trained
+        nonlocal timed_seconds, timed_rounds
         keep(key)
-        trained_time, trained = trained_time + took, trained + 1
-        left = len(todo) - trained
-        per_run = trained_time / trained / min(args.jobs, max(len(todo), 1))
-        eta = f", about {_minutes(left * per_run)} left" if left else ""
+        done.add(key)
+        # Time left from the seconds per round measured so far (a resumed run counts only the rounds
+        # it trained here) and the rounds each unfinished run still has, in flight or queued.
+        try:
+            timing = json.loads((planned[key][1] / "timing.json").read_text())
+            timed_seconds += timing["seconds_per_round"] * timing["rounds_timed"]
+            timed_rounds += timing["rounds_timed"]
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        left = [k for k in todo if k not in done]
+        rounds_left = [planned[k][0].fl.rounds - _rounds_done(planned[k][1]) for k in left]
+        eta = ""
+        if left and timed_rounds:
+            seconds = _time_left(rounds_left, timed_seconds / timed_rounds, args.jobs)
+            eta = f", about {_minutes(seconds)} left ({len(left)} run(s), {sum(rounds_left)} rounds)"
         so_far = _minutes(time.perf_counter() - start)
         log(f"[{number[key]}/{len(planned)}] {key}: done in {_minutes(took)}; {so_far} so far{eta}")
         outputs(key)

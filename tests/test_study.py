@@ -459,3 +459,25 @@ def test_report_redraws_the_reconstruction_figures_from_the_committed_slices(stu
     assert compare.main(["--report", str(copy)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "fedavg-s3.npz: its figure slices are ['x', 'y']" in err[0], err
+
+
+def test_each_finished_run_says_how_many_runs_and_rounds_are_left(study):
+    done = [ln for ln in study["lines"] if ": done in " in ln]
+    for i, line in enumerate(done[:-1]):
+        left = len(done) - 1 - i
+        assert f"left ({left} run(s), {2 * left} rounds)" in line, line
+    assert " left" not in done[-1]
+
+
+def test_rounds_done_reads_the_last_validation_row_of_a_run(tmp_path):
+    assert compare._rounds_done(tmp_path) == 0  # no metrics.csv yet
+    rows = ["round,site,split,psnr", "1,a,train,", "1,a,val,20", "2,a,val,21", "3,a,train,", "3,a,va"]
+    (tmp_path / "metrics.csv").write_text("\n".join(rows))  # round 3 cut short while it was written
+    assert compare._rounds_done(tmp_path) == 2
+
+
+def test_time_left_schedules_each_run_on_the_first_free_slot():
+    assert compare._time_left([49], 2.0, 2) == 98.0
+    assert compare._time_left([10, 10, 10], 1.0, 2) == 20.0  # two at once, then the third
+    assert compare._time_left([30, 10, 10], 1.0, 2) == 30.0  # the short ones share the second slot
+    assert compare._time_left([5, 5], 1.0, 1) == 10.0
