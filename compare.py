@@ -438,14 +438,16 @@ def run_all(args: argparse.Namespace, log: Any = print) -> dict[str, Any]:
     number = {key: i for i, key in enumerate(planned, 1)}
     slices = FigureSlices(results, rows)
 
-    def keep(key: str) -> None:
-        """The run's raw file and, for a method of the reconstruction figures, its slices."""
+    def keep(key: str) -> dict[str, Any]:
+        """The run's raw file and, for a method of the reconstruction figures, its slices; returns the
+        raw record."""
         config, run_dir = planned[key]
         record = compare_report.run_record(
             run_dir, config.seed, config.fl.algorithm, _overrides_of(key, rows)
         )
         atomic_write_text(results / "runs" / f"{key}.json", json.dumps(record, indent=1) + "\n")
         slices.record(key, config, run_dir)
+        return record
 
     def outputs(key: str) -> None:
         """Everything a finished run adds, written at once so that an interrupted study keeps it: the
@@ -456,16 +458,13 @@ def run_all(args: argparse.Namespace, log: Any = print) -> dict[str, Any]:
 
     def finished(key: str, took: float) -> None:
         nonlocal timed_seconds, timed_rounds
-        keep(key)
+        timing = keep(key).get("timing") or {}
         done.add(key)
         # Time left from the seconds per round measured so far (a resumed run counts only the rounds
         # it trained here) and the rounds each unfinished run still has, in flight or queued.
-        try:
-            timing = json.loads((planned[key][1] / "timing.json").read_text())
+        if timing.get("rounds_timed"):
             timed_seconds += timing["seconds_per_round"] * timing["rounds_timed"]
             timed_rounds += timing["rounds_timed"]
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
         left = [k for k in todo if k not in done]
         rounds_left = [planned[k][0].fl.rounds - _rounds_done(planned[k][1]) for k in left]
         eta = ""
