@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from utils.hardware import cpu_summary
 from utils.stats import Interval, PairedComparison, mean_interval, paired_comparison
 from utils.tables import METRIC_FORMAT, METRIC_TITLES, best_rows, markdown
 
@@ -143,7 +144,8 @@ RUN = {
     "sites": Each({"best_round": int, "volumes": Each({"model": SCORES, "zero_filled": SCORES})}),
     "val_psnr": Each([NUMBER]),
     "communication": OrNull({"mean": {"sent_per_round": NUMBER, "received_per_round": NUMBER}}),
-    "timing": OrNull({"seconds_per_round": NUMBER, "local_steps_per_round": OrMissing(OrNull(NUMBER))}),
+    "timing": OrNull({"seconds_per_round": NUMBER, "local_steps_per_round": OrMissing(OrNull(NUMBER)),
+                      "cpu": OrMissing(str), "gpu": OrMissing(str)}),
     "precision": OrMissing(str),
 }
 LATENT = {
@@ -434,6 +436,14 @@ def _mb(value: float | None) -> str:
     return "–" if value is None else f"{value / 1e6:.2f}"
 
 
+def _machine(record: dict[str, Any]) -> str:
+    """What a run's seconds per round were measured on: its precision and, where its timing names them,
+    the GPU or the CPU (model and widest vector tier); "" where the raw file says neither."""
+    timing = record.get("timing") or {}
+    device = timing.get("gpu") or (cpu_summary(timing["cpu"]) if timing.get("cpu") else "")
+    return "; ".join(part for part in (record.get("precision", ""), device) if part)
+
+
 def compute_section(rows: list[Row], sites: list[str]) -> str:
     """Traffic, local steps and time per round, best rounds and convergence of every row."""
     body = []
@@ -441,10 +451,10 @@ def compute_section(rows: list[Row], sites: list[str]) -> str:
         first = row.records[row.seeds[0]]
         comm, timing = first["communication"], first["timing"] or {}
         conv = convergence(row)
-        seconds: dict[str, list[float]] = {}
+        seconds: dict[str, list[float]] = {}  # by precision and machine, where the raw files say
         for r in row.records.values():
             if r.get("timing"):
-                seconds.setdefault(r.get("precision", ""), []).append(r["timing"]["seconds_per_round"])
+                seconds.setdefault(_machine(r), []).append(r["timing"]["seconds_per_round"])
         best = [r["sites"][s]["best_round"] for r in row.records.values() for s in sites]
         body.append(
             [
@@ -455,8 +465,8 @@ def compute_section(rows: list[Row], sites: list[str]) -> str:
                 _mb(None if comm is None else comm["mean"]["received_per_round"]),
                 _fmt(timing.get("local_steps_per_round"), 1),
                 "; ".join(
-                    _fmt(float(np.mean(times)), 1) + (f" ({precision})" if precision else "")
-                    for precision, times in seconds.items()
+                    _fmt(float(np.mean(times)), 1) + (f" ({machine})" if machine else "")
+                    for machine, times in seconds.items()
                 ) or _fmt(math.nan, 1),
                 f"{min(best)}–{max(best)}" if best else "–",
                 f"{conv['early']}/{conv['pairs']}",
@@ -529,11 +539,10 @@ def markdown_report(manifest: dict[str, Any], rows: list[Row]) -> str:
         parts.append("## Compute, traffic and convergence\n")
         parts.append(
             "MB per site and round; local optimiser steps of a site per round; wall seconds per round "
-            "(mean over seeds; by precision where the raw files record it, since a run at bf16-mixed and "
-            "one at 32-true are not one speed); the range of best rounds over seeds and sites; how many "
-            "(seed, site) "
-            "pairs had their best round before the last; the largest validation PSNR gained in the last "
-            "fifth of the rounds over the rounds before it.\n"
+            "(mean over seeds; by precision, and by CPU or GPU where the raw files name it, since a run at "
+            "bf16-mixed and one at 32-true, or one on another machine, are not one speed); the range of best "
+            "rounds over seeds and sites; how many (seed, site) pairs had their best round before the last; "
+            "the largest validation PSNR gained in the last fifth of the rounds over the rounds before it.\n"
         )
         parts.append(compute_section(compared, sites))
     for family in manifest.get("ablations", []):

@@ -55,9 +55,11 @@ def check_checkpoint(
         if not isinstance(ckpt["history"], dict) or set(ckpt["history"]) != set(history):
             found = sorted(ckpt["history"]) if isinstance(ckpt["history"], dict) else ckpt["history"]
             raise ValueError(f"history: sites {found!r} do not match the config's {sorted(history)}")
-        for site, values in ckpt["history"].items():
+        lists = [(f"history.{site}", values) for site, values in ckpt["history"].items()]
+        lists += [(f"timing.{k}", ckpt["timing"][k]) for k in ("seconds", "steps") if "timing" in ckpt]
+        for where, values in lists:
             if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-                raise ValueError(f"history.{site}: expected a list of numbers")
+                raise ValueError(f"{where}: expected a list of numbers")
     except ValueError as err:
         raise UserError(f"checkpoint {path}: does not fit the run ({err})") from None
 
@@ -149,6 +151,7 @@ class RunLoop:
             "config": self.config,
             **self.rounds.state_dict(),
             "history": self.reporter.history,
+            "timing": self.reporter.timing_state(),
             "rng": rng_state(),
         }
 
@@ -179,7 +182,13 @@ class RunLoop:
             raise UserError(
                 f"checkpoint {path}: unsupported format {shown} (this version reads {CHECKPOINT_FORMAT})"
             )
-        template = {k: v for k, v in self.state_dict().items() if k not in ("config", "fingerprint")}
+        # "timing" (wall seconds of the completed rounds) is optional: checkpoints written before it
+        # existed resume with the timing of the rounds trained from here on.
+        template = {
+            k: v
+            for k, v in self.state_dict().items()
+            if k not in ("config", "fingerprint") and (k != "timing" or "timing" in ckpt)
+        }
         check_checkpoint(ckpt, path, self.config, template, self.reporter.history)
         try:
             self.rounds.load_state_dict(ckpt)
@@ -189,4 +198,6 @@ class RunLoop:
         except LOAD_ERRORS as err:
             raise UserError(f"checkpoint {path}: does not fit the run ({str(err).splitlines()[0]})") from None
         self.reporter.history = {k: list(v) for k, v in ckpt["history"].items()}
+        if "timing" in ckpt:
+            self.reporter.load_timing(ckpt["timing"])
         self.completed = self.rounds.completed = int(ckpt["round"])

@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from fl.fingerprint import fingerprint
 from utils.checkpoint import save_checkpoint
 from utils.figures import contrastive_diagnostics, metric_curves, reconstruction_row
+from utils.hardware import cpu_identity, on_cpu
 from utils.io import atomic_write_text
 from utils.metrics import METRICS
 from utils.run_log import DIAGNOSTIC_COLUMNS, MetricsCSV, TensorBoardLog
@@ -96,7 +98,8 @@ class Reporter:
         self.tb: TensorBoardLog | None = None
         self._start = self._mark = self._round_end = 0.0
         self._first = 1
-        # Per round run in this process: its wall seconds and the mean local optimiser steps of a site.
+        # Per completed round: its wall seconds and the mean local optimiser steps of a site (a resumed
+        # run gets its earlier processes' rounds back from the checkpoint: :meth:`load_timing`).
         self.seconds: list[float] = []
         self.steps: list[float] = []
         self.diagnostics: dict[str, dict[int, dict[str, float]]] = {s: {} for s in sites}
@@ -243,9 +246,18 @@ class Reporter:
                 title=f"{site}: {figure['volume']}, slice {figure['slice']}",
             )
 
+    def timing_state(self) -> dict[str, list[float]]:
+        """The completed rounds' wall seconds and local steps, for the run's checkpoint."""
+        return {"seconds": list(self.seconds), "steps": list(self.steps)}
+
+    def load_timing(self, state: Mapping[str, Any]) -> None:
+        """Continue the timing of :meth:`timing_state` (a resumed run's timing covers every round)."""
+        self.seconds, self.steps = [float(s) for s in state["seconds"]], [float(s) for s in state["steps"]]
+
     def write_results(self, results: dict[str, Any]) -> None:
         """``results.json``, ``results.md`` and ``timing.json`` (wall seconds and mean local optimiser
-        steps of a site per round, over the rounds this process ran), and the table on the console."""
+        steps of a site per completed round, over every process of a resumed run; the CPU and torch
+        threads of this process), and the table on the console."""
         if not self.writer:
             return
         atomic_write_text(self.run_dir / "results.json", json.dumps(results, indent=2) + "\n")
@@ -254,7 +266,12 @@ class Reporter:
                 "seconds_per_round": float(np.mean(self.seconds)),
                 "local_steps_per_round": float(np.mean(self.steps)) if self.steps else None,
                 "rounds_timed": len(self.seconds),
+                "cpu": cpu_identity(),
+                "threads": torch.get_num_threads(),
             }
+            accelerator = str(self.config.get("trainer", {}).get("accelerator", "auto"))
+            if not on_cpu(accelerator) and torch.cuda.is_available():
+                timing["gpu"] = torch.cuda.get_device_name(0)
             atomic_write_text(self.run_dir / "timing.json", json.dumps(timing, indent=2) + "\n")
         atomic_write_text(self.run_dir / "results.md", results_markdown(results))
         self.log("\n" + results_markdown(results))

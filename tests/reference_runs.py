@@ -28,6 +28,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import torch
 import yaml
 
+from utils.hardware import cpu_identity
+
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "tests" / "data" / "reference_runs.json"
 
@@ -217,59 +219,6 @@ def run_flower(tmp: Path, name: str, data: dict[str, Any]) -> dict[str, str]:
             (site_dir / "metrics.csv").read_bytes()
         ).hexdigest()[:16]
     return out
-
-
-# The instruction-set extensions that decide which kernels oneDNN and ATen pick for float32 and bf16.
-ISA_FLAGS = (
-    "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "avx512_fp16",
-    "avx_vnni", "amx_tile", "amx_bf16", "amx_int8",
-)  # fmt: skip
-
-
-def cpu_identity(cpuinfo: str | None = None, caches: str | None = None) -> str:
-    """Vendor, model name, family/model/stepping, cache sizes and kernel-relevant flags of the first CPU
-    in ``/proc/cpuinfo`` (``caches``: the sizes of CPU 0's caches, default read from sysfs).
-
-    Two CPUs with the same vector capability can still sum in different orders (oneDNN blocks its
-    kernels by the cache sizes and picks AMX or AVX-512 BF16 paths where present), so bitwise
-    references are kept per CPU identity. Elsewhere than Linux, the platform's processor string."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            import platform
-
-            return platform.processor() or platform.machine()
-    fields: dict[str, str] = {}
-    for line in cpuinfo.splitlines():
-        if not line.strip():
-            if fields:
-                break
-            continue
-        key, _, value = line.partition(":")
-        fields.setdefault(key.strip(), value.strip())
-    flags = set(fields.get("flags", "").split())
-    kind = "/".join(fields.get(k, "?") for k in ("cpu family", "model", "stepping"))
-    caches = cache_sizes() if caches is None else caches
-    return "; ".join([
-        fields.get("vendor_id", "?"), fields.get("model name", "?"), f"family/model/stepping {kind}",
-        f"caches {caches or fields.get('cache size', '?')}",
-        " ".join(f for f in ISA_FLAGS if f in flags) or "no vector flags",
-    ])  # fmt: skip
-
-
-def cache_sizes(folder: Path = Path("/sys/devices/system/cpu/cpu0/cache")) -> str:
-    """CPU 0's data and unified caches, e.g. ``L1 32K, L2 512K, L3 8192K`` ("" where sysfs has none)."""
-    sizes = []
-    for index in sorted(folder.glob("index*")):
-        try:
-            kind = (index / "type").read_text().strip()
-            if kind in ("Data", "Unified"):
-                level, size = ((index / name).read_text().strip() for name in ("level", "size"))
-                sizes.append(f"L{level} {size}")
-        except OSError:
-            continue
-    return ", ".join(sizes)
 
 
 def environment() -> dict[str, Any]:

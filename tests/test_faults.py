@@ -152,6 +152,35 @@ def test_resume_refuses_a_changed_config_unless_forced(tiny_config_file, tmp_pat
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["fl"]["rounds"] == 2
 
 
+def test_a_resumed_run_times_the_rounds_of_every_process(tiny_config_file, tmp_path, capsys):
+    """timing.json covers the rounds trained before the resume too; a checkpoint without timing (an
+    older one) still resumes, timing only what it trains; a damaged timing is one line naming it."""
+    path = tiny_config_file(rounds=1)
+    assert train.main(["--config", str(path)]) == 0
+    run_dir = tmp_path / "runs" / "tiny"
+    first = json.loads((run_dir / "timing.json").read_text())
+    assert first["rounds_timed"] == 1 and first["threads"] == torch.get_num_threads()
+    assert first["cpu"] and first["seconds_per_round"] > 0
+    ckpt_path = run_dir / "checkpoints" / "last.ckpt"
+    assert load_checkpoint(ckpt_path)["timing"]["seconds"] == [first["seconds_per_round"]]
+    assert train.main(["--resume", str(run_dir), "fl.rounds=2", "--force"]) == 0
+    second = json.loads((run_dir / "timing.json").read_text())
+    ckpt = load_checkpoint(ckpt_path)
+    assert second["rounds_timed"] == 2 and ckpt["timing"]["seconds"][0] == first["seconds_per_round"]
+    assert second["seconds_per_round"] == pytest.approx(sum(ckpt["timing"]["seconds"]) / 2)
+    del ckpt["timing"]  # as written before checkpoints kept the timing
+    save_checkpoint(ckpt, ckpt_path)
+    assert train.main(["--resume", str(run_dir), "fl.rounds=3", "--force"]) == 0
+    assert json.loads((run_dir / "timing.json").read_text())["rounds_timed"] == 1
+    ckpt = load_checkpoint(ckpt_path)
+    ckpt["timing"]["seconds"][0] = "slow"
+    save_checkpoint(ckpt, ckpt_path)
+    capsys.readouterr()
+    assert train.main(["--resume", str(run_dir), "fl.rounds=4", "--force"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "timing.seconds" in err and str(ckpt_path) in err
+
+
 def test_a_finished_run_is_never_silently_replaced(tiny_config_file, tmp_path, capsys):
     path = tiny_config_file(rounds=1)
     assert train.main(["--config", str(path)]) == 0

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from tests import reference_runs
+from utils.hardware import cache_sizes, cpu_identity, cpu_summary
 
 STORED = json.loads(reference_runs.REFERENCE.read_text())
 IN_PROCESS = list(reference_runs.reference_configs(Path("unused")))
@@ -81,14 +82,14 @@ def test_environment_tells_cpus_of_one_capability_apart(tmp_path):
              "vendor_id\t: GenuineIntel\nmodel name\t: other\n")
     amd = ("vendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\nmodel name\t: AMD EPYC\n"
            "cache size\t: 1024 KB\nflags\t\t: fpu avx2 fma avx512f avx512bw avx512vl avx512_bf16\n")
-    assert reference_runs.cpu_identity(intel, caches="L1 48K, L2 2048K, L3 107520K") == (
+    assert cpu_identity(intel, caches="L1 48K, L2 2048K, L3 107520K") == (
         "GenuineIntel; Intel(R) Xeon(R) Platinum; family/model/stepping 6/143/8; caches L1 48K, L2 2048K, "
         "L3 107520K; avx2 fma avx512f avx512bw avx512vl avx512_bf16 amx_tile amx_bf16"
     )
-    assert reference_runs.cpu_identity(amd, caches="") != reference_runs.cpu_identity(intel, caches="")
-    assert "caches 1024 KB" in reference_runs.cpu_identity(amd, caches="")  # no sysfs: cpuinfo's size
+    assert cpu_identity(amd, caches="") != cpu_identity(intel, caches="")
+    assert "caches 1024 KB" in cpu_identity(amd, caches="")  # no sysfs: cpuinfo's size
     unknown = "?; ?; family/model/stepping ?/?/?; caches ?; no vector flags"
-    assert reference_runs.cpu_identity("", caches="") == unknown
+    assert cpu_identity("", caches="") == unknown
     # the caches are read from sysfs: data and unified ones, by level
     caches = ((1, "Data", "32K"), (1, "Instruction", "64K"), (2, "Unified", "512K"), (3, "Unified", "8192K"))
     for level, kind, size in caches:
@@ -97,7 +98,19 @@ def test_environment_tells_cpus_of_one_capability_apart(tmp_path):
         (index / "level").write_text(f"{level}\n")
         (index / "type").write_text(f"{kind}\n")
         (index / "size").write_text(f"{size}\n")
-    assert reference_runs.cache_sizes(tmp_path) == "L1 32K, L2 512K, L3 8192K"
+    assert cache_sizes(tmp_path) == "L1 32K, L2 512K, L3 8192K"
+
+
+def test_cpu_summary_names_the_model_and_its_widest_vector_tier():
+    def identity(flags: str) -> str:
+        return f"AuthenticAMD; AMD EPYC; family/model/stepping 25/17/1; caches L1 32K; {flags}"
+
+    assert cpu_summary(identity("avx2 fma")) == "AMD EPYC, AVX2"
+    assert cpu_summary(identity("avx2 fma avx512f avx512bw")) == "AMD EPYC, AVX-512"
+    assert cpu_summary(identity("avx2 avx512f avx512_bf16")) == "AMD EPYC, AVX-512 BF16"
+    assert cpu_summary(identity("avx2 avx512f avx512_bf16 amx_tile amx_bf16")) == "AMD EPYC, AMX"
+    assert cpu_summary(identity("no vector flags")) == "AMD EPYC, no AVX2"
+    assert cpu_summary("arm") == "arm"  # another platform's processor string is kept as it is
 
 
 def test_recording_is_replaced_per_environment():

@@ -14,7 +14,9 @@ import yaml
 from scipy import stats
 
 import compare
+import compare_report
 from tests.conftest import ROOT, tiny_config_dict
+from utils.hardware import cpu_identity, cpu_summary
 
 pytestmark = pytest.mark.slow
 
@@ -46,6 +48,11 @@ def test_every_variant_trains_once_per_seed_with_that_seed(study):
         assert saved["seed"] == int(key[-1]) == _raw(results, key)["seed"]
         # The precision it trained at, as resolved on this machine (auto differs between CPUs).
         assert _raw(results, key)["precision"] == saved["trainer"]["precision"] != "auto"
+        # and what its seconds per round were measured on
+        timing = _raw(results, key)["timing"]
+        assert timing["cpu"] == cpu_identity() and timing["rounds_timed"] == 2 and timing["threads"] >= 1
+    compute = (results / "comparison.md").read_text().split("## Compute", 1)[1]
+    assert f"({saved['trainer']['precision']}; {cpu_summary(cpu_identity())})" in compute
     # Different seeds give different models (initialisation, data order, masks).
     a, b = _raw(results, "fedavg-s3"), _raw(results, "fedavg-s5")
     assert a["sites"]["fastmri"]["volumes"] != b["sites"]["fastmri"]["volumes"]
@@ -149,8 +156,6 @@ def test_each_finished_run_writes_its_latent_file_and_the_tables_at_once(study):
 
 
 def test_the_report_names_each_missing_run_once_under_its_seed(study, tmp_path):
-    import compare_report
-
     copy = tmp_path / "partial"
     shutil.copytree(study["results"], copy)
     for key in ("fedavg-s5", "fedmri-s3"):
@@ -162,6 +167,19 @@ def test_the_report_names_each_missing_run_once_under_its_seed(study, tmp_path):
     (copy / "runs" / "fedmri-s3.json").write_text((study["results"] / "runs" / "fedmri-s3.json").read_text())
     compare_report.write_report(copy, log=lambda _: None)
     assert "Not finished" not in (copy / "comparison.md").read_text()
+
+
+def test_the_compute_table_says_what_each_time_was_measured_on():
+    cpu = "AuthenticAMD; AMD EPYC; family/model/stepping 25/17/1; caches L1 32K; avx2 avx512f avx512_bf16"
+    timed = {"seconds_per_round": 1.0}
+    assert compare_report._machine({"precision": "32-true", "timing": {**timed, "cpu": cpu}}) == (
+        "32-true; AMD EPYC, AVX-512 BF16"
+    )
+    gpu = {**timed, "cpu": cpu, "gpu": "NVIDIA H200"}
+    assert compare_report._machine({"precision": "bf16-mixed", "timing": gpu}) == "bf16-mixed; NVIDIA H200"
+    # raw files written before timing named the machine: the precision alone, or nothing
+    assert compare_report._machine({"precision": "32-true", "timing": timed}) == "32-true"
+    assert compare_report._machine({"timing": timed}) == ""
 
 
 def _without_wall_time(markdown: str) -> str:
@@ -287,8 +305,6 @@ def test_raw_files_of_the_wrong_structure_are_one_line_and_leave_the_report(
 
 @pytest.mark.parametrize("study", COMMITTED_STUDIES, ids=lambda p: p.name)
 def test_the_committed_study_tables_come_from_its_committed_raw_files(study, tmp_path):
-    import compare_report
-
     assert (study / "runs").is_dir(), f"{study}/runs: the raw files the committed tables were made from"
     copy = tmp_path / study.name
     copy.mkdir()
@@ -315,7 +331,9 @@ def test_every_committed_study_has_its_tables_in_results_md():
             assert inside.strip() == body.strip(), f"RESULTS.md: {start} differs from {study.name}'s report"
 
 
-@pytest.mark.skipif(shutil.which("git") is None or not (ROOT / ".git").exists(), reason="needs a git checkout")
+@pytest.mark.skipif(
+    shutil.which("git") is None or not (ROOT / ".git").exists(), reason="needs a git checkout"
+)
 def test_git_keeps_the_study_raw_results():
     # A .gitignore rule meant for training outputs (runs/) once matched docs/results/study/runs too.
     assert compare.git_ignore_rule(STUDY / "runs" / "fedmri-s0.json") is None
@@ -393,8 +411,6 @@ def test_workers_end_when_the_comparison_is_killed(tmp_path):
 
 
 def test_claims_table_counts_the_paired_verdicts_of_the_csv(study):
-    import compare_report
-
     results = study["results"]
     claims = (results / "claims.md").read_text()
     rows = [
@@ -423,8 +439,6 @@ def test_claims_table_counts_the_paired_verdicts_of_the_csv(study):
 def test_report_redraws_the_reconstruction_figures_from_the_committed_slices(study, tmp_path, capsys):
     # The figures come from <results>/slices/ like the tables from runs/: a clone without the run folders
     # redraws them byte for byte.
-    import compare_report
-
     copy = tmp_path / "results"
     shutil.copytree(study["results"], copy)
     names = ("figures/reconstructions.png", "figures/errors.png")

@@ -1,4 +1,5 @@
-"""What the machine computes natively: the precision that ``trainer.precision: auto`` resolves to.
+"""What the machine computes natively: the precision that ``trainer.precision: auto`` resolves to; and
+which CPU it is, for run records and per-CPU bitwise references.
 
 bf16 autocast only pays where the hardware multiplies bf16 itself: a CUDA device with bf16 support
 (compute capability 8.0 or newer), or a CPU with AVX-512 BF16 or AMX. Elsewhere PyTorch emulates
@@ -7,11 +8,10 @@ bf16 and autocast is slower than fp32, so ``auto`` keeps fp32 there.
 
 from __future__ import annotations
 
+import platform
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
 
 BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 
@@ -38,6 +38,8 @@ def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> frozenset[str]:
 
 def cuda_bf16() -> bool | None:
     """Whether CUDA device 0 computes bf16 natively (compute capability >= 8.0); None without CUDA."""
+    import torch  # here, so that reading the CPU (e.g. for a report) does not load torch
+
     if not torch.cuda.is_available():
         return None
     return torch.cuda.get_device_capability(0) >= (8, 0)
@@ -49,6 +51,8 @@ def on_cpu(accelerator: str) -> bool:
         return True
     if accelerator != "auto":
         return False
+    import torch
+
     mps = getattr(torch.backends, "mps", None)
     return not torch.cuda.is_available() and not (mps is not None and mps.is_available())
 
@@ -78,3 +82,70 @@ def resolve_precision(
     if native:
         return PrecisionChoice("bf16-mixed", f"the CPU has {', '.join(sorted(native))}")
     return PrecisionChoice("32-true", "the CPU has neither AVX-512 BF16 nor AMX, so bf16 would be emulated")
+
+
+# The instruction-set extensions that decide which kernels oneDNN and ATen pick for float32 and bf16.
+ISA_FLAGS = (
+    "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "avx512_fp16",
+    "avx_vnni", "amx_tile", "amx_bf16", "amx_int8",
+)  # fmt: skip
+
+
+def cpu_identity(cpuinfo: str | None = None, caches: str | None = None) -> str:
+    """Vendor, model name, family/model/stepping, cache sizes and kernel-relevant flags of the first CPU
+    in ``/proc/cpuinfo`` (``caches``: the sizes of CPU 0's caches, default read from sysfs).
+
+    Two CPUs with the same vector capability can still sum in different orders (oneDNN blocks its
+    kernels by the cache sizes and picks AMX or AVX-512 BF16 paths where present), so bitwise
+    references are kept per CPU identity; a run's ``timing.json`` records it beside its seconds per
+    round. Elsewhere than Linux, the platform's processor string."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return platform.processor() or platform.machine()
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        if not line.strip():
+            if fields:
+                break
+            continue
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    flags = set(fields.get("flags", "").split())
+    kind = "/".join(fields.get(k, "?") for k in ("cpu family", "model", "stepping"))
+    caches = cache_sizes() if caches is None else caches
+    return "; ".join([
+        fields.get("vendor_id", "?"), fields.get("model name", "?"), f"family/model/stepping {kind}",
+        f"caches {caches or fields.get('cache size', '?')}",
+        " ".join(f for f in ISA_FLAGS if f in flags) or "no vector flags",
+    ])  # fmt: skip
+
+
+def cache_sizes(folder: Path = Path("/sys/devices/system/cpu/cpu0/cache")) -> str:
+    """CPU 0's data and unified caches, e.g. ``L1 32K, L2 512K, L3 8192K`` ("" where sysfs has none)."""
+    sizes = []
+    for index in sorted(folder.glob("index*")):
+        try:
+            kind = (index / "type").read_text().strip()
+            if kind in ("Data", "Unified"):
+                level, size = ((index / name).read_text().strip() for name in ("level", "size"))
+                sizes.append(f"L{level} {size}")
+        except OSError:
+            continue
+    return ", ".join(sizes)
+
+
+# The widest vector tier a CPU identity names, widest first: what decides a step's speed most.
+_TIERS = (("amx_bf16", "AMX"), ("avx512_bf16", "AVX-512 BF16"), ("avx512f", "AVX-512"), ("avx2", "AVX2"))
+
+
+def cpu_summary(identity: str) -> str:
+    """A short name for a :func:`cpu_identity`: its model name and widest vector tier, e.g. ``AMD EPYC,
+    AVX2``; the identity itself where it is not in that form (another platform's processor string)."""
+    parts = identity.split("; ")
+    if len(parts) != 5:
+        return identity
+    flags = set(parts[4].split())
+    tier = next((name for flag, name in _TIERS if flag in flags), "no AVX2")
+    return f"{parts[1]}, {tier}"
