@@ -4,7 +4,7 @@ then tabulate and plot them.
     python compare.py --config configs/default.yaml --algorithms fedmri,fedavg,fedprox,singleset
     python compare.py --config configs/default.yaml --algorithms fedmri --ablations beta,negatives fl.rounds=5
     python compare.py --config configs/study.yaml --algorithms all --ablations contrastive --seeds 0,1,2 \\
-        --name mystudy --results runs/mystudy/results --jobs 2   # RESULTS.md's study: docs/results/study/run.sh
+        --name mystudy --results runs/mystudy/results --jobs 2   # RESULTS.md's: docs/results/study/run.sh
     python compare.py --report docs/results/study        # tables and figures again, from raw files only
     docs/results/study/run.sh --no-train                 # outputs of the runs finished so far, no training
 
@@ -36,7 +36,6 @@ U-Net and with the dual-domain cascade, model.kind=dual_domain), clipped (FedMRI
 from __future__ import annotations
 
 import argparse
-import csv
 import heapq
 import json
 import shlex
@@ -269,12 +268,14 @@ def _raw_file_matches(path: Path, config: Any, overrides: list[str]) -> bool:
 
 def _rounds_done(run_dir: Path) -> int:
     """The last round with a validation row in ``run_dir/metrics.csv`` (0 when there is none)."""
+    from utils.errors import UserError
+    from utils.run_log import read_metrics
+
     try:
-        with open(run_dir / "metrics.csv", newline="") as f:
-            rounds = [int(row["round"]) for row in csv.DictReader(f) if row.get("split") == "val"]
-    except (OSError, ValueError, KeyError, TypeError, csv.Error):
+        rows = read_metrics(run_dir / "metrics.csv")
+    except (OSError, UserError):
         return 0
-    return max(rounds, default=0)
+    return max((int(row["round"]) for row in rows if row["split"] == "val" and row["round"]), default=0)
 
 
 def _time_left(rounds_left: list[int], seconds_per_round: float, jobs: int) -> float:
@@ -406,7 +407,8 @@ def run_all(args: argparse.Namespace, log: Any = print) -> dict[str, Any]:
     (results / "runs").mkdir(parents=True, exist_ok=True)
     atomic_write_text(results / "manifest.json", json.dumps(manifest, indent=1) + "\n")
     if args.results and (rule := git_ignore_rule(results / "runs" / "run.json")):
-        log(f"warning: git ignores the raw results in {results / 'runs'} ({rule}); they will not be committed")
+        kept = results / "runs"
+        log(f"warning: git ignores the raw results in {kept} ({rule}); they will not be committed")
     log(
         f"comparison {root}: {len(rows)} table rows x {len(seeds)} seed(s), {len(planned)} distinct runs of "
         f"{base.fl.rounds} rounds x {base.fl.local_epochs} local epochs on {len(base.sites)} sites; "
@@ -477,7 +479,8 @@ def run_all(args: argparse.Namespace, log: Any = print) -> dict[str, Any]:
 
     for key, (_, run_dir) in planned.items():
         if key in recorded:
-            log(f"[{number[key]}/{len(planned)}] {key}: kept from {results / 'runs' / key}.json (no run folder)")
+            raw = results / "runs" / f"{key}.json"
+            log(f"[{number[key]}/{len(planned)}] {key}: kept from {raw} (no run folder)")
         elif key not in todo:
             keep(key)
             log(f"[{number[key]}/{len(planned)}] {key}: complete in {run_dir}, reused")

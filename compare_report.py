@@ -34,6 +34,7 @@ import numpy as np
 import yaml
 
 from utils.hardware import cpu_summary
+from utils.run_log import read_metrics
 from utils.stats import Interval, PairedComparison, mean_interval, paired_comparison
 from utils.tables import METRIC_FORMAT, METRIC_TITLES, best_rows, markdown
 
@@ -64,7 +65,7 @@ def run_record(run_dir: Path, seed: int, algorithm: str, overrides: Sequence[str
     comm = None
     metrics = run_dir / "metrics.csv"
     if metrics.is_file():
-        rows = list(csv.DictReader(metrics.open(encoding="utf-8")))
+        rows = read_metrics(metrics)
         for r in rows:
             if r["split"] == "val" and r.get("psnr"):
                 val.setdefault(r["site"], {})[r["round"]] = _round(float(r["psnr"]))
@@ -144,8 +145,14 @@ RUN = {
     "sites": Each({"best_round": int, "volumes": Each({"model": SCORES, "zero_filled": SCORES})}),
     "val_psnr": Each([NUMBER]),
     "communication": OrNull({"mean": {"sent_per_round": NUMBER, "received_per_round": NUMBER}}),
-    "timing": OrNull({"seconds_per_round": NUMBER, "local_steps_per_round": OrMissing(OrNull(NUMBER)),
-                      "cpu": OrMissing(str), "gpu": OrMissing(str)}),
+    "timing": OrNull(
+        {
+            "seconds_per_round": NUMBER,
+            "local_steps_per_round": OrMissing(OrNull(NUMBER)),
+            "cpu": OrMissing(str),
+            "gpu": OrMissing(str),
+        }
+    ),
     "precision": OrMissing(str),
 }
 LATENT = {
@@ -467,7 +474,8 @@ def compute_section(rows: list[Row], sites: list[str]) -> str:
                 "; ".join(
                     _fmt(float(np.mean(times)), 1) + (f" ({machine})" if machine else "")
                     for machine, times in seconds.items()
-                ) or _fmt(math.nan, 1),
+                )
+                or _fmt(math.nan, 1),
                 f"{min(best)}–{max(best)}" if best else "–",
                 f"{conv['early']}/{conv['pairs']}",
                 _fmt(conv["max_gain"], 2),
@@ -782,9 +790,7 @@ def load_reconstructions(
     return None
 
 
-def reconstruction_figures(
-    folder: Path, slices: tuple[int, list[str], list[np.ndarray], list]
-) -> list[Path]:
+def reconstruction_figures(folder: Path, slices: tuple[int, list[str], list[np.ndarray], list]) -> list[Path]:
     """``figures/reconstructions.png`` and ``figures/errors.png`` from :func:`load_reconstructions`."""
     from utils.figures import reconstruction_grid
 

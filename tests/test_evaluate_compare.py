@@ -11,6 +11,7 @@ import yaml
 import compare
 import evaluate
 from tests.conftest import ROOT, tiny_config_dict
+from utils.hardware import cpu_identity, cpu_summary
 
 pytestmark = pytest.mark.slow
 
@@ -71,9 +72,10 @@ def test_compare_writes_tables_figures_and_trains_each_distinct_config_once(comp
         assert timing["local_steps_per_round"] == 3.0 and timing["rounds_timed"] == 1
         assert timing["seconds_per_round"] > 0
     table = (root / "comparison.md").read_text()
-    # Seconds per round carry the precision the run trained at (auto resolves differently per CPU).
-    precision = record["precision"]
-    assert re.search(rf"\| FedAvg \| [\d.]+ \| [\d.]+ \| 3\.0 \| \d+\.\d \({precision}\) \|", table)
+    # Seconds per round carry the precision the run trained at (auto resolves differently per CPU) and
+    # the CPU they were measured on.
+    machine = re.escape(f"{record['precision']}; {cpu_summary(cpu_identity())}")
+    assert re.search(rf"\| FedAvg \| [\d.]+ \| [\d.]+ \| 3\.0 \| \d+\.\d \({machine}\) \|", table)
 
 
 def test_raw_files_hold_every_test_volume_and_the_run_results_summarise_them(comparison):

@@ -485,9 +485,14 @@ def test_each_finished_run_says_how_many_runs_and_rounds_are_left(study):
 
 def test_rounds_done_reads_the_last_validation_row_of_a_run(tmp_path):
     assert compare._rounds_done(tmp_path) == 0  # no metrics.csv yet
+    assert not (tmp_path / "metrics.csv").exists()  # read only: no header written
     rows = ["round,site,split,psnr", "1,a,train,", "1,a,val,20", "2,a,val,21", "3,a,train,", "3,a,va"]
     (tmp_path / "metrics.csv").write_text("\n".join(rows))  # round 3 cut short while it was written
     assert compare._rounds_done(tmp_path) == 2
+    for foreign in ("a,b\n1,2\n", "round,site,split\ntwo,a,val\n"):  # not a run's log: no round done
+        (tmp_path / "metrics.csv").write_text(foreign)
+        assert compare._rounds_done(tmp_path) == 0
+        assert (tmp_path / "metrics.csv").read_text() == foreign
 
 
 def test_time_left_schedules_each_run_on_the_first_free_slot():

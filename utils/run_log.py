@@ -60,6 +60,35 @@ def _format(value: Any) -> str:
     return str(value)
 
 
+def read_metrics(path: str | Path) -> list[dict[str, str]]:
+    """All complete rows (newline-terminated) of a run's ``metrics.csv`` as dicts of strings, read only;
+    a file that is not this log (a foreign header, a round that is not a number, a metric that is not
+    one) is a UserError naming the file and line, before anything is rewritten."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a text file; move it aside to go on without it") from None
+    complete = text[: text.rfind("\n") + 1]
+    reader = csv.DictReader(io.StringIO(complete))
+    rows = list(reader)
+    if reader.fieldnames is None or not {"round", "site", "split"} <= set(reader.fieldnames):
+        raise UserError(
+            f"{path}: line 1 is not the header of a run's metrics.csv "
+            f"({','.join(METRIC_COLUMNS[:3])},...); move it aside to go on without it"
+        )
+    numeric = [c for c in reader.fieldnames if c in METRIC_COLUMNS and c not in ("site", "split", "status")]
+    for line, row in enumerate(rows, start=2):
+        for column in numeric:
+            value = row.get(column) or ""
+            if value and not _is_number(value, integer=column == "round"):
+                raise UserError(
+                    f"{path}: line {line}: {column} {value!r} is not a number; "
+                    "move the file aside to go on without it"
+                )
+    return rows
+
+
 class MetricsCSV:
     """Appends rows to ``metrics.csv``, each as one ``write`` + flush + fsync.
 
@@ -89,31 +118,8 @@ class MetricsCSV:
         self._append(buffer.getvalue())
 
     def rows(self) -> list[dict[str, str]]:
-        """All complete rows (newline-terminated) as dicts of strings; a file that is not this log (a
-        foreign header, a round that is not a number, a metric that is not one) is a UserError naming
-        the file and line, before anything is rewritten."""
-        try:
-            text = self.path.read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            raise UserError(f"{self.path}: not a text file; move it aside to go on without it") from None
-        complete = text[: text.rfind("\n") + 1]
-        reader = csv.DictReader(io.StringIO(complete))
-        rows = list(reader)
-        if reader.fieldnames is None or not {"round", "site", "split"} <= set(reader.fieldnames):
-            raise UserError(
-                f"{self.path}: line 1 is not the header of a run's metrics.csv "
-                f"({','.join(METRIC_COLUMNS[:3])},...); move it aside to go on without it"
-            )
-        numeric = [c for c in reader.fieldnames if c in METRIC_COLUMNS and c not in ("site", "split", "status")]
-        for line, row in enumerate(rows, start=2):
-            for column in numeric:
-                value = row.get(column) or ""
-                if value and not _is_number(value, integer=column == "round"):
-                    raise UserError(
-                        f"{self.path}: line {line}: {column} {value!r} is not a number; "
-                        "move the file aside to go on without it"
-                    )
-        return rows
+        """All complete rows: :func:`read_metrics`."""
+        return read_metrics(self.path)
 
     def truncate_to(self, rnd: int) -> None:
         """Keep the training and validation rows of rounds <= ``rnd``; drop test rows and the rest."""
