@@ -231,6 +231,9 @@ def test_sites_continue_from_their_disk_when_every_message_finds_a_fresh_node(tm
 
     serve(Forgetful(nodes(flower, tmp_path)), flower, log=quiet)
     assert_same_run(reference, flower, tmp_path)
+    for site in ("fastmri", "brats"):  # each site's timing comes back from its disk with the rest
+        timing = json.loads((tmp_path / "sites" / site / "flower" / site / "timing.json").read_text())
+        assert timing["rounds_timed"] == 3
 
 
 @pytest.mark.parametrize("algorithm", ["fedmri", "ditto"])  # ditto: its global model resumes on the server
@@ -252,6 +255,8 @@ def test_server_resumes_after_a_crash_that_the_sites_outlived(tmp_path, algorith
         serve(LocalGrid(nodes(flower, tmp_path)), flower, log=quiet)
     serve(LocalGrid(nodes(flower, tmp_path)), flower, resume=True, log=quiet)
     assert_same_run(reference, flower, tmp_path)
+    # the server's timing covers the two rounds before the crash too
+    assert json.loads((flower.run_dir / "timing.json").read_text())["rounds_timed"] == 3
 
 
 def diverge(monkeypatch, site="brats", rnd=2):

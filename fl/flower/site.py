@@ -106,7 +106,7 @@ class SiteWorker:
     # -- state between messages ----------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
         """What a site checkpoint holds: its config and fingerprint, the site's state, its best model,
-        history and the fit of the round in progress."""
+        history, the timing of its rounds and the fit of the round in progress."""
         return {
             "format": SITE_FORMAT,
             "kind": "flower-site",
@@ -116,6 +116,7 @@ class SiteWorker:
             "sites": {self.name: self.site.state_dict()},
             "best": {self.name: self.site.best()},
             "history": self.reporter.history,
+            "timing": self.reporter.timing_state(),
             "fit": self.fit,
         }
 
@@ -128,7 +129,11 @@ class SiteWorker:
         ckpt = load_checkpoint(path)
         if ckpt.get("format") != SITE_FORMAT or ckpt.get("kind") != "flower-site":
             raise UserError(f"site {self.name}: {path} is not a site checkpoint of this version")
-        template = {k: v for k, v in self._state().items() if k not in ("config", "fingerprint", "fit")}
+        template = {  # "timing" is optional, as in a RunLoop checkpoint
+            k: v
+            for k, v in self._state().items()
+            if k not in ("config", "fingerprint", "fit") and (k != "timing" or "timing" in ckpt)
+        }
         check_checkpoint(ckpt, path, self.config, template, self.reporter.history)
         try:
             self.site.load_state_dict(ckpt["sites"][self.name])
@@ -141,6 +146,8 @@ class SiteWorker:
                 f"site {self.name}: {path} does not fit the site ({str(err).splitlines()[0]})"
             ) from None
         self.reporter.history = {k: list(v) for k, v in ckpt["history"].items()}
+        if "timing" in ckpt:
+            self.reporter.load_timing(ckpt["timing"])
         self.completed, self.fit = int(ckpt["round"]), fit
 
     def start_fresh(self, overwrite: bool) -> None:
