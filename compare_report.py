@@ -740,16 +740,37 @@ def save_slices(
 ) -> None:
     """One run's reconstructions of the figure slices (one per site column) as float16 in
     ``<folder>/slices/<key>.npz`` (tens of KB), and its seed's zero-filled inputs and ground truths,
-    which every run of that seed shares, in ``slices/seed<seed>-inputs.npz`` (each run writes the same
-    bytes). The figures are drawn from these committed files like every table from the raw files, a
-    seed once all its methods are in."""
+    which every run of that seed shares, in ``slices/seed<seed>-inputs.npz``. The first run of a seed
+    writes the inputs; a later one keeps them where they hold the same slices to float16 rounding (a
+    CPU with other vector units can round the zero-filled input's last bit differently), so the
+    committed figures do not depend on which machine trained the seed's last run. The figures are
+    drawn from these committed files like every table from the raw files, a seed once all its methods
+    are in."""
     (folder / SLICES).mkdir(parents=True, exist_ok=True)
     meta = {"columns": list(columns)}
     own = {f"recon_{c}": np.asarray(x, np.float16) for c, x in enumerate(recon)}
     _npz(folder / SLICES / f"{key}.npz", own, meta)
     inputs = {f"zero_filled_{c}": np.asarray(x, np.float16) for c, x in enumerate(zero_filled)}
     inputs.update({f"target_{c}": np.asarray(x, np.float16) for c, x in enumerate(targets)})
-    _npz(folder / SLICES / f"seed{seed}-inputs.npz", inputs, meta)
+    path = folder / SLICES / f"seed{seed}-inputs.npz"
+    if not _same_slices(path, inputs, meta):
+        _npz(path, inputs, meta)
+
+
+def _same_slices(path: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> bool:
+    """Whether the slices file ``path`` holds ``arrays`` with ``meta``, each value within float16's
+    rounding of it (a relative 2**-10, and 2**-14 near zero); False if it is missing or unreadable."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if set(data.files) != {*arrays, "meta"} or json.loads(str(data["meta"])) != meta:
+                return False
+            for name, array in arrays.items():
+                found, wanted = data[name].astype(np.float32), array.astype(np.float32)
+                if found.shape != wanted.shape or not np.allclose(found, wanted, rtol=2**-10, atol=2**-14):
+                    return False
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile):
+        return False
+    return True
 
 
 def _read_npz(path: Path, names: Sequence[str], columns: list[str] | None) -> tuple[list[str], list[list]]:

@@ -458,6 +458,17 @@ def test_report_redraws_the_reconstruction_figures_from_the_committed_slices(stu
     before = (copy / "slices" / "fedavg-s3.npz").read_bytes()
     compare_report.save_slices(copy, "fedavg-s3", 3, columns, rows[2][1], rows[0][1], targets)
     assert (copy / "slices" / "fedavg-s3.npz").read_bytes() == before
+    # A seed's inputs, rounded differently in their last float16 bit (another CPU), are kept as they
+    # were written; other inputs replace them.
+    inputs_path = copy / "slices" / "seed3-inputs.npz"
+    inputs = inputs_path.read_bytes()
+    ulp = [np.nextafter(x.astype(np.float16), np.float16(np.inf)) for x in rows[0][1]]
+    compare_report.save_slices(copy, "fedavg-s3", 3, columns, rows[2][1], ulp, targets)
+    assert inputs_path.read_bytes() == inputs
+    shifted = [x + 0.1 for x in rows[0][1]]
+    compare_report.save_slices(copy, "fedavg-s3", 3, columns, rows[2][1], shifted, targets)
+    assert inputs_path.read_bytes() != inputs
+    inputs_path.write_bytes(inputs)
     # A damaged slices file is one line, and the report's earlier files stay as they were.
     (copy / "slices" / "fedavg-s3.npz").write_bytes(b"PK\x03\x04 cut short")
     before = {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()}
