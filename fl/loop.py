@@ -37,13 +37,15 @@ def check_checkpoint(
 ) -> None:
     """Check that a loaded checkpoint belongs to a run of ``config``: its config fingerprint
     (:func:`fingerprint`), then its structure, types and tensor shapes against ``template`` (the state the
-    run would write now), its round count and its history of the sites in ``history``; any mismatch is one
+    run would write now), its round count, its history of the sites in ``history`` and its timing (optional); any mismatch is one
     :class:`UserError` line naming ``path``."""
     theirs = ckpt.get("fingerprint")
     if not isinstance(theirs, dict):
         if not isinstance(ckpt.get("config"), dict):
             raise UserError(f"checkpoint {path}: no fingerprint and no config; not one of this project's")
         theirs = fingerprint(ckpt["config"])
+    if "timing" not in ckpt:  # optional: written before checkpoints kept it; those resume timing afresh
+        template = {k: v for k, v in template.items() if k != "timing"}
     differing = fingerprint_differences(theirs, fingerprint(config))
     if differing:
         raise UserError(f"checkpoint {path}: belongs to another config; it differs in {'; '.join(differing)}")
@@ -182,13 +184,7 @@ class RunLoop:
             raise UserError(
                 f"checkpoint {path}: unsupported format {shown} (this version reads {CHECKPOINT_FORMAT})"
             )
-        # "timing" (wall seconds of the completed rounds) is optional: checkpoints written before it
-        # existed resume with the timing of the rounds trained from here on.
-        template = {
-            k: v
-            for k, v in self.state_dict().items()
-            if k not in ("config", "fingerprint") and (k != "timing" or "timing" in ckpt)
-        }
+        template = {k: v for k, v in self.state_dict().items() if k not in ("config", "fingerprint")}
         check_checkpoint(ckpt, path, self.config, template, self.reporter.history)
         try:
             self.rounds.load_state_dict(ckpt)

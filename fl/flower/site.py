@@ -129,11 +129,7 @@ class SiteWorker:
         ckpt = load_checkpoint(path)
         if ckpt.get("format") != SITE_FORMAT or ckpt.get("kind") != "flower-site":
             raise UserError(f"site {self.name}: {path} is not a site checkpoint of this version")
-        template = {  # "timing" is optional, as in a RunLoop checkpoint
-            k: v
-            for k, v in self._state().items()
-            if k not in ("config", "fingerprint", "fit") and (k != "timing" or "timing" in ckpt)
-        }
+        template = {k: v for k, v in self._state().items() if k not in ("config", "fingerprint", "fit")}
         check_checkpoint(ckpt, path, self.config, template, self.reporter.history)
         try:
             self.site.load_state_dict(ckpt["sites"][self.name])
