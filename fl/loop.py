@@ -37,8 +37,8 @@ def check_checkpoint(
 ) -> None:
     """Check that a loaded checkpoint belongs to a run of ``config``: its config fingerprint
     (:func:`fingerprint`), then its structure, types and tensor shapes against ``template`` (the state the
-    run would write now), its round count, its history of the sites in ``history`` and its timing (optional); any mismatch is one
-    :class:`UserError` line naming ``path``."""
+    run would write now), its round count, its history of the sites in ``history`` and its timing
+    (optional); any mismatch is one :class:`UserError` line naming ``path``."""
     theirs = ckpt.get("fingerprint")
     if not isinstance(theirs, dict):
         if not isinstance(ckpt.get("config"), dict):
