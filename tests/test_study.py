@@ -331,6 +331,31 @@ def test_every_committed_study_has_its_tables_in_results_md():
             assert inside.strip() == body.strip(), f"RESULTS.md: {start} differs from {study.name}'s report"
 
 
+def test_two_schedules_pairs_the_same_run_of_both_studies_and_averages_each_methods_gain(tmp_path):
+    sys.path.insert(0, str(ROOT / "docs" / "results"))
+    import two_schedules
+
+    def raw(folder, name, site_psnrs):
+        folder.mkdir(exist_ok=True)
+        sites = {
+            f"site{i}": {"volumes": {f"v{j}": {"model": {"psnr": p}} for j, p in enumerate(psnrs)}}
+            for i, psnrs in enumerate(site_psnrs)
+        }
+        (folder / f"{name}.json").write_text(json.dumps({"sites": sites}))
+
+    short, long = tmp_path / "short", tmp_path / "long"
+    raw(short, "fedavg-s0", [[20, 22], [30]])  # mean over sites of site means: (21 + 30) / 2 = 25.5
+    raw(long, "fedavg-s0", [[21, 23], [31]])  # 26.5
+    raw(short, "fedavg-s1", [[24], [26]])  # 25
+    raw(long, "fedavg-s1", [[27], [26]])  # 26.5
+    raw(short, "fedmri-beta0-s0", [[25]])
+    raw(long, "fedmri-beta0-s0", [[24.5]])
+    raw(long, "moon-s0", [[30]])  # only in the 60-round study: not paired
+    runs = two_schedules.gains(short, long)
+    assert runs == {"fedavg-s0": (25.5, 26.5), "fedavg-s1": (25.0, 26.5), "fedmri-beta0-s0": (25.0, 24.5)}
+    assert two_schedules.by_method(runs) == {"fedavg": [1.0, 1.5], "fedmri-beta0": [-0.5]}
+
+
 @pytest.mark.skipif(
     shutil.which("git") is None or not (ROOT / ".git").exists(), reason="needs a git checkout"
 )
