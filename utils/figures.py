@@ -140,8 +140,14 @@ def reconstruction_grid(
     """Images in a grid: a ground-truth row, then one row per entry of ``rows`` (label, one image per
     column), each labelled with its PSNR/SSIM; ``errors`` draws |image - target| x5 instead."""
     all_rows = [("ground truth", list(targets)), *rows]
+    # constrained layout places the title just above the panels; the default subplot margins are a
+    # fraction of the figure, which on a tall grid leaves inches of blank page under the title
     fig, axes = plt.subplots(
-        len(all_rows), len(columns), figsize=(2.3 * len(columns), 2.4 * len(all_rows)), squeeze=False
+        len(all_rows),
+        len(columns),
+        figsize=(2.3 * len(columns), 2.4 * len(all_rows)),
+        squeeze=False,
+        layout="constrained",
     )
     for r, (label, images) in enumerate(all_rows):
         for c, image in enumerate(images):
