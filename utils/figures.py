@@ -157,10 +157,12 @@ def reconstruction_grid(
                 continue
             target = targets[c]
             vmax = float(target.max()) or 1.0
+            # nearest: each image pixel as it is, not blended with its neighbours on screen
             if errors and r > 0:
-                ax.imshow(np.abs(image - target), cmap="inferno", vmin=0, vmax=vmax / 5)
+                shown, cmap, top = np.abs(image - target), "inferno", vmax / 5
             else:
-                ax.imshow(image, cmap="gray", vmin=0, vmax=vmax)
+                shown, cmap, top = image, "gray", vmax
+            ax.imshow(shown, cmap=cmap, vmin=0, vmax=top, interpolation="nearest")
             text = label if r > 0 else columns[c]
             if r > 0:
                 text += "\n" + _label(target, image, vmax)
