@@ -356,6 +356,26 @@ def test_two_schedules_pairs_the_same_run_of_both_studies_and_averages_each_meth
     assert two_schedules.by_method(runs) == {"fedavg": [1.0, 1.5], "fedmri-beta0": [-0.5]}
 
 
+def test_pilot_schedules_reads_every_shorter_schedule_off_a_longer_run(tmp_path):
+    sys.path.insert(0, str(ROOT / "docs" / "results" / "pilot"))
+    import schedules
+
+    # rises 0.1 dB a round to round 50, then flat: the 40-round prefix gains 8 x 0.1 dB in its last fifth
+    curve = [20 + 0.1 * min(r, 50) for r in range(1, 81)]
+    path = tmp_path / "fedavg-s1.json"
+    path.write_text(json.dumps({"rounds": 80, "precision": "32-true", "val_psnr": {"a": curve}}))
+
+    def schedules_of(lines):
+        return [line.split(":")[0].strip() for line in lines[1:]]
+
+    lines = schedules.report(path).splitlines()
+    assert schedules_of(lines) == ["first 40 rounds", "first 60 rounds", "first 80 rounds"]
+    assert "a +0.80 dB (best round 40)" in lines[1]
+    assert "a +0.00 dB (best round 50)" in lines[3]
+    path.write_text(json.dumps({"rounds": 30, "val_psnr": {"a": curve[:30]}}))
+    assert schedules_of(schedules.report(path).splitlines()) == ["first 30 rounds"]
+
+
 @pytest.mark.skipif(
     shutil.which("git") is None or not (ROOT / ".git").exists(), reason="needs a git checkout"
 )
