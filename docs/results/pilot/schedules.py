@@ -7,9 +7,9 @@
 The 60-round schedule cuts the learning rate tenfold after rounds 20 and 40, so the first 40 of its
 rounds are exactly the 40-round schedule that cuts once, after round 20, and the first 60 rounds of a
 longer run are the 60-round schedule (the rate of a round depends on the round alone; data order and
-masks do not depend on the total). For each schedule and site: the
-validation PSNR gained in the last fifth of the rounds over the best before it (the study's criterion:
-less than 0.1 dB) and the round of the best validation PSNR.
+masks do not depend on the total). For each schedule and site: the validation PSNR gained in the last
+fifth of the rounds over the best before it (the study's criterion: less than 0.1 dB) and the round of
+the best validation PSNR.
 """
 
 from __future__ import annotations
