@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The regime map's pilot (RESULTS.md, "When does FedMRI help?"): which scarce-data setting of the
+# simulated federation makes collaboration pay (Centralized - SingleSet >= 1 dB of mean test PSNR)?
+# configs/study.yaml with fewer training subjects per site, seed 0, the study's optimiser (60 rounds,
+# RMSprop 1e-3 cut tenfold after rounds 20 and 40, one local epoch), fp32, one torch thread per run.
+# Settings: train2 (2 training subjects per site), train1 (1), varied2 (2, realism: varied).
+# Resumable: run it again and it trains only what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/../../../.."
+subjects() { for i in 0 1 2 3; do echo "sites.$i.source.subjects.train=$1"; done; }
+realism() { for i in 0 1 2 3; do echo "sites.$i.source.realism=$1"; done; }
+run() {  # run <setting> <overrides...>
+    local setting=$1; shift
+    OMP_NUM_THREADS=1 python compare.py --config configs/study.yaml --algorithms centralized,singleset,fedavg \
+        --seeds 0 --name "map-pilot-$setting" --results "docs/results/map/pilot/$setting" --jobs 1 \
+        trainer.precision=32-true "$@"
+}
+run train2 $(subjects 2)
+run train1 $(subjects 1)
+run varied2 $(subjects 2) $(realism varied)
