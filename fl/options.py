@@ -60,7 +60,7 @@ class FLOptions(BaseModel):
         None,
         description="the U-Net's head for LG-FedAvg, FedPer, FedRep and fedmri.share=all_but_head: "
         "the last decoder stage, or only the 1x1 output conv; null: each algorithm's own (fedper and "
-        "fedrep: conv, lgfedavg and fedmri: stage)",
+        "fedrep: conv, fedmri: conv, the authors' except_last; lgfedavg: stage)",
     )
 
     @field_validator("algorithm")

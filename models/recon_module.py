@@ -155,7 +155,8 @@ class ReconModule(L.LightningModule):
             loss = loss + self.kspace_loss_weight * self._kspace_loss(pred, batch["target"])
         parts = {"loss_rec": loss}
         if self.penalty is not None:
-            outputs = {"input": batch["input"]}
+            # batch_idx: the step's index within its local epoch (FedMRI skips its term on batch 0).
+            outputs = {"input": batch["input"], "batch_idx": batch_idx}
             if features is not None:
                 outputs["features"] = features
             parts["penalty"] = self.penalty(self.model, outputs)

@@ -98,10 +98,10 @@ def test_shared_sets_on_the_unet(unet):
     assert shared("fedrep", unet) == shared("fedper", unet)
     assert shared("lgfedavg", unet, head="conv") == ["decoder.head.weight", "decoder.head.bias"]
     assert shared("fedmri", unet, share="whole") == names
-    assert set(shared("fedmri", unet, share="all_but_head")) == set(names) - head
-    assert set(shared("fedmri", unet, head="conv", share="all_but_head")) == set(names) - set(
-        head_names(names, "conv")
-    )
+    # FedMRI's all_but_head is the authors' except_last: only the 1x1 output conv stays local.
+    conv = {"decoder.head.weight", "decoder.head.bias"}
+    assert set(shared("fedmri", unet, head=None, share="all_but_head")) == set(names) - conv
+    assert set(shared("fedmri", unet, head="stage", share="all_but_head")) == set(names) - head
 
 
 def test_fedbn_equals_fedavg_under_parameter_free_instance_norm(unet):

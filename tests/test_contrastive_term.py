@@ -240,3 +240,65 @@ def test_round_line_notes_the_plateau_once(tmp_path):
 def test_outside_fraction_needs_two_negatives():
     theta, anchor, own = encoders(3, seed=9)
     assert np.isnan(contrastive_stats(theta, anchor, [own])["outside"])
+
+
+# -- the authors' batch-0 skip ---------------------------------------------------------------------
+
+
+def _term_gradients(tmp_path, monkeypatch, skip: bool) -> list[tuple[int, int, float]]:
+    """(round, batch_idx, norm of the term's gradient) of every step of a tiny 2-round FedMRI run
+    with two local epochs."""
+    import train
+    from fl.algorithms.fedmri import FedMRIClient
+
+    seen: list[tuple[int, int, float]] = []
+    plan_of = FedMRIClient.plan
+
+    def plan(self, rnd, payload, model, epochs):
+        out = plan_of(self, rnd, payload, model, epochs)
+        inner = out.penalty
+        if inner is None:
+            return out
+
+        def recorded(model, outputs=None):
+            value = inner(model, outputs)
+            params = [p for n, p in model.named_parameters() if n.startswith("encoder.")]
+            if value.requires_grad:
+                grads = torch.autograd.grad(value, params, retain_graph=True, allow_unused=True)
+                norm = float(sum(g.abs().sum() for g in grads if g is not None))
+            else:
+                norm = 0.0
+            seen.append((rnd, outputs["batch_idx"], norm))
+            return value
+
+        out.penalty = recorded
+        return out
+
+    monkeypatch.setattr(FedMRIClient, "plan", plan)
+    data = tiny_config_dict(tmp_path, sites=2, rounds=2)
+    data["fl"]["local_epochs"] = 2
+    data["fl"]["fedmri"] = {"skip_first_batch": skip}
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert train.main(["--config", str(path)]) == 0
+    return seen
+
+
+@pytest.mark.parametrize("skip", [True, False])
+def test_term_is_left_out_of_the_first_batch_of_every_local_epoch(tmp_path, monkeypatch, skip):
+    seen = _term_gradients(tmp_path, monkeypatch, skip)
+    assert seen and {rnd for rnd, _, _ in seen} == {2}  # the term starts in round 2
+    steps = [(b, g) for _, b, g in seen]
+    batches = max(b for b, _ in steps) + 1
+    assert len(steps) == 2 * 2 * batches  # 2 sites x 2 local epochs
+    for site in range(2):
+        first, second = steps[site * 2 * batches : (site + 1) * 2 * batches], None
+        first, second = first[:batches], first[batches:]
+        assert first[0] == (0, 0.0)  # the round's first step: theta = g, the gradient is zero anyway
+        assert all(g > 0 for _, g in first[1:])
+        assert second[0][0] == 0
+        if skip:
+            assert second[0][1] == 0.0  # the second epoch's batch 0: left out, as the authors do
+        else:
+            assert second[0][1] > 0  # with the skip off, theta has moved away from g by then
+        assert all(g > 0 for _, g in second[1:])

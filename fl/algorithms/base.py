@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from fl.aggregation import FlatAverager, TensorDict, nbytes, weighted_average
 
 # (model, step outputs) -> 0-dim loss term; outputs holds ``features``: the batch's bottleneck features,
-# and ``input``: the batch's network input.
+# ``input``: the batch's network input, and ``batch_idx``: the step's index within its local epoch.
 Penalty = Callable[..., Tensor]
 # (key, round) -> endless training batches of one site, readable by another site in the same process.
 PeerData = Callable[[str, int], Iterator[dict]]

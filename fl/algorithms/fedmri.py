@@ -5,7 +5,9 @@ Section III-B of the paper: the server averages only the encoder, with uniform w
 decoder stays at its site. Section III-C (Eq. 5-7): from the second round on, site k's loss is
 ``lam * L_rec + beta * pos / neg``, where ``pos`` is the L1 distance of its encoder to the server's
 encoder and ``neg`` the summed L1 distances to the previous round's local encoders of all sites (the
-authors' code takes every site's, the site's own included; ``lam = 1``, ``beta = 100`` there).
+authors' code takes every site's, the site's own included; ``lam = 1``, ``beta = 100`` there). As in
+the authors' training loop (``if i > 0``), the term is left out of the first minibatch of every local
+epoch (``skip_first_batch``).
 
 ``variant`` replaces the paper's term by one of ours (off by default; RESULTS.md measures them):
 ``l2`` squared L2 distances in the same ratio; ``moon`` a bounded, smooth contrastive form over
@@ -61,13 +63,20 @@ class FedMRIOptions(AlgorithmOptions):
     start_round: int = Field(2, ge=1, description="first round (1-based) with the contrastive term")
     share: Literal["encoder", "whole", "all_but_head"] = Field(
         "encoder",
-        description="what is averaged (an ablation): the encoder (the paper's), all, or all but fl.head",
+        description="what is averaged (an ablation): the encoder (the paper's), all, or all but fl.head "
+        "(null: the 1x1 output conv, the authors' except_last)",
     )
     variant: Literal["paper", "l2", "moon", "decoupled", "clipped"] = Field(
         "paper",
         description="the contrastive term: the paper's, or one of ours (l2, moon, decoupled, clipped)",
     )
     tau: float = Field(1.0, gt=0.0, description="temperature of variant moon")
+    skip_first_batch: bool = Field(
+        True,
+        description="leave the term out of the first minibatch of every local epoch, as the authors' code "
+        "does (`if i > 0`); with one local epoch this changes nothing, the term's gradient being zero at "
+        "a round's first step (variants decoupled and clipped step the term after every batch)",
+    )
 
 
 def _contrastive_round(options: FedMRIOptions, rnd: int) -> bool:
@@ -116,8 +125,12 @@ class FedMRIClient(Client):
             tau, scale = self.options.tau, encoder_spread(refs)
             term = lambda params: contrastive_moon(params, anchor, refs, tau, scale)  # noqa: E731
 
-        def contrastive(model: nn.Module, outputs: Mapping[str, Tensor] | None = None) -> Tensor:
+        skip_first = self.options.skip_first_batch
+
+        def contrastive(model: nn.Module, outputs: Mapping[str, Any] | None = None) -> Tensor:
             live = dict(model.named_parameters())
+            if skip_first and outputs is not None and outputs.get("batch_idx") == 0:
+                return torch.zeros((), device=live[names[0]].device)
             return beta * term([live[n] for n in names])
 
         plan.penalty = contrastive
@@ -196,8 +209,8 @@ class FedMRI(Server):
         share = self.options.share
         if share == "whole":
             return names
-        if share == "all_but_head":
-            head = head_names(names, self.context.head)
+        if share == "all_but_head":  # the authors' except_last keeps only the 1x1 output conv local
+            head = head_names(names, self.context.head or "conv")
             return [n for n in names if n not in head]
         return super().shared_names(model)
 
