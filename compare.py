@@ -26,8 +26,8 @@ slice of every site through every method), drawn from ``<results>/slices/``, whe
 run of a compared method saves its reconstructions of those slices: the figures show the first seed
 whose methods have all saved theirs.
 
-Ablations (FedMRI variants): sharing (encoder / whole model / all but the head, each with the
-contrastive term), contrastive (with and without it), beta (1, 10, 100), negatives (all / self),
+Ablations (FedMRI variants): sharing (encoder / whole model / all but the 1x1 output conv, the authors'
+``except_last`` / all but the last decoder stage, ours; each with the contrastive term), contrastive (with and without it), beta (1, 10, 100), negatives (all / self),
 local_epochs (the config's E and 2E, or --local-epochs), domain (FedMRI and FedAvg with the image
 U-Net and with the dual-domain cascade, model.kind=dual_domain), clipped (FedMRI with this project's
 ``fl.fedmri.variant=clipped`` contrastive term, not the paper's).
@@ -161,9 +161,14 @@ def variants(
                 Variant("share encoder (FedMRI)", "fedmri", fedmri + ["fl.fedmri.share=encoder"]),
                 Variant("share whole model", "fedmri-share-whole", fedmri + ["fl.fedmri.share=whole"]),
                 Variant(
-                    "share all but head",
-                    "fedmri-share-all-but-head",
-                    fedmri + ["fl.fedmri.share=all_but_head"],
+                    "share all but the 1x1 head (except_last)",
+                    "fedmri-share-all-but-conv",
+                    fedmri + ["fl.fedmri.share=all_but_head", "fl.head=conv"],
+                ),
+                Variant(
+                    "share all but the last decoder stage (ours)",
+                    "fedmri-share-all-but-stage",
+                    fedmri + ["fl.fedmri.share=all_but_head", "fl.head=stage"],
                 ),
             ]
         elif ablation == "contrastive":

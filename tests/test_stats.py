@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from utils.stats import mean_interval, paired_comparison
+from utils.stats import (
+    TOO_FEW_SEEDS,
+    mean_interval,
+    paired_comparison,
+    seed_comparison,
+    signed_rank_floor,
+    t_critical,
+)
 
 SEEDS = [27.1, 26.8, 27.4, 27.0, 26.9]
 
@@ -43,3 +50,71 @@ def test_no_difference_when_the_signs_are_mixed_or_all_equal():
     assert same.p_value == 1.0 and same.verdict == "no detectable difference"
     with pytest.raises(ValueError):
         paired_comparison([1.0, 2.0], [1.0])
+
+
+# -- the trained model (the seed) as the unit ------------------------------------------------------
+
+
+def test_seed_comparison_is_a_t_test_over_per_seed_means_with_a_closed_form_p():
+    # Per-seed mean differences 1, 2, 3 (each seed's volumes differ, their means do not):
+    # t = 2 / (1 / sqrt(3)) with 2 degrees of freedom, whose two-sided p is 1 - t / sqrt(t^2 + 2).
+    pairs = {0: ([11.0, 10.0], [10.0, 9.0]), 1: ([12.5, 11.5], [10.5, 9.5]), 2: ([13.0, 14.0], [10.0, 11.0])}
+    found = seed_comparison(pairs)
+    t = 2.0 * np.sqrt(3.0)
+    assert found.per_seed == {0: 1.0, 1: 2.0, 2: 3.0}
+    assert found.difference.mean == pytest.approx(2.0)
+    assert found.difference.half_width == pytest.approx(4.302652729911275 / np.sqrt(3.0), rel=1e-9)
+    assert found.p_value == pytest.approx(1.0 - t / np.sqrt(t * t + 2.0), rel=1e-9)
+    assert found.verdict == "no detectable difference"  # p = 0.074
+    assert found.volumes.n == 6 and found.volumes.mean == pytest.approx(2.0)
+    # The same numbers as scipy's paired t-test on the per-seed means.
+    a = [np.mean(pairs[s][0]) for s in pairs]
+    b = [np.mean(pairs[s][1]) for s in pairs]
+    assert found.p_value == pytest.approx(stats.ttest_rel(a, b).pvalue, rel=1e-9)
+
+
+def test_a_difference_consistent_within_seeds_but_not_across_them_is_not_detected():
+    rng = np.random.default_rng(0)
+    pairs = {}
+    for seed, shift in enumerate((+1.0, -0.6, +0.9)):  # one trained model each: its own systematic shift
+        reference = rng.normal(27.0, 1.0, 48)
+        pairs[seed] = (reference + shift + rng.normal(0, 0.01, 48), reference)
+    found = seed_comparison(pairs)
+    assert found.verdict == "no detectable difference" and found.p_value > 0.05
+    # Counted over 144 volume pairs as if independent, the Wilcoxon test would call it significant.
+    a = np.concatenate([pairs[s][0] for s in pairs])
+    b = np.concatenate([pairs[s][1] for s in pairs])
+    assert paired_comparison(a, b).verdict == "better"
+
+
+def test_a_difference_consistent_across_seeds_is_detected_either_way_round():
+    rng = np.random.default_rng(1)
+    pairs = {}
+    for seed, shift in enumerate((0.50, 0.55, 0.45, 0.52, 0.48)):
+        reference = rng.normal(27.0, 1.0, 12)
+        pairs[seed] = (reference + shift + rng.normal(0, 0.3, 12), reference)
+    assert seed_comparison(pairs).verdict == "better"
+    flipped = {s: (b, a) for s, (a, b) in pairs.items()}
+    assert seed_comparison(flipped).verdict == "worse"
+    assert seed_comparison(flipped, higher_is_better=False).verdict == "better"  # e.g. NMSE
+
+
+def test_seed_comparison_edge_cases():
+    one = seed_comparison({4: ([1.0, 2.0], [0.0, 0.0])})
+    assert one.verdict == TOO_FEW_SEEDS and np.isnan(one.p_value) and one.per_seed == {4: 1.5}
+    same = seed_comparison({0: ([1.0], [1.0]), 1: ([2.0], [2.0])})
+    assert same.verdict == "no detectable difference" and same.p_value == 1.0
+    constant = seed_comparison({0: ([2.0], [1.0]), 1: ([3.0], [2.0])})  # exactly +1 in every seed
+    assert constant.p_value == 0.0 and constant.verdict == "better"
+    with pytest.raises(ValueError):
+        seed_comparison({0: ([1.0, 2.0], [1.0])})
+    with pytest.raises(ValueError):
+        seed_comparison({})
+
+
+def test_seeds_needed_for_a_verdict():
+    assert t_critical(1) == np.inf
+    assert t_critical(3) == pytest.approx(4.302652729911275) and t_critical(5) == pytest.approx(2.7764451)
+    assert signed_rank_floor(3) == 0.25 and signed_rank_floor(5) == 0.0625 and signed_rank_floor(6) < 0.05
+    # the floor is what scipy's exact signed-rank test gives when every difference has one sign
+    assert stats.wilcoxon([1.0, 2.0, 3.0, 4.0, 5.0]).pvalue == pytest.approx(signed_rank_floor(5))

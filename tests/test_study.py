@@ -81,19 +81,21 @@ def test_intervals_and_paired_tests_equal_a_direct_scipy_computation(study):
     assert float(cell["mean"]) == pytest.approx(np.mean(per_seed), rel=1e-5)
     assert float(cell["spread"]) == pytest.approx(stats.t.ppf(0.975, 1) * sem, rel=1e-5)
     assert cell["spread_kind"] == "ci"
-    # FedAvg against FedMRI on brats: pairs over (seed, volume), Wilcoxon signed-rank.
-    mine, theirs = [], []
+    # FedAvg against FedMRI on brats, the seed as the unit: per seed the mean difference over the
+    # site's volumes, then a paired t-test over the seeds.
+    per_seed = {}
     for seed in (3, 5):
         a = _raw(results, f"fedavg-s{seed}")["sites"]["brats"]["volumes"]
         b = _raw(results, f"fedmri-s{seed}")["sites"]["brats"]["volumes"]
-        for volume in sorted(a):
-            mine.append(a[volume]["model"]["ssim"])
-            theirs.append(b[volume]["model"]["ssim"])
+        per_seed[seed] = np.mean([a[v]["model"]["ssim"] - b[v]["model"]["ssim"] for v in sorted(a)])
     cell = rows[("FedAvg", "brats", "ssim")]
-    diff = np.subtract(mine, theirs)
-    assert int(cell["pairs"]) == len(diff) == 2
+    diff = np.array(list(per_seed.values()))
+    assert int(cell["paired_seeds"]) == 2 and int(cell["volume_pairs"]) == 2
     assert float(cell["diff_vs_fedmri"]) == pytest.approx(diff.mean(), rel=1e-5)
-    expected_p = stats.wilcoxon(mine, theirs).pvalue if np.any(diff) else 1.0
+    assert float(cell["diff_half_width"]) == pytest.approx(
+        stats.t.ppf(0.975, 1) * np.std(diff, ddof=1) / np.sqrt(2), rel=1e-5
+    )
+    expected_p = stats.ttest_1samp(diff, 0.0).pvalue if np.any(diff) else 1.0
     assert float(cell["p_value"]) == pytest.approx(expected_p, rel=1e-5)
     assert rows[("FedMRI", "brats", "ssim")]["verdict"] == ""  # the reference is not compared with itself
 
@@ -556,3 +558,82 @@ def test_time_left_schedules_each_run_on_the_first_free_slot():
     assert compare._time_left([10, 10, 10], 1.0, 2) == 20.0  # two at once, then the third
     assert compare._time_left([30, 10, 10], 1.0, 2) == 30.0  # the short ones share the second slot
     assert compare._time_left([5, 5], 1.0, 1) == 10.0
+
+
+def _hand_study(folder: Path, shifts: dict[int, float], volumes: int = 12, noise: float = 0.02) -> Path:
+    """A results folder of hand-made raw files: FedMRI and FedAvg on two sites, one seed per entry of
+    ``shifts``; FedAvg's PSNR is FedMRI's plus the seed's shift plus a little noise per volume."""
+    rng = np.random.default_rng(7)
+    (folder / "runs").mkdir(parents=True)
+    sites = ["a", "b"]
+    rows = []
+    for algorithm in ("fedmri", "fedavg"):
+        rows.append({"label": {"fedmri": "FedMRI", "fedavg": "FedAvg"}[algorithm], "families": ["comparison"],
+                     "algorithm": algorithm, "runs": {str(s): f"{algorithm}-s{s}" for s in shifts}})  # fmt: skip
+    manifest = {"command": "hand-made", "config": "none", "rounds": 5, "local_epochs": 1, "sites": sites,
+                "seeds": sorted(shifts), "ablations": [], "rows": rows}  # fmt: skip
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    for seed, shift in shifts.items():
+        base = {s: rng.normal(27.0, 1.0, volumes) for s in sites}
+        for algorithm, add in (("fedmri", 0.0), ("fedavg", shift)):
+            record = {
+                "seed": seed, "algorithm": algorithm, "overrides": [f"fl.algorithm={algorithm}"], "rounds": 5,
+                "sites": {
+                    s: {"best_round": 5, "volumes": {
+                        f"v{j}": {"model": {"psnr": float(base[s][j] + add + rng.normal(0, noise)),
+                                            "ssim": 0.8, "nmse": 0.01},
+                                  "zero_filled": {"psnr": 20.0, "ssim": 0.5, "nmse": 0.1}}
+                        for j in range(volumes)}}
+                    for s in sites
+                },
+                "val_psnr": {s: [20.0, 21.0, 22.0, 22.5, 22.6] for s in sites},
+                "communication": None, "timing": None,
+            }  # fmt: skip
+            (folder / "runs" / f"{algorithm}-s{seed}.json").write_text(json.dumps(record))
+    compare_report.write_report(folder, log=lambda _: None)
+    return folder
+
+
+def _fedavg_mean_psnr(folder: Path) -> dict:
+    rows = {(r["method"], r["site"], r["metric"]): r for r in csv.DictReader(open(folder / "comparison.csv"))}
+    return rows[("FedAvg", "mean", "psnr")]
+
+
+def test_report_calls_a_difference_that_is_consistent_only_within_seeds_not_detectable(tmp_path):
+    folder = _hand_study(tmp_path / "within", {0: +0.8, 1: -0.5, 2: +0.6})
+    cell = _fedavg_mean_psnr(folder)
+    assert cell["verdict"] == "no detectable difference" and float(cell["p_value"]) > 0.05
+    assert int(cell["paired_seeds"]) == 3 and int(cell["volume_pairs"]) == 72
+    # the descriptive column: 72 pairs, a narrow interval that would have been called significant
+    assert float(cell["volume_diff_half_width"]) < abs(float(cell["diff_vs_fedmri"]))
+    claims = (folder / "claims.md").read_text()
+    assert "0 better" in claims and "FedMRI is best on every site" in claims
+    assert "| not detectable |" in claims
+
+
+def test_report_detects_a_difference_that_is_consistent_across_seeds(tmp_path):
+    folder = _hand_study(tmp_path / "across", {0: 0.50, 1: 0.55, 2: 0.45, 3: 0.52, 4: 0.48})
+    cell = _fedavg_mean_psnr(folder)
+    assert cell["verdict"] == "better" and float(cell["p_value"]) < 1e-4
+    assert int(cell["paired_seeds"]) == 5
+    assert "| does not hold |" in (folder / "claims.md").read_text()  # FedAvg beats FedMRI
+    # the per-seed differences, each the mean over that seed's 24 volume pairs, in the pooled column
+    runs = {k: json.loads((folder / "runs" / f"{k}.json").read_text()) for k in
+            [f"{a}-s{s}" for a in ("fedmri", "fedavg") for s in range(5)]}  # fmt: skip
+    expected = []
+    for seed in range(5):
+        a, b = runs[f"fedavg-s{seed}"]["sites"], runs[f"fedmri-s{seed}"]["sites"]
+        diffs = [a[s]["volumes"][v]["model"]["psnr"] - b[s]["volumes"][v]["model"]["psnr"]
+                 for s in ("a", "b") for v in a[s]["volumes"]]  # fmt: skip
+        expected.append(f"{np.mean(diffs):+.2f}")
+    assert ", ".join(expected) in (folder / "comparison.md").read_text()
+
+
+def test_report_takes_rows_with_different_seed_counts_and_gives_one_seed_no_verdict(tmp_path):
+    folder = _hand_study(tmp_path / "uneven", {0: 0.5, 1: 0.55, 2: 0.45})
+    (folder / "runs" / "fedavg-s1.json").unlink()
+    (folder / "runs" / "fedavg-s2.json").unlink()
+    compare_report.write_report(folder, log=lambda _: None)
+    cell = _fedavg_mean_psnr(folder)
+    assert int(cell["paired_seeds"]) == 1 and cell["verdict"] == "too few seeds" and cell["p_value"] == ""
+    assert "no verdict (1 seed)" in (folder / "comparison.md").read_text()

@@ -1,15 +1,25 @@
 """Statistics of a multi-seed comparison: means with confidence intervals, and paired differences.
 
 A method's score over seeds is reported as its mean with a two-sided 95 % Student-t confidence
-interval. Two methods are compared on paired observations (the same seed and test volume): the mean
-difference with its t interval, and the Wilcoxon signed-rank test of the differences (scipy), whose
-p-value decides "better", "worse" or "no detectable difference" at the chosen level.
+interval. Two methods are compared with the trained model as the unit of replication
+(:func:`seed_comparison`): each seed's mean difference over its paired test volumes, and a paired
+Student t-test over those per-seed means (n - 1 degrees of freedom), whose p-value decides "better",
+"worse" or "no detectable difference". The test volumes of one seed are not independent observations:
+they are scored by one trained model, and the same simulated subjects (and both contrasts of each)
+appear in every seed, so a test over (seed, volume) pairs would count one model's luck many times.
+The paired t over seeds is the classical analysis of this balanced design with the seed as a random
+effect (for balanced data it equals a linear mixed model's test of the method effect with a random
+seed intercept); the test subjects are held fixed, so an interval speaks of new trainings on this test
+set, not of new subjects. A Wilcoxon signed-rank test over the seeds would be distribution-free, but
+its smallest two-sided p-value is 2 / 2**n, above 0.05 for fewer than six seeds, so it could never
+reach a verdict on a study of three or five seeds. :func:`paired_comparison` (Wilcoxon over arbitrary
+pairs) stays for observations that are independent.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -87,3 +97,75 @@ def paired_comparison(
         ahead = interval.mean > 0 if higher_is_better else interval.mean < 0
         verdict = "better" if ahead else "worse"
     return PairedComparison(interval, p_value, verdict)
+
+
+TOO_FEW_SEEDS = "too few seeds"
+
+
+def t_critical(seeds: int, confidence: float = 0.95) -> float:
+    """The two-sided Student-t quantile a seed-level verdict must exceed with ``seeds`` seeds: a
+    difference is detected when ``|mean| / (sd / sqrt(seeds))`` is above it (inf below two seeds)."""
+    if seeds < 2:
+        return math.inf
+    return float(stats.t.ppf(0.5 + confidence / 2, df=seeds - 1))
+
+
+def signed_rank_floor(seeds: int) -> float:
+    """The smallest two-sided p-value an exact Wilcoxon signed-rank test can give over ``seeds`` values
+    (every difference of one sign): 2 / 2**seeds."""
+    return min(1.0, 2.0 / 2.0**seeds)
+
+
+@dataclass(frozen=True)
+class SeedComparison:
+    """A method against a reference with the trained model (the seed) as the unit of replication."""
+
+    per_seed: dict[int, float]  # seed -> mean over its paired test volumes of (method - reference)
+    difference: Interval  # over the per-seed means: Student t with n - 1 degrees of freedom
+    p_value: float  # paired t-test over seeds, two-sided (nan below two seeds)
+    verdict: str  # "better", "worse", "no detectable difference" or TOO_FEW_SEEDS
+    volumes: Interval  # descriptive only: over every (seed, volume) pair as if they were independent
+
+
+def seed_comparison(
+    pairs: Mapping[int, tuple[Sequence[float], Sequence[float]]],
+    *,
+    level: float = 0.05,
+    higher_is_better: bool = True,
+    confidence: float = 0.95,
+) -> SeedComparison:
+    """Compare a method with a reference from ``pairs``: seed -> (method's values, reference's values)
+    on the same test volumes, in the same order. Each seed contributes one number, the mean of its
+    paired differences; the verdict is the two-sided one-sample t-test of those numbers against zero at
+    ``level`` (a method whose runs equal the reference's in every seed is "no detectable difference";
+    one that differs by exactly the same amount in every seed, p = 0)."""
+    per_seed: dict[int, float] = {}
+    every: list[float] = []
+    for seed in sorted(pairs):
+        a = np.asarray(pairs[seed][0], dtype=np.float64)
+        b = np.asarray(pairs[seed][1], dtype=np.float64)
+        if a.shape != b.shape or a.ndim != 1 or a.size == 0:
+            raise ValueError(
+                f"seed {seed}: paired observations must be two non-empty sequences of one length, "
+                f"got {a.shape} and {b.shape}"
+            )
+        per_seed[seed] = float((a - b).mean())
+        every.extend((a - b).tolist())
+    if not per_seed:
+        raise ValueError("no seeds to compare")
+    d = np.asarray(list(per_seed.values()))
+    interval = mean_interval(d, confidence)
+    volumes = mean_interval(every, confidence)
+    if d.size < 2:
+        return SeedComparison(per_seed, interval, math.nan, TOO_FEW_SEEDS, volumes)
+    if not np.any(d):
+        return SeedComparison(per_seed, interval, 1.0, "no detectable difference", volumes)
+    if np.all(d == d[0]):  # no spread between seeds: the t statistic is infinite
+        p_value = 0.0
+    else:
+        p_value = float(stats.ttest_1samp(d, 0.0).pvalue)
+    verdict = "no detectable difference"
+    if p_value < level:
+        ahead = interval.mean > 0 if higher_is_better else interval.mean < 0
+        verdict = "better" if ahead else "worse"
+    return SeedComparison(per_seed, interval, p_value, verdict, volumes)
