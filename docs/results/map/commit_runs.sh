@@ -11,7 +11,7 @@ commit_new() {
     new=$(git status --porcelain --untracked-files=all -- "$folder" | grep -E '/runs/[^/]+\.json$' | awk '{print $2}')
     [ -z "$new" ] && return 0
     local names
-    names=$(for f in $new; do basename "$(dirname "$(dirname "$f")")"/"$(basename "$f" .json)"; done | paste -sd, -)
+    names=$(for f in $new; do echo "$(basename "$(dirname "$(dirname "$f")")")/$(basename "$f" .json)"; done | paste -sd, -)
     for attempt in 1 2 3 4 5 6 7 8 9 10; do
         # Only the results folder is committed (git commit --only), whatever else is staged.
         git add -- "$folder" 2>/dev/null && \
