@@ -225,7 +225,7 @@ def _saved_config(run_dir: Path) -> dict[str, Any] | None:
     since the run, at their defaults, still compare equal); None if there is none or it is invalid."""
     import yaml
 
-    from config import validate_config
+    from assembly.config import validate_config
     from utils.errors import UserError
 
     try:
@@ -320,7 +320,7 @@ def run_all(args: argparse.Namespace, log: Any = print) -> dict[str, Any]:
     """Train (or reuse) every variant and seed, keep each run's raw results, then write the tables and
     figures from them; returns the numbers of comparison.json."""
     import compare_report
-    from config import load_config
+    from assembly.config import load_config
     from utils.errors import UserError
     from utils.paths import check_path_text, check_writable_dir
 
@@ -607,7 +607,7 @@ def _what(config: Any) -> str:
 
 def _train(config: Any, run_dir: Path, force: bool, log: Any) -> float:
     """Train one variant into ``run_dir``: continue it if it was cut short, else start it afresh."""
-    from build import Builder
+    from assembly.build import Builder
 
     run_start = time.perf_counter()
     run = Builder(config, log=log).run()
@@ -626,7 +626,7 @@ def _train_worker(key: str, config_dict: dict[str, Any], run_dir: str, force: bo
     """One variant in a worker process; its log lines go to this process's stdout, prefixed."""
     import torch
 
-    from config import validate_config
+    from assembly.config import validate_config
 
     _exit_with_parent()
     torch.set_num_threads(threads)
@@ -703,8 +703,8 @@ class FigureSlices:
         if key not in self.keys or not _finished(run_dir):
             return
         import compare_report
-        from build import quiet_lightning
-        from evaluation import build_sites, figure_slice, load_run, new_module, reconstruct_slice
+        from assembly.build import quiet_lightning
+        from assembly.evaluation import build_sites, figure_slice, load_run, new_module, reconstruct_slice
 
         quiet_lightning()
         setup = config.to_dict()

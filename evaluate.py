@@ -41,8 +41,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def evaluate(trained: Any, test_config: Any, out: Path, log: Any = print) -> dict[str, Any]:
     """Cross-site evaluation of ``trained`` on ``test_config``'s sites; writes every output to ``out``."""
-    from build import quiet_lightning
-    from evaluation import (
+    from assembly.build import quiet_lightning
+    from assembly.evaluation import (
         build_sites,
         figure_slice,
         new_module,
@@ -167,8 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
 
     def job() -> None:
-        from config import load_config
-        from evaluation import load_ckpt, load_run
+        from assembly.config import load_config
+        from assembly.evaluation import load_ckpt, load_run
         from utils.paths import check_writable_dir
 
         trained = load_run(args.run) if args.run else load_ckpt(args.ckpt)

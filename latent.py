@@ -31,7 +31,7 @@ from utils.cli import run_cli
 from utils.errors import UserError
 
 if TYPE_CHECKING:
-    from config import Config
+    from assembly.config import Config
     from data.site import SiteDataModule
 
 SPLITS = ("val", "test")  # fixed masks, slices in volume order
@@ -71,7 +71,7 @@ def bottleneck_features(
     import torch
     from torch.utils.data import DataLoader, Subset
 
-    from evaluation import new_module
+    from assembly.evaluation import new_module
 
     if config.model.kind != "unet":
         raise UserError(
@@ -182,8 +182,8 @@ def latent_summary(
     to 4 decimals), ``separability`` (:func:`site_separability`), ``features_dim`` (C) and
     ``slices_per_site``.
     """
-    from build import quiet_lightning
-    from evaluation import build_sites, load_run
+    from assembly.build import quiet_lightning
+    from assembly.evaluation import build_sites, load_run
 
     quiet_lightning()
     trained = load_run(run_dir)

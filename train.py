@@ -51,7 +51,7 @@ def resolve_config(args: argparse.Namespace, check_existing: bool = True):
 
     With ``check_existing``, a new run whose directory already holds one is refused (unless ``--overwrite``).
     """
-    from config import config_differences, load_config
+    from assembly.config import config_differences, load_config
     from utils.errors import UserError
 
     if not args.resume:
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
 
     def job() -> None:
-        from build import Builder
+        from assembly.build import Builder
         from utils.lock import lock_run
         from utils.paths import check_writable_dir
 

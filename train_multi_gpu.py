@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     def job() -> None:
         from lightning.fabric import Fabric
 
-        from build import Builder, check_accelerator, is_federated, quiet_lightning
+        from assembly.build import Builder, check_accelerator, is_federated, quiet_lightning
         from fl.distributed import Distributed, agree
         from train import resolve_config
         from utils.errors import UserError

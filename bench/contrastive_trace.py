@@ -87,8 +87,8 @@ def traced(steps: dict[str, list[dict[str, Any]]], sites: set[str] | None):
 
 def run(name: str, optimiser: str, lr: float, args: argparse.Namespace, out: Path) -> dict[str, Any]:
     """One traced run: returns and writes its per-step records."""
-    from build import Builder
-    from config import load_config
+    from assembly.build import Builder
+    from assembly.config import load_config
 
     overrides = [
         f"fl.rounds={args.rounds}",

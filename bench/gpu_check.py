@@ -138,8 +138,8 @@ def paper_slices(data: dict) -> dict[str, int]:
 
 def round_part(config_path: Path, subjects: int, dry: bool, out: Path, precision: str | None = None) -> dict:
     """Parts 3 and 4: rounds 1 and 2 of the paper's config on few subjects; the paper's schedule projected."""
-    from build import Builder
-    from config import validate_config
+    from assembly.build import Builder
+    from assembly.config import validate_config
 
     full = yaml.safe_load(config_path.read_text())
     data = copy.deepcopy(full)

@@ -178,8 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="profile_run_") as tmp:
         from bench.timing import load, machine
-        from build import Builder
-        from config import load_config
+        from assembly.build import Builder
+        from assembly.config import load_config
 
         overrides = [f"fl.rounds={args.rounds}", f"output_dir={tmp}/runs", "name=profile", *args.overrides]
         if args.cold:

@@ -239,7 +239,7 @@ def table(simulated: dict, real: dict) -> str:
 def existing_or_new_run(config_path: str, overrides: list[str]) -> Any:
     """The config to test: a finished run of exactly this config is reused; train.py's rule refuses a
     directory that holds an unfinished run (or a finished one of another config) rather than replacing it."""
-    from config import config_differences, load_config
+    from assembly.config import config_differences, load_config
     from train import holds_run
     from utils.errors import UserError
 
@@ -284,9 +284,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def job() -> None:
         import evaluate
-        from build import Builder
-        from config import validate_config
-        from evaluation import load_run
+        from assembly.build import Builder
+        from assembly.config import validate_config
+        from assembly.evaluation import load_run
         from utils.errors import UserError
         from utils.lock import lock_run
         from utils.paths import check_writable_dir

@@ -52,7 +52,7 @@ def real_slice(profile: str, size: int) -> np.ndarray | None:
 
 def default_sources() -> dict[str, SyntheticOptions]:
     """The simulated sources of ``configs/default.yaml``, by profile."""
-    from config import load_config
+    from assembly.config import load_config
 
     config = load_config(ROOT / "configs" / "default.yaml")
     return {site.source.profile: site.source for site in config.sites if site.source.kind == "synthetic"}

@@ -95,7 +95,7 @@ def tiny_config_dict(tmp_path: Path, *, sites: int = 2, rounds: int = 2, algorit
 @pytest.fixture
 def tiny_config(tmp_path):
     """Factory: ``tiny_config(**overrides)`` -> validated Config of a tiny federation."""
-    from config import validate_config
+    from assembly.config import validate_config
 
     def make(**kwargs):
         return validate_config(copy.deepcopy(tiny_config_dict(tmp_path, **kwargs)))

@@ -190,9 +190,9 @@ def flower_configs(tmp: Path) -> dict[str, dict[str, Any]]:
 
 def run_flower(tmp: Path, name: str, data: dict[str, Any]) -> dict[str, str]:
     """Run ``data`` on the in-process Flower grid; fingerprint the server's and every site's outputs."""
-    from config import validate_config
-    from fl.flower.local import LocalGrid
-    from fl.flower.server_app import serve
+    from assembly.config import validate_config
+    from deploy.local import LocalGrid
+    from deploy.server_app import serve
 
     config = validate_config(copy.deepcopy(data))
     nodes = [

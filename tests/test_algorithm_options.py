@@ -19,8 +19,8 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError
 from pydantic.fields import FieldInfo
 
-from build import Builder
-from config import load_config, validate_config
+from assembly.build import Builder
+from assembly.config import load_config, validate_config
 from fl.algorithms import ALGORITHMS
 from tests.conftest import tiny_config_dict
 from utils.errors import UserError

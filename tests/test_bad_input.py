@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import train
-from config import validate_config
+from assembly.config import validate_config
 from tests.conftest import tiny_config_dict
 from utils.errors import UserError
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import fl.algorithms.flmrcm as flmrcm
-from build import Builder, is_federated
-from config import validate_config
+from assembly.build import Builder, is_federated
+from assembly.config import validate_config
 from data.site import round_order
 from fl.aggregation import nbytes
 from fl.algorithms.base import head_names

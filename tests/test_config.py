@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from config import load_config, parse_yaml
+from assembly.config import load_config, parse_yaml
 from utils.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,7 +109,7 @@ def test_duplicate_site_names_rejected():
 
 
 def test_resolved_config_round_trips(tmp_path):
-    from config import save_config, validate_config
+    from assembly.config import save_config, validate_config
 
     config = load_config(ROOT / "configs" / "default.yaml", ["fl.rounds=2"])
     save_config(config, tmp_path / "config.yaml")

@@ -100,7 +100,7 @@ def test_contrastive_term_over_two_encoders_is_the_direct_sum():
 
 @pytest.mark.parametrize("algorithm", ["fedmri", "fedavg"])
 def test_one_federated_round_of_the_cascade(tiny_config, algorithm):
-    from build import Builder
+    from assembly.build import Builder
 
     config = tiny_config(algorithm=algorithm)
     config.model.kind = "dual_domain"
@@ -117,7 +117,7 @@ def test_one_federated_round_of_the_cascade(tiny_config, algorithm):
 
 
 def test_flmrcm_is_refused_with_the_cascade(tiny_config):
-    from config import validate_config
+    from assembly.config import validate_config
     from utils.errors import UserError
 
     data = tiny_config().to_dict()

@@ -249,7 +249,7 @@ def test_user_errors_are_one_line_and_exit_2(tool, argv, needle, capsys):
 
 
 def test_domain_ablation_trains_both_models_for_fedmri_and_fedavg():
-    from config import load_config
+    from assembly.config import load_config
 
     base = load_config(ROOT / "configs" / "default.yaml")
     found = {v.key: v for v in compare.variants([], ["domain"], base, [1])}

@@ -6,8 +6,8 @@ import pytest
 import torch
 import yaml
 
-from build import Builder
-from config import load_config
+from assembly.build import Builder
+from assembly.config import load_config
 from models.recon_module import ReconModule
 from utils.errors import UserError
 

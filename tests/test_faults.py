@@ -14,7 +14,7 @@ import torch
 import yaml
 
 import train
-from build import Builder
+from assembly.build import Builder
 from tests.conftest import ROOT, tiny_config_dict
 from utils.checkpoint import load_checkpoint, save_checkpoint
 from utils.errors import TrainingFailure, UserError

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from build import Builder
+from assembly.build import Builder
 from fl.federation import Federation
 
 

@@ -1,4 +1,4 @@
-"""The Flower app in one process (fl/flower/local.py): the in-process results, only shared tensors travel."""
+"""The Flower app in one process (deploy/local.py): the in-process results, only shared tensors travel."""
 
 import copy
 import csv
@@ -11,11 +11,11 @@ import torch
 from flwr.app import Message
 from torch import nn
 
-from build import Builder
-from config import validate_config
+from assembly.build import Builder
+from assembly.config import validate_config
 from fl.algorithms.base import Payload, Reply
-from fl.flower.local import LocalGrid, through_the_wire
-from fl.flower.server_app import serve
+from deploy.local import LocalGrid, through_the_wire
+from deploy.server_app import serve
 from fl.flower.wire import payload_content, payload_of, reply_content, reply_of
 from fl.site import Site, SiteDiverged
 from tests.conftest import tiny_config_dict

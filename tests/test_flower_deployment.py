@@ -11,9 +11,9 @@ import pytest
 import torch
 import yaml
 
-from build import Builder
-from config import validate_config
-from fl.flower.loopback import Loopback
+from assembly.build import Builder
+from assembly.config import validate_config
+from deploy.loopback import Loopback
 from tests.conftest import tiny_config_dict
 from utils.checkpoint import load_checkpoint
 

@@ -23,7 +23,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from config import load_config, validate_config
+from assembly.config import load_config, validate_config
 from data.sources.readers import CorruptFile, read_h5_stack, read_nifti, read_npy
 from fl.loop import RunLoop
 from fl.reporter import Reporter

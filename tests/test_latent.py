@@ -96,7 +96,7 @@ def run_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trained(run_dir):
-    from evaluation import build_sites, load_run
+    from assembly.evaluation import build_sites, load_run
 
     models = load_run(run_dir)
     return models, build_sites(models.config)
@@ -114,7 +114,7 @@ def test_features_are_one_pooled_bottleneck_per_test_slice(trained):
     assert labels.tolist() == [s for s in SITES for _ in range(TEST_SLICES_PER_SITE)]
     assert len(volumes) == len(features) and np.isfinite(features).all()
     # The same numbers as the bottleneck the ReconModule computes in training, averaged over space.
-    from evaluation import new_module
+    from assembly.evaluation import new_module
 
     for site in SITES:
         module = new_module(config, models.models[site]).eval()

@@ -1,10 +1,12 @@
-"""Guards the layering of the packages: each layer imports only from the layers below it.
+"""Guards the layering of the whole tree: each package imports only from the packages below it.
 
-    utils  <-  data  <-  models  <-  fl  <-  config, build, train, evaluate, compare
+    utils  <-  data  <-  models  <-  fl  <-  assembly  <-  study, deploy  <-  commands
 
-Every ``.py`` module under ``utils/``, ``data/``, ``models/`` and ``fl/`` is read with ``ast``; its imports
-(at module level and inside functions and classes, ``import x`` and ``from x import y``, relative ones
-resolved; not those under ``if TYPE_CHECKING:``) must not name a package above its own layer.
+Commands are the modules at the repository root (train.py, compare.py, ...) and the scripts under
+``bench/`` and ``docs/``: they may import any package, and no package may import them. Every ``.py``
+module of the tree is read with ``ast``; its imports (at module level and inside functions and classes,
+``import x`` and ``from x import y``, relative ones resolved; not those under ``if TYPE_CHECKING:``) must
+not name a package of its own layer or above, nor a command. There is no exemption list.
 """
 
 from __future__ import annotations
@@ -15,17 +17,24 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-FORBIDDEN: dict[str, set[str]] = {
-    "utils": {"data", "models", "fl", "config", "build"},
-    "data": {"models", "fl", "config", "build"},
-    "models": {"fl", "config", "build"},
-    "fl": {"config", "build", "train", "evaluate", "compare"},
-}
+# Packages from the ground floor up; packages on one floor may not import each other.
+LAYERS: dict[str, int] = {
+    "utils": 0, "data": 1, "models": 2, "fl": 3, "assembly": 4, "study": 5, "deploy": 5,
+}  # fmt: skip
+SKIP = {".venv", ".venv-ci", "__pycache__", ".git", "tests", "runs", ".cache"}
 
-# The Flower apps are entry points, the fl/ counterparts of train.py: `flwr run` starts them, and they
-# load the config and build the run like any other entry point does.
-# The Flower apps and the loopback deployment (``python -m fl.flower.loopback``) are entry points.
-ENTRY_POINTS = {"fl/flower/server_app.py", "fl/flower/client_app.py", "fl/flower/loopback.py"}
+
+def commands(root: Path = ROOT) -> set[str]:
+    """The top-level names of the command modules: the root's ``*.py`` files."""
+    return {path.stem for path in root.glob("*.py")}
+
+
+def forbidden_for(package: str, root: Path = ROOT) -> set[str]:
+    """What a module of ``package`` may not import: the packages on its floor and above (not itself),
+    and every command."""
+    floor = LAYERS[package]
+    above = {name for name, level in LAYERS.items() if level >= floor and name != package}
+    return above | commands(root) | {"bench", "docs"}
 
 
 def _is_type_checking(test: ast.expr) -> bool:
@@ -68,27 +77,46 @@ def imported_modules(source: str, module: str = "", is_package: bool = False) ->
     yield from visit(ast.parse(source))
 
 
-def violations(root: Path = ROOT, forbidden: dict[str, set[str]] = FORBIDDEN) -> list[tuple[str, str]]:
-    """(module path, imported module) for every import that reaches above its layer."""
+def _module_name(relative: str) -> tuple[str, bool]:
+    module = relative[: -len(".py")].replace("/", ".")
+    is_package = relative.endswith("__init__.py")
+    return (module[: -len(".__init__")] if is_package else module), is_package
+
+
+def violations(root: Path = ROOT, layers: dict[str, int] = LAYERS) -> list[tuple[str, str]]:
+    """(module path, imported module) for every import that reaches its own floor or above, or a
+    command, from a package module."""
     found = []
-    for layer, banned in forbidden.items():
-        for path in sorted((root / layer).rglob("*.py")):
-            relative = path.relative_to(root).as_posix()
-            if relative in ENTRY_POINTS or ".venv" in path.parts:
+    for package in layers:
+        banned = forbidden_for(package, root)
+        for path in sorted((root / package).rglob("*.py")):
+            if SKIP & set(path.relative_to(root).parts):
                 continue
-            module = relative[: -len(".py")].replace("/", ".")
-            is_package = path.name == "__init__.py"
-            if is_package:
-                module = module[: -len(".__init__")]
+            relative = path.relative_to(root).as_posix()
+            module, is_package = _module_name(relative)
             for name in dict.fromkeys(imported_modules(path.read_text(), module, is_package)):
                 if name.split(".")[0] in banned:
                     found.append((relative, name))
     return found
 
 
+def unplaced(root: Path = ROOT) -> list[str]:
+    """Folders of Python code at the root that are neither a layer nor a command folder (bench, docs)
+    nor tests: every library module must sit in a package with a floor."""
+    known = set(LAYERS) | {"bench", "docs", "tests"} | SKIP
+    return sorted(
+        p.name for p in root.iterdir()
+        if p.is_dir() and p.name not in known and not p.name.startswith(".") and any(p.rglob("*.py"))
+    )  # fmt: skip
+
+
 def test_layers_import_only_from_below():
     found = violations()
     assert not found, "imports above the module's layer:\n" + "\n".join(f"  {m}: {i}" for m, i in found)
+
+
+def test_every_python_folder_has_a_floor():
+    assert not unplaced(), f"packages with no floor in tests/test_layering.py LAYERS: {unplaced()}"
 
 
 def test_the_reader_catches_a_violation(tmp_path):
@@ -100,19 +128,24 @@ def test_the_reader_catches_a_violation(tmp_path):
         "if TYPE_CHECKING:\n"
         "    from fl.site import Site\n"  # allowed: only for annotations
         "def f():\n"
-        "    import config\n"  # function-level
+        "    import assembly.config\n"  # function-level
         "class C:\n"
         "    def g(self):\n"
-        "        from build import Builder\n"
+        "        from assembly.build import Builder\n"
         "from fl import algorithms\n"
     )
     (tmp_path / "utils").mkdir()
     (tmp_path / "utils" / "__init__.py").write_text("from ..data import masks\nfrom . import io\n")
     (tmp_path / "utils" / "io.py").write_text("from .. import fl\n")
+    (tmp_path / "train.py").write_text("def main(): ...\n")
+    (tmp_path / "study").mkdir()
+    (tmp_path / "study" / "runner.py").write_text("import train\nfrom deploy import local\nfrom assembly import build\n")
     assert violations(tmp_path) == [
         ("utils/__init__.py", "data"),
         ("utils/io.py", "fl"),
-        ("models/net.py", "config"),
-        ("models/net.py", "build"),
+        ("models/net.py", "assembly.config"),
+        ("models/net.py", "assembly.build"),
         ("models/net.py", "fl"),
+        ("study/runner.py", "train"),
+        ("study/runner.py", "deploy"),
     ]

@@ -12,10 +12,10 @@ import pytest
 import torch
 import yaml
 
-import build
+from assembly import build
 import data.sources.synthetic as synthetic
-from build import Builder
-from config import load_config
+from assembly.build import Builder
+from assembly.config import load_config
 from data.options import SiteOptions
 from data.site import SiteDataModule
 from models.unet import Unet, activation_bytes
@@ -229,7 +229,7 @@ def test_bad_input_on_the_command_line_is_exactly_one_line_on_stderr(tmp_path) -
 def test_a_flower_site_checkpoint_is_checked_like_the_round_loops(tmp_path) -> None:
     """A site checkpoint of another config is refused naming the keys; one whose tensors were reshaped, or
     whose round is not a count, is refused naming the key; its own loads."""
-    from fl.flower.client_app import _worker
+    from deploy.client_app import _worker
     from utils.checkpoint import save_checkpoint
 
     data = tiny_config_dict(tmp_path)

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from build import Builder
-from config import validate_config
+from assembly.build import Builder
+from assembly.config import validate_config
 from fl.algorithms import Context, Payload, build_client
 from fl.algorithms.ditto import DittoOptions
 from fl.algorithms.moon import MOONOptions

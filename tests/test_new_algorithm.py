@@ -11,8 +11,8 @@ import torch
 import yaml
 
 import compare
-from build import Builder
-from config import validate_config
+from assembly.build import Builder
+from assembly.config import validate_config
 from fl.algorithms import ALGORITHMS, register
 from fl.algorithms.base import AlgorithmOptions, Server
 from tests.conftest import ROOT, tiny_config_dict
@@ -83,7 +83,7 @@ def test_registered_algorithm_appears_in_compare_all(everything, tmp_path):
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(tiny_config_dict(tmp_path, rounds=1)))
     args = compare.parse_args(["--config", str(config), "--algorithms", "all", "--name", "all"])
-    from config import load_config
+    from assembly.config import load_config
 
     chosen = compare._split(args.algorithms, list(compare.labels()), "algorithms")
     planned = compare.variants(chosen, [], load_config(config), [1])

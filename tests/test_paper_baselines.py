@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import fl.algorithms.flmrcm as flmrcm
-from build import Builder, is_federated
+from assembly.build import Builder, is_federated
 from data import masks
 from fl.algorithms.base import Context, Payload, head_names
 from fl.algorithms.fedper import FedPer
@@ -198,7 +198,7 @@ def unet_names():
 def test_fixed_masks_are_one_per_site_for_training_and_test(tiny_config_file):
     import yaml
 
-    from config import load_config
+    from assembly.config import load_config
 
     path = tiny_config_file()
     data = yaml.safe_load(path.read_text())

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from config import validate_config
+from assembly.config import validate_config
 from utils.hardware import cpu_flags, resolve_precision
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,7 +51,7 @@ def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
 
 
 def test_auto_is_resolved_in_the_config_and_saved(tmp_path):
-    from build import Builder
+    from assembly.build import Builder
     from tests.conftest import tiny_config_dict
 
     data = tiny_config_dict(tmp_path, rounds=1)
@@ -77,7 +77,7 @@ def test_explicit_precision_is_kept():
 
 def test_float16_on_the_cpu_is_refused_in_one_line(tmp_path):
     # Lightning would substitute bf16-mixed on a CPU, and the run would record 16-mixed.
-    from config import load_config
+    from assembly.config import load_config
     from utils.errors import UserError
 
     data = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from config import load_config
+from assembly.config import load_config
 from data.site import SiteDataModule
 from tests.conftest import ROOT
 from tests.mri_files import phantom, write_brats, write_dicom_series, write_fastmri, write_ixi

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from build import Builder
-from config import load_config
+from assembly.build import Builder
+from assembly.config import load_config
 from tests.conftest import tiny_config_dict
 from tests.mri_files import write_brats, write_fastmri
 

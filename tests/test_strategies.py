@@ -70,7 +70,7 @@ def test_fedmri_aggregation_keeps_previous_local_encoders():
 
 def test_site_state_round_trips_between_processes(tiny_config):
     """What a site's process computed (SCAFFOLD variates, FL-MRCM discriminators) can be adopted elsewhere."""
-    from build import Builder, quiet_lightning
+    from assembly.build import Builder, quiet_lightning
     from fl.transport import InProcess
 
     quiet_lightning()  # as Builder.run does: these fits have no validation loader

@@ -77,7 +77,7 @@ class FlowerTransport(Transport):
     """Reaches every site through a Flower :class:`Grid`.
 
     Args:
-        grid: the Flower grid (the SuperLink's, or :class:`fl.flower.local.LocalGrid`).
+        grid: the Flower grid (the SuperLink's, or :class:`deploy.local.LocalGrid`).
         sites: the site names, in config order.
         site_config: site -> the federation config restricted to it (plain data), sent once per node.
         name: the run's name (a site's run directory is ``<output-dir>/<name>/<site>``).

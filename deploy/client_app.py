@@ -66,7 +66,7 @@ def _guarded(message: Message, context: Context) -> Message:
 
 def _site_config(message: Message, context: Context, settings: NodeSettings, name: str):
     """This site's config: from the message (first of the run), ``context.state``, or its run directory."""
-    from config import load_config, validate_config
+    from assembly.config import load_config, validate_config
     from fl.flower.site import site_config
     from fl.flower.wire import config_of
 
@@ -85,7 +85,7 @@ def _site_config(message: Message, context: Context, settings: NodeSettings, nam
 
 def _worker(config, log):
     """The site's worker: its data, model and algorithm half built as the in-process run builds them."""
-    from build import Builder, quiet_lightning
+    from assembly.build import Builder, quiet_lightning
     from fl.flower.site import SiteWorker
 
     quiet_lightning()

@@ -4,7 +4,7 @@ For trials and tests only: the processes talk without TLS (``--insecure``) and w
 authentication, which is acceptable on the loopback interface and nowhere else (README, "Deploying
 across sites"). Every process starts in its own process group and is stopped by its id.
 
-    python -m fl.flower.loopback --config configs/default.yaml --sites-dir /tmp/sites fl.rounds=2
+    python -m deploy.loopback --config configs/default.yaml --sites-dir /tmp/sites fl.rounds=2
 
 runs the federation with each site's data cache and run directory under ``--sites-dir/<site>``,
 waits for the run, and exits with 0 only if Flower reports it completed.
@@ -28,12 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
-APP_PACKAGES = ("configs", "data", "fl", "models", "utils")
-APP_MODULES = ("config.py", "build.py")  # the config layer and the builder, beside the packages
+APP_PACKAGES = ("configs", "assembly", "deploy", "data", "fl", "models", "utils")
 APP_SUFFIXES = (".py", ".yaml", ".yml", ".toml", ".json")
 
 
@@ -46,8 +45,6 @@ def stage_app(dest: Path, root: Path = REPO) -> Path:
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copy2(root / "pyproject.toml", dest / "pyproject.toml")
-    for module in APP_MODULES:
-        shutil.copy2(root / module, dest / module)
     for package in APP_PACKAGES:
         for path in sorted((root / package).rglob("*")):
             if path.is_file() and path.suffix in APP_SUFFIXES and "__pycache__" not in path.parts:
@@ -269,7 +266,7 @@ class Loopback:
 
 def main(argv: list[str] | None = None) -> int:
     """Run a federation on a loopback deployment; exit 0 only if Flower reports it completed."""
-    from config import load_config
+    from assembly.config import load_config
 
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter

@@ -18,7 +18,7 @@ import lightning as L
 import numpy as np
 import torch
 
-from config import Config
+from assembly.config import Config
 from data.site import PooledDataModule, SiteDataModule
 from fl.algorithms import ALGORITHMS, Client, Context, Server, build_client, build_server
 from fl.federation import Federation

@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from build import Builder
-from config import Config, load_config, validate_config
+from assembly.build import Builder
+from assembly.config import Config, load_config, validate_config
 from data.site import SiteDataModule
 from data.transforms import denormalize
 from fl.fingerprint import fingerprint, fingerprint_differences

@@ -40,7 +40,7 @@ class LocalGrid(Grid):
         self, node_configs: Iterable[Mapping[str, Any]], app: ClientApp | None = None, run_id: int = 1
     ):
         if app is None:
-            from fl.flower.client_app import app
+            from deploy.client_app import app
         self.app = app
         self.contexts = {
             node: Context(

@@ -1,7 +1,7 @@
 """The Flower ServerApp: reads the federation YAML and runs the round loop over the Flower transport.
 
 An entry point: it builds the algorithm's server half and the loop with ``build.Builder``, and
-:func:`serve` runs them over any grid (the SuperLink's, or ``fl/flower/local.py``'s for tests).
+:func:`serve` runs them over any grid (the SuperLink's, or ``deploy/local.py``'s for tests).
 
 Its run config (``[tool.flwr.app.config]`` of ``pyproject.toml``, or ``flwr run --run-config``):
 
@@ -34,7 +34,7 @@ from flwr.serverapp import Grid, ServerApp
 from fl.flower.nodes import SiteDirectory, describe
 from utils.errors import TrainingFailure, UserError
 
-APP_ROOT = Path(__file__).resolve().parents[2]
+APP_ROOT = Path(__file__).resolve().parents[1]
 
 app = ServerApp()
 
@@ -63,7 +63,7 @@ def main(grid: Grid, context: Context) -> None:
         directory = SiteDirectory(grid, poll_interval, float(run_config.get("node-wait", 600)), log)
         directory.ask()  # the nodes answer while torch and the config load
 
-        from config import load_config
+        from assembly.config import load_config
 
         config = load_config(path, shlex.split(str(run_config.get("overrides", ""))))
         serve(
@@ -102,8 +102,8 @@ def serve(
     completed round; ``resume`` continues from it), ``results.json``, ``results.md`` and
     ``figures/val_psnr.png``. Each site writes its own best model, figures and results at the site.
     """
-    from build import Builder, is_federated, quiet_lightning
-    from config import config_differences, validate_config
+    from assembly.build import Builder, is_federated, quiet_lightning
+    from assembly.config import config_differences, validate_config
     from fl.algorithms import ALGORITHMS
     from fl.flower.transport import FlowerTransport, TrafficCSV
     from utils.checkpoint import load_checkpoint
