@@ -22,7 +22,7 @@ class SiteOptions(_Section):
         pattern=NAME_PATTERN, max_length=NAME_MAX, description="unique site name; used in file names"
     )
     source: SourceOptions = Field(description="where the site's images come from; `kind` picks the format")
-    mask: MaskOptions = Field(description="undersampling pattern; `kind` picks it (see data/masks.py)")
+    mask: MaskOptions = Field(description="undersampling pattern; `kind` picks it (see data/masks/)")
     batch_size: int = Field(8, ge=1)
 
 
