@@ -2,8 +2,9 @@
 
 The images come from :mod:`data.simulation` (the ICBM152 2009a template's anatomy, Fonov et al. 2011,
 under one of four site profiles after the clients of C.-M. Feng et al., IEEE TMI 2022). Each volume (one
-subject in one contrast) is generated once and stored in the shared :class:`~data.sources.volumes.VolumeCache`
-under ``<cache_dir>/volumes/``, keyed by everything it is generated from (:meth:`SyntheticSource.identity`).
+subject in one contrast) is generated once and stored in the shared
+:class:`~data.sources.volume_cache.VolumeCache` under ``<cache_dir>/volumes/``, keyed by everything it is
+generated from (:meth:`SyntheticSource.identity`).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from data.simulation.anatomy import site_maps
 from data.simulation.imaging import background_phase, coil_sensitivities
 from data.simulation.profiles import HEAD_LAYERS
 from data.sources.base import SPLITS, KspaceSlice, Source, SourceContext, Split, VolumeInfo
-from data.sources.volumes import CachedVolume, VolumeCache, read_cached_slice
+from data.sources.volume_cache import CachedVolume, VolumeCache, read_cached_slice
 from utils.errors import UserError
 from utils.resources import available_memory, folder_bytes, free_disk, human
 from utils.seeding import stable_seed
