@@ -23,11 +23,6 @@ def ifft2c(kspace: torch.Tensor) -> torch.Tensor:
     return torch.fft.fftshift(torch.fft.ifft2(shifted, dim=_DIMS, norm="ortho"), dim=_DIMS)
 
 
-def complex_abs(x: torch.Tensor) -> torch.Tensor:
-    """Magnitude of a complex tensor (or of a real one, unchanged in sign-free form)."""
-    return x.abs()
-
-
 def rss(x: torch.Tensor, dim: int = 0) -> torch.Tensor:
     """Root sum of squares of magnitudes over the coil dimension."""
     return torch.sqrt((x.abs() ** 2).sum(dim))

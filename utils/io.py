@@ -1,9 +1,9 @@
-"""Atomic file writes with the permissions of plainly created files and folders.
+"""Atomic file writes with the permissions of plainly created files.
 
 Every output is written to a temporary file in the same directory, flushed to disk, then renamed
 over the target, so a crash at any moment leaves either the old file or the new one, never a
-truncated mix. Temporary files and folders get the modes ``open()`` and ``mkdir()`` would give,
-not ``mkstemp``'s 0600 or ``mkdtemp``'s 0700, so renaming them into place changes no permissions.
+truncated mix. Temporary files get the mode ``open()`` would give, not ``mkstemp``'s 0600, so
+renaming them into place changes no permissions.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ def _umask() -> int:
 
 
 FILE_MODE = 0o666 & ~_umask()  # what open() gives a new file; mkstemp's own mode is 0600
-DIR_MODE = 0o777 & ~_umask()  # what mkdir() gives a new folder; mkdtemp's own mode is 0700
 
 
 def temp_file(directory: str | Path, prefix: str, suffix: str) -> tuple[int, str]:
@@ -36,18 +35,6 @@ def temp_file(directory: str | Path, prefix: str, suffix: str) -> tuple[int, str
     except OSError:
         pass
     return fd, tmp
-
-
-def temp_dir(directory: str | Path, prefix: str) -> Path:
-    """``tempfile.mkdtemp`` in ``directory`` with the permissions a plain ``mkdir()`` would give, so
-    that renaming it into place leaves a folder as readable as one created directly."""
-    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=directory))
-    try:
-        os.chmod(tmp, DIR_MODE)
-    except OSError:
-        tmp.rmdir()
-        raise
-    return tmp
 
 
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], T]) -> T:

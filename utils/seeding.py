@@ -1,4 +1,5 @@
-"""Seeds derived from the config seed, stable across processes, platforms and Python versions."""
+"""Seeds derived from the config seed, stable across processes, platforms and Python versions, and the
+global random generators' state, saved in a checkpoint and restored on resume."""
 
 from __future__ import annotations
 
@@ -17,13 +18,6 @@ def stable_seed(*parts: object) -> int:
     """
     digest = hashlib.blake2b("\x1f".join(map(str, parts)).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") & ((1 << 63) - 1)
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (all devices) from one integer."""
-    random.seed(seed)
-    np.random.seed(seed % (1 << 32))
-    torch.manual_seed(seed)
 
 
 def rng_state() -> dict[str, Any]:
