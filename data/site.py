@@ -1,10 +1,10 @@
 """One site's data: a source, its undersampling masks and the train/val/test loaders.
 
-Randomness is keyed, never drawn from global state: the training order and the training masks
-come from (seed, site, round, epoch, sample), and validation/test masks from (seed, site, volume,
-slice), so a run is reproducible across processes, worker counts and resumes. The samples come from
-``data/samples.py``, the training order from ``data/samplers.py``; ``data/pooled.py`` pools several
-sites' training data (its names are importable from here too).
+Randomness is keyed, never drawn from global state: the training order comes from (seed, site, round,
+epoch), redrawn training masks from (seed, site, round, epoch, volume, slice), and validation/test masks
+from (seed, site, volume, slice), so a run is reproducible across processes, worker counts and resumes.
+The samples come from ``data/samples.py``, the training order from ``data/samplers.py``;
+``data/pooled.py`` pools several sites' training data (its names are importable from here too).
 """
 
 from __future__ import annotations

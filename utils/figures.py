@@ -1,5 +1,6 @@
-"""Figures: reconstructions per site, validation curves, the comparison and evaluation plots, and
-scatter panels of embedded features."""
+"""Figures: reconstructions per site, validation curves, FedMRI's contrastive-term diagnostics, the
+comparison and evaluation plots (bars, cross-site heatmap, reconstruction grid), and scatter panels of
+embedded features."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """Reconstruction metrics on volumes, with fastMRI's evaluation conventions.
 
-Each function takes numpy arrays of shape (slices, H, W) holding one volume. ``maxval`` defaults
-to ``gt.max()`` over the whole volume, as in fastMRI's ``evaluate.py``.
+The metrics (:func:`nmse`, :func:`psnr`, :func:`ssim`) take numpy arrays of shape (slices, H, W)
+holding one volume; ``maxval`` defaults to ``gt.max()`` over the whole volume, as in fastMRI's
+``evaluate.py``. :func:`summarise_volumes` reduces per-volume scores to their means and spreads.
 """
 
 from __future__ import annotations
