@@ -10,6 +10,8 @@ import yaml
 
 import compare
 import evaluate
+from study.runner import run_all
+from study.variants import variants
 from tests.conftest import ROOT, tiny_config_dict
 from utils.hardware import cpu_identity, cpu_summary
 
@@ -33,7 +35,7 @@ def comparison(tmp_path_factory):
         "cmp",
     ]
     lines = []
-    data = compare.run_all(compare.parse_args(args), log=lines.append)
+    data = run_all(compare.study_options(args), log=lines.append)
     return {"root": tmp / "runs" / "cmp", "data": data, "lines": lines, "args": args}
 
 
@@ -145,7 +147,7 @@ def test_an_interrupted_comparison_resumes_its_run_and_ends_as_if_uninterrupted(
 
     def run(name, log):
         args = ["--config", str(config), "--algorithms", "fedavg", "--name", name]
-        return compare.run_all(compare.parse_args(args), log=log)
+        return run_all(compare.study_options(args), log=log)
 
     reference = run("straight", lambda _: None)["methods"]["FedAvg"]
     _interrupt_at_round(monkeypatch, 2)
@@ -165,7 +167,7 @@ def test_parallel_jobs_train_the_same_runs_as_one_process(comparison, monkeypatc
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     args = [*comparison["args"], "--name", "parallel", "--jobs", "2"]
     lines = []
-    data = compare.run_all(compare.parse_args(args), log=lines.append)
+    data = run_all(compare.study_options(args), log=lines.append)
     assert any("4 runs, 2 at a time, 1 torch thread(s) each" in line for line in lines)
     assert sum(": done in " in line for line in lines) == 4
     assert (comparison["root"].parent / "parallel" / "comparison.md").is_file()
@@ -179,16 +181,16 @@ def test_a_changed_config_never_inherits_the_earlier_runs_results(tmp_path, monk
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(tiny_config_dict(tmp_path, rounds=1)))
     args = ["--config", str(config), "--algorithms", "singleset", "--name", "cmp"]
-    compare.run_all(compare.parse_args(args), log=lambda _: None)
+    run_all(compare.study_options(args), log=lambda _: None)
     run_dir = tmp_path / "runs" / "cmp" / "runs" / "singleset"
     assert (run_dir / "results.json").is_file()
     # The same variant with 2 rounds, interrupted after round 1: the 1-round results must be gone.
     _interrupt_at_round(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):
-        compare.run_all(compare.parse_args([*args, "fl.rounds=2"]), log=lambda _: None)
+        run_all(compare.study_options([*args, "fl.rounds=2"]), log=lambda _: None)
     assert not (run_dir / "results.json").exists()
     lines = []
-    compare.run_all(compare.parse_args([*args, "fl.rounds=2"]), log=lines.append)
+    run_all(compare.study_options([*args, "fl.rounds=2"]), log=lines.append)
     assert any("resuming" in line for line in lines) and not any(line.endswith("reused") for line in lines)
 
 
@@ -252,7 +254,7 @@ def test_domain_ablation_trains_both_models_for_fedmri_and_fedavg():
     from assembly.config import load_config
 
     base = load_config(ROOT / "configs" / "default.yaml")
-    found = {v.key: v for v in compare.variants([], ["domain"], base, [1])}
+    found = {v.key: v for v in variants([], ["domain"], base, [1])}
     assert set(found) == {"fedmri", "fedmri-dual", "fedavg", "fedavg-dual"}
     assert "model.kind=dual_domain" in found["fedavg-dual"].overrides
     assert "fl.algorithm=fedmri" in found["fedmri-dual"].overrides

@@ -1,5 +1,5 @@
-"""latent.py: site separability on known distributions, bottleneck features of a tiny trained run,
-the summary, the figure and the command line."""
+"""study.latent and latent.py: site separability on known distributions, bottleneck features of a tiny
+trained run, the summary, the figure and the command line."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import torch
 import yaml
 
 import latent
+from study import latent as library
 from tests.conftest import tiny_config_dict
 from utils.errors import UserError
 
@@ -26,7 +27,7 @@ def test_well_separated_clusters_are_told_apart_almost_always():
     centres = 8.0 * np.eye(16)[:4]
     features = np.concatenate([c + rng.standard_normal((40, 16)) for c in centres])
     labels = np.repeat(["a", "b", "c", "d"], 40)
-    result = latent.site_separability(features, labels, seed=0)
+    result = library.site_separability(features, labels, seed=0)
     assert result["accuracy"] >= 0.99
     assert result["chance"] == 0.25 and result["sites"] == 4 and result["samples"] == 160
     assert result["folds"] == 5 and len(result["fold_accuracies"]) == 5
@@ -36,7 +37,7 @@ def test_identical_distributions_give_chance_accuracy():
     rng = np.random.default_rng(1)
     features = rng.standard_normal((400, 16))  # the same distribution for every label
     labels = np.tile(["a", "b", "c", "d"], 100)
-    result = latent.site_separability(features, labels, seed=0)
+    result = library.site_separability(features, labels, seed=0)
     assert result["chance"] == 0.25
     assert abs(result["accuracy"] - 0.25) < 0.08, result
 
@@ -47,7 +48,7 @@ def test_overlapping_gaussians_give_the_bayes_accuracy():
     rng = np.random.default_rng(2)
     features = np.concatenate([rng.normal(-1, 1, (2000, 1)), rng.normal(1, 1, (2000, 1))])
     labels = np.repeat(["a", "b"], 2000)
-    result = latent.site_separability(features, labels, seed=3)
+    result = library.site_separability(features, labels, seed=3)
     assert result["accuracy"] == pytest.approx(0.8413, abs=0.02)
     assert result["chance"] == 0.5
 
@@ -55,19 +56,19 @@ def test_overlapping_gaussians_give_the_bayes_accuracy():
 def test_unbalanced_sites_have_the_majority_share_as_chance_and_fewer_folds_when_small():
     rng = np.random.default_rng(3)
     labels = np.array(["a"] * 12 + ["b"] * 5 + ["c"] * 3)
-    result = latent.site_separability(rng.standard_normal((20, 4)), labels, seed=0, folds=5)
+    result = library.site_separability(rng.standard_normal((20, 4)), labels, seed=0, folds=5)
     assert result["chance"] == pytest.approx(0.6)
     assert result["folds"] == 3  # the smallest site has 3 samples
     with pytest.raises(ValueError, match="at least 2 sites"):
-        latent.site_separability(rng.standard_normal((5, 4)), ["a"] * 5)
+        library.site_separability(rng.standard_normal((5, 4)), ["a"] * 5)
 
 
 def test_tsne_is_deterministic_for_a_seed_and_keeps_separated_clusters_apart():
     rng = np.random.default_rng(4)
     features = np.concatenate([rng.standard_normal((20, 8)), 10 + rng.standard_normal((20, 8))])
-    coords = latent.embed_tsne(features, seed=0)
+    coords = library.embed_tsne(features, seed=0)
     assert coords.shape == (40, 2)
-    assert np.array_equal(coords, latent.embed_tsne(features, seed=0))
+    assert np.array_equal(coords, library.embed_tsne(features, seed=0))
     # Every point is nearer its own cluster's centre than the other one's.
     centres = np.stack([coords[:20].mean(0), coords[20:].mean(0)])
     nearest = np.linalg.norm(coords[:, None] - centres[None], axis=-1).argmin(1)
@@ -78,7 +79,7 @@ def test_a_dual_domain_model_is_refused_naming_its_kind(tiny_config):
     config = tiny_config()
     config.model.kind = "dual_domain"
     with pytest.raises(UserError, match="model.kind dual_domain"):
-        latent.bottleneck_features(config, {}, {})
+        library.bottleneck_features(config, {}, {})
 
 
 # -- a tiny trained run -------------------------------------------------------------------------------
@@ -106,7 +107,7 @@ def trained(run_dir):
 def test_features_are_one_pooled_bottleneck_per_test_slice(trained):
     models, sites = trained
     config = models.config
-    features, labels, volumes = latent.bottleneck_features(config, models.models, sites)
+    features, labels, volumes = library.bottleneck_features(config, models.models, sites)
     channels = config.model.chans * 2**config.model.num_pool_layers
     assert channels == 16  # 4 channels doubled by each of the 2 pools
     assert features.shape == (2 * TEST_SLICES_PER_SITE, channels)
@@ -128,22 +129,22 @@ def test_features_are_one_pooled_bottleneck_per_test_slice(trained):
 @pytest.mark.slow
 def test_each_site_is_encoded_by_its_own_model(trained):
     models, sites = trained
-    before, labels, _ = latent.bottleneck_features(models.config, models.models, sites)
+    before, labels, _ = library.bottleneck_features(models.config, models.models, sites)
     perturbed = dict(models.models)
     perturbed["brats"] = {name: t + 0.05 if name.startswith("encoder.") else t for name, t in
                           models.models["brats"].items()}  # fmt: skip
-    after, _, _ = latent.bottleneck_features(models.config, perturbed, sites)
+    after, _, _ = library.bottleneck_features(models.config, perturbed, sites)
     assert np.array_equal(after[labels == "fastmri"], before[labels == "fastmri"])
     assert not np.allclose(after[labels == "brats"], before[labels == "brats"])
     with pytest.raises(UserError, match="site brats: no model"):
-        latent.bottleneck_features(models.config, {"fastmri": models.models["fastmri"]}, sites)
+        library.bottleneck_features(models.config, {"fastmri": models.models["fastmri"]}, sites)
 
 
 @pytest.mark.slow
 def test_a_slice_cap_keeps_evenly_spaced_slices(trained):
     models, sites = trained
-    full, labels, volumes = latent.bottleneck_features(models.config, models.models, sites)
-    capped, capped_labels, _ = latent.bottleneck_features(
+    full, labels, volumes = library.bottleneck_features(models.config, models.models, sites)
+    capped, capped_labels, _ = library.bottleneck_features(
         models.config, models.models, sites, max_slices_per_site=2
     )
     assert capped_labels.tolist() == ["fastmri", "fastmri", "brats", "brats"]
@@ -153,10 +154,10 @@ def test_a_slice_cap_keeps_evenly_spaced_slices(trained):
 
 @pytest.mark.slow
 def test_the_summary_is_json_ready_small_and_deterministic(run_dir):
-    first = latent.latent_summary(run_dir, seed=0)
+    first = library.latent_summary(run_dir, seed=0)
     text = json.dumps(first)
     assert json.loads(text) == first and len(text) < 50_000
-    assert latent.latent_summary(run_dir, seed=0) == first
+    assert library.latent_summary(run_dir, seed=0) == first
     assert first["sites"] == list(SITES) and first["features_dim"] == 16
     assert first["slices_per_site"] == {s: TEST_SLICES_PER_SITE for s in SITES}
     assert len(first["coords"]) == len(first["labels"]) == 2 * TEST_SLICES_PER_SITE
@@ -186,7 +187,7 @@ def test_the_figure_is_written_for_several_panels(tmp_path):
         "separability": {"accuracy": 0.5, "accuracy_std": 0.1, "chance": 0.25},
     }
     path = tmp_path / "tsne.png"
-    latent.tsne_figure(path, [(name, summary) for name in ("SingleSet", "FedAvg", "FedMRI")])
+    library.tsne_figure(path, [(name, summary) for name in ("SingleSet", "FedAvg", "FedMRI")])
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
 
 
@@ -222,6 +223,6 @@ def test_silhouette_matches_its_closed_form_and_is_zero_without_separation():
     rng = np.random.default_rng(4)
     features = np.concatenate([rng.normal(-10, 1, (500, 1)), rng.normal(10, 1, (500, 1))])
     labels = np.repeat(["a", "b"], 500)
-    assert latent.site_separability(features, labels)["silhouette"] == pytest.approx(0.944, abs=0.01)
-    same = latent.site_separability(rng.standard_normal((400, 8)), np.tile(["a", "b", "c", "d"], 100))
+    assert library.site_separability(features, labels)["silhouette"] == pytest.approx(0.944, abs=0.01)
+    same = library.site_separability(rng.standard_normal((400, 8)), np.tile(["a", "b", "c", "d"], 100))
     assert abs(same["silhouette"]) < 0.03

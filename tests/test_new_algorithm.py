@@ -15,6 +15,8 @@ from assembly.build import Builder
 from assembly.config import validate_config
 from fl.algorithms import ALGORITHMS, register
 from fl.algorithms.base import AlgorithmOptions, Server
+from study.runner import run_all
+from study.variants import choose, labels, variants
 from tests.conftest import ROOT, tiny_config_dict
 
 PLUGIN = '''
@@ -79,17 +81,17 @@ def test_registered_algorithm_trains_in_process_like_the_algorithm_it_copies(eve
 
 
 def test_registered_algorithm_appears_in_compare_all(everything, tmp_path):
-    assert "everything" in compare.labels()
+    assert "everything" in labels()
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(tiny_config_dict(tmp_path, rounds=1)))
     args = compare.parse_args(["--config", str(config), "--algorithms", "all", "--name", "all"])
     from assembly.config import load_config
 
-    chosen = compare._split(args.algorithms, list(compare.labels()), "algorithms")
-    planned = compare.variants(chosen, [], load_config(config), [1])
+    chosen = choose(args.algorithms, list(labels()), "algorithms")
+    planned = variants(chosen, [], load_config(config), [1])
     assert "everything" in [v.key for v in planned]
-    args = compare.parse_args(["--config", str(config), "--algorithms", "everything", "--name", "one"])
-    data = compare.run_all(args, log=quiet)
+    options = compare.study_options(["--config", str(config), "--algorithms", "everything", "--name", "one"])
+    data = run_all(options, log=quiet)
     assert "Everything (test)" in data["methods"]
 
 

@@ -14,7 +14,12 @@ import yaml
 from scipy import stats
 
 import compare
-import compare_report
+from study import plan, runner
+from study.claims import NEARLY_FAILS
+from study.records import Manifest, RunRecord
+from study.report import write_report
+from study.slices import load_reconstructions, save_slices
+from study.tables import machine
 from tests.conftest import ROOT, tiny_config_dict
 from utils.hardware import cpu_identity, cpu_summary
 
@@ -31,7 +36,7 @@ def study(tmp_path_factory):
     args = ["--config", str(config), "--algorithms", "fedmri,fedavg,singleset", "--seeds", "3,5",
             "--results", str(results), "--name", "study"]  # fmt: skip
     lines: list[str] = []
-    data = compare.run_all(compare.parse_args(args), log=lines.append)
+    data = runner.run_all(compare.study_options(args), log=lines.append)
     return {"tmp": tmp, "results": results, "args": args, "data": data, "lines": lines}
 
 
@@ -106,7 +111,7 @@ def test_an_interrupted_study_continues_with_only_the_missing_runs(study):
     shutil.rmtree(tmp / "runs" / "study" / "runs" / "fedavg-s5")
     (results / "runs" / "fedavg-s5.json").unlink()
     lines: list[str] = []
-    compare.run_all(compare.parse_args(study["args"]), log=lines.append)
+    runner.run_all(compare.study_options(study["args"]), log=lines.append)
     assert sum(line.endswith("reused") for line in lines) == 5
     assert sum(": done in " in line for line in lines) == 1 and any("fedavg-s5: done" in ln for ln in lines)
     # The retrained run repeats bit for bit, so the tables come out the same (all but the wall seconds
@@ -121,7 +126,7 @@ def test_no_train_writes_the_outputs_of_the_finished_runs_and_trains_none(study)
     (results / "slices" / "singleset-s3.npz").unlink()
     (results / "figures" / "reconstructions.png").unlink()
     lines: list[str] = []
-    compare.run_all(compare.parse_args([*study["args"], "--no-train"]), log=lines.append)
+    runner.run_all(compare.study_options([*study["args"], "--no-train"]), log=lines.append)
     assert not (tmp / "runs" / "study" / "runs" / "singleset-s3").exists()
     assert any(ln.startswith("--no-train: 1 run(s) left untrained: singleset-s3") for ln in lines), lines
     assert 'Not finished yet (1 of 6 runs): seed 3: "SingleSet".' in (results / "comparison.md").read_text()
@@ -129,7 +134,7 @@ def test_no_train_writes_the_outputs_of_the_finished_runs_and_trains_none(study)
     assert (results / "figures" / "reconstructions.png").is_file()
     assert "(reconstructions of seed 5)" in lines[-1], lines[-1]
     lines.clear()
-    compare.run_all(compare.parse_args(study["args"]), log=lines.append)  # and the study goes on
+    runner.run_all(compare.study_options(study["args"]), log=lines.append)  # and the study goes on
     assert "Not finished" not in (results / "comparison.md").read_text()
     assert (results / "slices" / "singleset-s3.npz").is_file() and "(reconstructions of seed 3)" in lines[-1]
 
@@ -162,26 +167,30 @@ def test_the_report_names_each_missing_run_once_under_its_seed(study, tmp_path):
     shutil.copytree(study["results"], copy)
     for key in ("fedavg-s5", "fedmri-s3"):
         (copy / "runs" / f"{key}.json").unlink()
-    compare_report.write_report(copy, log=lambda _: None)
+    write_report(copy, log=lambda _: None)
     lines = [ln for ln in (copy / "comparison.md").read_text().splitlines() if ln.startswith("Not finished")]
     assert lines == ['Not finished yet (2 of 6 runs): seed 3: "FedMRI"; seed 5: "FedAvg".']
     (copy / "runs" / "fedavg-s5.json").write_text((study["results"] / "runs" / "fedavg-s5.json").read_text())
     (copy / "runs" / "fedmri-s3.json").write_text((study["results"] / "runs" / "fedmri-s3.json").read_text())
-    compare_report.write_report(copy, log=lambda _: None)
+    write_report(copy, log=lambda _: None)
     assert "Not finished" not in (copy / "comparison.md").read_text()
 
 
 def test_the_compute_table_says_what_each_time_was_measured_on():
     cpu = "AuthenticAMD; AMD EPYC; family/model/stepping 25/17/1; caches L1 32K; avx2 avx512f avx512_bf16"
     timed = {"seconds_per_round": 1.0}
-    assert compare_report._machine({"precision": "32-true", "timing": {**timed, "cpu": cpu}}) == (
-        "32-true; AMD EPYC, AVX-512 BF16"
-    )
+
+    def machine_of(**raw):
+        return machine(RunRecord.model_validate(
+            {"overrides": [], "sites": {}, "val_psnr": {}, "communication": None, **raw}
+        ))  # fmt: skip
+
+    assert machine_of(precision="32-true", timing={**timed, "cpu": cpu}) == "32-true; AMD EPYC, AVX-512 BF16"
     gpu = {**timed, "cpu": cpu, "gpu": "NVIDIA H200"}
-    assert compare_report._machine({"precision": "bf16-mixed", "timing": gpu}) == "bf16-mixed; NVIDIA H200"
+    assert machine_of(precision="bf16-mixed", timing=gpu) == "bf16-mixed; NVIDIA H200"
     # raw files written before timing named the machine: the precision alone, or nothing
-    assert compare_report._machine({"precision": "32-true", "timing": timed}) == "32-true"
-    assert compare_report._machine({"timing": timed}) == ""
+    assert machine_of(precision="32-true", timing=timed) == "32-true"
+    assert machine_of(timing=timed) == ""
 
 
 def _without_wall_time(markdown: str) -> str:
@@ -199,7 +208,7 @@ def test_a_fresh_clone_of_a_study_keeps_its_committed_raw_files_instead_of_retra
     (clone / "comparison.md").unlink()
     args = [*study["args"], "--results", str(clone), "--name", "clone"]
     lines: list[str] = []
-    compare.run_all(compare.parse_args(args), log=lines.append)
+    runner.run_all(compare.study_options(args), log=lines.append)
     assert sum("(no run folder)" in line for line in lines) == 6, lines
     assert not any(": done in " in line or ": queued" in line for line in lines)
     # The same tables; only the command line in the header names the clone.
@@ -213,7 +222,7 @@ def test_a_fresh_clone_of_a_study_keeps_its_committed_raw_files_instead_of_retra
     raw["rounds"] = 7
     (clone / "runs" / "fedavg-s5.json").write_text(json.dumps(raw))
     lines.clear()
-    compare.run_all(compare.parse_args(args), log=lines.append)
+    runner.run_all(compare.study_options(args), log=lines.append)
     assert [ln.split("] ")[1].split(":")[0] for ln in lines if ": training (" in ln] == ["fedavg-s5"]
     assert _raw(clone, "fedavg-s5")["rounds"] == 2
 
@@ -314,7 +323,7 @@ def test_the_committed_study_tables_come_from_its_committed_raw_files(study, tmp
     shutil.copytree(study / "runs", copy / "runs")
     if (study / "latent").is_dir():
         shutil.copytree(study / "latent", copy / "latent")
-    compare_report.write_report(copy, log=lambda _: None)
+    write_report(copy, log=lambda _: None)
     for name in ("comparison.md", "comparison.csv", "comparison.json", "claims.md"):
         if (study / name).is_file() or (copy / name).is_file():
             assert (copy / name).read_bytes() == (study / name).read_bytes(), f"{study.name}/{name}"
@@ -383,8 +392,8 @@ def test_pilot_schedules_reads_every_shorter_schedule_off_a_longer_run(tmp_path)
 )
 def test_git_keeps_the_study_raw_results():
     # A .gitignore rule meant for training outputs (runs/) once matched docs/results/study/runs too.
-    assert compare.git_ignore_rule(STUDY / "runs" / "fedmri-s0.json") is None
-    assert compare.git_ignore_rule(ROOT / "runs" / "study" / "runs" / "x" / "results.json") is not None
+    assert plan.git_ignore_rule(STUDY / "runs" / "fedmri-s0.json") is None
+    assert plan.git_ignore_rule(ROOT / "runs" / "study" / "runs" / "x" / "results.json") is not None
 
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
@@ -393,10 +402,10 @@ def test_results_in_a_git_ignored_folder_are_named_in_a_warning(tmp_path):
 
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
     (tmp_path / ".gitignore").write_text("*.tmp\nruns/\n")
-    rule = compare.git_ignore_rule(tmp_path / "docs" / "study" / "runs" / "run.json")
+    rule = plan.git_ignore_rule(tmp_path / "docs" / "study" / "runs" / "run.json")
     assert rule is not None and rule.endswith(":2:runs/"), rule
-    assert compare.git_ignore_rule(tmp_path / "docs" / "study" / "manifest.json") is None
-    assert compare.git_ignore_rule(tmp_path.parent / "elsewhere" / "runs" / "run.json") is None
+    assert plan.git_ignore_rule(tmp_path / "docs" / "study" / "manifest.json") is None
+    assert plan.git_ignore_rule(tmp_path.parent / "elsewhere" / "runs" / "run.json") is None
 
 
 def test_first_variants_train_with_all_their_seeds_before_the_rest(study):
@@ -410,7 +419,7 @@ def test_first_variants_train_with_all_their_seeds_before_the_rest(study):
         "fedavg",
     ]
     lines: list[str] = []
-    compare.run_all(compare.parse_args(args), log=lines.append)
+    runner.run_all(compare.study_options(args), log=lines.append)
     trained = [line.split("] ")[1].split(":")[0] for line in lines if ": training (" in line]
     assert trained == ["fedavg-s3", "fedavg-s5", "fedmri-s3", "singleset-s3", "fedmri-s5", "singleset-s5"]
     assert compare.main([*study["args"], "--first", "fedfoo"]) == 2
@@ -480,7 +489,7 @@ def test_claims_table_counts_the_paired_verdicts_of_the_csv(study):
     half = stats.t.ppf(0.975, 1) * np.std(gaps, ddof=1) / np.sqrt(2)
     line = next(ln for ln in claims.splitlines() if "common space" in ln)
     assert f"FedMRI − SingleSet silhouette {np.mean(gaps):+.3f} ± {half:.3f} over seeds 3, 5" in line
-    assert compare_report.NEARLY_FAILS == 0.5 and "50%" in claims
+    assert NEARLY_FAILS == 0.5 and "50%" in claims
 
 
 def test_report_redraws_the_reconstruction_figures_from_the_committed_slices(study, tmp_path, capsys):
@@ -496,24 +505,24 @@ def test_report_redraws_the_reconstruction_figures_from_the_committed_slices(stu
     assert compare.main(["--report", str(copy)]) == 0
     assert {n: (copy / n).read_bytes() for n in names} == drawn
     # The slices are those of the runs: FedAvg's seed-3 row is its model's reconstruction of the slice.
-    manifest = json.loads((copy / "manifest.json").read_text())
-    seed, columns, targets, rows = compare_report.load_reconstructions(copy, manifest)
+    manifest = Manifest.model_validate_json((copy / "manifest.json").read_text())
+    seed, columns, targets, rows = load_reconstructions(copy, manifest)
     assert seed == 3 and [label for label, _ in rows] == ["zero-filled", "FedMRI", "FedAvg", "SingleSet"]
     assert len(columns) == len(targets) == 2 and all(len(images) == 2 for _, images in rows)
     assert not np.array_equal(rows[2][1][0], rows[3][1][0])  # FedAvg's and SingleSet's differ
     # Writing the same slices again gives the same bytes (nothing changes in a committed folder).
     before = (copy / "slices" / "fedavg-s3.npz").read_bytes()
-    compare_report.save_slices(copy, "fedavg-s3", 3, columns, rows[2][1], rows[0][1], targets)
+    save_slices(copy, "fedavg-s3", 3, columns, rows[2][1], rows[0][1], targets)
     assert (copy / "slices" / "fedavg-s3.npz").read_bytes() == before
     # A seed's inputs, rounded differently in their last float16 bit (another CPU), are kept as they
     # were written; other inputs replace them.
     inputs_path = copy / "slices" / "seed3-inputs.npz"
     inputs = inputs_path.read_bytes()
     ulp = [np.nextafter(x.astype(np.float16), np.float16(np.inf)) for x in rows[0][1]]
-    compare_report.save_slices(copy, "fedavg-s3", 3, columns, rows[2][1], ulp, targets)
+    save_slices(copy, "fedavg-s3", 3, columns, rows[2][1], ulp, targets)
     assert inputs_path.read_bytes() == inputs
     shifted = [x + 0.1 for x in rows[0][1]]
-    compare_report.save_slices(copy, "fedavg-s3", 3, columns, rows[2][1], shifted, targets)
+    save_slices(copy, "fedavg-s3", 3, columns, rows[2][1], shifted, targets)
     assert inputs_path.read_bytes() != inputs
     inputs_path.write_bytes(inputs)
     # A damaged slices file is one line, and the report's earlier files stay as they were.
@@ -526,7 +535,7 @@ def test_report_redraws_the_reconstruction_figures_from_the_committed_slices(stu
     assert {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()} == before
     # Slices of other test slices than the rest of their seed's are named, not drawn side by side.
     inputs = (copy / "slices" / "seed3-inputs.npz").read_bytes()
-    compare_report.save_slices(copy, "fedavg-s3", 3, ["x", "y"], rows[2][1], rows[0][1], targets)
+    save_slices(copy, "fedavg-s3", 3, ["x", "y"], rows[2][1], rows[0][1], targets)
     (copy / "slices" / "seed3-inputs.npz").write_bytes(inputs)  # the rest of seed 3 as it was
     assert compare.main(["--report", str(copy)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -542,22 +551,22 @@ def test_each_finished_run_says_how_many_runs_and_rounds_are_left(study):
 
 
 def test_rounds_done_reads_the_last_validation_row_of_a_run(tmp_path):
-    assert compare._rounds_done(tmp_path) == 0  # no metrics.csv yet
+    assert runner.rounds_done(tmp_path) == 0  # no metrics.csv yet
     assert not (tmp_path / "metrics.csv").exists()  # read only: no header written
     rows = ["round,site,split,psnr", "1,a,train,", "1,a,val,20", "2,a,val,21", "3,a,train,", "3,a,va"]
     (tmp_path / "metrics.csv").write_text("\n".join(rows))  # round 3 cut short while it was written
-    assert compare._rounds_done(tmp_path) == 2
+    assert runner.rounds_done(tmp_path) == 2
     for foreign in ("a,b\n1,2\n", "round,site,split\ntwo,a,val\n"):  # not a run's log: no round done
         (tmp_path / "metrics.csv").write_text(foreign)
-        assert compare._rounds_done(tmp_path) == 0
+        assert runner.rounds_done(tmp_path) == 0
         assert (tmp_path / "metrics.csv").read_text() == foreign
 
 
 def test_time_left_schedules_each_run_on_the_first_free_slot():
-    assert compare._time_left([49], 2.0, 2) == 98.0
-    assert compare._time_left([10, 10, 10], 1.0, 2) == 20.0  # two at once, then the third
-    assert compare._time_left([30, 10, 10], 1.0, 2) == 30.0  # the short ones share the second slot
-    assert compare._time_left([5, 5], 1.0, 1) == 10.0
+    assert runner.time_left([49], 2.0, 2) == 98.0
+    assert runner.time_left([10, 10, 10], 1.0, 2) == 20.0  # two at once, then the third
+    assert runner.time_left([30, 10, 10], 1.0, 2) == 30.0  # the short ones share the second slot
+    assert runner.time_left([5, 5], 1.0, 1) == 10.0
 
 
 def _hand_study(folder: Path, shifts: dict[int, float], volumes: int = 12, noise: float = 0.02) -> Path:
@@ -590,7 +599,7 @@ def _hand_study(folder: Path, shifts: dict[int, float], volumes: int = 12, noise
                 "communication": None, "timing": None,
             }  # fmt: skip
             (folder / "runs" / f"{algorithm}-s{seed}.json").write_text(json.dumps(record))
-    compare_report.write_report(folder, log=lambda _: None)
+    write_report(folder, log=lambda _: None)
     return folder
 
 
@@ -633,7 +642,7 @@ def test_report_takes_rows_with_different_seed_counts_and_gives_one_seed_no_verd
     folder = _hand_study(tmp_path / "uneven", {0: 0.5, 1: 0.55, 2: 0.45})
     (folder / "runs" / "fedavg-s1.json").unlink()
     (folder / "runs" / "fedavg-s2.json").unlink()
-    compare_report.write_report(folder, log=lambda _: None)
+    write_report(folder, log=lambda _: None)
     cell = _fedavg_mean_psnr(folder)
     assert int(cell["paired_seeds"]) == 1 and cell["verdict"] == "too few seeds" and cell["p_value"] == ""
     assert "no verdict (1 seed)" in (folder / "comparison.md").read_text()

@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT))
 
-from compare_report import last_fifth_gain  # noqa: E402
+from study.rows import last_fifth_gain  # noqa: E402
 
 PILOT = [ROOT / "docs/results/study/runs" / f"{run}-s0.json" for run in ("fedavg", "scaffold")]
 # The schedules whose rounds are a prefix of a longer run's (the cuts after rounds 20 and 40 do not

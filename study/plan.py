@@ -1,0 +1,273 @@
+"""A study's options resolved into runs: every variant and seed as a config and a run folder (identical
+configs train once), the manifest that tabulates them, and what each run folder already holds."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from study.records import Manifest, ManifestRow
+from study.variants import ABLATIONS, choose, labels, variants
+from utils.errors import UserError
+
+DEFAULT_CONFIG = "configs/default.yaml"
+
+
+@dataclass
+class StudyOptions:
+    """What ``compare.py`` is asked to do (its command-line options, with the same defaults)."""
+
+    config: str = DEFAULT_CONFIG
+    algorithms: str = ""  # comma-separated, or "all"
+    ablations: str = ""  # comma-separated, or "all"
+    local_epochs: str = ""  # comma-separated local epochs of that ablation
+    name: str = "comparison"  # the study's folder under output_dir
+    seeds: str = ""  # comma-separated; empty: the config's seed
+    results: str = ""  # folder of the raw files, tables and figures; empty: <output_dir>/<name>
+    report: str = ""  # a results folder to rebuild from its raw files, training nothing
+    first: str = ""  # variants trained first, every seed of each
+    force: bool = False
+    no_train: bool = False
+    jobs: int = 1
+    overrides: list[str] = field(default_factory=list)
+
+
+# What --report cannot honour: it reads the folder's manifest.json and raw files only.
+REPORT_IGNORES = (
+    "config", "algorithms", "ablations", "local_epochs", "name", "seeds", "results", "first", "force",
+    "jobs", "overrides", "no_train",
+)  # fmt: skip
+
+
+def check_report_only(options: StudyOptions) -> None:
+    """With ``--report``, refuse every option that would choose or train runs, rather than ignore it."""
+    defaults = StudyOptions()
+    given = [
+        "overrides" if name == "overrides" else f"--{name.replace('_', '-')}"
+        for name in REPORT_IGNORES
+        if getattr(options, name) != getattr(defaults, name)
+    ]
+    if given:
+        raise UserError(
+            f"--report rebuilds {options.report} from its raw files alone; {', '.join(given)} "
+            "would change nothing there (drop them, or train with them without --report)"
+        )
+
+
+def command_line(options: StudyOptions) -> str:
+    """The command line that made this study (without --force, --jobs and --report)."""
+    return "python compare.py " + " ".join(
+        shlex.quote(a)
+        for a in [
+            "--config",
+            str(options.config),
+            *(["--algorithms", options.algorithms] if options.algorithms else []),
+            *(["--ablations", options.ablations] if options.ablations else []),
+            *(["--local-epochs", options.local_epochs] if options.local_epochs else []),
+            *(["--seeds", options.seeds] if options.seeds else []),
+            *(["--name", options.name] if options.name != "comparison" else []),
+            *(["--results", options.results] if options.results else []),
+            *options.overrides,
+        ]
+    )
+
+
+def parse_seeds(text: str, default: int) -> tuple[list[int], bool]:
+    """The seeds to train and whether they were asked for (run names then end in ``-s<seed>``)."""
+    if not text.strip():
+        return [default], False
+    try:
+        seeds = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise UserError(f"--seeds: expected integers like 0,1,2 (got {text!r})") from None
+    if not seeds or len(set(seeds)) != len(seeds) or any(s < 0 for s in seeds):
+        raise UserError(f"--seeds: expected distinct non-negative integers (got {text!r})")
+    return seeds, True
+
+
+def parse_local_epochs(text: str, base: Any) -> list[int]:
+    """The local epochs of that ablation: ``text``'s, or the config's E and 2E."""
+    try:
+        epochs = [int(e) for e in text.split(",") if e.strip()] or [
+            base.fl.local_epochs,
+            2 * base.fl.local_epochs,
+        ]
+    except ValueError:
+        raise UserError(f"--local-epochs: expected integers like 1,2 (got {text!r})") from None
+    if any(e < 1 for e in epochs):
+        raise UserError("--local-epochs: every value must be >= 1")
+    return epochs
+
+
+@dataclass
+class Plan:
+    """A study resolved: each run's config and folder, in table order, and the manifest."""
+
+    planned: dict[str, tuple[Any, Path]]  # run name -> (config, run folder)
+    manifest: Manifest
+    results: Path  # where the raw files, tables and figures go
+    root: Path  # <output_dir>/<name>: the run folders' parent's parent
+    seeds: list[int]
+    first: list[str]  # variants trained first
+
+
+def make_plan(options: StudyOptions) -> Plan:
+    """Check the options and resolve every variant and seed into a run; raises :class:`UserError`
+    naming the option before anything is written."""
+    from assembly.config import load_config
+    from utils.paths import check_path_text, check_writable_dir
+
+    if options.name in ("", ".", "..") or "/" in options.name:
+        raise UserError(
+            f"--name: {options.name!r} must be one folder name under output_dir (no '/', not '..')"
+        )
+    check_path_text(options.name, "--name")
+    if options.results:
+        check_writable_dir(options.results, "--results")
+    if options.jobs < 1:
+        raise UserError(f"--jobs: must be >= 1 (got {options.jobs})")
+    base = load_config(options.config, options.overrides)
+    algorithms = choose(options.algorithms, list(labels()), "algorithms")
+    ablations = choose(options.ablations, ABLATIONS, "ablations")
+    if not algorithms and not ablations:
+        raise UserError("--algorithms/--ablations: nothing to compare; name at least one")
+    local_epochs = parse_local_epochs(options.local_epochs, base)
+    seeds, seeded = parse_seeds(options.seeds, base.seed)
+    root = Path(base.output_dir) / options.name
+    check_writable_dir(root, "output_dir")
+    planned, rows = _resolve(
+        options, variants(algorithms, ablations, base, local_epochs), seeds, seeded, root
+    )
+    first = [k.strip() for k in options.first.split(",") if k.strip()]
+    unknown = [k for k in first if not any(k == variant_of(key) for key in planned)]
+    if unknown:
+        raise UserError(f"--first: no variant {', '.join(unknown)}; expected some of {', '.join(planned)}")
+    manifest = Manifest(
+        command=command_line(options), config=str(options.config), rounds=base.fl.rounds,
+        local_epochs=base.fl.local_epochs, sites=[s.name for s in base.sites], seeds=seeds,
+        ablations=ablations, rows=rows,
+    )  # fmt: skip
+    results = Path(options.results) if options.results else root
+    return Plan(planned, manifest, results, root, seeds, first)
+
+
+def _resolve(
+    options: StudyOptions, chosen: list[Any], seeds: list[int], seeded: bool, root: Path
+) -> tuple[dict[str, tuple[Any, Path]], list[ManifestRow]]:
+    """Every variant and seed as a config; identical resolved configs train once, under the first
+    variant's run name. Variants of one label share a table row (its families merged)."""
+    from assembly.config import load_config
+
+    runs_dir = root / "runs"
+    planned: dict[str, tuple[Any, Path]] = {}
+    by_config: dict[str, str] = {}
+    rows: list[ManifestRow] = []
+    for variant in chosen:
+        runs: dict[str, str] = {}
+        for seed in seeds:
+            overrides = [*options.overrides, *variant.overrides, *([f"seed={seed}"] if seeded else [])]
+            canonical = _canonical(load_config(options.config, overrides).to_dict())
+            if canonical not in by_config:
+                key = f"{variant.key}-s{seed}" if seeded else variant.key
+                while key in planned:
+                    key += "_"
+                config = load_config(options.config, [*overrides, f"name={key}", f"output_dir={runs_dir}"])
+                by_config[canonical] = key
+                planned[key] = (config, runs_dir / key)
+            runs[str(seed)] = by_config[canonical]
+        algorithm = planned[runs[str(seeds[0])]][0].fl.algorithm
+        previous = next((r for r in rows if r.label == variant.label), None)
+        if previous is None:
+            rows.append(
+                ManifestRow(label=variant.label, families=list(variant.families), algorithm=algorithm,
+                            overrides=variant.overrides, runs=runs)
+            )  # fmt: skip
+        else:
+            previous.families += [f for f in variant.families if f not in previous.families]
+    return planned, rows
+
+
+def variant_of(key: str) -> str:
+    """The variant a run belongs to: its name less the ``-s<seed>`` suffix."""
+    head, _, tail = key.rpartition("-s")
+    return head if head and tail.isdigit() else key
+
+
+def overrides_of(key: str, rows: list[ManifestRow]) -> list[str]:
+    """The overrides of the first row that trains ``key`` (the variant's, not the command line's)."""
+    return next(r.overrides for r in rows if key in r.runs.values())
+
+
+# -- what a run folder holds -----------------------------------------------------------------------------
+def _canonical(config_dict: dict[str, Any]) -> str:
+    keep = {k: v for k, v in config_dict.items() if k not in ("name", "output_dir")}
+    return json.dumps(keep, sort_keys=True)
+
+
+def _saved_config(run_dir: Path) -> dict[str, Any] | None:
+    """The config a run in ``run_dir`` was started with, read with today's schema (so keys added
+    since the run, at their defaults, still compare equal); None if there is none or it is invalid."""
+    import yaml
+
+    from assembly.config import validate_config
+
+    try:
+        return validate_config(yaml.safe_load((run_dir / "config.yaml").read_text())).to_dict()
+    except (OSError, ValueError, yaml.YAMLError, UserError):
+        return None
+
+
+def is_complete(run_dir: Path, config_dict: dict[str, Any]) -> bool:
+    """Whether ``run_dir`` holds finished results of exactly this config."""
+    if _saved_config(run_dir) != config_dict:
+        return False
+    try:
+        json.loads((run_dir / "results.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def is_resumable(run_dir: Path, config_dict: dict[str, Any]) -> bool:
+    """Whether ``run_dir`` holds an unfinished run of exactly this config with a completed round."""
+    return (run_dir / "checkpoints" / "last.ckpt").is_file() and _saved_config(run_dir) == config_dict
+
+
+def raw_file_matches(path: Path, config: Any, overrides: list[str]) -> bool:
+    """Whether ``path`` is a raw result file of a run with ``config``'s seed, algorithm, rounds and sites
+    and the variant's ``overrides``."""
+    try:
+        raw = json.loads(path.read_text())
+        return (
+            raw["seed"] == config.seed
+            and raw["algorithm"] == config.fl.algorithm
+            and raw["overrides"] == list(overrides)
+            and raw["rounds"] == config.fl.rounds
+            and sorted(raw["sites"]) == sorted(s.name for s in config.sites)
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def git_ignore_rule(path: Path) -> str | None:
+    """The .gitignore rule (``file:line: pattern``) that makes git ignore ``path``, or None when git keeps
+    it, the path lies outside a repository or git is not installed. Raw results meant for the repository
+    must not land under a rule meant for training outputs."""
+    import subprocess
+
+    path = path.resolve()
+    folder = next((p for p in path.parents if p.is_dir()), None)
+    try:
+        found = subprocess.run(
+            ["git", "check-ignore", "--verbose", "--no-index", str(path)],
+            cwd=folder, capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if found.returncode != 0 or not found.stdout.strip():
+        return None
+    source, _, _ = found.stdout.strip().partition("\t")
+    return source
