@@ -119,6 +119,13 @@ def test_every_python_folder_has_a_floor():
     assert not unplaced(), f"packages with no floor in tests/test_layering.py LAYERS: {unplaced()}"
 
 
+def test_the_root_holds_only_commands():
+    """A root module is a command: it has a ``main`` and runs it when executed."""
+    for name in sorted(commands()):
+        text = (ROOT / f"{name}.py").read_text()
+        assert "def main(" in text and '__name__ == "__main__"' in text, f"{name}.py is not a command"
+
+
 def test_the_reader_catches_a_violation(tmp_path):
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "net.py").write_text(
