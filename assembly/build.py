@@ -1,8 +1,9 @@
 """The one place that turns a :class:`~config.Config` into objects: data modules, LightningModules,
-Trainers, an algorithm's halves, sites, and the run that ties them together.
+Trainers, an algorithm's halves, sites, and the round loop that ties them together.
 
 ``train.py``, ``train_multi_gpu.py``, ``evaluate.py``, ``compare.py`` and the Flower apps build
-everything here, so the same config always gives the same objects.
+everything here, so the same config always gives the same objects; ``setup.py`` assembles them into
+a run over a transport.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from fl.loop import RunLoop
 from fl.references import REFERENCES, PooledReference
 from fl.reporter import Reporter
 from fl.site import Site, TrainerFactory
-from fl.transport import InProcess, Transport
+from fl.transport import Transport
 from models.recon_module import ReconModule
 from models.unet import activation_bytes
 from utils.errors import UserError
@@ -351,20 +352,8 @@ class Builder:
         )
 
     def run(self) -> RunLoop:
-        """The in-process run of ``train.py``: every site's data prepared, the federation (or the
-        reference) over local sites, ready to :meth:`~fl.loop.RunLoop.resume` or run."""
-        if self.config.trainer.devices != 1:
-            raise UserError(
-                f"trainer.devices: {self.config.trainer.devices} devices would run DDP inside every "
-                "local fit and change the results; train.py trains on one device (trainer.devices=1); "
-                f"use train_multi_gpu.py --devices {self.config.trainer.devices}"
-            )
-        quiet_lightning()
-        self.log(self.precision_line())
-        sites, initial = self.sites(self.prepare_data())
-        total = len(initial.state_dict())
-        if is_federated(self.config.fl.algorithm):
-            rounds = self.federation(self.server(initial), InProcess(sites))
-        else:
-            rounds = self.reference(sites, initial)
-        return self.loop(rounds, total)
+        """The in-process run of ``train.py`` (:func:`assembly.setup.in_process`), ready to
+        :meth:`~fl.loop.RunLoop.resume` or run."""
+        from assembly.setup import in_process
+
+        return in_process(self)

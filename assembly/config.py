@@ -4,10 +4,10 @@ Each layer declares its own sections beside its code (``data/options.py`` with t
 masks' options, ``models/options.py``, ``fl/options.py`` with every algorithm's options); this module
 assembles them, adds the run's own keys (name, seed, outputs, trainer) and reads files.
 
-OmegaConf reads the YAML and applies overrides such as ``fl.rounds=5`` or
-``sites.0.mask.acceleration=8`` (values are parsed as YAML); pydantic validates the result against
-the schema. Every problem becomes one :class:`~utils.errors.UserError` line that names the key
-path, e.g. ``config error: sites.0.mask.acceleration: must be >= 1 (got 0.5)``.
+``plain_yaml.py`` reads the files within the limits a config keeps; OmegaConf applies overrides such
+as ``fl.rounds=5`` or ``sites.0.mask.acceleration=8`` (values are parsed as YAML); pydantic validates
+the result against the schema. Every problem becomes one :class:`~utils.errors.UserError` line that
+names the key path, e.g. ``config error: sites.0.mask.acceleration: must be >= 1 (got 0.5)``.
 """
 
 from __future__ import annotations
@@ -30,13 +30,14 @@ from pydantic import (
     model_validator,
 )
 
+from assembly.plain_yaml import check_plain_data, first_line, parse_yaml, read_yaml
 from data.options import NAME_MAX, NAME_PATTERN, DataOptions, SiteOptions
 from fl.options import FLOptions
 from models.options import ModelOptions, OptimOptions
 from utils.errors import UserError
 from utils.hardware import on_cpu, resolve_precision
 from utils.io import atomic_write_text
-from utils.paths import check_path_text, not_found
+from utils.paths import check_path_text
 
 
 class _Section(BaseModel):
@@ -139,12 +140,12 @@ def load_config(
         UserError: unreadable file, malformed override, or any invalid value (naming the key path).
     """
     source = f"config {path}" if path is not None else "config"
-    data = base if base is not None else (_read_yaml(path) if path is not None else {})
+    data = base if base is not None else (read_yaml(path) if path is not None else {})
     check_plain_data(data, source)
     try:
         raw = OmegaConf.create(data)
     except (OmegaConfBaseException, ValueError, TypeError) as err:
-        raise UserError(f"{source}: {_first_line(err)}") from None
+        raise UserError(f"{source}: {first_line(err)}") from None
     for item in overrides:
         key, sep, text = item.partition("=")
         key = key.strip()
@@ -157,18 +158,18 @@ def load_config(
         try:
             value = parse_yaml(text) if text.strip() else None
         except (yaml.YAMLError, RecursionError) as err:
-            raise UserError(f"override {key}: cannot parse value {text!r} ({_first_line(err)})") from None
+            raise UserError(f"override {key}: cannot parse value {text!r} ({first_line(err)})") from None
         check_plain_data(value, f"override {key}")
         try:
             OmegaConf.update(raw, key, value, merge=False)
         except IndexError as err:
-            raise UserError(f"override {key}: {_out_of_range(raw, key) or _first_line(err)}") from None
+            raise UserError(f"override {key}: {_out_of_range(raw, key) or first_line(err)}") from None
         except (OmegaConfBaseException, TypeError, ValueError) as err:
-            raise UserError(f"override {key}: {_first_line(err)}") from None
+            raise UserError(f"override {key}: {first_line(err)}") from None
     try:
         data = OmegaConf.to_container(raw, resolve=True)
     except (OmegaConfBaseException, ValueError, TypeError, RecursionError) as err:
-        raise UserError(f"{source}: {_first_line(err)}") from None
+        raise UserError(f"{source}: {first_line(err)}") from None
     try:
         return validate_config(data)
     except UserError as err:  # name the file: a run's saved config.yaml, or one of several given
@@ -297,94 +298,6 @@ def format_validation_error(err: ValidationError, data: Any) -> str:
     return "config error: " + "; ".join(parts)
 
 
-def _read_yaml(path: str | Path) -> Any:
-    path = Path(path)
-    if path.is_dir():
-        raise UserError(f"config {path}: is a folder; expected a YAML file such as configs/default.yaml")
-    if not path.is_file():
-        reason = not_found(path)
-        raise UserError(f"config {path}: {'file not found' if reason == 'not found' else reason}")
-    try:
-        if path.stat().st_size > MAX_CONFIG_BYTES:
-            raise UserError(f"config {path}: larger than {MAX_CONFIG_BYTES // 1024} KiB; not a config")
-        data = parse_yaml(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError) as err:
-        raise UserError(f"config {path}: not valid YAML ({_first_line(err)})") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise UserError(f"config {path}: expected a mapping of sections at the top level")
-    return data
-
-
-MAX_CONFIG_BYTES = 1 << 20  # a config file is a few KiB; anything this large is not one
-MAX_CONFIG_NODES = 100_000  # values after expanding YAML aliases (a 7-line alias bomb expands to billions)
-MAX_CONFIG_DEPTH = 32  # nesting; the schema itself is at most 5 levels deep
-
-
-class _PlainLoader(yaml.SafeLoader):
-    """YAML's safe loader without the implicit timestamp type (``2024-01-01`` stays a string) and
-    without silently merging a key given twice in one mapping (the last would win)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
-        seen: dict[tuple[str, str], int] = {}
-        for key_node, _ in node.value:
-            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            key, line = (key_node.tag, key_node.value), key_node.start_mark.line + 1
-            if key in seen:
-                where = f"on line {line}" if seen[key] == line else f"on lines {seen[key]} and {line}"
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key_node.value!r} appears twice in one mapping, {where}",
-                    key_node.start_mark,
-                )  # fmt: skip
-            seen[key] = line
-        return super().construct_mapping(node, deep)
-
-
-_PlainLoader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-
-
-def parse_yaml(text: str) -> Any:
-    """Parse YAML text into plain data (dates stay strings); raises yaml.YAMLError or RecursionError."""
-    return yaml.load(text, Loader=_PlainLoader)  # noqa: S506 - a SafeLoader subclass
-
-
-def check_plain_data(data: Any, source: str) -> None:
-    """Refuse what a config cannot hold: YAML sets, binary or dates, keys that are not strings, nesting
-    deeper than :data:`MAX_CONFIG_DEPTH`, and more than :data:`MAX_CONFIG_NODES` values once aliases are
-    expanded; the error names ``source`` and the key path."""
-    count = 0
-    stack: list[tuple[Any, str, int]] = [(data, "", 0)]
-    while stack:
-        node, where, depth = stack.pop()
-        count += 1
-        at = f" at {where}" if where else ""
-        if count > MAX_CONFIG_NODES:
-            raise UserError(
-                f"{source}: more than {MAX_CONFIG_NODES} values once YAML aliases are expanded; not a config"
-            )
-        if depth > MAX_CONFIG_DEPTH:
-            raise UserError(f"{source}: nested deeper than {MAX_CONFIG_DEPTH} levels{at}")
-        if isinstance(node, dict):
-            for key, value in node.items():
-                if not isinstance(key, str) or not key:
-                    raise UserError(f"{source}: keys must be non-empty strings, found {key!r}{at}")
-                stack.append((value, f"{where}.{key}" if where else key, depth + 1))
-        elif isinstance(node, list):
-            stack.extend(
-                (value, f"{where}.{i}" if where else str(i), depth + 1) for i, value in enumerate(node)
-            )
-        elif node is not None and not isinstance(node, (str, int, float, bool)):
-            raise UserError(
-                f"{source}: {type(node).__name__} values are not supported{at}; "
-                "use strings, numbers, booleans, lists and mappings"
-            )
-
-
 def _key_path(loc: tuple, data: Any) -> str:
     """Dotted path of an error location, without pydantic's union tags and validator names."""
     parts: list[str] = []
@@ -434,8 +347,3 @@ def _describe(item: dict) -> str:
     if kind.endswith(("_type", "_parsing")):
         return f"{msg[0].lower()}{msg[1:]} (got {value!r})"
     return msg
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__

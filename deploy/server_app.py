@@ -1,7 +1,8 @@
 """The Flower ServerApp: reads the federation YAML and runs the round loop over the Flower transport.
 
-An entry point: it builds the algorithm's server half and the loop with ``build.Builder``, and
-:func:`serve` runs them over any grid (the SuperLink's, or ``deploy/local.py``'s for tests).
+An entry point: :func:`serve` runs the federation of a config over any grid (the SuperLink's, or
+``deploy/local.py``'s for tests) with the run set-up every training command shares
+(``assembly/setup.py``: the run folder, resume and overwrite, the lock, the transport).
 
 Its run config (``[tool.flwr.app.config]`` of ``pyproject.toml``, or ``flwr run --run-config``):
 
@@ -22,8 +23,6 @@ node-wait      600                  seconds to wait for every site's SuperNode
 from __future__ import annotations
 
 import shlex
-import shutil
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from typing import Any
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from fl.flower.nodes import SiteDirectory, describe
+from fl.flower.nodes import SiteDirectory
 from utils.errors import TrainingFailure, UserError
 
 APP_ROOT = Path(__file__).resolve().parents[1]
@@ -102,63 +101,15 @@ def serve(
     completed round; ``resume`` continues from it), ``results.json``, ``results.md`` and
     ``figures/val_psnr.png``. Each site writes its own best model, figures and results at the site.
     """
-    from assembly.build import Builder, is_federated, quiet_lightning
-    from assembly.config import config_differences, validate_config
-    from fl.algorithms import ALGORITHMS
-    from fl.flower.transport import FlowerTransport, TrafficCSV
-    from utils.checkpoint import load_checkpoint
+    from assembly.setup import flower
 
-    algorithm = config.fl.algorithm
-    reason = (
-        ALGORITHMS[algorithm].separate_sites_unsupported
-        if is_federated(algorithm)
-        else ("it is not federated: one model trains on pooled training data")
-    )
-    if reason:
-        raise UserError(f"fl.algorithm: {algorithm} cannot run with every site in its own process: {reason}")
-    quiet_lightning()
-    builder = Builder(config, log=log)
-    run_dir = config.run_dir
-    checkpoint = run_dir / "checkpoints" / "last.ckpt"
-    if resume and checkpoint.exists():
-        differences = config_differences(validate_config(load_checkpoint(checkpoint)["config"]), config)
-        if differences:
-            raise UserError(
-                f"resume {checkpoint}: the config differs from the run's in {'; '.join(differences)}"
-            )
-    elif not resume and ((run_dir / "metrics.csv").exists() or (run_dir / "checkpoints").exists()):
-        if not overwrite:
-            raise UserError(
-                f"{run_dir} already holds a run: continue it with resume=true, replace it with "
-                "overwrite=true, or choose another name=..."
-            )
-        shutil.rmtree(run_dir)
-
-    def site_config(site: str) -> dict[str, Any]:
-        data = config.to_dict()
-        data["sites"] = [s for s in data["sites"] if s["name"] == site]
-        data["paths"] = {}
-        return data
-
-    initial = builder.initial_model()
-    transport = FlowerTransport(
+    return flower(
         grid,
-        [s.name for s in config.sites],
-        site_config=site_config,
-        name=config.name,
-        directory=directory or SiteDirectory(grid, poll_interval, node_wait, log),
+        config,
+        resume=resume,
+        overwrite=overwrite,
         poll_interval=poll_interval,
-        overwrite=overwrite or resume,
+        node_wait=node_wait,
         log=log,
+        directory=directory,
     )
-    run = builder.loop(builder.federation(builder.server(initial), transport), len(initial.state_dict()),
-                       where=" on Flower")  # fmt: skip
-    if resume:
-        run.resume()
-    transport.fresh = run.completed == 0
-    run_dir.mkdir(parents=True, exist_ok=True)
-    transport.traffic_log = TrafficCSV(run_dir / "traffic.csv", keep_rounds=run.completed)
-    start = time.perf_counter()
-    nodes = transport.connect()
-    log(f"sites on Flower: {describe(nodes)}, named in {time.perf_counter() - start:.0f} s")
-    return run.run()

@@ -99,8 +99,13 @@ def test_flmrcm_paper_losses_follow_the_authors_label_convention():
 
 
 def test_flmrcm_paper_refuses_separate_processes(tiny_config):
-    reason = flmrcm.FLMRCM.separate_sites_unsupported
-    assert "\n" not in reason and "mode: paper" in reason
+    reason = flmrcm.FLMRCM.refusal("flower", flmrcm.FLMRCMOptions(mode="features"))
+    assert "\n" not in reason and "mode: paper" in reason and reason.startswith("fl.algorithm: flmrcm ")
+    paper, features = flmrcm.FLMRCMOptions(), flmrcm.FLMRCMOptions(mode="features")
+    assert "fl.flmrcm.mode: paper" in flmrcm.FLMRCM.refusal("ddp_sites", paper)
+    assert flmrcm.FLMRCM.refusal("ddp_sites", features) is None
+    assert "fl.parallel: data" in flmrcm.FLMRCM.refusal("ddp_data", features)
+    assert flmrcm.FLMRCM.refusal("in_process", paper) is None
     client = flmrcm.FLMRCMClient(flmrcm.FLMRCMOptions(), Context(sites=("a", "b")), "a")
     with pytest.raises(ValueError, match="one process") as err:
         client.plan(1, Payload({}), torch.nn.Linear(1, 1), 1)

@@ -226,8 +226,10 @@ class Server:
     Options: ClassVar[type[AlgorithmOptions] | None] = None
     shared_patterns: ClassVar[tuple[str, ...]] = ("*",)
     excluded_patterns: ClassVar[tuple[str, ...]] = ()
-    # Why the algorithm cannot run with every site in its own process (None: it can).
-    separate_sites_unsupported: ClassVar[str | None] = None
+    # The transports the algorithm cannot run over, each with the one line that says why and what to
+    # use instead, naming the config key: ``ddp_sites`` and ``ddp_data`` (train_multi_gpu.py under
+    # fl.parallel sites and data), ``flower`` (every site in its own process), ``in_process`` (train.py).
+    refused_transports: ClassVar[Mapping[str, str]] = {}
     client: ClassVar[type[Client]]  # the site half (set below for the base class)
 
     def __init__(self, options: AlgorithmOptions | None, context: Context):
@@ -241,6 +243,12 @@ class Server:
     def check(cls, options: AlgorithmOptions | None, sites: list[str], model_kind: str) -> None:
         """Refuse (ValueError naming the config key) sites or a model the algorithm cannot work with;
         may fill options whose default depends on the sites."""
+
+    @classmethod
+    def refusal(cls, transport: str, options: AlgorithmOptions | None) -> str | None:
+        """Why the algorithm with ``options`` cannot run over ``transport`` (one line; None: it can). The
+        run set-up asks before anything is built; the default reads :attr:`refused_transports`."""
+        return cls.refused_transports.get(transport)
 
     # -- set-up --------------------------------------------------------------------------------
     def shared_names(self, model: nn.Module) -> list[str]:

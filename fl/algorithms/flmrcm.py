@@ -293,12 +293,25 @@ class FLMRCM(Server):
     shared_patterns = ("*",)
     Options = FLMRCMOptions
     client = FLMRCMClient
-    separate_sites_unsupported = (
-        "its sites exchange data between aggregation and their local fits (mode: paper passes the target "
-        "site's training images through every source site's network at every step; mode: features sends "
-        "the target's features to the source sites), which needs every site in one process"
-    )
+    refused_transports = {
+        "flower": "fl.algorithm: flmrcm cannot run with every site in its own process: its sites exchange "
+        "data between aggregation and their local fits (mode: paper passes the target site's training "
+        "images through every source site's network at every step; mode: features sends the target's "
+        "features to the source sites), which needs every site in one process",
+        "ddp_data": "fl.parallel: data does not support fl.algorithm=flmrcm (each rank would train its own "
+        "discriminator); use fl.parallel: sites",
+    }
     options: FLMRCMOptions
+
+    @classmethod
+    def refusal(cls, transport: str, options: FLMRCMOptions | None) -> str | None:
+        if transport == "ddp_sites" and options is not None and options.mode == "paper":
+            return (
+                "fl.flmrcm.mode: paper passes the target site's training images through every source "
+                "site's network at every step, so all sites must share one process; use train.py, or "
+                "mode: features"
+            )
+        return super().refusal(transport, options)
 
     @classmethod
     def check(cls, options: FLMRCMOptions, sites: list[str], model_kind: str) -> None:

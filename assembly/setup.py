@@ -1,0 +1,372 @@
+"""The run set-up of every training command, written once: which config runs, whether its run folder
+may be written, the folder's write lock, and the transport the rounds travel over.
+
+``train.py`` (one process), ``train_multi_gpu.py`` (DDP) and the Flower ServerApp differ only in how
+their users ask to continue or replace a run (``--resume RUN_DIR`` and ``--overwrite`` on the command
+line, ``resume=true`` and ``overwrite=true`` in Flower's run config: :class:`Asking`) and in the
+transport. A run goes through the same steps under each:
+
+1. the request is checked against the run folder: a new run must not replace one unasked, a resumed
+   one must keep its config (:func:`resolve_config` for the command lines, :func:`check_request` for
+   a config given whole);
+2. the output folders are checked writable, before any data is read (:func:`check_folders`);
+3. the transport is checked against the algorithm's own refusals (:func:`check_transport`) and the
+   rounds are assembled over it (:func:`in_process`, :func:`distributed`, :func:`flower`);
+4. the folder is taken (:func:`claimed`): its lock, the request checked again under it (another
+   process may have started the same run meanwhile), then the run resumed or the old one removed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from assembly.build import Builder, check_accelerator, is_federated, quiet_lightning
+from assembly.config import Config, config_differences, load_config, validate_config
+from fl.algorithms import ALGORITHMS
+from fl.loop import RunLoop
+from fl.transport import InProcess
+from utils.checkpoint import load_checkpoint
+from utils.errors import UserError
+from utils.lock import lock_run, unlock_run
+from utils.paths import check_writable_dir
+
+PLACEMENT = ("name", "output_dir")  # a run directory's place: fixed by --resume's path
+
+# The transports, as an algorithm's :meth:`~fl.algorithms.base.Server.refusal` names them.
+IN_PROCESS, DDP_SITES, DDP_DATA, FLOWER = "in_process", "ddp_sites", "ddp_data", "flower"
+
+# Why a non-federated reference (one pooled model, no server half) cannot run over a transport.
+NOT_FEDERATED = {
+    DDP_SITES: "fl.algorithm: {algorithm} is not federated; train it with train.py",
+    DDP_DATA: "fl.algorithm: {algorithm} is not federated; train it with train.py",
+    FLOWER: "fl.algorithm: {algorithm} cannot run with every site in its own process: it is not "
+    "federated: one model trains on pooled training data",
+}
+
+
+@dataclass(frozen=True)
+class Asking:
+    """How a command's users ask to continue or to replace a run, as its messages tell them
+    (``{run_dir}`` stands for the run's folder)."""
+
+    resume: str
+    overwrite: str
+
+
+COMMAND_LINE = Asking("--resume {run_dir}", "--overwrite")
+RUN_CONFIG = Asking("resume=true", "overwrite=true")
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """What a training command was asked: a config (``config``, or ``default_config``) with dotted
+    overrides for a new run, or the run folder to continue (``resume``); whether to replace an existing
+    run of the same name, and whether to resume with a config that differs from the run's (``force``)."""
+
+    config: str | None = None
+    overrides: tuple[str, ...] = ()
+    resume: str | None = None
+    overwrite: bool = False
+    force: bool = False
+    default_config: str = "configs/default.yaml"
+
+    @classmethod
+    def from_args(cls, args: Any, default_config: str) -> RunRequest:
+        """The request of train.py's arguments (``--config``, overrides, ``--resume``, ``--overwrite``,
+        ``--force``)."""
+        return cls(
+            args.config, tuple(args.overrides), args.resume, args.overwrite, args.force, default_config
+        )
+
+
+def holds_run(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a run, finished or not (what a new run must not replace unasked)."""
+    return (run_dir / "metrics.csv").exists() or (run_dir / "checkpoints").exists()
+
+
+def refuse_replacing(run_dir: Path, overwrite: bool, asking: Asking) -> None:
+    """Refuse a new run in a folder that holds one, unless it is to be replaced."""
+    if holds_run(run_dir) and not overwrite:
+        raise UserError(
+            f"{run_dir} already holds a run: continue it with {asking.resume.format(run_dir=run_dir)}, "
+            f"replace it with {asking.overwrite}, or choose another name=..."
+        )
+
+
+# -- 1. the request ----------------------------------------------------------------------------------
+def resolve_config(request: RunRequest, check_existing: bool = True) -> Config:
+    """The config a command line asks to run: a new one, or with ``resume`` the run's own (checked
+    against any changes). With ``check_existing``, a new run whose folder already holds one is refused
+    (unless ``overwrite``)."""
+    if not request.resume:
+        config = load_config(request.config or request.default_config, request.overrides)
+        if check_existing:
+            refuse_replacing(config.run_dir, request.overwrite, COMMAND_LINE)
+        return config
+    if request.overwrite:
+        raise UserError("--resume and --overwrite exclude each other")
+    run_dir = Path(request.resume)
+    placed = [o.partition("=")[0].strip() for o in request.overrides]
+    placed = [key for key in placed if key in PLACEMENT]
+    if placed:
+        raise UserError(
+            f"--resume {run_dir}: {', '.join(placed)} come from the run directory; "
+            "to train elsewhere, copy the run directory there and resume the copy"
+        )
+    saved_path = run_dir / "config.yaml"
+    if not saved_path.is_file():
+        raise UserError(f"--resume {run_dir}: no config.yaml there, so it is not a run directory")
+    placement = [f"output_dir={run_dir.parent}", f"name={run_dir.name}"]
+    saved = load_config(saved_path, placement)
+    if not request.config and not request.overrides:
+        return saved
+    wanted = load_config(request.config or saved_path, [*request.overrides, *placement])
+    differences = config_differences(saved, wanted)
+    if differences and not request.force:
+        raise UserError(
+            f"--resume {run_dir}: the config differs from the run's in {'; '.join(differences)}; "
+            "pass --force to resume with the new values"
+        )
+    return wanted
+
+
+def check_request(config: Config, *, resume: bool, overwrite: bool, asking: Asking = RUN_CONFIG) -> None:
+    """Check a config given whole against its run folder: resumed, the run's checkpoint must hold the
+    same config; new, the folder must not hold a run (unless ``overwrite``)."""
+    checkpoint = config.run_dir / "checkpoints" / "last.ckpt"
+    if resume and checkpoint.exists():
+        differences = config_differences(validate_config(load_checkpoint(checkpoint)["config"]), config)
+        if differences:
+            raise UserError(
+                f"resume {checkpoint}: the config differs from the run's in {'; '.join(differences)}"
+            )
+    elif not resume:
+        refuse_replacing(config.run_dir, overwrite, asking)
+
+
+# -- 2. the folders ----------------------------------------------------------------------------------
+def check_folders(config: Config) -> None:
+    """The run's folders can be written: before the data is prepared, and writing nothing. The run's own
+    folders too: a file in their place would otherwise end the run at its first checkpoint."""
+    for folder in (config.run_dir.parent, config.run_dir, config.run_dir / "checkpoints"):
+        check_writable_dir(folder, "output_dir")
+
+
+# -- 3. the transport --------------------------------------------------------------------------------
+def check_transport(config: Config, transport: str) -> None:
+    """Refuse, in one line, a transport the configured algorithm cannot run over: the algorithm's own
+    refusal (:meth:`~fl.algorithms.base.Server.refusal`), or a reference's, which has no server half."""
+    algorithm = config.fl.algorithm
+    if not is_federated(algorithm):
+        if transport in NOT_FEDERATED:
+            raise UserError(NOT_FEDERATED[transport].format(algorithm=algorithm))
+        return
+    reason = ALGORITHMS[algorithm].refusal(transport, config.fl.options())
+    if reason:
+        raise UserError(reason)
+
+
+def in_process(builder: Builder) -> RunLoop:
+    """The run of ``train.py``: every site's data prepared, the federation (or the reference) over sites
+    in this process, ready to :meth:`~fl.loop.RunLoop.resume` or run."""
+    config = builder.config
+    if config.trainer.devices != 1:
+        raise UserError(
+            f"trainer.devices: {config.trainer.devices} devices would run DDP inside every "
+            "local fit and change the results; train.py trains on one device (trainer.devices=1); "
+            f"use train_multi_gpu.py --devices {config.trainer.devices}"
+        )
+    check_transport(config, IN_PROCESS)
+    quiet_lightning()
+    builder.log(builder.precision_line())
+    sites, initial = builder.sites(builder.prepare_data())
+    total = len(initial.state_dict())
+    if is_federated(config.fl.algorithm):
+        rounds = builder.federation(builder.server(initial), InProcess(sites))
+    else:
+        rounds = builder.reference(sites, initial)
+    return builder.loop(rounds, total)
+
+
+# -- 4. the folder, taken ----------------------------------------------------------------------------
+@contextmanager
+def claimed(
+    run: RunLoop,
+    config: Config,
+    *,
+    resume: bool,
+    overwrite: bool,
+    recheck: Callable[[], Any],
+    writer: bool = True,
+    agree: Callable[[Callable[[], Any]], Any] = lambda job: job(),
+) -> Iterator[None]:
+    """Hold the run folder while the block runs: its write lock (a second writer is refused, naming the
+    PID), ``recheck`` of the request under it, then the old run removed (``overwrite``) or the run
+    continued after its last completed round (``resume``). Only the ``writer`` locks and removes;
+    ``agree`` runs that part so that every process of a multi-process run sees its errors."""
+    run_dir = config.run_dir
+
+    def take() -> bool:
+        if not writer:
+            return False
+        locked = lock_run(run_dir)
+        try:
+            recheck()
+            if overwrite and not resume and run_dir.exists():
+                shutil.rmtree(run_dir)
+        except BaseException:
+            if locked:
+                unlock_run(run_dir)
+            raise
+        return locked
+
+    locked = agree(take)
+    try:
+        if resume:
+            run.resume()
+        yield
+    finally:
+        if locked:
+            unlock_run(run_dir)
+
+
+# -- the commands ------------------------------------------------------------------------------------
+def train_in_process(request: RunRequest) -> dict[str, Any]:
+    """train.py: run (or resume) the federation of ``request`` in this process; the results."""
+    config = resolve_config(request)
+    check_folders(config)
+    run = in_process(Builder(config))  # validates every site's data before anything is written or removed
+    with claimed(
+        run, config, resume=bool(request.resume), overwrite=request.overwrite,
+        recheck=lambda: resolve_config(request),
+    ):  # fmt: skip
+        return run.run()
+
+
+def launched_world_size() -> int | None:
+    """Processes started by an external launcher such as torchrun (None when this process launches)."""
+    if "TORCHELASTIC_RUN_ID" in os.environ or "RANK" in os.environ:
+        return int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", 1)))
+    return None
+
+
+def world_size(config: Config, devices: int | None) -> int:
+    """The processes of a multi-process run: ``--devices``, torchrun's, or ``trainer.devices``."""
+    external = launched_world_size()
+    if devices is not None and devices < 2:
+        raise UserError(f"--devices: a multi-process run needs at least 2 (got {devices}); use train.py")
+    if external is not None and devices and devices != external:
+        raise UserError(f"--devices {devices} differs from the {external} processes torchrun started")
+    devices = devices or external or config.trainer.devices
+    if devices < 2:
+        raise UserError(f"--devices: a multi-process run needs at least 2 (got {devices}); use train.py")
+    return devices
+
+
+def distributed(request: RunRequest, devices: int | None = None) -> None:
+    """train_multi_gpu.py: start (or join) the process group and run the federation of ``request`` on
+    every rank, as ``fl.parallel`` lays it out; only rank 0 prints and writes."""
+    import torch.distributed as dist
+    from lightning.fabric import Fabric
+
+    from fl.distributed import Distributed, agree
+
+    config = resolve_config(request, check_existing=False)  # the same on every rank: no side effects
+    devices = world_size(config, devices)
+    check_transport(config, DDP_DATA if config.fl.parallel == "data" else DDP_SITES)
+    check_accelerator(config.trainer.accelerator)  # as train.py: no GPU asked for that is not here
+    accelerator = "gpu" if config.trainer.accelerator in ("gpu", "cuda") else config.trainer.accelerator
+    quiet_lightning()
+    Fabric(accelerator=accelerator, devices=devices, strategy="ddp").launch()
+
+    first = dist.get_rank() == 0
+
+    def check_new() -> None:
+        resolve_config(request)  # refuses to replace a run
+        check_folders(config)
+
+    agree(check_new if first else (lambda: None))
+    builder = Builder(config, log=print if first else (lambda _: None))
+    # Rank 0 prepares (and caches) the data first, then the others; a data error stops every rank.
+    data = agree(builder.prepare_data if first else (lambda: None))
+    data = agree((lambda: None) if first else builder.prepare_data) or data
+    sites, initial = builder.sites(data)
+    transport = Distributed(
+        sites,
+        mode=config.fl.parallel,
+        assignment=config.fl.site_assignment,
+        trainer=builder.trainer,
+        accelerator=config.trainer.accelerator,
+        step_progress=config.trainer.step_progress,
+        log=builder.log,
+    )
+    federation = builder.federation(builder.server(initial), transport)
+    run = builder.loop(
+        federation, len(initial.state_dict()), writer=transport.writer, barrier=transport.barrier
+    )
+    with claimed(
+        run, config, resume=bool(request.resume), overwrite=request.overwrite,
+        recheck=lambda: resolve_config(request), writer=first, agree=agree,
+    ):  # fmt: skip
+        dist.barrier()
+        run.run()
+        dist.barrier()
+
+
+def flower(
+    grid: Any,
+    config: Config,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    poll_interval: float = 0.2,
+    node_wait: float = 600.0,
+    log: Callable[[str], None] = print,
+    directory: Any = None,
+) -> dict[str, Any]:
+    """The Flower ServerApp: run the federation of ``config`` over ``grid`` (each site in its own
+    process, reached by messages) and write the server's outputs; the results."""
+    from fl.flower.nodes import SiteDirectory, describe
+    from fl.flower.transport import FlowerTransport, TrafficCSV
+
+    check_transport(config, FLOWER)
+    quiet_lightning()
+    builder = Builder(config, log=log)
+    check_request(config, resume=resume, overwrite=overwrite)
+    check_folders(config)
+
+    def site_config(site: str) -> dict[str, Any]:
+        data = config.to_dict()
+        data["sites"] = [s for s in data["sites"] if s["name"] == site]
+        data["paths"] = {}
+        return data
+
+    initial = builder.initial_model()
+    transport = FlowerTransport(
+        grid,
+        [s.name for s in config.sites],
+        site_config=site_config,
+        name=config.name,
+        directory=directory or SiteDirectory(grid, poll_interval, node_wait, log),
+        poll_interval=poll_interval,
+        overwrite=overwrite or resume,
+        log=log,
+    )
+    run = builder.loop(builder.federation(builder.server(initial), transport), len(initial.state_dict()),
+                       where=" on Flower")  # fmt: skip
+    recheck = lambda: check_request(config, resume=resume, overwrite=overwrite)  # noqa: E731
+    with claimed(run, config, resume=resume, overwrite=overwrite, recheck=recheck):
+        transport.fresh = run.completed == 0
+        config.run_dir.mkdir(parents=True, exist_ok=True)
+        transport.traffic_log = TrafficCSV(config.run_dir / "traffic.csv", keep_rounds=run.completed)
+        start = time.perf_counter()
+        nodes = transport.connect()
+        log(f"sites on Flower: {describe(nodes)}, named in {time.perf_counter() - start:.0f} s")
+        return run.run()
