@@ -30,8 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.timing import Stopwatch, interleaved, load, machine, median  # noqa: E402
 from assembly.build import Builder  # noqa: E402
 from assembly.config import Config, load_config  # noqa: E402
+from fl.algorithms.fedmri import term as losses  # noqa: E402
 from fl.federation import Federation  # noqa: E402
-from models import losses  # noqa: E402
 
 REGULARISER = Stopwatch()  # time inside the contrastive term's forward and backward, all federations
 

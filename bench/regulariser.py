@@ -5,9 +5,9 @@
 
 The reference re-implements the authors' formulation: every step, per-parameter Python loops that
 rebuild ``dict(model.named_parameters())`` for the local, global and each previous model and add
-``torch.norm(p=1)`` terms through autograd. Ours (``models.losses.ContrastiveL1``, kept for a whole
-local fit as the FedMRI strategy does) stacks the references once and computes the value and the
-analytic gradient chunk by chunk.
+``torch.norm(p=1)`` terms through autograd. Ours (``fl.algorithms.fedmri.term.ContrastiveL1``, kept
+for a whole local fit as the FedMRI strategy does) stacks the references once and computes the value
+and the analytic gradient chunk by chunk.
 
 The encoders are those of a round in progress: the server's encoder, K previous local encoders
 around it, and the live encoder a few steps away from the server's. Value and gradient of both
@@ -30,7 +30,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.timing import interleaved, load, machine, median  # noqa: E402
-from models.losses import ContrastiveL1, contrastive_stats  # noqa: E402
+from fl.algorithms.fedmri.term import ContrastiveL1, contrastive_stats  # noqa: E402
 from models.unet import Unet  # noqa: E402
 
 

@@ -10,8 +10,7 @@ import pytest
 import torch
 import yaml
 
-from fl.reporter import Reporter
-from models.losses import (
+from fl.algorithms.fedmri.term import (
     ContrastiveL1,
     contrastive_l2,
     contrastive_moon,
@@ -20,6 +19,7 @@ from models.losses import (
     encoder_spread,
     spread_per_weight,
 )
+from fl.reporter import Reporter
 from tests.conftest import tiny_config_dict
 
 SHAPES = [(3, 2, 3, 3), (3,), (5, 3)]

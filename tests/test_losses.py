@@ -5,7 +5,8 @@ import torch
 
 from fl.algorithms import Context, build_client
 from fl.algorithms.fedmri import FedMRI, FedMRIOptions
-from models.losses import ContrastiveL1, contrastive_l1, reconstruction_loss
+from fl.algorithms.fedmri.term import ContrastiveL1, contrastive_l1
+from models.losses import reconstruction_loss
 from models.unet import Unet
 
 

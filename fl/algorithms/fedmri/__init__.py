@@ -15,6 +15,9 @@ per-weight distances normalised by the negatives' spread; ``decoupled`` the pape
 outside the optimiser after each step (as AdamW decouples weight decay), so RMSprop's running
 average never sees it; ``clipped`` the decoupled step, clipped per weight to the negatives' spread
 and never past the server's encoder. Every variant logs the same per-round diagnostics.
+
+This package holds the algorithm (here: its options, server half and site half) and, in ``term.py``,
+the maths of its term: the paper's ratio with its analytic gradient, our variants and the diagnostics.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from fl.algorithms.base import (
     prefixed,
     shared_parameters,
 )
-from models.losses import (
+from fl.algorithms.fedmri.term import (
     ContrastiveL1,
     contrastive_l2,
     contrastive_moon,
