@@ -15,6 +15,8 @@ from data.sources.synthetic import SyntheticOptions
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import realism  # noqa: E402
+import realism_report  # noqa: E402
+import realism_volumes  # noqa: E402
 
 
 def _subject(**changes) -> np.ndarray:
@@ -160,10 +162,140 @@ def test_tuning_variants_are_the_same_scan_turned_or_from_a_smaller_matrix():
     assert np.corrcoef(coarse.ravel(), stored.ravel())[0, 1] > 0.9  # the same anatomy, blurred
 
 
+def test_the_test_set_reads_from_three_or_more_packages_and_labels_its_averages():
+    volumes = realism.TEST_VOLUMES
+    assert len({v.package for v in volumes.values()}) >= 3
+    assert {v.kind for v in volumes.values()} <= {realism_volumes.SCAN, realism_volumes.AVERAGE}
+    assert any(v.kind == realism_volumes.AVERAGE for v in volumes.values())  # pydeface's mean head
+    assert not any(v.package == "nilearn" for v in volumes.values())  # the simulator's own anatomy
+    for name, volume in volumes.items():
+        assert volume.contrast and volume.licence, name
+        data = realism.read_real(volume)
+        if volume.slices is not None:
+            start, stop = volume.slices
+            assert data.shape[0] == len(range(start, stop, volume.step)), name
+        assert data.ndim == 3 and data.dtype == np.float32 and data.min() >= 0 and data.max() > 0, name
+    # every site is tested on something: the skull-stripped one on the brain-only volumes
+    assert sum(v.skull_stripped for v in volumes.values()) >= 3
+
+
+def test_matplotlib_slice_is_read_as_its_own_mri_example_reads_it():
+    slice_ = realism.read_real(realism.TEST_VOLUMES["s1045"])
+    path = realism.package_folder("matplotlib") / realism.TEST_VOLUMES["s1045"].path
+    import gzip
+
+    native = np.frombuffer(gzip.decompress(path.read_bytes()), np.uint16).reshape(256, 256)
+    # matplotlib's example reads native 16-bit words; every pixel is a byte in the high half
+    assert slice_.shape == (1, 256, 256) and np.array_equal(slice_[0] * 256, native.astype(np.float32))
+    assert slice_.max() == 215 and 0.4 < np.mean(slice_ == 0) < 0.7  # a head on a zeroed background
+
+
+def test_the_real_volumes_table_is_what_the_module_writes():
+    assert realism_volumes.TABLE_PATH.read_text() == realism_volumes.real_volumes_markdown(), (
+        "docs/results/realism/REAL_VOLUMES.md is stale: python bench/realism_volumes.py"
+    )
+    text = realism_volumes.TABLE_PATH.read_text()
+    for name in list(realism.TEST_VOLUMES) + list(realism.TUNING_VOLUMES):
+        assert f"| `{name}` |" in text
+    assert "population average" in text and "Searched and not used" in text
+
+
+def _disc_on_noise(
+    seed: int = 0, size: int = 48, radius: int = 14, sigma: float = 0.02
+) -> tuple[np.ndarray, np.ndarray]:
+    """A (1, size, size) 'head': a textured disc with a dark hole (a ventricle) on Rayleigh noise."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size] - size / 2 + 0.5
+    disc = np.hypot(yy, xx) < radius
+    image = np.where(disc, 0.6 + 0.3 * np.sin(xx / 2.0) * np.cos(yy / 3.0), 0.0)
+    image[np.hypot(yy, xx) < 3] = 0.0  # dark inside: filled into the head
+    noise = np.abs(rng.normal(0, sigma, (size, size)) + 1j * rng.normal(0, sigma, (size, size)))
+    return (image + noise)[None].astype(np.float64), disc
+
+
+def test_head_mask_finds_the_head_on_noise_with_its_dark_interior():
+    image, disc = _disc_on_noise()
+    from scipy import ndimage
+
+    mask = realism_report.head_mask(image)[0]
+    # the whole disc, hole filled, and at most its smoothed edge around it (within 3 pixels)
+    assert mask[disc].all() and not mask[ndimage.distance_transform_edt(~disc) > 3].any()
+    assert mask[24, 24] and not mask[:6, :6].any()
+    assert not realism_report.head_mask(np.zeros((1, 16, 16))).any()  # nothing there: no head
+    # a background as noisy as a diffusion-weighted image's (its mean an eighth of the brightest
+    # tissue, above a tenth of the 99th percentile): still the disc, not the whole image
+    noisy, _ = _disc_on_noise(sigma=0.1)
+    mask = realism_report.head_mask(noisy)[0]
+    assert (mask & disc).sum() / (mask | disc).sum() > 0.85 and not mask[:6, :6].any()
+
+
+def test_region_ssim_places_a_loss_in_the_background_and_adds_up_to_the_whole_image():
+    from scipy import ndimage
+    from skimage.metrics import structural_similarity
+
+    from utils.metrics import ssim
+
+    gt, disc = _disc_on_noise()
+    mask = disc[None]
+    # structure painted into an empty background: the head is exact, the background is not
+    painted = gt.copy()
+    painted[0][~disc] += 0.15 * (np.indices(disc.shape).sum(0) % 4 == 0)[~disc]
+    regions = realism_report.region_ssim(gt, painted, mask)
+    assert regions["ssim_head"] > 0.9 > regions["ssim_background"]
+    assert regions["ssim"] == pytest.approx(ssim(gt, painted), abs=1e-12)  # the reported metric, unchanged
+    # a blurred head on an exact background: the other way round
+    blurred = gt.copy()
+    blurred[0][disc] = ndimage.gaussian_filter(gt[0], 2)[disc]
+    other = realism_report.region_ssim(gt, blurred, mask)
+    assert other["ssim_background"] > other["ssim_head"]
+    # the two regions are a split of skimage's map without its border: weighted, they give the mean
+    mean, full = structural_similarity(gt[0], blurred[0], data_range=float(gt.max()), full=True)
+    inner = mask[0][3:-3, 3:-3]
+    n_head, n_all = inner.sum(), inner.size
+    recombined = (other["ssim_head"] * n_head + other["ssim_background"] * (n_all - n_head)) / n_all
+    assert recombined == pytest.approx(mean, abs=1e-12)
+    assert other["head_fraction"] == pytest.approx(n_head / n_all)
+    whole_head = realism_report.region_ssim(gt, blurred, np.ones_like(mask))  # no background at all
+    assert whole_head["ssim_background"] is None
+
+
+def _record(name: str, psnr_gain: float, ssim_gain: float) -> dict:
+    zf = {"psnr": 30.0, "ssim": 0.8, "ssim_head": 0.7, "ssim_background": 0.9}
+    model = {"psnr": 30.0 + psnr_gain, "ssim": 0.8 + ssim_gain, "ssim_head": 0.75, "ssim_background": None}
+    return {"volume": name, "head_fraction": 0.4, "zero_filled": zf, "model": model}
+
+
+def test_distribution_counts_strict_wins_and_names_the_worst_volume():
+    records = [_record("a", 1.0, 0.02), _record("b", 0.5, 0.0), _record("wide", 2.0, -0.2)]
+    d = realism.distribution(records)
+    assert d["volumes"] == 3 and d["psnr_wins"] == 3 and d["ssim_wins"] == 1  # a tie is not a win
+    assert d["psnr_worst"] == {"volume": "b", "gain": pytest.approx(0.5)}
+    assert d["ssim_worst"] == {"volume": "wide", "gain": pytest.approx(-0.2)}
+    table = realism.distribution_table({"fastmri": records}, {"wide": " (average)"})
+    assert "| fastmri | 3 / 3 | b (+0.50 dB) | 1 / 3 | wide (average) (-0.200) |" in table
+    rows = realism.volumes_table({"fastmri": records}, {"wide": " (average)"})
+    assert "| fastmri | wide (average) | 40 % | 30.00 → 32.00 (+2.00) | 0.800 → 0.600 (-0.200) |" in rows
+    assert "0.700 → 0.750 (+0.050) | – |" in rows  # no background pixel: a dash, not a number
+    assert realism.distribution([]) == {
+        "volumes": 0, "psnr_wins": 0, "psnr_worst": None, "ssim_wins": 0, "ssim_worst": None
+    }  # fmt: skip
+
+
+def test_a_volume_record_scores_head_and_background_of_model_and_zero_filled():
+    gt, disc = _disc_on_noise()
+    zero_filled = gt + 0.05 * np.roll(gt, 7, axis=2)  # a ghost, as a 1D mask leaves
+    scores = {"model": {"psnr": 31.0, "ssim": 0.9, "nmse": 0.01}, "zero_filled": {"psnr": 28.0, "ssim": 0.7}}
+    record = realism.volume_record("v", scores, (gt.copy(), gt, zero_filled))
+    assert record["volume"] == "v" and record["model"]["psnr"] == 31.0 and "nmse" not in record["model"]
+    assert record["model"]["ssim_head"] == pytest.approx(1.0) and record["model"]["ssim_background"] == 1.0
+    assert record["zero_filled"]["ssim_background"] < 1.0
+    assert 0.2 < record["head_fraction"] < 0.5
+
+
 def test_a_missing_real_volume_is_one_line_naming_the_file(tmp_path, monkeypatch):
     from utils.errors import UserError
 
-    monkeypatch.setattr(realism, "package_folder", lambda package: tmp_path)
+    monkeypatch.setattr(realism_volumes, "package_folder", lambda package: tmp_path)
     with pytest.raises(UserError, match=r"real volume .*example4d.nii.gz is missing"):
         realism.read_real(realism.TUNING_VOLUMES["epi"])
 
