@@ -6,6 +6,7 @@ then tabulate and plot them.
     python compare.py --config configs/study.yaml --algorithms all --ablations contrastive --seeds 0,1,2 \\
         --name mystudy --results runs/mystudy/results --jobs 2   # RESULTS.md's: docs/results/study/run.sh
     python compare.py --report docs/results/study        # tables and figures again, from raw files only
+    python compare.py --map docs/results/map             # the regime map: the paper's claims per regime
     docs/results/study/run.sh --no-train                 # outputs of the runs finished so far, no training
 
 Every variant is the config plus overrides, trained with train.py's code into
@@ -64,6 +65,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="comma-separated FedMRI ablations, or 'all' (" + ", ".join(ABLATIONS) + ")",
     )
     parser.add_argument("--local-epochs", default="", help="local epochs for that ablation, e.g. 1,2,5")
+    parser.add_argument("--betas", default="", help="betas of the beta ablation, e.g. 25,100 (default 1,10,100)")
     parser.add_argument(
         "--name", default=DEFAULTS.name, help=f"output folder under output_dir (default: {DEFAULTS.name})"
     )
@@ -82,6 +84,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="",
         metavar="FOLDER",
         help="rebuild the tables and figures of FOLDER from its raw result files, without training",
+    )
+    parser.add_argument(
+        "--map",
+        default="",
+        metavar="FOLDER",
+        help="rebuild the regime map of FOLDER (its regimes.yaml names each regime's results folder): "
+        "map.md, map.json and figures/map.png, from the raw files alone",
     )
     parser.add_argument(
         "--first",
@@ -109,12 +118,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def study_options(argv: list[str] | None = None) -> StudyOptions:
-    """The command line as the study's options."""
-    return StudyOptions(**vars(parse_args(argv)))
+    """The command line as the study's options (``--map`` aside)."""
+    args = vars(parse_args(argv))
+    args.pop("map")
+    return StudyOptions(**args)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: train or reuse every variant, then write the comparison."""
+    """Entry point: train or reuse every variant, then write the comparison; or, with ``--map``, rebuild
+    a regime map from its studies' raw files."""
+    args = parse_args(argv)
+    if args.map:
+        from study.regime_map import write_map
+        from utils.errors import UserError
+
+        def rebuild() -> None:
+            defaults = vars(parse_args([]))
+            given = sorted(k for k, v in vars(args).items() if k != "map" and v != defaults[k])
+            if given:
+                raise UserError(
+                    f"--map rebuilds {args.map} from raw files alone; drop {', '.join(given)}"
+                )
+            write_map(args.map)
+
+        return run_cli(rebuild)
     options = study_options(argv)
     return run_cli(lambda: run_all(options))
 

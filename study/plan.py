@@ -4,13 +4,14 @@ configs train once), the manifest that tabulates them, and what each run folder 
 from __future__ import annotations
 
 import json
+import math
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from study.records import Manifest, ManifestRow
-from study.variants import ABLATIONS, choose, labels, variants
+from study.variants import ABLATIONS, DEFAULT_BETAS, choose, labels, variants
 from utils.errors import UserError
 
 DEFAULT_CONFIG = "configs/default.yaml"
@@ -24,6 +25,7 @@ class StudyOptions:
     algorithms: str = ""  # comma-separated, or "all"
     ablations: str = ""  # comma-separated, or "all"
     local_epochs: str = ""  # comma-separated local epochs of that ablation
+    betas: str = ""  # comma-separated betas of the beta ablation; empty: 1, 10, 100
     name: str = "comparison"  # the study's folder under output_dir
     seeds: str = ""  # comma-separated; empty: the config's seed
     results: str = ""  # folder of the raw files, tables and figures; empty: <output_dir>/<name>
@@ -37,7 +39,7 @@ class StudyOptions:
 
 # What --report cannot honour: it reads the folder's manifest.json and raw files only.
 REPORT_IGNORES = (
-    "config", "algorithms", "ablations", "local_epochs", "name", "seeds", "results", "first", "force",
+    "config", "algorithms", "ablations", "local_epochs", "betas", "name", "seeds", "results", "first", "force",
     "jobs", "overrides", "no_train",
 )  # fmt: skip
 
@@ -67,6 +69,7 @@ def command_line(options: StudyOptions) -> str:
             *(["--algorithms", options.algorithms] if options.algorithms else []),
             *(["--ablations", options.ablations] if options.ablations else []),
             *(["--local-epochs", options.local_epochs] if options.local_epochs else []),
+            *(["--betas", options.betas] if options.betas else []),
             *(["--seeds", options.seeds] if options.seeds else []),
             *(["--name", options.name] if options.name != "comparison" else []),
             *(["--results", options.results] if options.results else []),
@@ -100,6 +103,17 @@ def parse_local_epochs(text: str, base: Any) -> list[int]:
     if any(e < 1 for e in epochs):
         raise UserError("--local-epochs: every value must be >= 1")
     return epochs
+
+
+def parse_betas(text: str) -> list[float]:
+    """The betas of the beta ablation: ``text``'s, or 1, 10 and 100."""
+    try:
+        betas = [float(b) for b in text.split(",") if b.strip()] or list(DEFAULT_BETAS)
+    except ValueError:
+        raise UserError(f"--betas: expected numbers like 25,100 (got {text!r})") from None
+    if any(not math.isfinite(b) or b < 0 or b > 1e6 for b in betas) or len(set(betas)) != len(betas):
+        raise UserError(f"--betas: expected distinct numbers between 0 and 1e6 (got {text!r})")
+    return betas
 
 
 @dataclass
@@ -139,7 +153,11 @@ def make_plan(options: StudyOptions) -> Plan:
     root = Path(base.output_dir) / options.name
     check_writable_dir(root, "output_dir")
     planned, rows = _resolve(
-        options, variants(algorithms, ablations, base, local_epochs), seeds, seeded, root
+        options,
+        variants(algorithms, ablations, base, local_epochs, parse_betas(options.betas)),
+        seeds,
+        seeded,
+        root,
     )
     first = [k.strip() for k in options.first.split(",") if k.strip()]
     unknown = [k for k in first if not any(k == variant_of(key) for key in planned)]

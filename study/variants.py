@@ -43,7 +43,18 @@ def choose(text: str, allowed: Sequence[str], what: str) -> list[str]:
     return items
 
 
-def _sharing(base: Any, local_epochs: list[int]) -> list[Variant]:
+DEFAULT_BETAS = (1.0, 10.0, 100.0)
+
+
+@dataclass
+class AblationValues:
+    """The values an ablation sweeps, where the command line chooses them."""
+
+    local_epochs: list[int]
+    betas: list[float]
+
+
+def _sharing(base: Any, values: AblationValues) -> list[Variant]:
     return [
         Variant("share encoder (FedMRI)", "fedmri", FEDMRI + ["fl.fedmri.share=encoder"]),
         Variant("share whole model", "fedmri-share-whole", FEDMRI + ["fl.fedmri.share=whole"]),
@@ -60,7 +71,7 @@ def _sharing(base: Any, local_epochs: list[int]) -> list[Variant]:
     ]
 
 
-def _contrastive(base: Any, local_epochs: list[int]) -> list[Variant]:
+def _contrastive(base: Any, values: AblationValues) -> list[Variant]:
     beta = base.fl.fedmri.beta
     with_con = beta if beta > 0 else 100.0
     return [
@@ -73,20 +84,20 @@ def _contrastive(base: Any, local_epochs: list[int]) -> list[Variant]:
     ]
 
 
-def _beta(base: Any, local_epochs: list[int]) -> list[Variant]:
+def _beta(base: Any, values: AblationValues) -> list[Variant]:
     return [
-        Variant(f"beta={b:g}", f"fedmri-beta{b:g}", FEDMRI + [f"fl.fedmri.beta={b}"]) for b in (1, 10, 100)
+        Variant(f"beta={b:g}", f"fedmri-beta{b:g}", FEDMRI + [f"fl.fedmri.beta={b:g}"]) for b in values.betas
     ]
 
 
-def _negatives(base: Any, local_epochs: list[int]) -> list[Variant]:
+def _negatives(base: Any, values: AblationValues) -> list[Variant]:
     return [
         Variant(f"negatives: {n}", f"fedmri-negatives-{n}", FEDMRI + [f"fl.fedmri.negatives={n}"])
         for n in ("all", "self")
     ]
 
 
-def _domain(base: Any, local_epochs: list[int]) -> list[Variant]:
+def _domain(base: Any, values: AblationValues) -> list[Variant]:
     names = labels()
     return [
         Variant(f"{names[a]} ({label})", f"{a}{suffix}", [f"fl.algorithm={a}", f"model.kind={kind}"])
@@ -95,15 +106,17 @@ def _domain(base: Any, local_epochs: list[int]) -> list[Variant]:
     ]
 
 
-def _clipped(base: Any, local_epochs: list[int]) -> list[Variant]:
+def _clipped(base: Any, values: AblationValues) -> list[Variant]:
     return [Variant("FedMRI, clipped L_con (ours)", "fedmri-clipped", FEDMRI + ["fl.fedmri.variant=clipped"])]
 
 
-def _local_epochs(base: Any, local_epochs: list[int]) -> list[Variant]:
-    return [Variant(f"E={e}", f"fedmri-e{e}", FEDMRI + [f"fl.local_epochs={e}"]) for e in local_epochs]
+def _local_epochs(base: Any, values: AblationValues) -> list[Variant]:
+    return [
+        Variant(f"E={e}", f"fedmri-e{e}", FEDMRI + [f"fl.local_epochs={e}"]) for e in values.local_epochs
+    ]
 
 
-ABLATION_VARIANTS: dict[str, Callable[[Any, list[int]], list[Variant]]] = {
+ABLATION_VARIANTS: dict[str, Callable[[Any, AblationValues], list[Variant]]] = {
     "sharing": _sharing,
     "contrastive": _contrastive,
     "beta": _beta,
@@ -115,13 +128,19 @@ ABLATION_VARIANTS: dict[str, Callable[[Any, list[int]], list[Variant]]] = {
 
 
 def variants(
-    algorithms: list[str], ablations: list[str], base: Any, local_epochs: list[int]
+    algorithms: list[str],
+    ablations: list[str],
+    base: Any,
+    local_epochs: list[int],
+    betas: Sequence[float] = DEFAULT_BETAS,
 ) -> list[Variant]:
-    """The variants to train, in table order; FedMRI ablations override ``fl.fedmri.*``."""
+    """The variants to train, in table order; FedMRI ablations override ``fl.fedmri.*`` (the local_epochs
+    ablation trains ``local_epochs``, the beta ablation ``betas``)."""
+    values = AblationValues(list(local_epochs), list(betas))
     names = labels()
     out = [Variant(names[a], a, [f"fl.algorithm={a}"], ["comparison"]) for a in algorithms]
     for ablation in ablations:
-        for variant in ABLATION_VARIANTS[ablation](base, local_epochs):
+        for variant in ABLATION_VARIANTS[ablation](base, values):
             variant.families.append(ablation)
             out.append(variant)
     return out

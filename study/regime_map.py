@@ -1,0 +1,267 @@
+"""The regime map: which of the FedMRI paper's claims hold in which training regime.
+
+A map folder holds ``regimes.yaml``, naming each regime (a data setting and an optimiser) and the
+results folder of the study that measured it (``compare.py`` raw files, relative to the map folder):
+
+    regimes:
+      - key: ample-study
+        title: ample data, study optimiser
+        folder: ../study
+        setting: 8 training subjects per site; RMSprop 1e-3, 60 rounds x 1 local epoch
+
+:func:`write_map` reads every regime's raw files and writes ``map.md`` (each claim x each regime: the
+verdict, the seed-level difference with its 95 % interval and the seeds it rests on), ``map.json`` and
+``figures/map.png`` (every method's mean-PSNR difference to FedMRI, with its interval, per regime).
+``python compare.py --map DIR`` calls it. Statistics are those of the studies
+(:func:`utils.stats.seed_comparison`): the trained model is the unit, and a verdict needs two seeds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from study.formats import p_value, seeds_needed_note, signed
+from study.records import load_study, mismatch
+from study.rows import Row, find_row, reference_row, rows_of
+from utils.errors import UserError
+from utils.io import atomic_write_text
+from utils.stats import TOO_FEW_SEEDS, SeedComparison
+from utils.tables import markdown
+
+FILE = "regimes.yaml"
+
+
+class Regime(BaseModel):
+    """One column of the map: a regime and the study folder that measured it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: str = Field(min_length=1, max_length=60, pattern=r"^[A-Za-z0-9_.-]+$")
+    title: str = Field(min_length=1, max_length=200)
+    folder: str = Field(min_length=1, max_length=500, description="results folder, relative to the map")
+    setting: str = Field("", max_length=1000, description="data and optimiser, in words")
+
+
+class RegimeMap(BaseModel):
+    """``regimes.yaml``: the regimes in column order."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    regimes: list[Regime] = Field(min_length=1, max_length=20)
+
+
+# Rows of the map, each found by its algorithm and variant overrides, and the claims between them.
+METHODS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "FedMRI beta = 0": ("fedmri", ("fl.fedmri.beta=0",)),
+    "FedMRI beta = 25": ("fedmri", ("fl.fedmri.beta=25",)),
+    "FedAvg": ("fedavg", ()),
+    "SingleSet": ("singleset", ()),
+    "Centralized": ("centralized", ()),
+    "FedPer (GD-GD)": ("fedper", ()),
+    "FL-MRCM": ("flmrcm", ()),
+}
+
+
+@dataclass(frozen=True)
+class Claim:
+    """``first`` beats ``second`` in mean PSNR over the sites (None: the regime's FedMRI)."""
+
+    text: str
+    first: str | None
+    second: str | None
+    premise: bool = False  # a condition of the paper's setting, not a claim of the paper
+
+
+CLAIMS = (
+    Claim("Collaboration pays: Centralized beats SingleSet (the paper's premise)", "Centralized",
+          "SingleSet", premise=True),
+    Claim("FedMRI beats SingleSet (each site alone)", None, "SingleSet"),
+    Claim("FedMRI beats FedAvg", None, "FedAvg"),
+    Claim("FedMRI beats FedPer (GD-GD)", None, "FedPer (GD-GD)"),
+    Claim("FedMRI beats FL-MRCM", None, "FL-MRCM"),
+    Claim("Removing the contrastive term is worse (FedMRI beats FedMRI with beta = 0)", None,
+          "FedMRI beta = 0"),
+    Claim("Sharing the encoder beats sharing the whole model, without the term on both (FedMRI beta = 0 "
+          "beats FedAvg)", "FedMRI beta = 0", "FedAvg"),
+    Claim("FedMRI with beta scaled to the paper's per-weight pull (beta = 25 at 16 channels) beats FedAvg",
+          "FedMRI beta = 25", "FedAvg"),
+)  # fmt: skip
+
+
+def read_map(folder: Path) -> RegimeMap:
+    """``folder/regimes.yaml``, validated; one-line errors name the file and the key."""
+    path = folder / FILE
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as err:
+        raise UserError(f"{path}: cannot read it ({err.strerror or err})") from None
+    except yaml.YAMLError as err:
+        raise UserError(f"{path}: not YAML ({str(err).splitlines()[0]})") from None
+    try:
+        return RegimeMap.model_validate(data)
+    except ValidationError as err:
+        raise UserError(f"{path}: {mismatch(err)}") from None
+
+
+def regime_rows(folder: Path, regime: Regime) -> dict[str, Row]:
+    """The map's rows found in a regime's study folder, by name ("FedMRI" for the reference)."""
+    manifest, runs = load_study(folder / regime.folder)
+    rows = rows_of(manifest, runs)
+    out: dict[str, Row] = {}
+    fedmri = reference_row(rows)
+    if fedmri is not None:
+        out["FedMRI"] = fedmri
+    for name, (algorithm, overrides) in METHODS.items():
+        row = find_row(rows, algorithm, overrides)
+        if row is not None and not (fedmri is not None and row.same_runs(fedmri)):
+            out[name] = row
+    return out
+
+
+def compare(rows: dict[str, Row], first: str | None, second: str | None) -> SeedComparison | None:
+    """``first`` − ``second`` in mean PSNR over the sites, seed as the unit (None where a row is missing)."""
+    a, b = rows.get(first or "FedMRI"), rows.get(second or "FedMRI")
+    if a is None or b is None:
+        return None
+    return a.versus(b, "mean", "psnr")
+
+
+def verdict(result: SeedComparison | None) -> str:
+    """holds / does not hold / not detectable for "the first row beats the second"."""
+    if result is None:
+        return "not run"
+    if result.verdict == TOO_FEW_SEEDS:
+        return "no verdict (one seed)"
+    if result.verdict == "no detectable difference":
+        return "not detectable"
+    return "holds" if result.verdict == "better" else "does not hold"
+
+
+def cell(result: SeedComparison | None) -> str:
+    """A map cell: the verdict, then the difference ± interval in dB, p and the seeds."""
+    if result is None:
+        return "not run"
+    return (
+        f"**{verdict(result)}**: {signed(result.difference, 2)} dB "
+        f"(p={p_value(result)}, {result.difference.n} seeds)"
+    )
+
+
+def map_markdown(spec: RegimeMap, by_regime: dict[str, dict[str, Row]]) -> str:
+    """``map.md``: the claims x regimes table, then each regime's setting and rows."""
+    header = ["claim (first − second, mean PSNR over the four sites)"] + [r.title for r in spec.regimes]
+    body = []
+    for claim in CLAIMS:
+        results = [compare(by_regime[r.key], claim.first, claim.second) for r in spec.regimes]
+        if all(x is None for x in results):
+            continue
+        body.append([claim.text, *[cell(x) for x in results]])
+    lines = [
+        "# When does FedMRI help? The paper's claims in each regime\n",
+        "Each cell: the verdict of the claim in that regime, then the difference (first − second, mean "
+        "PSNR over the four sites) as the mean over seeds of each seed's mean over its test volumes, "
+        "± its 95 % Student-t interval, the p-value of the paired t-test over seeds and the number of "
+        "seeds. " + seeds_needed_note() + " Rebuilt from the raw files of each regime's study by "
+        "`python compare.py --map <folder>`.\n",
+        markdown(header, body),
+        "\n## The regimes\n",
+    ]
+    for regime in spec.regimes:
+        rows = by_regime[regime.key]
+        seeds = ", ".join(f"{name} {len(row.seeds)}" for name, row in rows.items())
+        lines.append(
+            f"- **{regime.title}** (`{regime.folder}`): {regime.setting} Seeds per row: {seeds or 'none'}."
+        )
+    return "\n".join(lines) + "\n"
+
+
+def map_summary(spec: RegimeMap, by_regime: dict[str, dict[str, Row]]) -> dict:
+    """``map.json``: every claim's and every method's seed-level comparison, by regime."""
+    out: dict = {"regimes": [r.model_dump() for r in spec.regimes], "claims": {}, "versus_fedmri": {}}
+    for claim in CLAIMS:
+        out["claims"][claim.text] = {
+            r.key: _numbers(compare(by_regime[r.key], claim.first, claim.second)) for r in spec.regimes
+        }
+    for regime in spec.regimes:
+        rows = by_regime[regime.key]
+        out["versus_fedmri"][regime.key] = {
+            name: _numbers(compare(rows, name, None)) for name in rows if name != "FedMRI"
+        }
+    return json.loads(json.dumps(out, allow_nan=True))
+
+
+def _numbers(result: SeedComparison | None) -> dict | None:
+    if result is None:
+        return None
+    return {
+        "difference": result.difference.mean,
+        "half_width": result.difference.half_width,
+        "per_seed": {str(s): d for s, d in result.per_seed.items()},
+        "p_value": result.p_value,
+        "verdict": verdict(result),
+    }
+
+
+def map_figure(path: Path, spec: RegimeMap, by_regime: dict[str, dict[str, Row]]) -> None:
+    """One panel per regime: each method's mean-PSNR difference to FedMRI with its seed-level interval
+    (filled: detectable; open: not), so a reader sees where FedMRI leads (left of zero) and where not."""
+    from utils.figures import plt
+
+    names = [n for n in METHODS if any(n in rows for rows in by_regime.values())]
+    fig, axes = plt.subplots(
+        1, len(spec.regimes), figsize=(3.4 * len(spec.regimes) + 1.6, 0.45 * len(names) + 1.6),
+        sharey=True, squeeze=False, constrained_layout=True,
+    )  # fmt: skip
+    for ax, regime in zip(axes[0], spec.regimes):
+        rows = by_regime[regime.key]
+        for y, name in enumerate(names):
+            result = compare(rows, name, None) if name in rows else None
+            if result is None:
+                ax.text(0, y, "not run", ha="center", va="center", fontsize=7, color="0.5")
+                continue
+            half = result.difference.half_width
+            detected = result.verdict in ("better", "worse")
+            ax.errorbar(
+                result.difference.mean, y, xerr=half if math.isfinite(half) else None, fmt="o",
+                color="C3" if result.difference.mean > 0 else "C0", mfc=None if detected else "white",
+                capsize=3,
+            )  # fmt: skip
+        ax.axvline(0, color="0.3", lw=0.8)
+        ax.set_title(regime.title, fontsize=9)
+        ax.set_xlabel("method − FedMRI, mean PSNR (dB)")
+        ax.grid(axis="x", alpha=0.3)
+    axes[0][0].set_yticks(range(len(names)), names)
+    axes[0][0].invert_yaxis()
+    fig.suptitle(
+        "Each method against FedMRI, per regime: 95 % interval over seeds\n"
+        "red: ahead of FedMRI, blue: behind; open marker: not detectable", fontsize=10
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_map(folder: str | Path, log: Callable[[str], None] = print) -> str:
+    """Rebuild ``map.md``, ``map.json`` and ``figures/map.png`` of a map folder from the raw files of its
+    regimes' studies; returns the markdown. Everything is read before anything is written."""
+    folder = Path(folder)
+    spec = read_map(folder)
+    keys = [r.key for r in spec.regimes]
+    if len(set(keys)) != len(keys):
+        raise UserError(f"{folder / FILE}: regimes.key: every key must be unique (got {keys})")
+    by_regime = {r.key: regime_rows(folder, r) for r in spec.regimes}
+    text = map_markdown(spec, by_regime)
+    data = map_summary(spec, by_regime)
+    atomic_write_text(folder / "map.md", text)
+    atomic_write_text(folder / "map.json", json.dumps(data, indent=1, sort_keys=True) + "\n")
+    map_figure(folder / "figures" / "map.png", spec, by_regime)
+    log(text)
+    log(f"wrote {folder}/map.md, map.json and figures/map.png from {len(spec.regimes)} regime(s)")
+    return text
