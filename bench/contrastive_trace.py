@@ -40,9 +40,9 @@ def traced(steps: dict[str, list[dict[str, Any]]], sites: set[str] | None):
 
     def plan(self, rnd, payload, model, epochs):
         local = original(self, rnd, payload, model, epochs)
-        if local.diagnostics is None or (sites is not None and self.site not in sites):
+        if local.after_fit is None or (sites is not None and self.site not in sites):
             return local
-        inner, diagnostics = local.after_step, local.diagnostics
+        inner, diagnostics = local.after_step, local.after_fit
         names = [n for n, _ in model.named_parameters() if n in payload.global_state]
         state = {"last": None}
 
@@ -72,14 +72,14 @@ def traced(steps: dict[str, list[dict[str, Any]]], sites: set[str] | None):
             if state["last"] is None:
                 state["last"] = torch.cat([live[n].detach().reshape(-1) for n in names]).double().clone()
 
-        hook = local.step_hook
+        hook = local.after_backward
 
-        def step_hook(model):
+        def after_backward(model):
             before_first(model)
             if hook is not None:
                 hook(model)
 
-        local.step_hook, local.after_step = step_hook, after_step
+        local.after_backward, local.after_step = after_backward, after_step
         return local
 
     return plan

@@ -132,8 +132,8 @@ def instrument(clock: ExclusiveClock) -> None:
             local = original(*args, **kwargs)
             if local.penalty is not None:
                 local.penalty = clock.wrap("term", local.penalty)
-            if local.step_hook is not None:
-                local.step_hook = clock.wrap("term", local.step_hook)
+            if local.after_backward is not None:
+                local.after_backward = clock.wrap("term", local.after_backward)
             return local
 
         site.client.plan = timed_plan

@@ -148,8 +148,9 @@ class Reporter:
                 **train,
             )  # fmt: skip
             self.metrics.write(round=rnd, site=site, split="val", **{k: values[k] for k in METRICS})
-            if self.tb is not None:
-                self.tb.scalars(f"{site}/train", {"loss": values["loss"], "lr": lr, **train}, rnd)
+            if self.tb is not None:  # every value the fit logged, an algorithm's own ones included
+                logged = {k: v for k, v in values.get("train", {}).items() if isinstance(v, (int, float))}
+                self.tb.scalars(f"{site}/train", {"loss": values["loss"], "lr": lr, **logged}, rnd)
                 self.tb.scalars(f"{site}/val", {k: values[k] for k in METRICS}, rnd)
 
     def progress(self, rnd: int, summary: Mapping[str, Mapping[str, Any]]) -> None:

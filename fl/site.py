@@ -21,7 +21,7 @@ import torch
 
 from data.site import SiteDataModule
 from fl.aggregation import TensorDict
-from fl.algorithms.base import Client, LocalPlan, Payload, Phase, Reply, set_trainable
+from fl.algorithms.base import Client, Companion, LocalPlan, Payload, Reply, set_trainable
 from models.recon_module import NonFiniteError, ReconModule, all_finite
 from utils.metrics import summarise
 from utils.seeding import stable_seed
@@ -49,7 +49,7 @@ class FitResult:
     train_slices: int
     reply: Reply | None = None
     steps: int = 0  # optimiser steps of the fit
-    values: dict[str, float] = field(default_factory=dict)  # loss_rec, penalty, the plan's diagnostics
+    values: dict[str, float] = field(default_factory=dict)  # loss_rec, penalty, the plan's after_fit values
 
 
 @dataclass
@@ -77,7 +77,7 @@ class Site:
     best_psnr: float = -math.inf
     best_state: TensorDict = field(default_factory=dict)
     last_steps: int = 0  # optimiser steps of the last local fit
-    fit_values: dict[str, float] = field(default_factory=dict)  # loss parts and diagnostics of the last fit
+    fit_values: dict[str, float] = field(default_factory=dict)  # loss parts, after_fit values: last fit
 
     # -- the round -----------------------------------------------------------------------------
     def load_global(self, global_state: TensorDict) -> None:
@@ -100,8 +100,8 @@ class Site:
 
     def fit(self, rnd: int, payload: Payload, epochs: int, lr: float) -> tuple[Reply, float]:
         """Load the global tensors, train the round's local epochs as the client plans them, and
-        return the reply and the mean training loss of the last epoch (its parts and the plan's
-        diagnostics are left in :attr:`fit_values`).
+        return the reply and the mean training loss of the last epoch (its parts and the values of the
+        plan's ``after_fit`` are left in :attr:`fit_values`).
 
         Raises:
             SiteDiverged: a step's loss, or a weight after the fit, is not finite.
@@ -113,14 +113,11 @@ class Site:
         self.fit_values = {}
         self.data.set_round(rnd)
         torch.manual_seed(stable_seed(self.seed, "local", self.name, rnd))  # the same in any process layout
-        steps = 0
+        steps, values = 0, {}
         try:
             if plan.companion is not None:  # its steps come out of the plan's
-                steps += self._fit_companion(plan, lr)
+                steps, values = self._fit_companion(plan.companion, lr)
                 torch.manual_seed(stable_seed(self.seed, "local-own", self.name, rnd))
-            module.reconstruction_weight = plan.reconstruction_weight
-            module.penalty, module.step_hook = plan.penalty, plan.step_hook
-            module.after_step = plan.after_step
             steps += self._fit_plan(plan, skip=steps)
             self.last_steps = steps
             if not all_finite(module.model):
@@ -128,29 +125,38 @@ class Site:
         except NonFiniteError as err:
             raise SiteDiverged(self.name, rnd, str(err)) from None
         finally:
-            module.penalty, module.step_hook, module.after_step = None, None, None
+            module.install()
             set_trainable(module.model, None)
-        self.fit_values = module.mean_losses
-        if plan.diagnostics is not None:
-            self.fit_values.update(plan.diagnostics(module.model))
+        self.fit_values = {**values, **module.mean_losses}
+        if plan.after_fit is not None:
+            self.fit_values.update(plan.after_fit(module.model))
         shared = self.shared_tensors(payload.global_state)
         return self.client.reply(rnd, payload, module.model, shared, steps, lr), module.mean_train_loss
 
     def _fit_plan(self, plan: LocalPlan, skip: int = 0) -> int:
-        """Train the plan's phases (the penalty and hook are installed) less their first ``skip`` steps,
-        taken by a companion; returns the optimiser steps."""
+        """Train the plan's phases with its hooks installed (after its ``before_fit``), less their first
+        ``skip`` steps, taken by a companion; returns the optimiser steps."""
+        module = self.module
+        if plan.before_fit is not None:
+            plan.before_fit(module.model)
+        module.install(
+            penalty=plan.penalty,
+            after_backward=plan.after_backward,
+            after_step=plan.after_step,
+            reconstruction_weight=plan.reconstruction_weight,
+        )
         if not skip and len(plan.phases) == 1 and float(plan.phases[0].epochs).is_integer():
-            set_trainable(self.module.model, plan.phases[0])
+            set_trainable(module.model, plan.phases[0])
             trainer = self.trainer(int(plan.phases[0].epochs), True)
-            trainer.fit(self.module, train_dataloaders=self.data.train_dataloader())
+            trainer.fit(module, train_dataloaders=self.data.train_dataloader())
             return trainer.global_step
         return self._fit_phases(plan, skip)
 
-    def _fit_companion(self, plan: LocalPlan, lr: float) -> int:
-        """Train ``plan.companion`` as a plain fit of its epochs (no penalty, no hook) in place of the
-        site's model and optimiser state, leave its new weights and optimiser state in it, and put the
-        site's own back. Returns its optimiser steps."""
-        companion, module = plan.companion, self.module
+    def _fit_companion(self, companion: Companion, lr: float) -> tuple[int, dict[str, float]]:
+        """Train ``companion`` as its plan says in place of the site's model and optimiser state, leave
+        its new weights and optimiser state in it, and put the site's own back. Returns its optimiser
+        steps and the values of its plan's ``after_fit``."""
+        module = self.module
         own_model = {n: t.detach().clone() for n, t in module.model.state_dict().items()}
         own_optimizer = copy.deepcopy(module.optimizer.state_dict())
         module.model.load_state_dict(companion.state)
@@ -159,10 +165,11 @@ class Site:
         else:
             module.optimizer.state.clear()
         module.set_lr(lr)
-        module.reconstruction_weight, module.penalty, module.step_hook = 1.0, None, None
-        module.after_step = None
         try:
-            steps = self._fit_plan(LocalPlan([Phase(companion.epochs)]))
+            steps = self._fit_plan(companion.plan)
+            module.install()
+            set_trainable(module.model, None)
+            values = companion.plan.after_fit(module.model) if companion.plan.after_fit else {}
             companion.steps = steps
             companion.state = {n: t.detach().clone().cpu() for n, t in module.model.state_dict().items()}
             companion.optimizer = copy.deepcopy(module.optimizer.state_dict())
@@ -170,7 +177,7 @@ class Site:
             module.model.load_state_dict(own_model)
             module.optimizer.load_state_dict(own_optimizer)
             module.set_lr(lr)
-        return steps
+        return steps, values
 
     def _fit_phases(self, plan: LocalPlan, skip: int = 0) -> int:
         """One pass of ``sum(phase.epochs)`` epochs in which phase i owns a run of consecutive optimiser
@@ -189,7 +196,7 @@ class Site:
             return 0
         names = [n for n, _ in module.model.named_parameters()]
         frozen = [[n for n in names if not phase.trains(n)] for phase in plan.phases]
-        inner, done = plan.step_hook, [0]
+        inner, done = plan.after_backward, [0]
 
         def switch(model: torch.nn.Module) -> None:
             phase = bisect.bisect_right(bounds, done[0])
@@ -201,7 +208,7 @@ class Site:
             if inner is not None:
                 inner(model)
 
-        module.step_hook = switch
+        module.after_backward = switch
         set_trainable(module.model, None)
         trainer = self.trainer(max(1, math.ceil(bounds[-1] / max(1, batches))), True)
         trainer.fit_loop.epoch_loop.max_steps = bounds[-1]

@@ -1,13 +1,15 @@
 """ReconModule: a LightningModule around the U-Net for one site.
 
-It computes the reconstruction loss plus whatever penalty the federated strategy installs for the
-current round, keeps one optimiser for its whole life (so RMSprop's running averages survive across
-rounds), and scores validation/test data per volume after undoing the instance normalisation.
+It computes the reconstruction loss plus whatever penalty the federated algorithm installs for the
+current round (with hooks after every backward pass and optimiser step), keeps one optimiser for its
+whole life (so RMSprop's running averages survive across rounds), and scores validation/test data per
+volume after undoing the instance normalisation.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import lightning as L
@@ -102,10 +104,10 @@ class ReconModule(L.LightningModule):
                 self.model.compile()
         self.optim = dict(optim)
         self.loss_fn = reconstruction_loss(loss)
-        # Installed by the federation before each local fit:
-        self.penalty = None  # callable(model, outputs) -> 0-dim tensor, or None
-        self.step_hook = None  # callable(model), after every backward pass, or None
-        self.after_step = None  # callable(model, lr), after every optimiser step, or None
+        # The step hooks of one local fit, installed before it and removed after it (:meth:`install`).
+        self.penalty: Callable[[torch.nn.Module, dict[str, Any]], Tensor] | None = None
+        self.after_backward: Callable[[torch.nn.Module], None] | None = None
+        self.after_step: Callable[[torch.nn.Module, float], None] | None = None
         self.reconstruction_weight = 1.0
         self._optimizer: torch.optim.Optimizer | None = None
         self._loss_sum: Tensor | None = None
@@ -113,6 +115,21 @@ class ReconModule(L.LightningModule):
         self._parts: dict[str, Tensor] = {}  # the epoch's sums of loss_rec and penalty, kept apart
         self._first_bad_step: Tensor | None = None  # on the device: no host sync per step
         self.collector = VolumeCollector()
+
+    def install(
+        self,
+        *,
+        penalty: Callable[[torch.nn.Module, dict[str, Any]], Tensor] | None = None,
+        after_backward: Callable[[torch.nn.Module], None] | None = None,
+        after_step: Callable[[torch.nn.Module, float], None] | None = None,
+        reconstruction_weight: float = 1.0,
+    ) -> None:
+        """Install the step hooks of a local fit (no arguments: remove them). ``penalty(model, outputs)``
+        is added to the weighted reconstruction loss at every step (``outputs``: the batch's ``input``,
+        ``batch_idx`` and, for the U-Net, its bottleneck ``features``); ``after_backward(model)`` runs
+        with the step's gradients before the optimiser steps; ``after_step(model, lr)`` after it."""
+        self.penalty, self.after_backward, self.after_step = penalty, after_backward, after_step
+        self.reconstruction_weight = reconstruction_weight
 
     def forward(self, x: Tensor) -> Tensor:
         """Normalised zero-filled image (N, 1, H, W) -> normalised reconstruction (N, 1, H, W) (U-Net)."""
@@ -180,8 +197,8 @@ class ReconModule(L.LightningModule):
             raise NonFiniteError(f"non-finite loss at step {int(self._first_bad_step)}")
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        if self.step_hook is not None:
-            self.step_hook(self.model)
+        if self.after_backward is not None:
+            self.after_backward(self.model)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.after_step is not None:

@@ -193,8 +193,8 @@ def run_quadratic(algorithm, rounds=150, steps=10, lr=0.1):
                 if plan.penalty is not None:
                     loss = loss + plan.penalty(model, {})
                 loss.backward()
-                if plan.step_hook is not None:
-                    plan.step_hook(model)
+                if plan.after_backward is not None:
+                    plan.after_backward(model)
                 optimizer.step()
             shared = {"w": model.w.detach().clone()}
             replies[site] = algorithm.clients[site].reply(rnd, payload, model, shared, steps=steps, lr=lr)

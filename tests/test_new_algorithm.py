@@ -1,5 +1,7 @@
 """An algorithm defined outside the project (here: a few lines in a test module) runs through the
-in-process loop, under DDP on CPU/gloo and in compare.py, with no edit to any project file."""
+in-process loop, under DDP on CPU/gloo and in compare.py, with no edit to any project file: its options,
+its server half, and a site half whose local plan fills hooks (before the fit, after every optimiser
+step, after the fit with a value to log)."""
 
 import json
 import subprocess
@@ -23,13 +25,26 @@ PLUGIN = '''
 from pydantic import Field
 
 from fl.algorithms import register
-from fl.algorithms.base import AlgorithmOptions, Server
+from fl.algorithms.base import AlgorithmOptions, Client, LocalPlan, Phase, Server
 
 
 class EverythingOptions(AlgorithmOptions):
     """Options of a test algorithm (unused by its halves)."""
 
     note: str = Field("plain", description="a value that must reach the server half")
+
+
+class CountingClient(Client):
+    """Trains plainly; counts its optimiser steps with a hook per step and logs the count."""
+
+    def plan(self, rnd, payload, model, epochs):
+        rates = []
+        return LocalPlan(
+            [Phase(epochs)],
+            before_fit=lambda model: rates.clear(),
+            after_step=lambda model, lr: rates.append(lr),
+            after_fit=lambda model: {"hooked_steps": float(len(rates)), "hooked_lr": rates[-1]},
+        )
 
 
 @register
@@ -40,6 +55,7 @@ class Everything(Server):
     label = "Everything (test)"
     shared_patterns = ("*",)
     Options = EverythingOptions
+    client = CountingClient
 '''
 
 
@@ -70,7 +86,16 @@ def test_registered_algorithm_trains_in_process_like_the_algorithm_it_copies(eve
                                                           "everything": {"note": "reached"}}})  # fmt: skip
     assert mine.fl.options().note == "reached"
     assert Builder(mine).server(Builder(mine).module().model).options.note == "reached"
-    results = Builder(mine, log=quiet).run().run()
+    run = Builder(mine, log=quiet).run()
+    summaries = []
+    report = run.reporter.round
+    run.reporter.round = lambda rnd, summary, lr: (summaries.append((summary, lr)), report(rnd, summary, lr))
+    results = run.run()
+    assert len(summaries) == mine.fl.rounds
+    for summary, lr in summaries:  # the hooks ran at every step, and the logged values reach the rows
+        for values in summary.values():
+            assert values["train"]["hooked_steps"] == values["steps"] > 0
+            assert values["train"]["hooked_lr"] == lr
     fedavg = validate_config({**data, "name": "fedavg", "fl": {**data["fl"], "algorithm": "fedavg"}})
     reference = Builder(fedavg, log=quiet).run().run()
     assert results["algorithm"] == "everything"

@@ -1,8 +1,10 @@
-"""The federated algorithms, one module each, found by looking in this package.
+"""The federated algorithms, one module (or package, with its own maths beside it) each, found by
+looking in this package.
 
 Adding an algorithm is adding one module here with a :class:`~fl.algorithms.base.Server` subclass
-(its ``name``, ``label``, ``Options`` and client half); :func:`register` adds one defined elsewhere
-(a test, a user's script) before the config is validated.
+(its ``name``, ``label``, ``Options`` and client half, whose :class:`~fl.algorithms.base.LocalPlan`
+fills the hooks it needs); :func:`register` adds one defined elsewhere (a test, a user's script)
+before the config is validated.
 """
 
 from __future__ import annotations

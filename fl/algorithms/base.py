@@ -9,7 +9,8 @@ split between a server strategy and its client:
   is sent for a round (a :class:`Payload`), how the sites' :class:`Reply` objects become the new
   global tensors, and its state for checkpoints;
 - a :class:`Client` subclass, the site half: from the payload and the site's model, the local plan
-  (phases, a penalty added to the loss, a hook after every backward pass) and what goes back.
+  (:class:`LocalPlan`: phases, a penalty added to the loss, hooks before the fit, after every backward
+  pass and optimiser step and after the fit, a companion model trained first) and what goes back.
 
 Only payloads and replies cross between the halves. One process passes them by reference; a
 multi-process run gathers them; the Flower app sends them as message records. An algorithm never
@@ -118,28 +119,46 @@ class Phase:
 @dataclass
 class Companion:
     """A second model a site trains on its own data before its model in a round (Ditto's global
-    model): the site swaps in ``state`` and ``optimizer`` (its optimiser's state; empty: fresh),
-    trains ``epochs`` epochs' worth of steps with the plain loss, and leaves the results here. Its
-    steps come out of the plan's: the site's own model takes the rest of them."""
+    model): the site swaps in ``state`` and ``optimizer`` (its optimiser's state; empty: fresh), trains
+    it as ``plan`` says, and leaves the results here. Its steps come out of the round's: the site's
+    own model takes the rest of them."""
 
     state: TensorDict
     optimizer: dict[str, Any]
-    epochs: float
+    plan: LocalPlan
     steps: int = 0  # optimiser steps it took
+
+    @property
+    def epochs(self) -> float:
+        """Epochs' worth of steps it trains."""
+        return sum(phase.epochs for phase in self.plan.phases)
 
 
 @dataclass
 class LocalPlan:
-    """A site's local training for one round, as its client half plans it."""
+    """A site's local training for one round, as its client half plans it: which parameters learn when
+    (``phases``), the loss, and hooks at the points of the fit where an algorithm acts. Every hook gets
+    the live model (on the device it trains on, except ``before_fit``); each may be None.
+
+    - ``before_fit(model)``: once, before the first step (the round's global tensors are loaded);
+    - ``penalty(model, outputs)``: a 0-dim tensor added to the loss at every step; ``outputs`` holds
+      ``features`` (the batch's bottleneck features), ``input`` and ``batch_idx`` (the step's index in
+      its local epoch);
+    - ``after_backward(model)``: at every step, with the gradients computed, before the optimiser step;
+    - ``after_step(model, lr)``: after every optimiser step, with the step's learning rate;
+    - ``after_fit(model)``: once, after the last step: values logged with the site's training row.
+
+    ``companion`` is a second model trained first, with its own weights, optimiser state and plan.
+    """
 
     phases: list[Phase]
-    penalty: Penalty | None = None  # added to the loss at every step
-    step_hook: Callable[[nn.Module], None] | None = None  # after every backward pass
     reconstruction_weight: float = 1.0
-    companion: Companion | None = None  # trained first, with its own weights and optimiser state
-    after_step: Callable[[nn.Module, float], None] | None = None  # (model, lr) after every optimiser step
-    # model -> per-round values logged with the site's training row (called once, after the local fit)
-    diagnostics: Callable[[nn.Module], dict[str, float]] | None = None
+    penalty: Penalty | None = None
+    before_fit: Callable[[nn.Module], None] | None = None
+    after_backward: Callable[[nn.Module], None] | None = None
+    after_step: Callable[[nn.Module, float], None] | None = None
+    after_fit: Callable[[nn.Module], dict[str, float]] | None = None
+    companion: Companion | None = None
 
 
 def set_trainable(model: nn.Module, phase: Phase | None) -> None:

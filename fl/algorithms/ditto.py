@@ -86,7 +86,7 @@ class DittoClient(Client):
     def plan(self, rnd: int, payload: Payload, model: nn.Module, epochs: int) -> LocalPlan:
         received = unprefixed(PREFIX, payload.extra)
         share = self.options.global_share
-        self.companion = Companion(dict(received), self.optimizer, epochs * share)
+        self.companion = Companion(dict(received), self.optimizer, LocalPlan([Phase(epochs * share)]))
         names = [n for n, p in model.named_parameters() if n in received]
         penalty = None
         if self.options.lam > 0 and names:

@@ -85,7 +85,7 @@ class ScaffoldClient(Client):
         c_i = {n: self.c_local.get(n, torch.zeros_like(c[n])) for n in names}
         self._names, self._grad_sum, self._steps = names, None, 0
         self._correction = {n: (c[n] - c_i[n]) for n in names}
-        plan = LocalPlan([Phase(epochs)], step_hook=self._on_step)
+        plan = LocalPlan([Phase(epochs)], after_backward=self._on_step)
         if not names or all(not torch.any(d) for d in self._correction.values()):
             return plan
         directions = OnDevice([self._correction[n] for n in names])

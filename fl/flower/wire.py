@@ -19,7 +19,7 @@ values       ConfigRecord  server -> site, train: the payload's plain values; si
 status       ConfigRecord  site -> server: its name; ``ok``, ``skipped: ...`` or ``diverged: ...``;
                            or ``error``: one line naming what is wrong at the site
 train        MetricRecord  site -> server: mean training loss, training slices (aggregation weight)
-train_values MetricRecord  site -> server, train: the fit's loss parts and the plan's diagnostics
+train_values MetricRecord  site -> server, train: the fit's loss parts and its plan's after_fit values
 shared       ArrayRecord   site -> server: its shared tensors after the local fit
 val          MetricRecord  site -> server, validate: validation metrics of the round (NMSE, PSNR, SSIM)
 test_*       MetricRecord  site -> server, at the end: test metrics of its best model and zero-filled

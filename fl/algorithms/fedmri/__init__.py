@@ -114,7 +114,7 @@ class FedMRIClient(Client):
             return plan
         anchor = [payload.global_state[n] for n in names]
         refs = [[negatives[s][n] for n in names] for s in sorted(negatives)]
-        plan.diagnostics = self._diagnostics(names, anchor, refs)
+        plan.after_fit = self._diagnostics(names, anchor, refs)
         variant, beta = self.options.variant, self.options.beta
         if variant in ("decoupled", "clipped"):
             plan.after_step = self._decoupled_step(names, anchor, refs, plan)
@@ -156,7 +156,7 @@ class FedMRIClient(Client):
             sums.append(beta * value.detach())
             contrastive_step(params, grads, lr * beta, anchor if limits is not None else None, limits)
 
-        diagnostics = plan.diagnostics
+        diagnostics = plan.after_fit
 
         def with_penalty(model: nn.Module) -> dict[str, float]:
             out = diagnostics(model)
@@ -164,7 +164,7 @@ class FedMRIClient(Client):
                 out["penalty"] = float(torch.stack(sums).mean())
             return out
 
-        plan.diagnostics = with_penalty
+        plan.after_fit = with_penalty
         return step
 
     @staticmethod
