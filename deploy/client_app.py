@@ -12,7 +12,7 @@ Three messages reach it (``fl/flower/wire.py`` lists what they hold):
 The first message of a run to a node carries the site's part of the federation config; the site
 keeps it in ``context.state`` and its run directory. Every user error at the site comes back to the
 server as one line naming the site. This module is an entry point: it builds the site from the
-config with ``build.Builder``.
+config with ``assembly.build.Builder``.
 """
 
 from __future__ import annotations
