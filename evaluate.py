@@ -34,7 +34,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     source.add_argument("--run", help="run directory written by train.py (uses checkpoints/best_<site>.ckpt)")
     source.add_argument("--ckpt", help="a checkpoint: last.ckpt (every site) or best_<site>.ckpt (one site)")
     parser.add_argument("--config", help="test on this config's sites instead of the run's own")
-    parser.add_argument("--out", help="output directory (default: <run>/evaluation, or evaluation/ beside --ckpt)")
+    parser.add_argument(
+        "--out", help="output directory (default: <run>/evaluation, or evaluation/ beside --ckpt)"
+    )
     parser.add_argument("overrides", nargs="*", metavar="key.path=value", help="override the test config")
     return parser.parse_args(argv)
 
