@@ -7,7 +7,8 @@
 
 Outputs go to <output_dir>/<name>/ (default runs/<name>/): config.yaml, metrics.csv, tb/,
 checkpoints/, results.json, results.md and figures/. Exit status: 0 done, 2 bad input (one line
-naming the file or key), 3 a site diverged under fl.on_site_failure=abort.
+naming the file or key), 3 a site diverged under fl.on_site_failure=abort, 130 Ctrl-C and 143 SIGTERM
+(the last completed round is kept; the line printed says how to continue).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import argparse
 import sys
 
 from utils.cli import run_cli
+from utils.interrupt import command
 
 DEFAULT_CONFIG = "configs/default.yaml"
 
@@ -53,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
 
         train_in_process(RunRequest.from_args(args, DEFAULT_CONFIG))
 
-    return run_cli(job)
+    return command(lambda: run_cli(job), resume=lambda run_dir: f"python train.py --resume {run_dir}")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import argparse
 import sys
 
 from utils.cli import run_cli
+from utils.interrupt import command
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -45,7 +46,10 @@ def main(argv: list[str] | None = None) -> int:
 
         distributed(RunRequest.from_args(args, DEFAULT_CONFIG), args.devices)
 
-    return run_cli(job, quiet=launch_rank() != 0)
+    devices = f"--devices {args.devices} " if args.devices else ""
+    resume = lambda run_dir: f"python train_multi_gpu.py {devices}--resume {run_dir}"  # noqa: E731
+    quiet = launch_rank() != 0
+    return command(lambda: run_cli(job, quiet=quiet), resume=resume, quiet=quiet)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from fl.loop import RunLoop
 from fl.transport import InProcess
 from utils.checkpoint import load_checkpoint
 from utils.errors import UserError
+from utils.interrupt import Interrupted
 from utils.lock import lock_run, unlock_run
 from utils.paths import check_writable_dir
 
@@ -238,8 +239,24 @@ def claimed(
 
 
 # -- the commands ------------------------------------------------------------------------------------
+@contextmanager
+def continuing(request: RunRequest) -> Iterator[None]:
+    """An interruption before a resumed run got under way still names its folder (to continue it)."""
+    try:
+        yield
+    except Interrupted as err:
+        if err.run_dir is None and request.resume:
+            err.run_dir = Path(request.resume)
+        raise
+
+
 def train_in_process(request: RunRequest) -> dict[str, Any]:
     """train.py: run (or resume) the federation of ``request`` in this process; the results."""
+    with continuing(request):
+        return _train_in_process(request)
+
+
+def _train_in_process(request: RunRequest) -> dict[str, Any]:
     config = resolve_config(request)
     check_folders(config)
     run = in_process(Builder(config))  # validates every site's data before anything is written or removed
@@ -276,7 +293,7 @@ def distributed(request: RunRequest, devices: int | None = None) -> None:
     import torch.distributed as dist
     from lightning.fabric import Fabric
 
-    from fl.distributed import Distributed, agree
+    from fl.distributed import signals_to_children
 
     config = resolve_config(request, check_existing=False)  # the same on every rank: no side effects
     devices = world_size(config, devices)
@@ -284,9 +301,16 @@ def distributed(request: RunRequest, devices: int | None = None) -> None:
     check_accelerator(config.trainer.accelerator)  # as train.py: no GPU asked for that is not here
     accelerator = "gpu" if config.trainer.accelerator in ("gpu", "cuda") else config.trainer.accelerator
     quiet_lightning()
-    Fabric(accelerator=accelerator, devices=devices, strategy="ddp").launch()
+    fabric = Fabric(accelerator=accelerator, devices=devices, strategy="ddp")
+    fabric.launch()
+    with signals_to_children(fabric.strategy.launcher), continuing(request):
+        _distributed(request, config, dist.get_rank() == 0)
 
-    first = dist.get_rank() == 0
+
+def _distributed(request: RunRequest, config: Config, first: bool) -> None:
+    import torch.distributed as dist
+
+    from fl.distributed import Distributed, agree
 
     def check_new() -> None:
         resolve_config(request)  # refuses to replace a run

@@ -23,6 +23,7 @@ node-wait      600                  seconds to wait for every site's SuperNode
 from __future__ import annotations
 
 import shlex
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from fl.flower.nodes import SiteDirectory
 from utils.errors import TrainingFailure, UserError
+from utils.interrupt import Interrupted, interruptible
 
 APP_ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,6 +56,27 @@ def main(grid: Grid, context: Context) -> None:
     def log(line: str) -> None:
         print(line, flush=True)
 
+    try:
+        with interruptible():
+            _main(grid, run_config, log)
+    except Interrupted as err:
+        # One line saying where the run stopped, then Flower's own stop (its handler, back in place).
+        log(err.describe(lambda _: resume_hint(run_config)))
+        handler = signal.getsignal(err.signum)
+        if callable(handler) and handler is not signal.default_int_handler:
+            signal.raise_signal(err.signum)
+        raise SystemExit(err.exit_code) from None
+
+
+def resume_hint(run_config: Any) -> str:
+    """The ``flwr run`` that continues an interrupted run: its run config with ``resume=true``."""
+    from deploy.loopback import run_config_arg
+
+    keys = {k: run_config[k] for k in ("config", "overrides") if k in run_config}
+    return f"flwr run <app> <federation> --run-config '{run_config_arg({**keys, 'resume': True})}'"
+
+
+def _main(grid: Grid, run_config: Any, log: Callable[[str], None]) -> None:
     try:
         path = config_path(str(run_config.get("config", "configs/default.yaml")))
         if not path.is_file():  # before the heavy imports: a wrong path fails at once

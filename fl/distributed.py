@@ -18,7 +18,9 @@ Only rank 0 prints and writes; every rank can resume from the same checkpoint.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import lightning as L
@@ -30,6 +32,31 @@ from fl.algorithms.base import Payload
 from fl.site import FitResult, Site
 from fl.transport import InProcess
 from utils.errors import UserError
+from utils.interrupt import forwarded
+
+
+@contextmanager
+def signals_to_children(launcher: Any) -> Iterator[None]:
+    """SIGINT and SIGTERM that reach this process (rank 0 under Lightning's launcher) go on to the other
+    ranks it started, so that every rank stops after the same round instead of failing in a collective
+    (a ``kill`` of rank 0 alone would leave them waiting). Lightning's child-process observer, which
+    kills every process as soon as one ends with a non-zero status, is stopped first: the ranks end on
+    their own with the signal's status, rank 0 after saying where the run stopped."""
+    children = list(getattr(launcher, "procs", None) or [])
+    if not children:
+        yield
+        return
+
+    def forward(signum: int) -> None:
+        for thread in threading.enumerate():
+            if thread.name == "child-process-observer":
+                thread._finished = True  # its loop ends at its next wake-up, killing nothing
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    with forwarded(forward):
+        yield
 
 
 def launch_rank() -> int:

@@ -19,6 +19,7 @@ from fl.fingerprint import fingerprint, fingerprint_differences
 from fl.reporter import Reporter
 from utils.checkpoint import check_structure, load_checkpoint, save_checkpoint
 from utils.errors import UserError
+from utils.interrupt import Interrupted, held
 from utils.io import atomic_write_text
 from utils.lock import lock_run, unlock_run
 from utils.seeding import rng_state, set_rng_state
@@ -116,10 +117,16 @@ class RunLoop:
 
     # -- the run -------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
-        """Train every remaining round, test each site's best model and write every output."""
+        """Train every remaining round, test each site's best model and write every output.
+
+        SIGINT or SIGTERM (:mod:`utils.interrupt`) abandons the round under way; the
+        :class:`~utils.interrupt.Interrupted` that ends the run names the last round on disk."""
         locked = lock_run(self.run_dir) if self.writer else False  # one writer per run directory
         try:
             return self._run()
+        except Interrupted as err:
+            err.completed, err.total, err.run_dir = self.completed, self.total, self.run_dir
+            raise
         finally:
             if locked:
                 unlock_run(self.run_dir)
@@ -133,10 +140,11 @@ class RunLoop:
         try:
             for rnd in range(self.completed + 1, self.total + 1):
                 summary = self.rounds.round(rnd)
-                self.reporter.round(rnd, summary, self.lr(rnd))
-                self.completed = self.rounds.completed = rnd
-                self.save(self.checkpoint)
-                self.reporter.progress(rnd, summary)
+                with held():  # a round is on disk whole (rows, checkpoint) or not counted
+                    self.reporter.round(rnd, summary, self.lr(rnd))
+                    self.completed = self.rounds.completed = rnd
+                    self.save(self.checkpoint)
+                    self.reporter.progress(rnd, summary)
             results = self.reporter.results(self.rounds.test(), self.completed)
         finally:
             self.reporter.close()
