@@ -3,7 +3,8 @@
 # simulated federation makes collaboration pay (Centralized - SingleSet >= 1 dB of mean test PSNR)?
 # configs/study.yaml with fewer training subjects per site, seed 0, the study's optimiser (60 rounds,
 # RMSprop 1e-3 cut tenfold after rounds 20 and 40, one local epoch), fp32, one torch thread per run.
-# Settings: train2 (2 training subjects per site), train1 (1), varied2 (2, realism: varied).
+# Settings: train2 (2 training subjects per site), train1 (1), varied2 (2, realism: varied), varied1 (1,
+# realism: varied).
 # Resumable: run it again and it trains only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/../../../.."
@@ -18,3 +19,4 @@ run() {  # run <setting> <overrides...>
 run train2 $(subjects 2)
 run train1 $(subjects 1)
 run varied2 $(subjects 2) $(realism varied)
+run varied1 $(subjects 1) $(realism varied)
