@@ -109,7 +109,8 @@ class PooledReference(ABC):
             site.module.model.load_state_dict(self.modules[group].model.state_dict())
             val = summarise(site.evaluate("val"), "model")
             score = self.selection_score(site, val)
-            summary[site.name] = {"loss": losses[group], "status": "ok", "steps": steps[group], **val}
+            summary[site.name] = {"loss": losses[group], "status": "ok", "steps": steps[group], **val,
+                                  "shown": site.shown}  # fmt: skip
             if score > site.best_psnr:
                 site.best_psnr, site.best_round = score, rnd
                 site.best_state = {
@@ -199,7 +200,8 @@ class TransferSite(OneModel):
         for site in self.sites:
             site.module.model.load_state_dict(module.model.state_dict())
             val = summarise(site.evaluate("val"), "model")
-            summary[site.name] = {"loss": losses[site.name], "status": "ok", "steps": steps[site.name], **val}
+            summary[site.name] = {"loss": losses[site.name], "status": "ok", "steps": steps[site.name], **val,
+                                  "shown": site.shown}  # fmt: skip
             if val["psnr"] > site.best_psnr:
                 site.best_psnr, site.best_round = val["psnr"], rnd
                 site.best_state = {

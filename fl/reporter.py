@@ -65,6 +65,26 @@ def _loss_text(values: Mapping[str, Any]) -> str:
     return text
 
 
+# TensorBoard: each site's validation slice per round as one image, four panels side by side (zero-filled
+# input, reconstruction, ground truth, |error| x5), and the mean over sites of the validation metrics.
+SLICE_TAG = "val_slice"
+MEAN_VAL = "mean/val"
+SEPARATOR = 2  # pixels of white between the panels
+
+
+def slice_panels(shown: Mapping[str, Any]) -> np.ndarray:
+    """One validation slice as a (H, 4 W + 3 SEPARATOR) grey image in [0, 1]: zero-filled input,
+    reconstruction, ground truth (each on the ground truth's range, as the site's figure shows them) and
+    the absolute error magnified 5 times on the same scale."""
+    target = np.asarray(shown["target"], dtype=np.float32)
+    top = float(target.max()) or 1.0
+    recon = np.asarray(shown["pred"], dtype=np.float32)
+    panels = [np.asarray(shown["zero_filled"], dtype=np.float32), recon, target, 5 * np.abs(recon - target)]
+    gap = np.ones((target.shape[0], SEPARATOR), dtype=np.float32)
+    row = [part for panel in panels for part in (np.clip(panel / top, 0.0, 1.0), gap)][:-1]
+    return np.concatenate(row, axis=1)
+
+
 class Reporter:
     """Writes a run's rows, progress, results, best models and figures.
 
@@ -152,6 +172,12 @@ class Reporter:
                 logged = {k: v for k, v in values.get("train", {}).items() if isinstance(v, (int, float))}
                 self.tb.scalars(f"{site}/train", {"loss": values["loss"], "lr": lr, **logged}, rnd)
                 self.tb.scalars(f"{site}/val", {k: values[k] for k in METRICS}, rnd)
+                if values.get("shown") is not None:
+                    self.tb.image(f"{site}/{SLICE_TAG}", slice_panels(values["shown"]), rnd)
+        if self.tb is not None:
+            self.tb.scalars(
+                MEAN_VAL, {k: float(np.mean([v[k] for v in summary.values()])) for k in METRICS}, rnd
+            )
 
     def progress(self, rnd: int, summary: Mapping[str, Mapping[str, Any]]) -> None:
         """The round's line: each site's loss and validation PSNR, the round's time and the time left."""
@@ -209,6 +235,13 @@ class Reporter:
             which: {k: float(np.mean([s[which][k] for s in sites.values()])) for k in METRICS}
             for which in ("model", "zero_filled")
         }
+        if self.tb is not None:  # at the run's last round, beside the validation curves
+            for site, values in sites.items():
+                self.tb.scalars(f"{site}/test", {k: values["model"][k] for k in METRICS}, completed)
+                self.tb.scalars(f"{site}/test_zero_filled", {k: values["zero_filled"][k] for k in METRICS},
+                                completed)  # fmt: skip
+            self.tb.scalars("mean/test", results["mean"]["model"], completed)
+            self.tb.scalars("mean/test_zero_filled", results["mean"]["zero_filled"], completed)
         if self.writer and any(self.history.values()):
             metric_curves(self.run_dir / "figures" / "val_psnr.png", range(1, completed + 1), self.history)
         if self.writer and any(

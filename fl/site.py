@@ -78,6 +78,7 @@ class Site:
     best_state: TensorDict = field(default_factory=dict)
     last_steps: int = 0  # optimiser steps of the last local fit
     fit_values: dict[str, float] = field(default_factory=dict)  # loss parts, after_fit values: last fit
+    shown: dict[str, Any] | None = None  # the slice of the last validation shown on TensorBoard
 
     # -- the round -----------------------------------------------------------------------------
     def load_global(self, global_state: TensorDict) -> None:
@@ -234,6 +235,7 @@ class Site:
         trainer = self.trainer(1, False)
         if split == "val":
             trainer.validate(self.module, dataloaders=self.data.val_dataloader(), verbose=False)
+            self.shown = self.figure_slice()  # one slice per site and round, for TensorBoard
         else:
             trainer.test(self.module, dataloaders=self.data.test_dataloader(), verbose=False)
         return self.merge_scores(self.module.collector.scores())
@@ -269,7 +271,8 @@ class Site:
         }
 
     def figure_slice(self) -> dict[str, Any] | None:
-        """The middle slice of the first test volume scored here (for the reconstruction figure)."""
+        """The middle slice of the first volume scored here in the last evaluation (a test volume for
+        the reconstruction figure, a validation volume for TensorBoard); copies, not views of the volume."""
         collector = self.module.collector
         if not collector.slices:
             return None
@@ -279,9 +282,9 @@ class Site:
         return {
             "volume": volume,
             "slice": k,
-            "pred": pred[k],
-            "target": target[k],
-            "zero_filled": zero_filled[k],
+            "pred": pred[k].copy(),
+            "target": target[k].copy(),
+            "zero_filled": zero_filled[k].copy(),
         }
 
     # -- state ---------------------------------------------------------------------------------

@@ -40,8 +40,10 @@ class Transport(ABC):
         """Every site's local round."""
 
     @abstractmethod
-    def validate(self, rnd: int, global_state: TensorDict) -> dict[str, dict[str, float]]:
-        """Every site's validation summary after loading ``global_state``; each keeps its best round."""
+    def validate(self, rnd: int, global_state: TensorDict) -> dict[str, dict[str, Any]]:
+        """Every site's validation summary after loading ``global_state``; each keeps its best round.
+        A transport that may show the server a site's images adds ``shown``, one validation slice
+        (:meth:`Site.figure_slice`) for TensorBoard; Flower's does not (images stay at the site)."""
 
     @abstractmethod
     def test(self) -> dict[str, dict[str, Any]]:
@@ -98,16 +100,16 @@ class InProcess(Transport):
             {s.name: s.fit_or_skip(rnd, payloads[s.name], epochs, lr, skip) for s in self.owned()}
         )
 
-    def validate(self, rnd: int, global_state: TensorDict) -> dict[str, dict[str, float]]:
+    def validate(self, rnd: int, global_state: TensorDict) -> dict[str, dict[str, Any]]:
         local = {}
         for site in self.owned():
             val, improved = site.validate(rnd, global_state)
-            local[site.name] = {"val": val, "best": site.best() if improved else None}
+            local[site.name] = {"val": val, "best": site.best() if improved else None, "shown": site.shown}
         merged = self.gather(local)
         for name, result in merged.items():
             if result["best"] is not None:  # keep every process's copy of the best rounds in step
                 self.site(name).load_best(result["best"])
-        return {name: result["val"] for name, result in merged.items()}
+        return {name: {**result["val"], "shown": result["shown"]} for name, result in merged.items()}
 
     def test(self) -> dict[str, dict[str, Any]]:
         merged = self.gather({s.name: s.test() for s in self.owned()})

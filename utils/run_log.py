@@ -1,4 +1,4 @@
-"""Per-round metrics of a run: ``metrics.csv`` (whole lines only) and TensorBoard scalars."""
+"""Per-round metrics of a run: ``metrics.csv`` (whole lines only), and TensorBoard scalars and images."""
 
 from __future__ import annotations
 
@@ -132,7 +132,7 @@ class MetricsCSV:
 
 
 class TensorBoardLog:
-    """Scalars per site and round under ``<run>/tb`` (silently off if tensorboard is missing)."""
+    """Scalars and images per site and round under ``<run>/tb`` (silently off if tensorboard is missing)."""
 
     def __init__(self, directory: str | Path, purge_step: int | None = None):
         try:
@@ -149,6 +149,13 @@ class TensorBoardLog:
         for name, value in values.items():
             if value is not None and math.isfinite(value):
                 self.writer.add_scalar(f"{prefix}/{name}", value, step)
+        self.writer.flush()
+
+    def image(self, tag: str, image: Any, step: int) -> None:
+        """Log one grey-level image, (H, W) values in [0, 1]."""
+        if self.writer is None:
+            return
+        self.writer.add_image(tag, image, step, dataformats="HW")
         self.writer.flush()
 
     def close(self) -> None:
