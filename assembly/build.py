@@ -31,7 +31,7 @@ from fl.transport import Transport
 from models.recon_module import ReconModule
 from models.unet import activation_bytes
 from utils.errors import UserError
-from utils.hardware import resolve_precision
+from utils.hardware import loader_workers, resolve_precision
 from utils.resources import available_memory, human
 from utils.seeding import stable_seed
 
@@ -89,7 +89,7 @@ class Builder:
             seed=cfg.seed,
             cache_dir=cfg.data.cache_dir,
             clamp=cfg.data.clamp,
-            num_workers=cfg.trainer.num_workers,
+            num_workers=loader_workers(cfg.trainer.num_workers),
             return_kspace=cfg.model.kind == "dual_domain",
             persistent_workers=cfg.trainer.persistent_workers,
             pin_memory=cfg.trainer.pin_memory,
@@ -306,7 +306,7 @@ class Builder:
                 [by_name[m].data for m in members],
                 seed=cfg.seed,
                 name=f"{cls.name}-{group}",
-                num_workers=cfg.trainer.num_workers,
+                num_workers=loader_workers(cfg.trainer.num_workers),
                 persistent_workers=cfg.trainer.persistent_workers,
                 pin_memory=cfg.trainer.pin_memory,
             )

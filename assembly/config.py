@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from omegaconf import OmegaConf
@@ -57,7 +57,11 @@ class TrainerConfig(_Section):
         description="auto = bf16-mixed where the device computes bf16 natively (CUDA with bf16, a CPU with "
         "AVX-512 BF16 or AMX), else 32-true; resolved when the config is read, config.yaml holds the choice",
     )
-    num_workers: int = Field(0, ge=0, description="loader worker processes per site")
+    num_workers: Annotated[int, Field(ge=0)] | Literal["auto"] = Field(
+        0,
+        description="loader worker processes per site; auto = the CPUs this process may use, at most "
+        "4 (resolved when the loaders are built, so a run resumes on another machine unchanged)",
+    )
     persistent_workers: bool = Field(
         True, description="keep each site's loader workers alive from round to round (num_workers > 0)"
     )

@@ -36,6 +36,7 @@ from data.options import SiteOptions  # noqa: E402
 from data.site import SiteDataModule  # noqa: E402
 from models.recon_module import ReconModule  # noqa: E402
 from tests.mri_files import write_brats, write_fastmri  # noqa: E402
+from utils.hardware import loader_workers  # noqa: E402
 
 
 def site_config(name: str, source: dict, mask: dict) -> SiteOptions:
@@ -86,7 +87,7 @@ def main() -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     config = load_config(args.config)
-    workers = config.trainer.num_workers if args.workers is None else args.workers
+    workers = loader_workers(config.trainer.num_workers) if args.workers is None else args.workers
     rng = np.random.default_rng(0)
 
     with tempfile.TemporaryDirectory() as tmp:

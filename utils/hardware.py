@@ -1,5 +1,6 @@
-"""What the machine computes natively: the precision that ``trainer.precision: auto`` resolves to; and
-which CPU it is, for run records and per-CPU bitwise references.
+"""What the machine computes natively: the precision that ``trainer.precision: auto`` resolves to; the
+CPUs this process may use, which ``trainer.num_workers: auto`` resolves to; and which CPU it is, for run
+records and per-CPU bitwise references.
 
 bf16 autocast only pays where the hardware multiplies bf16 itself: a CUDA device with bf16 support
 (compute capability 8.0 or newer), or a CPU with AVX-512 BF16 or AMX. Elsewhere PyTorch emulates
@@ -8,12 +9,15 @@ bf16 and autocast is slower than fp32, so ``auto`` keeps fp32 there.
 
 from __future__ import annotations
 
+import os
 import platform
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")  # "<quota> <period>" or "max <period>" (cgroup v2)
+MAX_AUTO_WORKERS = 4  # loader workers of ``num_workers: auto``: enough to keep a GPU fed (configs/paper.yaml)
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,26 @@ def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> frozenset[str]:
         if line.startswith("flags") and ":" in line:
             return frozenset(line.split(":", 1)[1].split())
     return frozenset()
+
+
+def usable_cpus(cpu_max: Path = CGROUP_CPU_MAX) -> int:
+    """The CPUs this process may run on (its affinity mask), fewer where a cgroup quota allows less."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(1, int(quota) // int(period)))
+    except (OSError, ValueError):
+        pass
+    return cpus
+
+
+def loader_workers(setting: int | str) -> int:
+    """``trainer.num_workers``: a number as given; ``auto`` = :func:`usable_cpus`, at most
+    :data:`MAX_AUTO_WORKERS` (more than the usable CPUs only queue, and PyTorch warns about them)."""
+    if setting == "auto":
+        return min(usable_cpus(), MAX_AUTO_WORKERS)
+    return int(setting)
 
 
 def cuda_bf16() -> bool | None:
