@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from assembly.keys import OptionsAction
 from study.plan import StudyOptions
 from study.runner import run_all
 from study.variants import ABLATIONS
@@ -114,6 +115,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "(OMP_NUM_THREADS, when set, fixes that number); default 1",
     )
     parser.add_argument("overrides", nargs="*", metavar="key.path=value", help="overrides for every run")
+    parser.add_argument("--options", action=OptionsAction)
     return parser.parse_args(argv)
 
 

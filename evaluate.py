@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from assembly.keys import OptionsAction
 from utils.cli import run_cli
 
 METRICS = ("nmse", "psnr", "ssim")
@@ -38,6 +39,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--out", help="output directory (default: <run>/evaluation, or evaluation/ beside --ckpt)"
     )
     parser.add_argument("overrides", nargs="*", metavar="key.path=value", help="override the test config")
+    parser.add_argument("--options", action=OptionsAction)
     return parser.parse_args(argv)
 
 

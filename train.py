@@ -16,10 +16,11 @@ from __future__ import annotations
 import argparse
 import sys
 
+from assembly.keys import OptionsAction
 from utils.cli import run_cli
 from utils.interrupt import command
 
-DEFAULT_CONFIG = "configs/default.yaml"
+DEFAULT_CONFIG = "configs/default.yaml"  # found in the repository when the working directory lacks it
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,6 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--config", help=f"YAML config (default: {DEFAULT_CONFIG}, or the run's own with --resume)"
     )
     parser.add_argument("overrides", nargs="*", metavar="key.path=value", help="override config values")
+    parser.add_argument("--options", action=OptionsAction)
     parser.add_argument(
         "--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR after its last completed round"
     )

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from assembly.config import Config
+from assembly.repository import in_repository
 from data.site import PooledDataModule, SiteDataModule
 from fl.algorithms import ALGORITHMS, Client, Context, Server, build_client, build_server
 from fl.federation import Federation
@@ -87,7 +88,7 @@ class Builder:
         return SiteDataModule(
             site,
             seed=cfg.seed,
-            cache_dir=cfg.data.cache_dir,
+            cache_dir=in_repository(cfg.data.cache_dir),
             clamp=cfg.data.clamp,
             num_workers=loader_workers(cfg.trainer.num_workers),
             return_kspace=cfg.model.kind == "dual_domain",

@@ -31,6 +31,7 @@ from pydantic import (
 )
 
 from assembly.plain_yaml import check_plain_data, first_line, parse_yaml, read_yaml
+from assembly.repository import locate
 from data.options import NAME_MAX, NAME_PATTERN, DataOptions, SiteOptions
 from fl.options import FLOptions
 from models.options import ModelOptions, OptimOptions
@@ -49,8 +50,12 @@ class _Section(BaseModel):
 class TrainerConfig(_Section):
     """Lightning Trainer settings used for every local fit and evaluation."""
 
-    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
-    devices: int = Field(1, ge=1)
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = Field(
+        "auto", description="where to train: auto = a GPU when there is one, else the CPU"
+    )
+    devices: int = Field(
+        1, ge=1, description="devices of one run: train.py uses 1; train_multi_gpu.py launches this many"
+    )
     precision: Literal["auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true"] = Field(
         "auto",
         validate_default=True,
@@ -94,8 +99,12 @@ class Config(_Section):
         max_length=NAME_MAX,
         description="run name: outputs go to <output_dir>/<name>/",
     )
-    seed: int = Field(0, ge=0)
-    output_dir: str = "runs"
+    seed: int = Field(
+        0, ge=0, description="seeds initialisation, data order, masks and splits (keyed by purpose)"
+    )
+    output_dir: str = Field(
+        "runs", description="folder of every run's folder (relative: to the working directory)"
+    )
     paths: dict[str, str] = Field(
         default_factory=dict,
         description="named data folders that sources refer to as ${paths.NAME}; override them per machine",
@@ -105,7 +114,7 @@ class Config(_Section):
     sites: list[SiteOptions] = Field(min_length=1)
     fl: FLOptions = FLOptions()
     optim: OptimOptions = OptimOptions()
-    loss: Literal["mse", "l1"] = "mse"
+    loss: Literal["mse", "l1"] = Field("mse", description="reconstruction loss of every local step")
     trainer: TrainerConfig = TrainerConfig()
 
     @field_validator("sites")
@@ -138,13 +147,13 @@ def load_config(
     base: dict[str, Any] | None = None,
 ) -> Config:
     """Read a YAML config (or start from ``base``, or an empty one), apply ``key.sub=value``
-    overrides and validate.
+    overrides and validate. A relative ``path`` the working directory lacks is the repository's.
 
     Raises:
         UserError: unreadable file, malformed override, or any invalid value (naming the key path).
     """
     source = f"config {path}" if path is not None else "config"
-    data = base if base is not None else (read_yaml(path) if path is not None else {})
+    data = base if base is not None else (read_yaml(locate(path)) if path is not None else {})
     check_plain_data(data, source)
     try:
         raw = OmegaConf.create(data)

@@ -23,7 +23,7 @@ class SiteOptions(_Section):
     )
     source: SourceOptions = Field(description="where the site's images come from; `kind` picks the format")
     mask: MaskOptions = Field(description="undersampling pattern; `kind` picks it (see data/masks/)")
-    batch_size: int = Field(8, ge=1)
+    batch_size: int = Field(8, ge=1, description="slices per training step at this site")
 
 
 class DataOptions(_Section):

@@ -306,6 +306,8 @@ def failure_line(outcome: RunOutcome) -> tuple[str, int]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The loopback's arguments: train.py's config, overrides, --resume and --overwrite, and where the
     sites keep their data and outputs."""
+    from assembly.keys import OptionsAction
+
     parser = argparse.ArgumentParser(
         prog=LOOPBACK, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -317,6 +319,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing run of the same name")
     parser.add_argument("overrides", nargs="*", metavar="key.path=value")
+    parser.add_argument("--options", action=OptionsAction)
     return parser.parse_args(argv)
 
 
@@ -375,6 +378,7 @@ def completed_rounds(run_dir: Path) -> int | None:
 
 def run(args: argparse.Namespace) -> int:
     """Check the run folder, start the deployment, run the federation and report how it ended."""
+    from assembly.repository import in_repository
     from utils.interrupt import Interrupted
 
     config = loopback_config(args)
@@ -387,7 +391,7 @@ def run(args: argparse.Namespace) -> int:
             node["data-root"] = str(sites_dir / site.name / "data")
         else:
             node["data-root"] = str(Path(site.source.root).absolute())
-            node["cache-dir"] = str(Path(config.data.cache_dir).absolute())
+            node["cache-dir"] = str(in_repository(config.data.cache_dir))
         nodes.append(node)
     overrides = [*args.overrides, f"name={config.name}", f"output_dir={config.output_dir}"]
     run_config = {"config": str(Path(args.config).absolute()), "overrides": shlex.join(overrides)}

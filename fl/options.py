@@ -32,7 +32,9 @@ class FLOptions(BaseModel):
     model_config = ConfigDict(extra="allow", validate_assignment=True)
 
     algorithm: str = Field("fedmri", description="the federated algorithm, or a non-federated reference")
-    rounds: int = Field(50, ge=1)
+    rounds: int = Field(
+        50, ge=1, description="communication rounds (each: local training, aggregation, validation)"
+    )
     local_epochs: int = Field(10, ge=1, description="passes over the site's training data per round")
     client_weights: Literal["uniform", "samples"] = Field(
         "uniform", description="aggregation weights: 1/K, or proportional to training slices"

@@ -47,12 +47,12 @@ class OptimOptions(_Section):
     name: Literal["rmsprop", "adam", "sgd"] = Field(
         "rmsprop", description="rmsprop (the paper's), adam, or plain sgd (SCAFFOLD's analysis)"
     )
-    lr: float = Field(1e-4, gt=0.0)
+    lr: float = Field(1e-4, gt=0.0, description="learning rate of round 1 (the paper's 1e-4)")
     lr_step_rounds: int = Field(
         40, ge=1, description="multiply the learning rate by lr_gamma every this many rounds"
     )
-    lr_gamma: float = Field(0.1, gt=0.0, le=1.0)
-    weight_decay: float = Field(0.0, ge=0.0)
+    lr_gamma: float = Field(0.1, gt=0.0, le=1.0, description="factor of each learning-rate step")
+    weight_decay: float = Field(0.0, ge=0.0, description="L2 weight decay of the optimiser")
 
     def lr_at(self, rnd: int) -> float:
         """Learning rate of round ``rnd`` (1-based): StepLR applied once per round."""
