@@ -43,17 +43,17 @@ from assembly.keys import OptionsAction
 from study.plan import StudyOptions
 from study.runner import run_all
 from study.variants import ABLATIONS
-from utils.cli import run_cli
+from utils.cli import ArgumentParser, int_arg, path_arg, run_cli
 
 DEFAULTS = StudyOptions()
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line arguments: the config, what to compare, where to write, overrides."""
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    parser = ArgumentParser(description=__doc__)
+    parser.add_argument(
+        "--config", type=path_arg, default=DEFAULTS.config, help=f"YAML config (default: {DEFAULTS.config})"
     )
-    parser.add_argument("--config", default=DEFAULTS.config, help=f"YAML config (default: {DEFAULTS.config})")
     parser.add_argument(
         "--algorithms",
         default="",
@@ -77,18 +77,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--results",
-        default="",
+        type=path_arg,
+        default=None,
         help="folder of the raw result files, tables and figures (default: <output_dir>/<name>)",
     )
     parser.add_argument(
         "--report",
-        default="",
+        type=path_arg,
+        default=None,
         metavar="FOLDER",
         help="rebuild the tables and figures of FOLDER from its raw result files, without training",
     )
     parser.add_argument(
         "--map",
-        default="",
+        type=path_arg,
+        default=None,
         metavar="FOLDER",
         help="rebuild the regime map of FOLDER (its regimes.yaml names each regime's results folder): "
         "map.md, map.json and figures/map.png, from the raw files alone",
@@ -109,14 +112,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--jobs",
-        type=int,
+        type=int_arg(1, 256),
         default=DEFAULTS.jobs,
         help="runs trained at once, each in its own process with CPUs // jobs torch threads "
         "(OMP_NUM_THREADS, when set, fixes that number); default 1",
     )
     parser.add_argument("overrides", nargs="*", metavar="key.path=value", help="overrides for every run")
     parser.add_argument("--options", action=OptionsAction)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    for folder in ("results", "report", "map"):  # given, never empty (path_arg); absent, ""
+        setattr(args, folder, getattr(args, folder) or "")
+    return args
 
 
 def study_options(argv: list[str] | None = None) -> StudyOptions:

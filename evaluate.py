@@ -21,23 +21,28 @@ from pathlib import Path
 from typing import Any
 
 from assembly.keys import OptionsAction
-from utils.cli import run_cli
+from utils.cli import ArgumentParser, path_arg, run_cli
 
 METRICS = ("nmse", "psnr", "ssim")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line arguments: what to evaluate, on which config's sites, where to write."""
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = ArgumentParser(description=__doc__)
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--run", help="run directory written by train.py (uses checkpoints/best_<site>.ckpt)")
-    source.add_argument("--ckpt", help="a checkpoint: last.ckpt (every site) or best_<site>.ckpt (one site)")
-    parser.add_argument("--config", help="test on this config's sites instead of the run's own")
-    parser.add_argument(
-        "--out", help="output directory (default: <run>/evaluation, or evaluation/ beside --ckpt)"
+    source.add_argument(
+        "--run", type=path_arg, help="run directory written by train.py (uses checkpoints/best_<site>.ckpt)"
     )
+    source.add_argument(
+        "--ckpt", type=path_arg, help="a checkpoint: last.ckpt (every site) or best_<site>.ckpt (one site)"
+    )
+    parser.add_argument(
+        "--config", type=path_arg, help="test on this config's sites instead of the run's own"
+    )
+    parser.add_argument(
+        "--out", type=path_arg,
+        help="output directory (default: <run>/evaluation, or evaluation/ beside --ckpt)",
+    )  # fmt: skip
     parser.add_argument("overrides", nargs="*", metavar="key.path=value", help="override the test config")
     parser.add_argument("--options", action=OptionsAction)
     return parser.parse_args(argv)

@@ -22,27 +22,31 @@ import argparse
 import sys
 
 from study.latent import write_tsne
-from utils.cli import run_cli
+from utils.cli import ArgumentParser, int_arg, path_arg, run_cli
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line arguments: the runs, their panel titles, the figure's path, seed and slice cap."""
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    parser = ArgumentParser(description=__doc__)
+    parser.add_argument(
+        "runs", nargs="+", metavar="RUN_DIR", type=path_arg, help="run directories written by train.py"
     )
-    parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories written by train.py")
     parser.add_argument(
         "--title", action="append", default=[], help="a panel's title, once per run in order (default: "
         "the run directory's name)"
     )  # fmt: skip
     parser.add_argument(
-        "--out", help="figure path (.png); the summaries go beside it as .json (default with one run: "
+        "--out", type=path_arg,
+        help="figure path (.png); the summaries go beside it as .json (default with one run: "
         "<run>/evaluation/latent_tsne.png; required with several)"
     )  # fmt: skip
-    parser.add_argument("--seed", type=int, default=0, help="seed of t-SNE and of the folds (default 0)")
     parser.add_argument(
-        "--max-slices-per-site", type=int, metavar="N", help="at most N evenly spaced test slices per site"
+        "--seed", type=int_arg(0, 2**31 - 1), default=0, help="seed of t-SNE and of the folds (default 0)"
     )
+    parser.add_argument(
+        "--max-slices-per-site", type=int_arg(1, 10**9), metavar="N",
+        help="at most N evenly spaced test slices per site",
+    )  # fmt: skip
     return parser.parse_args(argv)
 
 

@@ -17,7 +17,7 @@ import argparse
 import sys
 
 from assembly.keys import OptionsAction
-from utils.cli import run_cli
+from utils.cli import ArgumentParser, path_arg, run_cli
 from utils.interrupt import command
 
 DEFAULT_CONFIG = "configs/default.yaml"  # found in the repository when the working directory lacks it
@@ -26,13 +26,15 @@ DEFAULT_CONFIG = "configs/default.yaml"  # found in the repository when the work
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """A config file, dotted overrides, and how to treat an existing run (shared with train_multi_gpu.py)."""
     parser.add_argument(
-        "--config", help=f"YAML config (default: {DEFAULT_CONFIG}, or the run's own with --resume)"
-    )
+        "--config", type=path_arg,
+        help=f"YAML config (default: {DEFAULT_CONFIG}, or the run's own with --resume)",
+    )  # fmt: skip
     parser.add_argument("overrides", nargs="*", metavar="key.path=value", help="override config values")
     parser.add_argument("--options", action=OptionsAction)
     parser.add_argument(
-        "--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR after its last completed round"
-    )
+        "--resume", metavar="RUN_DIR", type=path_arg,
+        help="continue the run in RUN_DIR after its last completed round",
+    )  # fmt: skip
     parser.add_argument(
         "--force", action="store_true", help="with --resume: accept a config that differs from the run's"
     )
@@ -41,9 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line arguments of train.py."""
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = ArgumentParser(description=__doc__)
     add_arguments(parser)
     return parser.parse_args(argv)
 

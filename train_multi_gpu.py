@@ -8,6 +8,10 @@
 ``fl.parallel: sites`` (default) divides the sites among the ranks; ``fl.parallel: data`` trains each
 site on all ranks with DDP (global batch = batch_size x ranks). ``trainer.accelerator`` picks GPUs
 (NCCL) or the CPU (gloo). Only rank 0 prints and writes. Exit status as for train.py.
+
+``--devices`` is at most the GPUs present, or on the CPU 4 processes per core (each process is a whole
+site's training, so more only queue for the cores); torchrun's ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``
+and ``LOCAL_WORLD_SIZE`` must be whole numbers that agree with each other.
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from utils.cli import run_cli
+from utils.cli import ArgumentParser, int_arg, run_cli
+
+MAX_DEVICES = 4096  # what --devices parses; the hardware bounds it further (assembly.setup)
 from utils.interrupt import command
 
 
@@ -23,13 +29,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """train.py's arguments plus ``--devices``."""
     from train import add_arguments
 
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = ArgumentParser(description=__doc__)
     add_arguments(parser)
     parser.add_argument(
         "--devices",
-        type=int,
+        type=int_arg(1, MAX_DEVICES),
         help="processes (GPUs) to launch; under torchrun the default is its --nproc_per_node",
     )
     return parser.parse_args(argv)
@@ -38,7 +42,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Validate the config, start (or join) the process group, run the federation on every rank."""
     args = parse_args(argv)
-    from fl.distributed import launch_rank
+    from utils.bounds import launch_rank  # not through Lightning, which reads RANK when imported
 
     def job() -> None:
         from assembly.setup import RunRequest, distributed

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -32,9 +33,13 @@ from assembly.config import Config, config_differences, load_config, validate_co
 from fl.algorithms import ALGORITHMS
 from fl.loop import RunLoop
 from fl.transport import InProcess
+from utils.bounds import MAX_RANKS, env_int
 from utils.checkpoint import load_checkpoint
+from utils.cli import report_to
 from utils.errors import UserError
+from utils.hardware import on_cpu
 from utils.interrupt import Interrupted
+from utils.io import file_kind, os_reason, remove_stale_temps
 from utils.lock import lock_run, unlock_run
 from utils.paths import check_writable_dir
 
@@ -153,11 +158,26 @@ def check_request(config: Config, *, resume: bool, overwrite: bool, asking: Aski
 
 
 # -- 2. the folders ----------------------------------------------------------------------------------
+RUN_FOLDERS = ("checkpoints", "tb", "figures", "evaluation")  # what a run writes below its folder
+RUN_FILES = ("config.yaml", "metrics.csv", "results.json", "results.md", "timing.json", "traffic.csv")
+
+
 def check_folders(config: Config) -> None:
     """The run's folders can be written: before the data is prepared, and writing nothing. The run's own
-    folders too: a file in their place would otherwise end the run at its first checkpoint."""
-    for folder in (config.run_dir.parent, config.run_dir, config.run_dir / "checkpoints"):
+    folders and files too: a file where a folder goes (``tb``, ``figures``) or a folder, FIFO or device
+    where a file goes (``metrics.csv``) would otherwise end the run at its first write, or hang it."""
+    for folder in (config.run_dir.parent, config.run_dir, *(config.run_dir / f for f in RUN_FOLDERS)):
         check_writable_dir(folder, "output_dir")
+    for name in RUN_FILES:
+        path = config.run_dir / name
+        try:
+            kind = os.stat(path).st_mode
+        except FileNotFoundError:
+            continue
+        except OSError as err:
+            raise UserError(f"output_dir: {path}: cannot be read ({os_reason(err)})") from None
+        if not stat.S_ISREG(kind):
+            raise UserError(f"output_dir: {path} is {file_kind(kind)}; expected a regular file or nothing")
 
 
 # -- 3. the transport --------------------------------------------------------------------------------
@@ -222,6 +242,8 @@ def claimed(
             recheck()
             if overwrite and not resume and run_dir.exists():
                 shutil.rmtree(run_dir)
+            remove_stale_temps(run_dir)  # of writes a kill cut short; the lock keeps other writers out
+            report_to(run_dir)  # an internal error's traceback goes to the run's folder
         except BaseException:
             if locked:
                 unlock_run(run_dir)
@@ -268,22 +290,51 @@ def _train_in_process(request: RunRequest) -> dict[str, Any]:
 
 
 def launched_world_size() -> int | None:
-    """Processes started by an external launcher such as torchrun (None when this process launches)."""
-    if "TORCHELASTIC_RUN_ID" in os.environ or "RANK" in os.environ:
-        return int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", 1)))
-    return None
+    """Processes started by an external launcher such as torchrun (None when this process launches).
+    Its variables (``WORLD_SIZE``, ``LOCAL_WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``) must be whole numbers
+    that agree (each rank below its world's size); one line naming the variable otherwise."""
+    if "TORCHELASTIC_RUN_ID" not in os.environ and "RANK" not in os.environ:
+        return None
+    world = env_int("WORLD_SIZE", 1, 1, MAX_RANKS)
+    local = env_int("LOCAL_WORLD_SIZE", world, 1, world)
+    env_int("RANK", 0, 0, world - 1)
+    env_int("LOCAL_RANK", 0, 0, local - 1)
+    return local
+
+
+CPU_PROCESSES_PER_CORE = 4  # on the CPU each process trains whole sites; more would only queue
+
+
+def max_processes(accelerator: str) -> tuple[int, str]:
+    """How many processes this machine can run a multi-process run with, and why: the GPUs present, or
+    on the CPU :data:`CPU_PROCESSES_PER_CORE` per usable core."""
+    import torch
+
+    if not on_cpu(accelerator) and torch.cuda.is_available():
+        count = torch.cuda.device_count()
+        return count, f"this machine has {count} GPU(s)"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    why = f"{CPU_PROCESSES_PER_CORE} processes per CPU core, {cores} core(s)"
+    return CPU_PROCESSES_PER_CORE * cores, why
 
 
 def world_size(config: Config, devices: int | None) -> int:
-    """The processes of a multi-process run: ``--devices``, torchrun's, or ``trainer.devices``."""
+    """The processes of a multi-process run: ``--devices``, torchrun's, or ``trainer.devices``; at most
+    what :func:`max_processes` allows when this process launches them."""
     external = launched_world_size()
     if devices is not None and devices < 2:
         raise UserError(f"--devices: a multi-process run needs at least 2 (got {devices}); use train.py")
     if external is not None and devices and devices != external:
         raise UserError(f"--devices {devices} differs from the {external} processes torchrun started")
+    given = "--devices" if devices else "trainer.devices"
     devices = devices or external or config.trainer.devices
     if devices < 2:
         raise UserError(f"--devices: a multi-process run needs at least 2 (got {devices}); use train.py")
+    if external is None:
+        limit, why = max_processes(config.trainer.accelerator)
+        if devices > limit:
+            raise UserError(f"{given}: {devices} processes is more than this machine runs ({why}); "
+                            f"use at most {limit}")  # fmt: skip
     return devices
 
 

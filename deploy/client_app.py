@@ -24,6 +24,7 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from fl.flower.node import NodeSettings
+from utils.cli import describe_failure
 from utils.errors import UserError
 
 app = ClientApp()
@@ -59,8 +60,9 @@ def _guarded(message: Message, context: Context) -> Message:
         settings = NodeSettings.from_node_config(context.node_config)
         site = settings.site
         content = _handle(message, context, settings)
-    except UserError as err:
-        content = RecordDict({"status": ConfigRecord({"site": site, "error": str(err)})})
+    except Exception as err:  # the boundary: one line back to the server, never a traceback
+        line = describe_failure(err, f"ClientApp of site {site}")[0].removeprefix("error: ")
+        content = RecordDict({"status": ConfigRecord({"site": site, "error": line})})
     return Message(content, reply_to=message)
 
 

@@ -32,7 +32,8 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from fl.flower.nodes import SiteDirectory
-from utils.errors import TrainingFailure, UserError
+from utils.cli import describe_failure
+from utils.errors import UserError
 from utils.interrupt import Interrupted, interruptible
 
 APP_ROOT = Path(__file__).resolve().parents[1]
@@ -97,11 +98,8 @@ def _main(grid: Grid, run_config: Any, log: Callable[[str], None]) -> None:
             log=log,
             directory=directory,
         )
-    except UserError as err:
-        print(f"error: {err}", flush=True)
-        raise
-    except TrainingFailure as err:
-        print(f"failed: {err}", flush=True)
+    except Exception as err:  # the boundary: one line (an internal error's traceback goes to a file)
+        print(describe_failure(err, "ServerApp")[0], flush=True)
         raise
 
 

@@ -17,7 +17,6 @@ Only rank 0 prints and writes; every rank can resume from the same checkpoint.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -31,6 +30,7 @@ from lightning.pytorch.strategies import DDPStrategy
 from fl.algorithms.base import Payload
 from fl.site import FitResult, Site
 from fl.transport import InProcess
+from utils.bounds import MAX_RANKS, env_int, launch_rank  # noqa: F401 - launch_rank: also named here
 from utils.errors import UserError
 from utils.interrupt import forwarded
 
@@ -57,11 +57,6 @@ def signals_to_children(launcher: Any) -> Iterator[None]:
 
     with forwarded(forward):
         yield
-
-
-def launch_rank() -> int:
-    """This process's rank as the launcher set it (0 before a launch and in a single process)."""
-    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0)))
 
 
 def assign_sites(sizes: dict[str, int], world: int, how: str = "round_robin") -> dict[str, int]:
@@ -143,7 +138,7 @@ class Distributed(InProcess):
                 "the distributed transport needs an initialised process group (train_multi_gpu.py)"
             )
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
-        self.local_rank = int(os.environ.get("LOCAL_RANK", self.rank))
+        self.local_rank = env_int("LOCAL_RANK", self.rank, 0, MAX_RANKS - 1)
         self.writer = self.rank == 0
         self.mode, self._make_trainer = mode, trainer
         self.accelerator, self.step_progress = accelerator, step_progress

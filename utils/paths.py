@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from pathlib import Path
 
 from utils.errors import UserError
@@ -68,3 +70,58 @@ def not_found(path: Path) -> str:
     except OSError:
         pass
     return "not found"
+
+
+MAX_ENTRIES = 1_000_000  # entries a data folder may hold before a walk stops with an error
+MAX_DEPTH = 64  # folder nesting below a data root
+
+
+def walk(root: Path, key: str) -> tuple[list[tuple[str, Path, bool]], list[tuple[str, str]]]:
+    """Every entry below the folder ``root``: ``(relative POSIX path, path, is_folder)`` in sorted order,
+    and ``(path, reason)`` of what could not be walked, so that nothing is skipped silently: a folder
+    that cannot be listed (permission denied), a symbolic link loop or a link back into a folder above
+    it. Linked folders are followed (each real folder once per branch); FIFOs, devices, sockets and
+    broken links are listed as entries that are not folders, for the caller to name or its reader to
+    refuse. More than :data:`MAX_ENTRIES` entries or :data:`MAX_DEPTH` levels is a :class:`UserError`
+    naming ``key``."""
+    entries: list[tuple[str, Path, bool]] = []
+    problems: list[tuple[str, str]] = []
+    try:
+        top = os.stat(root)
+    except OSError as err:
+        raise UserError(f"{key}: {root}: cannot list ({err.strerror or err})") from None
+    stack: list[tuple[Path, str, tuple[tuple[int, int], ...]]] = [(root, "", ((top.st_dev, top.st_ino),))]
+    while stack:
+        folder, prefix, above = stack.pop()
+        if len(above) > MAX_DEPTH:
+            raise UserError(f"{key}: {folder} is nested deeper than {MAX_DEPTH} folders below {root}")
+        try:
+            with os.scandir(folder) as listing:
+                children = sorted(listing, key=lambda e: e.name)
+        except OSError as err:
+            problems.append((str(folder), f"cannot list this folder ({err.strerror or err})"))
+            continue
+        below = []
+        for child in children:
+            if len(entries) >= MAX_ENTRIES:
+                raise UserError(f"{key}: {root} holds more than {MAX_ENTRIES} entries; point it at the data")
+            path, relative = Path(child.path), f"{prefix}{child.name}"
+            try:
+                info = os.stat(child.path)  # follows links
+            except FileNotFoundError:  # a broken link: the reader says so, if the name is wanted
+                entries.append((relative, path, False))
+                continue
+            except OSError as err:
+                reason = "a symbolic link loop" if err.errno == errno.ELOOP else (err.strerror or str(err))
+                problems.append((str(path), reason))
+                continue
+            is_folder = stat.S_ISDIR(info.st_mode)
+            if is_folder and (info.st_dev, info.st_ino) in above:
+                problems.append((str(path), "a symbolic link back to a folder above it (a loop)"))
+                continue
+            entries.append((relative, path, is_folder))
+            if is_folder:
+                below.append((path, f"{relative}/", (*above, (info.st_dev, info.st_ino))))
+        stack.extend(reversed(below))
+    entries.sort(key=lambda e: e[0].split("/"))  # the order of sorted(root.rglob("*"))
+    return entries, problems
