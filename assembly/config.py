@@ -35,6 +35,7 @@ from assembly.repository import locate
 from data.options import NAME_MAX, NAME_PATTERN, DataOptions, SiteOptions
 from fl.options import FLOptions
 from models.options import ModelOptions, OptimOptions
+from utils.bounds import shown
 from utils.errors import UserError
 from utils.hardware import on_cpu, resolve_precision
 from utils.io import atomic_write_text
@@ -163,15 +164,15 @@ def load_config(
         key, sep, text = item.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise UserError(f"override {item!r}: expected key.path=value, e.g. fl.rounds=5")
+            raise UserError(f"override {shown(item)}: expected key.path=value, e.g. fl.rounds=5")
         negative = next((p for p in re.split(r"[.\[\]]", key) if re.fullmatch(r"\s*-\d+\s*", p)), None)
         if negative is not None:
             index = negative.strip()
             raise UserError(f"override {key}: list index {index} is negative; count from 0 (sites.0 = first)")
         try:
             value = parse_yaml(text) if text.strip() else None
-        except (yaml.YAMLError, RecursionError) as err:
-            raise UserError(f"override {key}: cannot parse value {text!r} ({first_line(err)})") from None
+        except (yaml.YAMLError, RecursionError, ValueError) as err:
+            raise UserError(f"override {key}: cannot parse value {shown(text)} ({first_line(err)})") from None
         check_plain_data(value, f"override {key}")
         try:
             OmegaConf.update(raw, key, value, merge=False)
@@ -216,6 +217,7 @@ def validate_config(data: Any) -> Config:
     """Validate a plain mapping as a :class:`Config`, turning every problem into one UserError line."""
     if not isinstance(data, dict):
         raise UserError(f"config: expected a mapping of sections, got {type(data).__name__}")
+    check_plain_data(data, "config")  # also data that was never YAML: JSON, a checkpoint's config
     try:
         config = Config.model_validate(data)
     except ValidationError as err:
@@ -263,10 +265,10 @@ def _check_numbers(data: dict[str, Any], config: Config) -> None:
             continue
         if isinstance(value, float) and not (math.isfinite(value) and abs(value) <= MAX_FLOAT):
             problems.append(
-                f"{key}: must be a finite number of magnitude at most {MAX_FLOAT:g} (got {value!r})"
+                f"{key}: must be a finite number of magnitude at most {MAX_FLOAT:g} (got {shown(value)})"
             )
         elif isinstance(value, int) and abs(value) > MAX_INT:
-            problems.append(f"{key}: must be at most {MAX_INT} in magnitude (got {value:.3g})")
+            problems.append(f"{key}: must be at most {MAX_INT} in magnitude (got {shown(value)})")
     if problems:
         raise UserError("config error: " + "; ".join(problems))
 
@@ -342,21 +344,21 @@ def _describe(item: dict) -> str:
         if kind == name:
             limit = next(iter(ctx.values()), "?")
             return (
-                f"must be {op} {limit:g} (got {value!r})"
+                f"must be {op} {limit:g} (got {shown(value)})"
                 if isinstance(limit, float)
-                else (f"must be {op} {limit} (got {value!r})")
+                else (f"must be {op} {limit} (got {shown(value)})")
             )
     if kind == "union_tag_not_found":
         return f"{ctx.get('discriminator', 'kind').strip(chr(39))}: required key is missing"
     if kind == "finite_number":
-        return f"must be a finite number (got {value!r})"
+        return f"must be a finite number (got {shown(value)})"
     if kind == "literal_error":
-        return f"got {value!r}; expected {ctx.get('expected', '?')}"
+        return f"got {shown(value)}; expected {ctx.get('expected', '?')}"
     if kind == "union_tag_invalid":
-        return f"unknown kind {ctx.get('tag')!r}; expected one of {ctx.get('expected_tags')}"
+        return f"unknown kind {shown(ctx.get('tag'))}; expected one of {ctx.get('expected_tags')}"
     if kind == "too_short":
         return "must not be empty"
     msg = item["msg"].removeprefix("Value error, ")
     if kind.endswith(("_type", "_parsing")):
-        return f"{msg[0].lower()}{msg[1:]} (got {value!r})"
+        return f"{msg[0].lower()}{msg[1:]} (got {shown(value)})"
     return msg

@@ -3,7 +3,9 @@
 A config is a small mapping of strings, numbers, booleans, lists and mappings. Reading one refuses,
 in one line naming the file and the key path, what is none of these: YAML sets, binary or dates
 (dates stay strings), keys that are not strings, a key given twice in one mapping, files too large to
-be a config, and alias bombs that expand to billions of values.
+be a config (or that are no regular file: a FIFO, a device), alias bombs that expand to billions of
+values, and numbers no option means: an integer of more than :data:`MAX_INT_DIGITS` digits (Python would
+refuse to convert one of 4,300) or a float literal of more than :data:`MAX_NUMBER_TEXT` characters.
 """
 
 from __future__ import annotations
@@ -13,23 +15,25 @@ from typing import Any
 
 import yaml
 
+from utils.bounds import in_bounds, shown
 from utils.errors import UserError
-from utils.paths import not_found
+from utils.io import read_text
+from utils.paths import check_path_text, not_found
 
 
 def read_yaml(path: str | Path) -> Any:
     """The mapping a YAML config file holds (empty for an empty file); refuses anything else in one line."""
+    check_path_text(str(path), "config")
     path = Path(path)
     if path.is_dir():
         raise UserError(f"config {path}: is a folder; expected a YAML file such as configs/default.yaml")
-    if not path.is_file():
+    if not path.exists():
         reason = not_found(path)
         raise UserError(f"config {path}: {'file not found' if reason == 'not found' else reason}")
+    text = read_text(path, "config", MAX_CONFIG_BYTES)
     try:
-        if path.stat().st_size > MAX_CONFIG_BYTES:
-            raise UserError(f"config {path}: larger than {MAX_CONFIG_BYTES // 1024} KiB; not a config")
-        data = parse_yaml(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError) as err:
+        data = parse_yaml(text)
+    except (yaml.YAMLError, RecursionError, ValueError) as err:
         raise UserError(f"config {path}: not valid YAML ({first_line(err)})") from None
     if data is None:
         return {}
@@ -41,6 +45,9 @@ def read_yaml(path: str | Path) -> Any:
 MAX_CONFIG_BYTES = 1 << 20  # a config file is a few KiB; anything this large is not one
 MAX_CONFIG_NODES = 100_000  # values after expanding YAML aliases (a 7-line alias bomb expands to billions)
 MAX_CONFIG_DEPTH = 32  # nesting; the schema itself is at most 5 levels deep
+MAX_INT_DIGITS = 30  # an integer literal; the config's own bound (assembly.config.MAX_INT) is 10 digits
+MAX_NUMBER_TEXT = 64  # a float literal's characters
+MAX_MAGNITUDE = 1e300  # numbers handed to the schema; its bounds are far smaller
 
 
 class _PlainLoader(yaml.SafeLoader):
@@ -62,6 +69,26 @@ class _PlainLoader(yaml.SafeLoader):
             seen[key] = line
         return super().construct_mapping(node, deep)
 
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        digits = len(str(node.value).replace("_", "").lstrip("+-"))
+        if digits > MAX_INT_DIGITS:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"an integer of {digits} digits; no option takes more than {MAX_INT_DIGITS}",
+                node.start_mark,
+            )  # fmt: skip
+        return super().construct_yaml_int(node)
+
+    def construct_yaml_float(self, node: yaml.ScalarNode) -> float:
+        if len(str(node.value)) > MAX_NUMBER_TEXT:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"a number written with more than {MAX_NUMBER_TEXT} characters", node.start_mark
+            )
+        return super().construct_yaml_float(node)
+
+
+_PlainLoader.add_constructor("tag:yaml.org,2002:int", _PlainLoader.construct_yaml_int)
+_PlainLoader.add_constructor("tag:yaml.org,2002:float", _PlainLoader.construct_yaml_float)
+
 
 _PlainLoader.yaml_implicit_resolvers = {
     first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
@@ -76,8 +103,10 @@ def parse_yaml(text: str) -> Any:
 
 def check_plain_data(data: Any, source: str) -> None:
     """Refuse what a config cannot hold: YAML sets, binary or dates, keys that are not strings, nesting
-    deeper than :data:`MAX_CONFIG_DEPTH`, and more than :data:`MAX_CONFIG_NODES` values once aliases are
-    expanded; the error names ``source`` and the key path."""
+    deeper than :data:`MAX_CONFIG_DEPTH`, more than :data:`MAX_CONFIG_NODES` values once aliases are
+    expanded, and numbers of a magnitude beyond :data:`MAX_MAGNITUDE` (or not finite: the schema's own
+    bounds name those); the error names ``source`` and the key path. Data from JSON (a Flower message, a
+    checkpoint) passes here too, so a huge integer never reaches a conversion to text."""
     count = 0
     stack: list[tuple[Any, str, int]] = [(data, "", 0)]
     while stack:
@@ -99,6 +128,8 @@ def check_plain_data(data: Any, source: str) -> None:
             stack.extend(
                 (value, f"{where}.{i}" if where else str(i), depth + 1) for i, value in enumerate(node)
             )
+        elif isinstance(node, int) and not in_bounds(node, MAX_MAGNITUDE):
+            raise UserError(f"{source}: {shown(node)}{at} is beyond any value an option takes")
         elif node is not None and not isinstance(node, (str, int, float, bool)):
             raise UserError(
                 f"{source}: {type(node).__name__} values are not supported{at}; "
