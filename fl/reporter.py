@@ -29,11 +29,14 @@ from utils.run_log import DIAGNOSTIC_COLUMNS, MetricsCSV, TensorBoardLog
 PLATEAU_FRACTION = 0.9
 
 
-def results_markdown(results: dict[str, Any]) -> str:
-    """The test table: one row per site (reconstruction and zero-filled input) and the mean."""
+def results_markdown(results: dict[str, Any], precision: str | None = None) -> str:
+    """The test table: one row per site (reconstruction and zero-filled input) and the mean; its title
+    names the run's ``precision`` (the numbers differ in their last digits between bf16-mixed and
+    float32, so a table is compared with one of the same precision)."""
+    trained = f", {precision}" if precision else ""
     lines = [
         f"### {results['name']}: {results['algorithm']}, {results['rounds']} rounds "
-        "(test split, best round per site)",
+        f"(test split, best round per site{trained})",
         "",
         "| site | method | best round | volumes | NMSE | PSNR (dB) | SSIM |",
         "|---|---|---:|---:|---:|---:|---:|",
@@ -307,5 +310,6 @@ class Reporter:
             if not on_cpu(accelerator) and torch.cuda.is_available():
                 timing["gpu"] = torch.cuda.get_device_name(0)
             atomic_write_text(self.run_dir / "timing.json", json.dumps(timing, indent=2) + "\n")
-        atomic_write_text(self.run_dir / "results.md", results_markdown(results))
-        self.log("\n" + results_markdown(results))
+        table = results_markdown(results, self.config.get("trainer", {}).get("precision"))
+        atomic_write_text(self.run_dir / "results.md", table)
+        self.log("\n" + table)
