@@ -1,6 +1,7 @@
 """Test trained site models: each on its own test split, and every model on every site's test split.
 
     python evaluate.py --run runs/default                     # the best model of each site of a run
+    python evaluate.py --run runs/default --weights last      # the weights after the last round
     python evaluate.py --ckpt runs/default/checkpoints/last.ckpt
     python evaluate.py --run runs/default --config configs/other.yaml   # on another config's sites
 
@@ -40,6 +41,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--config", type=path_arg, help="test on this config's sites instead of the run's own"
     )
     parser.add_argument(
+        "--weights", choices=("best", "last"), default="best",
+        help="each site's best round by validation PSNR (default), or the weights after the last round",
+    )  # fmt: skip
+    parser.add_argument(
         "--out", type=path_arg,
         help="output directory (default: <run>/evaluation, or evaluation/ beside --ckpt)",
     )  # fmt: skip
@@ -66,6 +71,7 @@ def evaluate(trained: Any, test_config: Any, out: Path, log: Any = print) -> dic
     sites = build_sites(test_config)
     model_sites, test_sites = list(trained.models), list(sites)
     log(f"evaluating {len(model_sites)} model(s) from {trained.source} on {len(test_sites)} test site(s)")
+    log(f"weights: {trained.describe()}")
     matrix: dict[str, dict[str, dict[str, float]]] = {}
     zero_filled: dict[str, dict[str, float]] = {}
     pictures: dict[str, dict[str, Any]] = {}
@@ -87,6 +93,7 @@ def evaluate(trained: Any, test_config: Any, out: Path, log: Any = print) -> dic
 
     results = {
         "source": trained.source,
+        "weights": trained.weights,
         "model_rounds": trained.rounds,
         "test_sites": test_sites,
         "own": {s: matrix[s][s] for s in model_sites if s in sites},
@@ -118,7 +125,9 @@ def markdown(results: dict[str, Any]) -> str:
     from utils.tables import cell, markdown, metric_table
 
     tests = results["test_sites"]
-    parts = [f"# Evaluation of {results['source']}\n"]
+    weights = {"best": "each site's best round", "last": "the last round's weights"}
+    which = weights.get(results.get("weights", "best"), results.get("weights"))
+    parts = [f"# Evaluation of {results['source']} ({which})\n"]
     own = results["own"]
     if own:
         parts.append("## Each site's model on its own test split (mean ± std over test volumes)\n")
@@ -180,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         from assembly.evaluation import load_ckpt, load_run
         from utils.paths import check_writable_dir
 
-        trained = load_run(args.run) if args.run else load_ckpt(args.ckpt)
+        trained = load_run(args.run, args.weights) if args.run else load_ckpt(args.ckpt, args.weights)
         if args.config:
             test_config = load_config(args.config, args.overrides)
         elif args.overrides:

@@ -33,11 +33,24 @@ class TrainedModels:
     models: dict[str, dict[str, torch.Tensor]]  # site -> U-Net state dict
     rounds: dict[str, int]  # site -> the round the weights are from (0 if unknown)
     source: str  # where they were read from
+    weights: str = "best"  # each site's best round by validation PSNR, or the last round's weights
+
+    def describe(self) -> str:
+        """Which weights these are, for the command's output: the rounds they come from."""
+        rounds = ", ".join(f"{site} {r}" for site, r in self.rounds.items())
+        if self.weights == "last":
+            return f"the weights after the last completed round ({rounds})"
+        return f"each site's best round by validation PSNR ({rounds}; --weights last for the last round's)"
 
 
-def load_run(run_dir: str | Path) -> TrainedModels:
-    """The best model of every site of a run directory (``checkpoints/best_<site>.ckpt``)."""
+def load_run(run_dir: str | Path, weights: str = "best") -> TrainedModels:
+    """The best model of every site of a run directory (``checkpoints/best_<site>.ckpt``), or with
+    ``weights="last"`` every site's weights after the last completed round (``checkpoints/last.ckpt``)."""
     run_dir = Path(run_dir)
+    if weights == "last":
+        trained = load_ckpt(run_dir / "checkpoints" / "last.ckpt", weights)
+        trained.source = str(run_dir)
+        return trained
     config_path = run_dir / "config.yaml"
     if not config_path.is_file():
         raise UserError(f"run {run_dir}: no config.yaml; expected a directory written by train.py")
@@ -66,9 +79,10 @@ def _check_fingerprint(stated: Any, config: Config, what: str) -> None:
         raise UserError(f"{what}: was trained with another config ({'; '.join(differing)})")
 
 
-def load_ckpt(path: str | Path) -> TrainedModels:
+def load_ckpt(path: str | Path, weights: str = "best") -> TrainedModels:
     """The site models in a checkpoint: a run's ``best_<site>.ckpt`` (one site) or a federation
-    checkpoint such as ``last.ckpt`` (every site's best model so far, else its current one)."""
+    checkpoint such as ``last.ckpt`` (every site's best model so far, else its current one; with
+    ``weights="last"`` every site's current one)."""
     ckpt = load_checkpoint(path)
     if "config" not in ckpt:
         raise UserError(f"checkpoint {path}: no config inside; expected one written by train.py")
@@ -83,12 +97,17 @@ def load_ckpt(path: str | Path) -> TrainedModels:
             best = bests.get(site, {})
             if not isinstance(state, dict) or not isinstance(best, dict):
                 raise UserError(f"checkpoint {path}: sites.{site}: expected a dict")
-            if best.get("model"):
+            if weights == "best" and best.get("model"):
                 models[site], rounds[site] = best["model"], _count(best.get("round", 0), path)
             else:
                 models[site], rounds[site] = state.get("model"), _count(ckpt.get("round", 0), path)
         _check_models(models, path)
-        return TrainedModels(config, models, rounds, str(path))
+        return TrainedModels(config, models, rounds, str(path), weights)
+    if "model" in ckpt and "site" in ckpt and weights == "last":
+        raise UserError(
+            f"checkpoint {path}: holds site {ckpt['site']}'s best round only; --weights last reads "
+            "a run's checkpoints/last.ckpt"
+        )
     if "model" in ckpt and "site" in ckpt:
         models = {str(ckpt["site"]): ckpt["model"]}
         _check_models(models, path)
