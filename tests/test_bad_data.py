@@ -204,9 +204,10 @@ def test_nifti_with_nan_and_wrong_dimensions(tmp_path, brats):
     write_nifti(brats / "S2" / "S2_t1.nii.gz", data)
     message = error_of(tmp_path, kind="brats", root=str(brats))
     assert "S2_t1.nii.gz: the volume contains 1 NaN or infinite values" in message
-    write_nifti(brats / "S2" / "S2_t1.nii.gz", np.ones((16, 16, 4, 3), np.float32))
+    write_nifti(brats / "S2" / "S2_t1.nii.gz", np.ones((16, 16, 4, 3, 2), np.float32))
     message = error_of(tmp_path, kind="brats", root=str(brats))
-    assert "S2_t1.nii.gz: expected a 3D volume, got shape (16, 16, 4, 3)" in message
+    assert "S2_t1.nii.gz: expected a 3D volume, got shape (16, 16, 4, 3, 2)" in message
+    # a 4D file is valid, a series to choose from (tests/test_source_messages.py)
 
 
 def test_slice_range_beyond_a_volume(tmp_path, brats):

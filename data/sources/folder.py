@@ -27,7 +27,7 @@ from data.sources.readers import (
     read_nifti,
     read_npy,
 )
-from data.sources.volumes import ImageVolumeSource, VolumeFile, VolumeSourceOptions, relative_label
+from data.sources.volumes import ImageVolumeSource, NiftiOptions, VolumeFile, relative_label
 from utils.errors import UserError
 from utils.paths import not_found
 
@@ -58,7 +58,7 @@ def file_format(path: Path) -> str | None:
     return None
 
 
-class FolderOptions(VolumeSourceOptions):
+class FolderOptions(NiftiOptions):
     """A site's own images in a folder, one volume per subject and contrast."""
 
     kind: Literal["folder"] = "folder"
@@ -101,6 +101,7 @@ class FolderSource(ImageVolumeSource):
         volumes, bad = [], []
         for subject, contrast, path in listed:
             if wanted is not None and contrast not in wanted:
+                self.passed_over.append((subject, contrast))
                 continue
             if not path.exists():
                 listed_in = "listed in source.manifest but " if self.options.manifest else ""
@@ -207,7 +208,7 @@ class FolderSource(ImageVolumeSource):
         path = volume.paths[0]
         fmt = extra["format"]
         if fmt == "nifti":
-            return read_nifti(path, self.options.plane)
+            return read_nifti(path, self.options.plane, self.options.volume_index)
         if fmt == "npy":
             return read_npy(path)
         if fmt == "h5":
@@ -220,6 +221,8 @@ class FolderSource(ImageVolumeSource):
         identity = {"reader": fmt}
         if fmt == "nifti":
             identity["plane"] = self.options.plane
+            if self.options.volume_index is not None:
+                identity["volume_index"] = self.options.volume_index
         if fmt == "h5":
             identity["key"] = self.options.h5_key
         return identity

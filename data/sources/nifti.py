@@ -16,7 +16,7 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from data.sources.readers import Plane, read_nifti
-from data.sources.volumes import ImageVolumeSource, VolumeFile, VolumeSourceOptions
+from data.sources.volumes import ImageVolumeSource, NiftiOptions, VolumeFile
 from utils.errors import UserError
 
 NIFTI_SUFFIX = re.compile(r"\.nii(\.gz)?$", re.IGNORECASE)
@@ -77,6 +77,8 @@ class NiftiSource(ImageVolumeSource):
                 continue
             contrast = self.contrast_of(match["contrast"])
             if contrast not in self.options.contrasts:
+                if contrast is not None:
+                    self.passed_over.append((match["subject"], contrast))
                 continue
             key = (match["subject"], contrast)
             if key in found:
@@ -87,14 +89,19 @@ class NiftiSource(ImageVolumeSource):
 
     def decode(self, volume: VolumeFile) -> np.ndarray:
         """The volume's slices along ``plane``, (slices, rows, columns)."""
-        return read_nifti(volume.paths[0], self.options.plane)
+        if self.options.volume_index is None:
+            return read_nifti(volume.paths[0], self.options.plane)
+        return read_nifti(volume.paths[0], self.options.plane, self.options.volume_index)
 
     def decode_identity(self, volume: VolumeFile) -> dict:
-        """NIfTI volumes differ by slicing plane."""
-        return {"reader": "nifti", "plane": self.options.plane}
+        """NIfTI volumes differ by slicing plane (and, of a 4D file, by the volume chosen)."""
+        identity = {"reader": "nifti", "plane": self.options.plane}
+        if self.options.volume_index is not None:
+            identity["volume_index"] = self.options.volume_index
+        return identity
 
 
-class BratsOptions(VolumeSourceOptions):
+class BratsOptions(NiftiOptions):
     """BraTS: a folder per subject with one NIfTI per modality (240 x 240 x 155, skull-stripped)."""
 
     kind: Literal["brats"] = "brats"
@@ -125,7 +132,7 @@ class BratsSource(NiftiSource):
         return path.parent.name
 
 
-class IxiOptions(VolumeSourceOptions):
+class IxiOptions(NiftiOptions):
     """IXI: one NIfTI per subject and contrast (``IXI002-Guys-0828-T1.nii.gz``, ``-T2``, ``-PD``)."""
 
     kind: Literal["ixi"] = "ixi"

@@ -32,6 +32,17 @@ class CorruptFile(Exception):
     """A file that cannot be decoded, or that does not hold a volume of the expected form."""
 
 
+class SeriesOfVolumes(Exception):
+    """A valid 4D NIfTI (an fMRI time series, diffusion directions, echoes) where one 3D volume is
+    read: not corrupt, but which of its volumes to use is the user's choice (``source.volume_index``)."""
+
+    def __init__(self, shape: tuple[int, ...]):
+        super().__init__(
+            f"a 4D series of {shape[3]} volumes (shape {shape}), not one 3D volume; choose one with "
+            f"source.volume_index: 0 to {shape[3] - 1} (the same for every file of the site)"
+        )
+
+
 def compact(array: np.ndarray, what: str) -> np.ndarray:
     """A real, finite, C-contiguous array in its own compact dtype or float32; CorruptFile otherwise."""
     array = np.asarray(array)
@@ -65,13 +76,26 @@ def as_stack(array: np.ndarray, what: str) -> np.ndarray:
     return array
 
 
-def read_nifti(path: Path, plane: Plane = "axial") -> np.ndarray:
-    """A NIfTI volume reoriented to RAS+ and sliced along ``plane``: (slices, rows, columns)."""
+def read_nifti(path: Path, plane: Plane = "axial", volume_index: int | None = None) -> np.ndarray:
+    """A NIfTI volume reoriented to RAS+ and sliced along ``plane``: (slices, rows, columns). Of a 4D
+    file, the volume ``volume_index`` (a 4D file without it raises :class:`SeriesOfVolumes`)."""
     import nibabel as nib
 
     try:
         image = nib.as_closest_canonical(nib.load(str(path)))
-        data = np.asanyarray(image.dataobj)
+        shape = tuple(int(n) for n in image.shape)
+        if len(shape) == 4 and shape[3] > 1:
+            if volume_index is None:
+                raise SeriesOfVolumes(shape)
+            if volume_index >= shape[3]:
+                raise CorruptFile(
+                    f"a 4D series of {shape[3]} volumes has no volume {volume_index} (source.volume_index)"
+                )
+            data = np.asanyarray(image.dataobj[..., volume_index])
+        else:
+            data = np.asanyarray(image.dataobj)
+    except (SeriesOfVolumes, CorruptFile):
+        raise
     except Exception as err:  # nibabel raises many types for truncated or foreign files
         raise CorruptFile(f"not a readable NIfTI file ({_reason(err)})") from None
     if data.ndim == 4 and data.shape[3] == 1:

@@ -9,6 +9,7 @@ the cache in any worker process.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import re
@@ -21,7 +22,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from data.sources.base import SPLITS, Source, SourceContext, Split, VolumeInfo
-from data.sources.readers import CorruptFile
+from data.sources.readers import CorruptFile, SeriesOfVolumes
 from data.sources.splits import SplitFiles, SplitFractions, assign_splits
 from data.sources.volume_cache import CachedVolume, VolumeCache, read_cached_slice
 from utils.errors import UserError
@@ -96,6 +97,17 @@ class VolumeSourceOptions(SourceOptionsBase):
         return value
 
 
+class NiftiOptions(VolumeSourceOptions):
+    """Options of the sources that read NIfTI files: which volume of a 4D file to use."""
+
+    volume_index: int | None = Field(
+        None,
+        ge=0,
+        description="the volume of a 4D NIfTI (fMRI time point, diffusion direction, echo) to use, counted "
+        "from 0; null: a 4D file is refused with its shape",
+    )
+
+
 @dataclass(frozen=True)
 class VolumeFile:
     """One volume found on disk, before decoding: whose, which contrast, and the file(s) holding it."""
@@ -144,6 +156,16 @@ def _crop_or_pad(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return out
 
 
+SEARCHED = 1000  # entries under a root listed for a "no volumes found" message, at most
+SHOWN = 5  # names a message lists, at most
+
+
+def _some(names: list[str]) -> str:
+    """The first :data:`SHOWN` names, and how many there are in all."""
+    text = ", ".join(names[:SHOWN])
+    return f"{text}, ... ({len(names)} in all)" if len(names) > SHOWN else text
+
+
 class FileSource(Source):
     """What every file-based source shares: the root check, one-line errors or warnings, the split index."""
 
@@ -153,6 +175,8 @@ class FileSource(Source):
         self.options = options
         self.context = context
         self._volumes: dict[str, list[VolumeInfo]] = {}
+        # (subject, contrast) of volumes :meth:`scan` saw but the options leave out (their contrast)
+        self.passed_over: list[tuple[str, str]] = []
 
     @property
     def where(self) -> str:
@@ -232,6 +256,7 @@ class ImageVolumeSource(FileSource):
         """Find the volumes, split them by subject, decode each once into the cache and index the slices."""
         root = self.root()
         found, bad = self.scan(root)
+        everything = list(found)
         if self.options.include is not None:
             pattern = re.compile(self.options.include)
             found = [v for v in found if pattern.search(v.subject)]
@@ -239,7 +264,10 @@ class ImageVolumeSource(FileSource):
             extra = (
                 f" with a subject matching include={self.options.include!r}" if self.options.include else ""
             )
-            raise UserError(f"{self.where}: no volumes found under {root}{extra}; expected {self.describe}")
+            raise UserError(
+                f"{self.where}: no volumes found under {root}{extra}; expected {self.describe}; "
+                f"{self.found_instead(root, everything)}"
+            )
         aliases: dict[str, set[str]] = {}
         for volume in found:
             aliases.setdefault(volume.subject, set()).update(volume.aliases)
@@ -257,6 +285,8 @@ class ImageVolumeSource(FileSource):
             except CorruptFile as err:
                 bad.append((volume.label, str(err)))
                 continue
+            except SeriesOfVolumes as err:  # a valid file: the user chooses which of its volumes
+                raise UserError(f"{self.where}: {volume.label}: {err}") from None
             name = _unique(f"{volume.subject}_{volume.contrast}", names)
             count = self._slice_count(entry)
             if count == 0:
@@ -272,6 +302,26 @@ class ImageVolumeSource(FileSource):
         if not entries:
             raise UserError(f"{self.where}: no usable volumes under {root}; expected {self.describe}")
         self._volumes, self._entries = infos, entries
+
+    def found_instead(self, root: Path, found: list[VolumeFile]) -> str:
+        """What a search that selected nothing saw: the subjects that ``include`` left out, the contrasts
+        that ``contrasts`` left out, or a few of the files that are not named as expected."""
+        if found:
+            subjects = sorted({v.subject for v in found})
+            return f"found subject(s) {_some(subjects)}, none matching include"
+        if self.passed_over:
+            contrasts = sorted({c for _, c in self.passed_over})
+            subjects = sorted({s for s, _ in self.passed_over})
+            return (
+                f"found contrast(s) {_some(contrasts)} of subject(s) {_some(subjects)}, none of "
+                f"source.contrasts {list(getattr(self.options, 'contrasts', []) or [])}"
+            )
+        files = [p for p in itertools.islice(root.rglob("*"), SEARCHED) if p.is_file()]
+        if not files:
+            return "the folder holds no files"
+        more = " (or more)" if len(files) >= SEARCHED else ""
+        named = _some(sorted(relative_label(p, root) for p in files))
+        return f"found {len(files)} file(s){more} named otherwise: {named}"
 
     def _note_padding(self, entries: dict[str, CachedVolume]) -> None:
         """One warning when ``source.size`` is larger than the slices, which are then zero-padded."""
