@@ -21,8 +21,12 @@ from data.transforms import denormalize
 from fl.fingerprint import fingerprint, fingerprint_differences
 from models.recon_module import ReconModule
 from utils.checkpoint import load_checkpoint
+from utils.bounds import shown
 from utils.errors import UserError
 from utils.metrics import summarise  # noqa: F401  (re-exported for evaluate.py and compare.py)
+
+
+MAX_ROUNDS = 2**31 - 1  # fl.rounds' own bound
 
 
 @dataclass
@@ -62,8 +66,12 @@ def load_run(run_dir: str | Path, weights: str = "best") -> TrainedModels:
             raise UserError(f"run {run_dir}: {path.name} not found; did the run finish its test?")
         ckpt = load_checkpoint(path)
         _check_fingerprint(ckpt.get("fingerprint"), config, f"{path} (of run {run_dir})")
+        if "site" in ckpt and ckpt["site"] != site.name:  # another site's file under this site's name
+            raise UserError(
+                f"checkpoint {path}: holds the model of site {shown(ckpt['site'])}, not {site.name}"
+            )
         models[site.name], rounds[site.name] = ckpt.get("model"), _count(ckpt.get("round", 0), path)
-    _check_models(models, run_dir)
+    _check_models(models, run_dir, config)
     return TrainedModels(config, models, rounds, str(run_dir))
 
 
@@ -97,11 +105,11 @@ def load_ckpt(path: str | Path, weights: str = "best") -> TrainedModels:
             best = bests.get(site, {})
             if not isinstance(state, dict) or not isinstance(best, dict):
                 raise UserError(f"checkpoint {path}: sites.{site}: expected a dict")
-            if weights == "best" and best.get("model"):
+            if weights == "best" and isinstance(best.get("model"), dict) and best["model"]:
                 models[site], rounds[site] = best["model"], _count(best.get("round", 0), path)
             else:
                 models[site], rounds[site] = state.get("model"), _count(ckpt.get("round", 0), path)
-        _check_models(models, path)
+        _check_models(models, path, config)
         return TrainedModels(config, models, rounds, str(path), weights)
     if "model" in ckpt and "site" in ckpt and weights == "last":
         raise UserError(
@@ -109,20 +117,25 @@ def load_ckpt(path: str | Path, weights: str = "best") -> TrainedModels:
             "a run's checkpoints/last.ckpt"
         )
     if "model" in ckpt and "site" in ckpt:
-        models = {str(ckpt["site"]): ckpt["model"]}
-        _check_models(models, path)
+        if not isinstance(ckpt["site"], str) or ckpt["site"] not in {s.name for s in config.sites}:
+            raise UserError(f"checkpoint {path}: site {shown(ckpt['site'])} is not a site of its config")
+        models = {ckpt["site"]: ckpt["model"]}
+        _check_models(models, path, config)
         return TrainedModels(config, models, {str(ckpt["site"]): _count(ckpt.get("round"), path)}, str(path))
     raise UserError(f"checkpoint {path}: neither a federation checkpoint nor a site's best model")
 
 
 def _count(value: Any, path: str | Path) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise UserError(f"checkpoint {path}: round: expected a count of rounds, found {value!r}")
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_ROUNDS:
+        raise UserError(f"checkpoint {path}: round: expected a count of rounds, found {shown(value)}")
     return value
 
 
-def _check_models(models: dict[str, Any], path: str | Path) -> None:
-    """Each site's weights must be a mapping of parameter names to tensors (shapes are checked on loading)."""
+def _check_models(models: dict[str, Any], path: str | Path, config: Config) -> None:
+    """Each site's weights, before any is loaded: a mapping of the names of ``config``'s network to
+    tensors of its shapes (floating point where it is), all finite; one line naming the site and the
+    parameter otherwise."""
+    expected = new_module(config).model.state_dict()
     for site, state in models.items():
         if (
             not isinstance(state, dict)
@@ -132,6 +145,24 @@ def _check_models(models: dict[str, Any], path: str | Path) -> None:
             raise UserError(
                 f"checkpoint {path}: the model of site {site} is not a mapping of names to tensors"
             )
+        missing, unknown = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+        if missing or unknown:
+            which = f"lacks {shown(missing[0])}" if missing else f"has {shown(unknown[0])}, which"
+            raise UserError(
+                f"checkpoint {path}: the model of site {site} {which} the config's network "
+                f"(model.*) {'has' if missing else 'lacks'}"
+            )
+        for name, tensor in state.items():
+            want = expected[name]
+            if tensor.shape != want.shape or tensor.is_floating_point() != want.is_floating_point():
+                raise UserError(
+                    f"checkpoint {path}: the model of site {site}: {name} is {tuple(tensor.shape)} "
+                    f"{tensor.dtype}, the config's network has {tuple(want.shape)} {want.dtype}"
+                )
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise UserError(
+                    f"checkpoint {path}: the model of site {site}: {name} holds NaN or infinite weights"
+                )
 
 
 def build_sites(config: Config) -> dict[str, SiteDataModule]:

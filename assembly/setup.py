@@ -35,7 +35,7 @@ from fl.loop import RunLoop
 from fl.transport import InProcess
 from utils.bounds import MAX_RANKS, env_int
 from utils.checkpoint import load_checkpoint
-from utils.cli import report_to
+from utils.cli import doing, report_to
 from utils.errors import UserError
 from utils.hardware import on_cpu
 from utils.interrupt import Interrupted
@@ -279,9 +279,11 @@ def train_in_process(request: RunRequest) -> dict[str, Any]:
 
 
 def _train_in_process(request: RunRequest) -> dict[str, Any]:
-    config = resolve_config(request)
-    check_folders(config)
-    run = in_process(Builder(config))  # validates every site's data before anything is written or removed
+    with doing("reading the config"):
+        config = resolve_config(request)
+        check_folders(config)
+    with doing("preparing every site's data"):
+        run = in_process(Builder(config))  # validates every site's data before anything is written or removed
     with claimed(
         run, config, resume=bool(request.resume), overwrite=request.overwrite,
         recheck=lambda: resolve_config(request),

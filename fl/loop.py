@@ -17,7 +17,9 @@ import yaml
 
 from fl.fingerprint import fingerprint, fingerprint_differences
 from fl.reporter import Reporter
+from utils.bounds import shown
 from utils.checkpoint import check_structure, load_checkpoint, save_checkpoint
+from utils.cli import doing
 from utils.errors import UserError
 from utils.interrupt import Interrupted, held
 from utils.io import atomic_write_text
@@ -25,6 +27,7 @@ from utils.lock import lock_run, unlock_run
 from utils.seeding import rng_state, set_rng_state
 
 CHECKPOINT_FORMAT = 2
+MAX_ROUNDS = 2**31 - 1  # fl.rounds' own bound (assembly.config.MAX_INT)
 # What restoring a tampered or mismatched checkpoint raises, turned into one UserError line.
 LOAD_ERRORS = (RuntimeError, ValueError, KeyError, TypeError, AttributeError, IndexError, OverflowError)
 
@@ -38,8 +41,10 @@ def check_checkpoint(
 ) -> None:
     """Check that a loaded checkpoint belongs to a run of ``config``: its config fingerprint
     (:func:`fingerprint`), then its structure, types and tensor shapes against ``template`` (the state the
-    run would write now), its round count, its history of the sites in ``history`` and its timing
-    (optional); any mismatch is one :class:`UserError` line naming ``path``."""
+    run would write now), its round count, its history of the sites in ``history`` (one value per
+    completed round), its timing (optional; at most
+    one entry per round: a run resumed from a checkpoint without timing has fewer) and each site's best
+    round (within the completed ones); any mismatch is one :class:`UserError` line naming ``path``."""
     theirs = ckpt.get("fingerprint")
     if not isinstance(theirs, dict):
         if not isinstance(ckpt.get("config"), dict):
@@ -53,16 +58,25 @@ def check_checkpoint(
     try:
         check_structure(ckpt, template)
         round_ = ckpt["round"]
-        if not isinstance(round_, int) or isinstance(round_, bool) or round_ < 0:
-            raise ValueError(f"round: expected a count of completed rounds, found {round_!r}")
+        if not isinstance(round_, int) or isinstance(round_, bool) or not 0 <= round_ <= MAX_ROUNDS:
+            raise ValueError(f"round: expected a count of completed rounds, found {shown(round_)}")
         if not isinstance(ckpt["history"], dict) or set(ckpt["history"]) != set(history):
-            found = sorted(ckpt["history"]) if isinstance(ckpt["history"], dict) else ckpt["history"]
-            raise ValueError(f"history: sites {found!r} do not match the config's {sorted(history)}")
+            found = sorted(map(str, ckpt["history"])) if isinstance(ckpt["history"], dict) else None
+            raise ValueError(f"history: sites {shown(found)} do not match the config's {sorted(history)}")
         lists = [(f"history.{site}", values) for site, values in ckpt["history"].items()]
         lists += [(f"timing.{k}", ckpt["timing"][k]) for k in ("seconds", "steps") if "timing" in ckpt]
         for where, values in lists:
             if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
                 raise ValueError(f"{where}: expected a list of numbers")
+            if len(values) > round_ or (where.startswith("history") and len(values) != round_):
+                raise ValueError(f"{where}: {len(values)} values for {round_} completed rounds")
+        bests = ckpt.get("best")
+        for site, best in (bests.items() if isinstance(bests, dict) else ()):
+            stated = best.get("round") if isinstance(best, dict) else None
+            if stated is not None and (type(stated) is not int or not 0 <= stated <= round_):
+                raise ValueError(
+                    f"best.{site}.round: expected a round from 0 to {round_}, found {shown(stated)}"
+                )
     except ValueError as err:
         raise UserError(f"checkpoint {path}: does not fit the run ({err})") from None
 
@@ -139,16 +153,19 @@ class RunLoop:
         self.log(self.headline)
         try:
             for rnd in range(self.completed + 1, self.total + 1):
-                summary = self.rounds.round(rnd)
-                with held():  # a round is on disk whole (rows, checkpoint) or not counted
-                    self.reporter.round(rnd, summary, self.lr(rnd))
+                with doing(f"training round {rnd}"):
+                    summary = self.rounds.round(rnd)
+                with held(), doing(f"writing the rows and checkpoint of round {rnd}"):
+                    self.reporter.round(rnd, summary, self.lr(rnd))  # a round is on disk whole or not counted
                     self.completed = self.rounds.completed = rnd
                     self.save(self.checkpoint)
                     self.reporter.progress(rnd, summary)
-            results = self.reporter.results(self.rounds.test(), self.completed)
+            with doing("testing each site's best model"):
+                results = self.reporter.results(self.rounds.test(), self.completed)
         finally:
             self.reporter.close()
-        self.reporter.write_results(results)
+        with doing("writing the results"):
+            self.reporter.write_results(results)
         return results
 
     # -- checkpoints ---------------------------------------------------------------------------
@@ -185,7 +202,8 @@ class RunLoop:
         """Restore a checkpoint written by :meth:`save`, after checking that it belongs to this run: its
         format, its config fingerprint (:func:`fingerprint`), and its structure, types and tensor shapes
         against the state this run would write; any mismatch is one :class:`UserError` line."""
-        ckpt = load_checkpoint(path)
+        with doing(f"reading checkpoint {path}"):
+            ckpt = load_checkpoint(path)
         stated = ckpt.get("format")
         if type(stated) is not int or stated != CHECKPOINT_FORMAT:  # a tampered file may hold a tensor here
             shown = stated if type(stated) is int else f"of type {type(stated).__name__}"
