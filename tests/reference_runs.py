@@ -33,10 +33,14 @@ from utils.hardware import cpu_identity
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "tests" / "data" / "reference_runs.json"
 
-ALGORITHMS = (
-    "fedmri", "fedavg", "fedprox", "fedbn", "lgfedavg", "fedper", "fedrep",
-    "scaffold", "moon", "ditto", "flmrcm", "singleset", "centralized", "transfer", "transfer_loo",
-)  # fmt: skip
+def _algorithms() -> tuple[str, ...]:
+    """Every registered algorithm and reference, read from the registry (a new one joins by itself)."""
+    from fl.options import algorithm_names
+
+    return tuple(algorithm_names())
+
+
+ALGORITHMS = _algorithms()
 
 # Runs beyond the defaults: every algorithm option away from its default at least once.
 VARIANTS: dict[str, dict[str, Any]] = {

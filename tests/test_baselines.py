@@ -1,9 +1,12 @@
 """The baselines as algorithms: shared sets on the real U-Net, penalties, SCAFFOLD's drift correction."""
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
 
+import fl.algorithms
 from fl.aggregation import nbytes, weighted_average
 from fl.algorithms import ALGORITHMS, Context, Payload, Reply, build_client, build_server
 from fl.algorithms.base import head_names
@@ -11,23 +14,8 @@ from fl.options import algorithm_names
 from fl.references import REFERENCES
 from models.unet import Unet
 
-ALL = [
-    "fedmri",
-    "fedavg",
-    "fedprox",
-    "fedbn",
-    "lgfedavg",
-    "fedper",
-    "fedrep",
-    "scaffold",
-    "moon",
-    "ditto",
-    "flmrcm",
-    "singleset",
-    "centralized",
-    "transfer",
-    "transfer_loo",
-]
+# The registered names, read from the registry; the tests below check the registry against the files.
+ALL = algorithm_names()
 
 
 def options(algorithm, **values):
@@ -56,8 +44,16 @@ def shared(algorithm, model, head="stage", **values):
 
 
 def test_registry_has_every_algorithm_once():
-    assert algorithm_names() == ALL
-    assert list(ALGORITHMS) == ALL[:-3] and list(REFERENCES) == ALL[-3:]
+    assert len(set(ALL)) == len(ALL) == len(ALGORITHMS) + len(REFERENCES)
+    assert list(ALGORITHMS) + list(REFERENCES) == ALL
+    assert set(REFERENCES) == {"centralized", "transfer", "transfer_loo"}
+    # Every module of fl/algorithms/ but the shared ones defines one registered algorithm.
+    folder = Path(fl.algorithms.__file__).parent
+    modules = {p.stem for p in folder.glob("*.py")} | {p.name for p in folder.iterdir() if p.is_dir()}
+    modules -= {"__init__", "base", "heads", "__pycache__"}
+    assert {cls.__module__.split(".")[2] for cls in ALGORITHMS.values()} >= modules
+    assert {"fedmri", "fedavg", "fedprox", "fedbn", "lgfedavg", "fedper", "fedrep", "scaffold", "moon",
+            "ditto", "flmrcm", "singleset"} <= set(ALGORITHMS)  # fmt: skip
     for name, cls in [*ALGORITHMS.items(), *REFERENCES.items()]:
         assert cls.name == name and cls.__doc__ and len(cls.__doc__.splitlines()[0]) > 20
     for cls in ALGORITHMS.values():  # the site half is the algorithm's own or the plain default
