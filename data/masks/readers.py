@@ -14,7 +14,8 @@ import numpy as np
 
 from data.masks.base import frozen
 from utils.errors import UserError
-from utils.paths import not_found
+from utils.io import check_regular
+from utils.paths import check_path_text, not_found
 
 
 def _read_array(path: Path) -> Any:
@@ -63,9 +64,11 @@ def _read_mat73(path: Path) -> np.ndarray:
 @lru_cache(maxsize=32)
 def load_mask_file(path: str) -> np.ndarray:
     """A mask file's array as bool, (H, W) or (W,) (MATLAB row or column vectors become (W,)); read once."""
+    check_path_text(path, "mask file")
     file = Path(path)
-    if not file.is_file():
+    if not file.exists():
         raise UserError(f"mask file {file}: {not_found(file)}")
+    check_regular(file, "mask file")  # not a folder, FIFO or device: the readers would hang or fail
     array = np.asarray(_read_array(file))
     if array.dtype.kind not in "biuf":
         raise UserError(f"mask file {file}: expected a real numeric array, got dtype {array.dtype}")

@@ -14,14 +14,17 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field, field_validator
 
+from data.sources.patterns import check_pattern, glob_matches, time_bound
 from data.sources.readers import CorruptFile, DicomHeader, read_dicom_header, read_dicom_series
 from data.sources.volumes import ImageVolumeSource, VolumeFile, VolumeSourceOptions, relative_label
-from utils.io import atomic_write_text
+from utils.errors import UserError
+from utils.io import MiB, atomic_write_text, check_regular, read_text
+from utils.paths import walk
 
 HEADER_CACHE_VERSION = 1
 
@@ -50,9 +53,9 @@ class DicomOptions(VolumeSourceOptions):
     def _regexes(cls, value: dict[str, str] | None) -> dict[str, str] | None:
         for name, pattern in (value or {}).items():
             try:
-                re.compile(pattern)
-            except re.error as err:
-                raise ValueError(f"contrasts.{name}: not a valid regular expression ({err})") from None
+                check_pattern(pattern, re.IGNORECASE)
+            except ValueError as err:
+                raise ValueError(f"contrasts.{name}: {err}") from None
         if value is not None and not value:
             raise ValueError("contrasts must name at least one contrast, or be null")
         return value
@@ -70,9 +73,15 @@ class DicomSource(ImageVolumeSource):
 
     def scan(self, root: Path) -> tuple[list[VolumeFile], list[tuple[str, str]]]:
         """Group the files into series and name each series' subject and contrast."""
-        files = sorted(p for p in root.glob(self.options.pattern) if p.is_file())
+        entries, problems = walk(root, f"{self.where}: source.root")
+        files = [
+            path for relative, path, folder in entries
+            if not folder and glob_matches(relative, self.options.pattern)
+        ]  # fmt: skip
         headers, unreadable = self._headers(root, files)
-        return group_series(root, headers, unreadable, self.options.contrasts, self.options.subject)
+        unreadable += [(Path(path), reason) for path, reason in problems]
+        with time_bound(f"{self.where}: source.contrasts"):
+            return group_series(root, headers, unreadable, self.options.contrasts, self.options.subject)
 
     def decode(self, volume: VolumeFile) -> np.ndarray:
         """The series' slices in order, (slices, rows, columns)."""
@@ -89,22 +98,26 @@ class DicomSource(ImageVolumeSource):
         digest = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]
         cache_file = Path(self.context.cache_dir) / "dicom-headers" / f"{digest}.json"
         try:
-            cached = json.loads(cache_file.read_text())
-            if cached.get("version") != HEADER_CACHE_VERSION:
+            cached = json.loads(read_text(cache_file, "header cache", 256 * MiB))
+            if not isinstance(cached, dict) or cached.get("version") != HEADER_CACHE_VERSION:
                 cached = {}
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError, UserError):
             cached = {}
         known = cached.get("files", {})
+        known = known if isinstance(known, dict) else {}
         headers: dict[Path, DicomHeader] = {}
         unreadable: list[tuple[Path, str]] = []
         fresh: dict[str, list] = {}
         for path in files:
-            st = path.stat()
+            try:
+                check_regular(path, "file")  # a FIFO would hang the reader
+                st = path.stat()
+            except (OSError, UserError) as err:
+                unreadable.append((path, str(err).split(": ", 1)[-1]))
+                continue
             stamp = [st.st_size, st.st_mtime_ns]
-            entry = known.get(str(path))
-            if entry is not None and entry[:2] == stamp:
-                header = DicomHeader(*entry[2][:5], tuple(entry[2][5]))
-            else:
+            header = _cached_header(known.get(str(path)), stamp)
+            if header is None:
                 try:
                     header = read_dicom_header(path)
                 except CorruptFile as err:
@@ -155,6 +168,22 @@ def group_series(
             )
         )
     return volumes, bad
+
+
+def _cached_header(entry: Any, stamp: list[int]) -> DicomHeader | None:
+    """The header an entry of the header cache holds for a file of ``stamp`` (size, mtime); None when
+    the file changed or the entry is not one (a damaged cache is read again from the files)."""
+    try:
+        if entry[:2] != stamp:
+            return None
+        series, description, patient, instance, position = entry[2][:5]
+        shape = tuple(int(n) for n in entry[2][5])
+        if not (isinstance(series, str) and isinstance(description, str) and isinstance(patient, str)):
+            return None
+        return DicomHeader(series, description, patient, int(instance),
+                           None if position is None else float(position), shape)  # fmt: skip
+    except (TypeError, ValueError, IndexError, KeyError, OverflowError):
+        return None
 
 
 def _write_json(path: Path, data: dict) -> None:

@@ -24,10 +24,13 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from data.sources.base import SPLITS, KspaceSlice, SourceContext, Split, VolumeInfo
+from data.sources.patterns import time_bound
 from data.sources.readers import CorruptFile
 from data.sources.splits import assign_splits
 from data.sources.volumes import FileSource, SourceOptionsBase, relative_label
 from utils.errors import UserError
+from utils.io import check_regular
+from utils.paths import walk
 from utils.seeding import stable_seed
 
 logger = logging.getLogger(__name__)
@@ -145,10 +148,11 @@ class FastMRISource(FileSource):
         """Read every file's metadata, filter, split by subject and check shapes (data is read lazily)."""
         options: FastMRIOptions = self.options
         root = self.root()
-        paths = sorted(p for p in root.rglob("*.h5") if p.is_file())
-        if not paths:
+        entries, walked = walk(root, f"{self.where}: source.root")
+        paths = [path for _, path, folder in entries if not folder and path.name.endswith(".h5")]
+        if not paths and not walked:
             raise UserError(f"{self.where}: no .h5 files under {root}; expected {self.describe}")
-        files, bad = [], []
+        files, bad = [], list(walked)
         for path in paths:
             name = relative_label(path, root)
             if (
@@ -165,7 +169,8 @@ class FastMRISource(FileSource):
                 files.append(found)
         if options.include is not None:
             pattern = re.compile(options.include)
-            files = [f for f in files if pattern.search(f.subject)]
+            with time_bound(f"{self.where}: source.include"):
+                files = [f for f in files if pattern.search(f.subject)]
         if not files and not bad:
             wanted = f" with acquisition in {options.acquisitions}" if options.acquisitions else ""
             raise UserError(
@@ -200,6 +205,10 @@ class FastMRISource(FileSource):
         """One file's metadata and checks; None if filtered out by acquisition or slice selection."""
         import h5py
 
+        try:
+            check_regular(path, "file")  # a FIFO would hang h5py
+        except UserError as err:
+            raise CorruptFile(str(err).split(": ", 1)[-1]) from None
         try:
             with h5py.File(path, "r") as handle:
                 return self._inspect_open(path, handle)

@@ -6,11 +6,17 @@ This is how in-house sites (the paper's SMS and uMR clients) join a federation. 
 expression with the groups ``subject`` and ``contrast``, matched against paths relative to ``root``), and
 ``manifest`` replaces it with a CSV table ``subject,contrast,path``. ``.npy`` and ``.h5`` files hold a
 magnitude (or complex) image (H, W) or a stack (slices, H, W); NIfTI volumes are sliced along ``plane``.
+
+A pattern is matched within bounds (:mod:`data.sources.patterns`), the manifest is read as a regular
+file of at most :data:`MAX_MANIFEST_BYTES`, and a folder that cannot be listed or a link loop under
+``root`` is reported like an unreadable volume, never skipped silently.
 """
 
 from __future__ import annotations
 
 import csv
+import io
+import os
 import re
 from pathlib import Path
 from typing import ClassVar, Literal
@@ -18,6 +24,7 @@ from typing import ClassVar, Literal
 import numpy as np
 from pydantic import Field, field_validator
 
+from data.sources.patterns import check_pattern, time_bound
 from data.sources.readers import (
     CorruptFile,
     Plane,
@@ -29,11 +36,14 @@ from data.sources.readers import (
 )
 from data.sources.volumes import ImageVolumeSource, NiftiOptions, VolumeFile, relative_label
 from utils.errors import UserError
-from utils.paths import not_found
+from utils.io import MiB, os_reason, read_text
+from utils.paths import check_path_text, not_found, walk
 
 DEFAULT_PATTERN = r"(?P<subject>[^/]+)/(?P<contrast>[^/]+?)(\.nii\.gz|\.nii|\.npy|\.h5|\.hdf5)?"
 FILE_SUFFIXES = (".nii.gz", ".nii", ".npy", ".h5", ".hdf5")
 DICOM_SUFFIX = ".dcm"
+MAX_MANIFEST_BYTES = 64 * MiB  # a million rows of subject,contrast,path
+MAX_MANIFEST_LINE = 16 * 1024
 
 
 def _without_suffix(name: str) -> str:
@@ -45,10 +55,15 @@ def _without_suffix(name: str) -> str:
 
 
 def file_format(path: Path) -> str | None:
-    """The reader for a path: "nifti", "npy", "h5", "dicom" (a folder of .dcm files), or None."""
+    """The reader for a path: "nifti", "npy", "h5", "dicom" (a folder of .dcm files), or None. A folder
+    that cannot be listed is a :class:`CorruptFile` saying why."""
     name = path.name.lower()
     if path.is_dir():
-        return "dicom" if any(p.suffix.lower() == DICOM_SUFFIX for p in path.iterdir()) else None
+        try:
+            with os.scandir(path) as entries:
+                return "dicom" if any(e.name.lower().endswith(DICOM_SUFFIX) for e in entries) else None
+        except OSError as err:
+            raise CorruptFile(f"cannot list this folder ({os_reason(err)})") from None
     if name.endswith((".nii.gz", ".nii")):
         return "nifti"
     if name.endswith(".npy"):
@@ -77,10 +92,7 @@ class FolderOptions(NiftiOptions):
     @field_validator("pattern")
     @classmethod
     def _groups(cls, value: str) -> str:
-        try:
-            compiled = re.compile(value)
-        except re.error as err:
-            raise ValueError(f"not a valid regular expression ({err})") from None
+        compiled = check_pattern(value)
         missing = {"subject", "contrast"} - set(compiled.groupindex)
         if missing:
             raise ValueError("pattern needs the named groups (?P<subject>...) and (?P<contrast>...)")
@@ -96,18 +108,25 @@ class FolderSource(ImageVolumeSource):
 
     def scan(self, root: Path) -> tuple[list[VolumeFile], list[tuple[str, str]]]:
         """The volumes the manifest lists, or the files and DICOM folders the pattern names."""
-        listed = self._manifest(root) if self.options.manifest else self._match(root)
+        listed, bad = (self._manifest(root), []) if self.options.manifest else self._match(root)
         wanted = self.options.contrasts
-        volumes, bad = [], []
+        volumes = []
         for subject, contrast, path in listed:
             if wanted is not None and contrast not in wanted:
                 self.passed_over.append((subject, contrast))
                 continue
-            if not path.exists():
+            try:
+                path.stat()
+            except OSError as err:
                 listed_in = "listed in source.manifest but " if self.options.manifest else ""
-                bad.append((str(path), listed_in + not_found(path)))
+                reason = not_found(path) if isinstance(err, FileNotFoundError) else os_reason(err)
+                bad.append((str(path), listed_in + reason))
                 continue
-            fmt = file_format(path)
+            try:
+                fmt = file_format(path)
+            except CorruptFile as err:
+                bad.append((str(path), str(err)))
+                continue
             if fmt is None:
                 bad.append(
                     (str(path), f"expected a {', '.join(FILE_SUFFIXES)} file or a folder of .dcm files")
@@ -140,30 +159,38 @@ class FolderSource(ImageVolumeSource):
                     "keep one of them"
                 )
 
-    def _match(self, root: Path) -> list[tuple[str, str, Path]]:
+    def _match(self, root: Path) -> tuple[list[tuple[str, str, Path]], list[tuple[str, str]]]:
+        """The entries under ``root`` the pattern names (matched within :func:`time_bound`), and what
+        could not be walked."""
         rule = re.compile(self.options.pattern)
+        entries, problems = walk(root, f"{self.where}: source.root")
+        matched = []
+        with time_bound(f"{self.where}: source.pattern"):
+            for relative, path, _ in entries:
+                match = rule.fullmatch(relative)
+                if match is not None:
+                    matched.append((match["subject"], match["contrast"], path))
         listed = []
-        for path in sorted(root.rglob("*")):
-            relative = relative_label(path, root)
-            match = rule.fullmatch(relative)
-            if match is None or file_format(path) is None:
+        for subject, contrast, path in matched:
+            try:
+                if file_format(path) is None:
+                    continue
+            except CorruptFile as err:
+                problems.append((str(path), str(err)))
                 continue
-            listed.append((match["subject"], match["contrast"], path))
-        return listed
+            listed.append((subject, contrast, path))
+        return listed, problems
 
     def _manifest(self, root: Path) -> list[tuple[str, str, Path]]:
+        check_path_text(self.options.manifest, f"{self.where}: source.manifest")
         manifest = Path(self.options.manifest).expanduser()
+        if not manifest.exists():
+            raise UserError(f"{self.where}: source.manifest {manifest}: cannot read ({not_found(manifest)})")
+        text = read_text(  # a byte order mark, as spreadsheets save it, is dropped
+            manifest, f"{self.where}: source.manifest", MAX_MANIFEST_BYTES, line_limit=MAX_MANIFEST_LINE
+        )
         try:
-            with manifest.open(newline="", encoding="utf-8-sig") as handle:  # as spreadsheets save it
-                rows = list(csv.DictReader(handle))
-        except OSError as err:
-            raise UserError(
-                f"{self.where}: source.manifest {manifest}: cannot read ({err.strerror or err})"
-            ) from None
-        except UnicodeDecodeError as err:
-            raise UserError(
-                f"{self.where}: source.manifest {manifest}: not UTF-8 text (byte {err.start})"
-            ) from None
+            rows = list(csv.DictReader(io.StringIO(text, newline="")))
         except csv.Error as err:
             raise UserError(f"{self.where}: source.manifest {manifest}: not a CSV table ({err})") from None
         columns = {"subject", "contrast", "path"}
@@ -177,6 +204,7 @@ class FolderSource(ImageVolumeSource):
                 raise UserError(
                     f"{self.where}: source.manifest {manifest} line {line}: empty subject, contrast or path"
                 )
+            check_path_text(row["path"].strip(), f"{self.where}: source.manifest {manifest} line {line}")
             path = Path(row["path"].strip())
             if path in seen:
                 raise UserError(
@@ -191,7 +219,10 @@ class FolderSource(ImageVolumeSource):
 
     def _series(self, folder: Path) -> tuple[tuple[Path, ...], tuple]:
         """The .dcm files of one series folder, with their headers; CorruptFile if unreadable or mixed."""
-        files = sorted(p for p in folder.iterdir() if p.suffix.lower() == DICOM_SUFFIX)
+        try:
+            files = sorted(p for p in folder.iterdir() if p.suffix.lower() == DICOM_SUFFIX)
+        except OSError as err:
+            raise CorruptFile(f"cannot list this folder ({os_reason(err)})") from None
         headers = {}
         for path in files:
             try:

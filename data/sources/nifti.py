@@ -18,6 +18,7 @@ from pydantic import Field, field_validator
 from data.sources.readers import Plane, read_nifti
 from data.sources.volumes import ImageVolumeSource, NiftiOptions, VolumeFile
 from utils.errors import UserError
+from utils.paths import walk
 
 NIFTI_SUFFIX = re.compile(r"\.nii(\.gz)?$", re.IGNORECASE)
 
@@ -47,9 +48,11 @@ def unique_contrasts(value: list[str]) -> list[str]:
     return value
 
 
-def nifti_files(root: Path) -> list[Path]:
-    """Every ``.nii`` / ``.nii.gz`` file under ``root``, in a fixed order."""
-    return sorted(p for p in root.rglob("*") if NIFTI_SUFFIX.search(p.name) and p.is_file())
+def nifti_files(root: Path, key: str = "source.root") -> tuple[list[Path], list[tuple[str, str]]]:
+    """Every ``.nii`` / ``.nii.gz`` entry under ``root`` that is not a folder, in a fixed order, and what
+    could not be walked (:func:`utils.paths.walk`)."""
+    entries, problems = walk(root, key)
+    return [path for _, path, folder in entries if not folder and NIFTI_SUFFIX.search(path.name)], problems
 
 
 class NiftiSource(ImageVolumeSource):
@@ -71,7 +74,8 @@ class NiftiSource(ImageVolumeSource):
     def scan(self, root: Path) -> tuple[list[VolumeFile], list[tuple[str, str]]]:
         """Every requested contrast file, keyed by the subject id in its name."""
         found: dict[tuple[str, str], Path] = {}
-        for path in nifti_files(root):
+        paths, problems = nifti_files(root, f"{self.where}: source.root")
+        for path in paths:
             match = self.name_pattern.match(NIFTI_SUFFIX.sub("", path.name))
             if match is None:
                 continue
@@ -85,7 +89,7 @@ class NiftiSource(ImageVolumeSource):
                 raise_duplicate(self.where, key, found[key], path)
             found[key] = path
         volumes = [VolumeFile(s, c, (p,), aliases=(self.alias_of(s, p),)) for (s, c), p in found.items()]
-        return volumes, []
+        return volumes, problems
 
     def decode(self, volume: VolumeFile) -> np.ndarray:
         """The volume's slices along ``plane``, (slices, rows, columns)."""

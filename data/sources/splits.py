@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from data.sources.base import SPLITS, Split
 from utils.errors import UserError
+from utils.io import MiB, read_text
 from utils.paths import not_found
 from utils.seeding import stable_seed
 
@@ -85,12 +86,9 @@ def fraction_split(subjects: Iterable[str], fractions: SplitFractions) -> dict[s
 
 def _read_list(path: Path, key: str) -> list[str]:
     """Non-empty, non-comment lines of a split file."""
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise UserError(f"{key}: split file {path}: {not_found(path)}") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise UserError(f"{key}: cannot read split file {path} ({err})") from None
+    if not path.exists():
+        raise UserError(f"{key}: split file {path}: {not_found(path)}")
+    text = read_text(path, f"{key}: split file", 64 * MiB, line_limit=16 * 1024)
     entries = [line.split("#", 1)[0].strip() for line in text.splitlines()]
     return [entry for entry in entries if entry]
 

@@ -20,7 +20,8 @@ from typing import IO
 
 import numpy as np
 
-from utils.io import atomic_write, atomic_write_text
+from utils.errors import UserError
+from utils.io import atomic_write, atomic_write_text, read_text
 
 CACHE_VERSION = 1  # bump when the cached arrays change meaning; it invalidates old caches
 
@@ -71,7 +72,7 @@ class VolumeCache:
         """(npy path, data offset, dtype, shape) of a valid entry, or None if absent, stale or incomplete."""
         meta_path, data_path = self.folder / f"{key}.json", self.folder / f"{key}.npy"
         try:
-            meta = json.loads(meta_path.read_text())
+            meta = json.loads(read_text(meta_path, "cache entry", 1 << 20))
             if meta.get("version") != CACHE_VERSION or meta["sources"] != _file_stats(paths):
                 return None
             shape = tuple(int(n) for n in meta["shape"])
@@ -79,7 +80,7 @@ class VolumeCache:
             expected = meta["offset"] + math.prod(shape) * dtype.itemsize
             if data_path.stat().st_size != expected:
                 return None
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, RecursionError, UserError):
             return None
         return str(data_path), int(meta["offset"]), dtype.str, shape
 

@@ -22,10 +22,12 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from data.sources.base import SPLITS, Source, SourceContext, Split, VolumeInfo
-from data.sources.readers import CorruptFile, SeriesOfVolumes
+from data.sources.patterns import check_pattern, time_bound
+from data.sources.readers import CorruptFile
 from data.sources.splits import SplitFiles, SplitFractions, assign_splits
 from data.sources.volume_cache import CachedVolume, VolumeCache, read_cached_slice
 from utils.errors import UserError
+from utils.io import check_regular
 from utils.paths import not_found
 
 logger = logging.getLogger(__name__)
@@ -65,10 +67,7 @@ class SourceOptionsBase(BaseModel):
     @classmethod
     def _regex(cls, value: str | None) -> str | None:
         if value is not None:
-            try:
-                re.compile(value)
-            except re.error as err:
-                raise ValueError(f"not a valid regular expression ({err})") from None
+            check_pattern(value)
         return value
 
 
@@ -259,7 +258,8 @@ class ImageVolumeSource(FileSource):
         everything = list(found)
         if self.options.include is not None:
             pattern = re.compile(self.options.include)
-            found = [v for v in found if pattern.search(v.subject)]
+            with time_bound(f"{self.where}: source.include"):
+                found = [v for v in found if pattern.search(v.subject)]
         if not found and not bad:
             extra = (
                 f" with a subject matching include={self.options.include!r}" if self.options.include else ""
@@ -340,6 +340,11 @@ class ImageVolumeSource(FileSource):
 
     def _convert(self, cache: VolumeCache, volume: VolumeFile) -> CachedVolume:
         """The cache entry of a volume, decoding it first if it is absent or stale."""
+        for path in volume.paths:  # a FIFO would hang the reader, a device flood it
+            try:
+                check_regular(path, "volume")
+            except UserError as err:
+                raise CorruptFile(str(err).split(": ", 1)[-1]) from None
         try:
             key = cache.key(volume.paths, self.decode_identity(volume))
             found = cache.lookup(key, volume.paths)
