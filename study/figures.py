@@ -9,20 +9,27 @@ from pathlib import Path
 import numpy as np
 
 from study.records import Manifest
-from study.rows import Row
+from study.rows import Row, reference_row
 
 
 def bar_figures(folder: Path, manifest: Manifest, rows: list[Row]) -> list[Path]:
     """``psnr_per_site.png`` and ``ablation_<kind>.png``: PSNR per site and mean, with intervals (or
-    stds), of every family's rows."""
+    stds), of every family's rows; an ablation's figure shows FedMRI's bars beside its variants'."""
     from utils.figures import grouped_bars
 
     out = []
     sites = manifest.sites
+    reference = reference_row(rows)
     for family in ("comparison", *manifest.ablations):
         members = [r for r in rows if family in r.families]
         if not members:
             continue
+        shown_as_reference = None  # an ablation's bars beside FedMRI's, whose runs it may share
+        if family != "comparison" and reference is not None:
+            same = next((r for r in members if r.same_runs(reference)), None)
+            if same is None:
+                members = [reference, *members]
+            shown_as_reference = (same or reference).label
         series = {}
         for r in members:
             cells = [r.score(c, "psnr") for c in [*sites, "mean"]]
@@ -31,7 +38,8 @@ def bar_figures(folder: Path, manifest: Manifest, rows: list[Row]) -> list[Path]
         title = (
             "test PSNR per site" if family == "comparison" else f"FedMRI ablation: {family.replace('_', ' ')}"
         )
-        grouped_bars(folder / "figures" / name, [*sites, "mean"], series, title=title)
+        grouped_bars(folder / "figures" / name, [*sites, "mean"], series, title=title,
+                     reference=shown_as_reference)  # fmt: skip
         out.append(folder / "figures" / name)
     return out
 

@@ -125,8 +125,9 @@ def reconstruction_figures(folder: Path, slices: Reconstructions) -> list[Path]:
 
     seed, columns, targets, rows = slices
     images, errors = folder / "figures" / "reconstructions.png", folder / "figures" / "errors.png"
-    reconstruction_grid(images, columns, targets, rows, title=f"seed {seed}")
-    reconstruction_grid(errors, columns, targets, rows, errors=True, title=f"|error| x5, seed {seed}")
+    reconstruction_grid(images, columns, targets, rows, title=f"reconstructions, seed {seed}")
+    title = f"reconstruction errors, seed {seed}"
+    reconstruction_grid(errors, columns, targets, rows, errors=True, title=title)
     return [images, errors]
 
 
