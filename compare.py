@@ -43,7 +43,7 @@ from assembly.keys import OptionsAction
 from study.plan import StudyOptions
 from study.runner import run_all
 from study.variants import ABLATIONS
-from utils.cli import ArgumentParser, int_arg, path_arg, run_cli
+from utils.cli import ArgumentParser, path_arg, run_cli
 
 DEFAULTS = StudyOptions()
 
@@ -112,7 +112,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--jobs",
-        type=int_arg(1, 256),
+        type=int,
         default=DEFAULTS.jobs,
         help="runs trained at once, each in its own process with CPUs // jobs torch threads "
         "(OMP_NUM_THREADS, when set, fixes that number); default 1",

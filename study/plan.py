@@ -10,9 +10,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from study.records import Manifest, ManifestRow
+from study.records import MAX_JSON_BYTES, Manifest, ManifestRow
 from study.variants import ABLATIONS, DEFAULT_BETAS, choose, labels, variants
+from utils.bounds import parse_int, shown
 from utils.errors import UserError
+from utils.io import read_text
+
+MAX_JOBS = 256  # runs trained at once, each a process
+MAX_SEED = 2**31 - 1  # the config's own bound on seeds and counts
 
 DEFAULT_CONFIG = "configs/default.yaml"
 
@@ -82,26 +87,18 @@ def parse_seeds(text: str, default: int) -> tuple[list[int], bool]:
     """The seeds to train and whether they were asked for (run names then end in ``-s<seed>``)."""
     if not text.strip():
         return [default], False
-    try:
-        seeds = [int(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise UserError(f"--seeds: expected integers like 0,1,2 (got {text!r})") from None
-    if not seeds or len(set(seeds)) != len(seeds) or any(s < 0 for s in seeds):
-        raise UserError(f"--seeds: expected distinct non-negative integers (got {text!r})")
+    seeds = [parse_int(t, "--seeds", 0, MAX_SEED) for t in text.split(",") if t.strip()]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise UserError(f"--seeds: expected distinct non-negative integers (got {shown(text)})")
     return seeds, True
 
 
 def parse_local_epochs(text: str, base: Any) -> list[int]:
     """The local epochs of that ablation: ``text``'s, or the config's E and 2E."""
-    try:
-        epochs = [int(e) for e in text.split(",") if e.strip()] or [
-            base.fl.local_epochs,
-            2 * base.fl.local_epochs,
-        ]
-    except ValueError:
-        raise UserError(f"--local-epochs: expected integers like 1,2 (got {text!r})") from None
-    if any(e < 1 for e in epochs):
-        raise UserError("--local-epochs: every value must be >= 1")
+    epochs = [parse_int(e, "--local-epochs", 1, MAX_SEED) for e in text.split(",") if e.strip()] or [
+        base.fl.local_epochs,
+        2 * base.fl.local_epochs,
+    ]
     return epochs
 
 
@@ -110,9 +107,9 @@ def parse_betas(text: str) -> list[float]:
     try:
         betas = [float(b) for b in text.split(",") if b.strip()] or list(DEFAULT_BETAS)
     except ValueError:
-        raise UserError(f"--betas: expected numbers like 25,100 (got {text!r})") from None
+        raise UserError(f"--betas: expected numbers like 25,100 (got {shown(text)})") from None
     if any(not math.isfinite(b) or b < 0 or b > 1e6 for b in betas) or len(set(betas)) != len(betas):
-        raise UserError(f"--betas: expected distinct numbers between 0 and 1e6 (got {text!r})")
+        raise UserError(f"--betas: expected distinct numbers between 0 and 1e6 (got {shown(text)})")
     return betas
 
 
@@ -143,6 +140,8 @@ def make_plan(options: StudyOptions) -> Plan:
         check_writable_dir(options.results, "--results")
     if options.jobs < 1:
         raise UserError(f"--jobs: must be >= 1 (got {options.jobs})")
+    if options.jobs > MAX_JOBS:
+        raise UserError(f"--jobs: at most {MAX_JOBS} runs at once (got {options.jobs})")
     base = load_config(options.config, options.overrides)
     algorithms = choose(options.algorithms, list(labels()), "algorithms")
     ablations = choose(options.ablations, ABLATIONS, "ablations")
@@ -233,8 +232,9 @@ def _saved_config(run_dir: Path) -> dict[str, Any] | None:
     from assembly.config import validate_config
 
     try:
-        return validate_config(yaml.safe_load((run_dir / "config.yaml").read_text())).to_dict()
-    except (OSError, ValueError, yaml.YAMLError, UserError):
+        text = read_text(run_dir / "config.yaml", "config", MAX_JSON_BYTES)
+        return validate_config(yaml.safe_load(text)).to_dict()
+    except (OSError, ValueError, RecursionError, yaml.YAMLError, UserError):
         return None
 
 
@@ -243,8 +243,8 @@ def is_complete(run_dir: Path, config_dict: dict[str, Any]) -> bool:
     if _saved_config(run_dir) != config_dict:
         return False
     try:
-        json.loads((run_dir / "results.json").read_text())
-    except (OSError, ValueError):
+        json.loads(read_text(run_dir / "results.json", "results", MAX_JSON_BYTES))
+    except (OSError, ValueError, RecursionError, UserError):
         return False
     return True
 
@@ -258,7 +258,7 @@ def raw_file_matches(path: Path, config: Any, overrides: list[str]) -> bool:
     """Whether ``path`` is a raw result file of a run with ``config``'s seed, algorithm, rounds and sites
     and the variant's ``overrides``."""
     try:
-        raw = json.loads(path.read_text())
+        raw = json.loads(read_text(path, "raw results", MAX_JSON_BYTES))
         return (
             raw["seed"] == config.seed
             and raw["algorithm"] == config.fl.algorithm
@@ -266,7 +266,7 @@ def raw_file_matches(path: Path, config: Any, overrides: list[str]) -> bool:
             and raw["rounds"] == config.fl.rounds
             and sorted(raw["sites"]) == sorted(s.name for s in config.sites)
         )
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError, UserError):
         return False
 
 

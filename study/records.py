@@ -9,8 +9,12 @@ A study's results folder holds::
 
 Each file is read into a pydantic model of what the report reads from it (:class:`Manifest`,
 :class:`RunRecord`, :class:`LatentFile`): a file may hold more, and must hold at least that, with JSON's
-types as they are (strict: no string read as a number, no number as a string). A file that departs
-from it is one :class:`UserError` line naming the file and the first key that is wrong.
+types as they are (strict: no string read as a number, no number as a string), and values that can be:
+finite scores in their ranges (PSNR within +-1000 dB, SSIM in [-1, 1], NMSE from 0 to 1e12), at least
+one test volume per site, best rounds within the study's rounds, counts and times that are not
+negative, run names that can name a file. A file that departs from it, or that is no regular file of at
+most :data:`MAX_JSON_BYTES`, is one :class:`UserError` line naming the file and the first key that is
+wrong.
 """
 
 from __future__ import annotations
@@ -22,13 +26,24 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
 
+from utils.bounds import shown
 from utils.errors import UserError
+from utils.io import MiB, read_text
 from utils.run_log import read_metrics
 
 METRICS = ("psnr", "ssim", "nmse")
+MAX_JSON_BYTES = 64 * MiB  # a raw file is a few KB, a manifest or latent file a few MB at most
+MAX_NAME = 200  # characters of a run name (a file of runs/ is <name>.json)
+MAX_COUNT = 2**31 - 1  # rounds, epochs and seeds, as the config bounds them
+
+
+
+def _number(low: float, high: float, default: Any = ...) -> Any:
+    """A field of a finite number in ``[low, high]``."""
+    return Field(default, allow_inf_nan=False, ge=low, le=high)
 
 
 class _Record(BaseModel):
@@ -40,9 +55,9 @@ class _Record(BaseModel):
 class Scores(_Record):
     """One volume's scores."""
 
-    psnr: float
-    ssim: float
-    nmse: float
+    psnr: float = _number(-1000.0, 1000.0)  # dB
+    ssim: float = _number(-1.0, 1.0)
+    nmse: float = _number(0.0, 1e12)
 
     def of(self, metric: str) -> float:
         """The score of ``metric`` (one of :data:`METRICS`)."""
@@ -59,15 +74,15 @@ class VolumeScores(_Record):
 class SiteRecord(_Record):
     """A site of a run: the round of its best validation PSNR and its test volumes' scores."""
 
-    best_round: int
-    volumes: dict[str, VolumeScores]
+    best_round: int = Field(ge=0, le=MAX_COUNT)
+    volumes: dict[str, VolumeScores] = Field(min_length=1)
 
 
 class Traffic(_Record):
     """Mean bytes a site sends and receives per round."""
 
-    sent_per_round: float
-    received_per_round: float
+    sent_per_round: float = _number(0.0, 1e18)
+    received_per_round: float = _number(0.0, 1e18)
 
 
 class Communication(_Record):
@@ -79,8 +94,8 @@ class Communication(_Record):
 class Timing(_Record):
     """A run's time per round and, where the raw file says, the local steps and the machine."""
 
-    seconds_per_round: float
-    local_steps_per_round: float | None = None
+    seconds_per_round: float = _number(0.0, 1e18)
+    local_steps_per_round: float | None = _number(0.0, 1e18, None)
     cpu: str = ""
     gpu: str = ""
 
@@ -91,6 +106,15 @@ class RunRecord(_Record):
     overrides: list[str]
     sites: dict[str, SiteRecord]
     val_psnr: dict[str, list[float]]
+
+    @field_validator("val_psnr")
+    @classmethod
+    def _finite_curves(cls, curves: dict[str, list[float]]) -> dict[str, list[float]]:
+        for site, curve in curves.items():
+            for i, value in enumerate(curve):
+                if not (math.isfinite(value) and abs(value) <= 1000):
+                    raise ValueError(f"{site}[{i}]: expected a finite PSNR within 1000 dB, found {value!r}")
+        return curves
     communication: Communication | None
     timing: Timing | None
     precision: str = ""  # the precision it trained at; older raw files do not say
@@ -111,10 +135,17 @@ class Manifest(_Record):
 
     command: str
     config: str
-    rounds: int
-    local_epochs: int
-    sites: list[str]
+    rounds: int = Field(ge=1, le=MAX_COUNT)
+    local_epochs: int = Field(ge=1, le=MAX_COUNT)
+    sites: list[str] = Field(min_length=1)
     seeds: list[int]
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, seeds: list[int]) -> list[int]:
+        if any(not 0 <= s <= MAX_COUNT for s in seeds):
+            raise ValueError(f"expected seeds from 0 to {MAX_COUNT}")
+        return seeds
     ablations: list[str] = []
     rows: list[ManifestRow]
 
@@ -122,10 +153,10 @@ class Manifest(_Record):
 class Separability(_Record):
     """How far apart the sites lie in a run's latent space (:func:`study.latent.site_separability`)."""
 
-    accuracy: float
-    accuracy_std: float
-    chance: float
-    silhouette: float | None = None  # older latent files do not have it; present, it is a number
+    accuracy: float = _number(0.0, 1.0)
+    accuracy_std: float = _number(0.0, 1.0)
+    chance: float = _number(0.0, 1.0)
+    silhouette: float | None = _number(-1.0, 1.0, None)  # older latent files lack it; present, a number
 
     @field_validator("silhouette", mode="before")
     @classmethod
@@ -182,14 +213,15 @@ def mismatch(error: ValidationError) -> str:
 
 def read_json(path: Path, model: type[Model]) -> Model:
     """The JSON file ``path`` read into ``model``; a :class:`UserError` naming the file and key otherwise."""
+    if not path.exists() and not path.is_symlink():
+        raise UserError(f"{path}: not found")
+    text = read_text(path, "raw file", MAX_JSON_BYTES)
     try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path}: not found") from None
+        data = json.loads(text)
+    except RecursionError:
+        raise UserError(f"{path}: nested too deeply to be a raw file") from None
     except ValueError as err:
         raise UserError(f"{path}: not valid JSON ({err})") from None
-    except OSError as err:
-        raise UserError(f"{path}: unreadable ({err})") from None
     try:
         return model.model_validate(data)
     except ValidationError as err:
@@ -201,17 +233,29 @@ def _check_run_name(path: Path, i: int, seed: str, key: str) -> None:
         int(seed)
     except ValueError:
         raise UserError(f"{path}: rows[{i}].runs: seed {seed!r} is not an integer") from None
-    if not key or key.startswith(".") or "/" in key or "\\" in key:
-        raise UserError(f"{path}: rows[{i}].runs.{seed}: {key!r} is not a run name (a file of runs/)")
+    if (
+        not key or key.startswith(".") or "/" in key or "\\" in key or len(key) > MAX_NAME
+        or not key.isprintable()
+    ):  # fmt: skip
+        raise UserError(
+            f"{path}: rows[{i}].runs.{seed}: {shown(key)} is not a run name (a file of runs/, "
+            f"at most {MAX_NAME} printable characters)"
+        )
 
 
-def read_run(file: Path, manifest: Path, sites: Sequence[str]) -> RunRecord:
-    """A run's raw file, checked to score every site of the manifest and to hold validation curves of
-    equal length, of the run's sites only."""
+def read_run(file: Path, manifest: Path, sites: Sequence[str], rounds: int | None = None) -> RunRecord:
+    """A run's raw file, checked to score every site of the manifest, with best rounds within
+    ``rounds`` (the study's), and to hold validation curves of equal length, of the run's sites only."""
     record = read_json(file, RunRecord)
     missing = [s for s in sites if s not in record.sites]
     if missing:
         raise UserError(f"{file}: sites: no {', '.join(missing)}, a site of {manifest.name}")
+    late = [s for s, site in record.sites.items() if rounds is not None and site.best_round > rounds]
+    if late:
+        raise UserError(
+            f"{file}: sites.{late[0]}.best_round: {record.sites[late[0]].best_round} is beyond the "
+            f"{rounds} rounds of {manifest.name}"
+        )
     curves = record.val_psnr
     if any(s not in record.sites for s in curves) or len({len(c) for c in curves.values()}) > 1:
         raise UserError(f"{file}: val_psnr: expected curves of equal length, of the run's sites only")
@@ -234,7 +278,7 @@ def load_study(folder: str | Path) -> tuple[Manifest, dict[str, RunRecord]]:
             _check_run_name(path, i, seed, key)
             file = folder / "runs" / f"{key}.json"
             if key not in runs and file.is_file():
-                runs[key] = read_run(file, path, manifest.sites)
+                runs[key] = read_run(file, path, manifest.sites, manifest.rounds)
     return manifest, runs
 
 
@@ -243,6 +287,8 @@ def read_latent(path: Path) -> LatentFile:
     latent = read_json(path, LatentFile)
     if len(latent.coords) != len(latent.labels) or any(len(p) != 2 for p in latent.coords):
         raise UserError(f"{path}: coords: expected one [x, y] point per entry of labels")
+    if not all(math.isfinite(x) and abs(x) <= 1e12 for point in latent.coords for x in point):
+        raise UserError(f"{path}: coords: expected finite points")
     return latent
 
 
@@ -250,7 +296,7 @@ def read_latent(path: Path) -> LatentFile:
 def run_record(run_dir: Path, seed: int, algorithm: str, overrides: Sequence[str]) -> dict[str, Any]:
     """The raw result file of one finished run, read from its ``results.json``, ``metrics.csv``,
     ``timing.json`` and the precision it trained at (``config.yaml``; ``auto`` depends on the CPU)."""
-    results = json.loads((run_dir / "results.json").read_text())
+    results = json.loads(read_text(run_dir / "results.json", "results", MAX_JSON_BYTES))
     sites = {}
     for name, site in results["sites"].items():
         if "volumes" not in site:
@@ -272,9 +318,9 @@ def run_record(run_dir: Path, seed: int, algorithm: str, overrides: Sequence[str
                 val.setdefault(r["site"], {})[r["round"]] = _round(float(r["psnr"]))
         comm = _communication(rows)
     timing_path = run_dir / "timing.json"
-    timing = json.loads(timing_path.read_text()) if timing_path.is_file() else None
+    timing = json.loads(read_text(timing_path, "timing", MAX_JSON_BYTES)) if timing_path.is_file() else None
     config_path = run_dir / "config.yaml"
-    saved = yaml.safe_load(config_path.read_text()) if config_path.is_file() else {}
+    saved = yaml.safe_load(read_text(config_path, "config", MAX_JSON_BYTES)) if config_path.is_file() else {}
     precision = ((saved or {}).get("trainer") or {}).get("precision")  # resolved: auto depends on the CPU
     return {
         "seed": seed,

@@ -28,10 +28,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from study.formats import p_value, seeds_needed_note, signed
-from study.records import load_study, mismatch
+from study.records import MAX_JSON_BYTES, load_study, mismatch
 from study.rows import Row, find_row, reference_row, rows_of
 from utils.errors import UserError
-from utils.io import atomic_write_text
+from utils.io import atomic_write_text, read_text
 from utils.stats import TOO_FEW_SEEDS, SeedComparison
 from utils.tables import markdown
 
@@ -98,10 +98,12 @@ CLAIMS = (
 def read_map(folder: Path) -> RegimeMap:
     """``folder/regimes.yaml``, validated; one-line errors name the file and the key."""
     path = folder / FILE
+    if not path.exists():
+        raise UserError(f"{path}: cannot read it (not found)")
     try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as err:
-        raise UserError(f"{path}: cannot read it ({err.strerror or err})") from None
+        data = yaml.safe_load(read_text(path, "regime map", MAX_JSON_BYTES))
+    except RecursionError:
+        raise UserError(f"{path}: nested too deeply to be a regime map") from None
     except yaml.YAMLError as err:
         raise UserError(f"{path}: not YAML ({str(err).splitlines()[0]})") from None
     try:

@@ -11,7 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from utils.errors import UserError
-from utils.io import atomic_write_text
+from utils.io import MiB, atomic_write_text, open_append, read_text
+
+MAX_METRICS_BYTES = 1024 * MiB  # rows of 100,000 rounds of 16 sites fit many times over
+MAX_LINE = 64 * 1024  # a row is a few hundred bytes
 
 # Per site and round, on its training row: the loss without and the penalty alone (algorithms with a
 # penalty), and what FedMRI's contrastive term sees at the end of the local fit (pos, neg, pos / neg,
@@ -66,12 +69,15 @@ def read_metrics(path: str | Path) -> list[dict[str, str]]:
     one) is a UserError naming the file and line, before anything is rewritten."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not a text file; move it aside to go on without it") from None
+        text = read_text(path, "metrics", MAX_METRICS_BYTES, line_limit=MAX_LINE)
+    except UserError as err:
+        raise UserError(f"{err}; move it aside to go on without it") from None
     complete = text[: text.rfind("\n") + 1]
     reader = csv.DictReader(io.StringIO(complete))
-    rows = list(reader)
+    try:
+        rows = list(reader)
+    except csv.Error as err:
+        raise UserError(f"{path}: not a CSV table ({err}); move it aside to go on without it") from None
     if reader.fieldnames is None or not {"round", "site", "split"} <= set(reader.fieldnames):
         raise UserError(
             f"{path}: line 1 is not the header of a run's metrics.csv "
@@ -99,11 +105,13 @@ class MetricsCSV:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if not self.path.exists() or self.path.stat().st_size == 0:
+        with open_append(self.path, "metrics") as handle:  # a regular file (created), never a FIFO
+            empty = os.fstat(handle.fileno()).st_size == 0
+        if empty:
             self._append(",".join(METRIC_COLUMNS) + "\n")
 
     def _append(self, text: str) -> None:
-        with open(self.path, "a", encoding="utf-8") as handle:
+        with open_append(self.path, "metrics") as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())

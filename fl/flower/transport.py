@@ -44,7 +44,7 @@ from fl.flower.wire import (
 from fl.site import FitResult
 from fl.transport import Transport
 from utils.errors import UserError
-from utils.io import atomic_write_text
+from utils.io import MiB, atomic_write_text, open_append, read_text
 
 TRAFFIC_COLUMNS = ("round", "site", "node", "message", "direction", "bytes", "tensors", "tensor_bytes")
 
@@ -56,9 +56,11 @@ class TrafficCSV:
         self.path = path
         rows = []
         if path.exists():
-            rows = [
-                r for r in csv.DictReader(io.StringIO(path.read_text())) if int(r["round"]) <= keep_rounds
-            ]
+            text = read_text(path, "traffic", 1024 * MiB, line_limit=64 * 1024)
+            try:
+                rows = [r for r in csv.DictReader(io.StringIO(text)) if int(r["round"]) <= keep_rounds]
+            except (csv.Error, TypeError, ValueError) as err:
+                raise UserError(f"{path}: not this run's traffic log ({err}); move it aside") from None
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=TRAFFIC_COLUMNS, lineterminator="\n")
         writer.writeheader()
@@ -69,7 +71,7 @@ class TrafficCSV:
         """Append one row."""
         buffer = io.StringIO()
         csv.writer(buffer, lineterminator="\n").writerow([row.get(c, "") for c in TRAFFIC_COLUMNS])
-        with open(self.path, "a", encoding="utf-8") as handle:
+        with open_append(self.path, "traffic") as handle:
             handle.write(buffer.getvalue())
 
 
