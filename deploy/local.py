@@ -3,7 +3,7 @@
 Every message still goes through Flower's serialisation both ways (deflated into its objects, then
 inflated again), so sizes and contents are exactly what a SuperLink would carry; :attr:`LocalGrid.log`
 keeps every message for inspection. For tests and quick trials of the app's logic; a deployment
-uses the SuperLink (README, "Deploying across sites").
+uses the SuperLink (docs/flower.md).
 """
 
 from __future__ import annotations
