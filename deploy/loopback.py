@@ -1,8 +1,8 @@
 """A whole Flower deployment on this machine: a SuperLink and one SuperNode per site on 127.0.0.1.
 
 For trials and tests only: the processes talk without TLS (``--insecure``) and without node
-authentication, which is acceptable on the loopback interface and nowhere else (README, "Deploying
-across sites"). Every process starts in its own process group and is stopped by its id.
+authentication, which is acceptable on the loopback interface and nowhere else (docs/flower.md,
+"A real deployment"). Every process starts in its own process group and is stopped by its id.
 
     python -m deploy.loopback --config configs/default.yaml --sites-dir /tmp/sites fl.rounds=2
 
@@ -93,6 +93,29 @@ def run_config_arg(values: Mapping[str, Any]) -> str:
     return " ".join(parts)
 
 
+def _stat(pid: int) -> tuple[int, int] | None:
+    """(parent id, process group) of ``pid`` from ``/proc/<pid>/stat``; None when it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rfind(")") + 2 :].split()  # the command name may hold spaces and parentheses
+    return int(fields[1]), int(fields[2])
+
+
+def group_of(pid: int) -> int | None:
+    """The process group of ``pid`` (None when it is gone)."""
+    stat = _stat(pid)
+    return None if stat is None else stat[1]
+
+
+def _signal_group(group: int, signum: int) -> None:
+    try:
+        os.killpg(group, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
 @dataclass
 class RunOutcome:
     """A finished Flower run: its id, Flower's status (``finished:completed`` when it worked), its
@@ -137,6 +160,7 @@ class Loopback:
             **(env or {}),
         }
         self.processes: list[subprocess.Popen] = []
+        self.groups: set[int] = set()  # process groups of the started processes and their descendants
         self.port = 0
         self.app = self.work_dir / "app"  # the repository's code, staged by start()
 
@@ -183,40 +207,57 @@ class Loopback:
             )  # fmt: skip
 
     def stop(self, timeout: float = 15.0) -> None:
-        """Stop every process group this object started (SIGTERM, then SIGKILL), by its id."""
-        for process in self.processes:
-            if process.poll() is None:
-                try:
-                    os.killpg(process.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
+        """Stop every process this object started and every process they started (SIGTERM, then
+        SIGKILL), by its id: the process groups it started, and those of their descendants, found
+        before any is signalled (SuperExec starts the ServerApp in a session of its own, which would
+        otherwise outlive the SuperLink and hold the run's lock)."""
+        self.groups |= {p.pid for p in self.processes} | {group_of(pid) for pid in self.descendants()}
+        self.groups.discard(None)
+        self.groups.discard(os.getpgrp())  # never this process's own group
+        for group in self.groups:
+            _signal_group(group, signal.SIGTERM)
         deadline = time.monotonic() + timeout
         for process in self.processes:
             try:
                 process.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 pass
-        for process in self.processes:  # the groups' children (SuperExec, app processes) too
-            try:
-                os.killpg(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        while self.alive() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for group in self.groups:  # whatever did not stop by itself
+            _signal_group(group, signal.SIGKILL)
+        for process in self.processes:
             process.wait()
         deadline = time.monotonic() + timeout
         while self.alive() and time.monotonic() < deadline:  # orphans are reaped by init
             time.sleep(0.1)
 
+    def descendants(self) -> set[int]:
+        """The processes the started ones started, at any depth (read from ``/proc`` now)."""
+        parents = {}
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                stat = _stat(int(entry.name))
+                if stat is not None:
+                    parents[int(entry.name)] = stat[0]
+        found, frontier = set(), {p.pid for p in self.processes}
+        while frontier:
+            children = {pid for pid, parent in parents.items() if parent in frontier} - found
+            found |= children
+            frontier = children
+        return found
+
     def alive(self) -> list[int]:
-        """Ids of the process groups started here that still have a process."""
+        """Ids of the process groups started here (and by their processes) that still have a process."""
         groups = []
-        for process in self.processes:
+        for group in sorted(self.groups | {p.pid for p in self.processes}):
             try:
-                os.killpg(process.pid, 0)
-                groups.append(process.pid)
+                os.killpg(group, 0)
+                groups.append(group)
             except ProcessLookupError:
                 pass
             except PermissionError:
-                groups.append(process.pid)
+                groups.append(group)
         return groups
 
     def __enter__(self) -> Loopback:

@@ -94,3 +94,40 @@ def test_a_failed_run_is_its_error_line_without_flowers_traceback():
     assert failure_line(outcome) == ("error: site brats: data root /x: not a folder", 2)
     silent = RunOutcome("7", "finished:failed", "ServerApp failed", "", {})
     assert failure_line(silent) == ("failed: Flower run 7 ended finished:failed: ServerApp failed", 1)
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` exists and is not a zombie waiting to be reaped."""
+    try:
+        text = open(f"/proc/{pid}/stat").read()
+    except OSError:
+        return False
+    return text[text.rfind(")") + 2] != "Z"
+
+
+SPAWNER = (
+    "import subprocess, sys, time\n"
+    "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'], start_new_session=True)\n"
+    "time.sleep(600)\n"
+)
+
+
+def test_stop_ends_what_the_started_processes_started_in_sessions_of_their_own(tmp_path):
+    """As SuperExec starts the ServerApp: a grandchild in its own session outlives its parent's group."""
+    import time
+
+    from deploy.loopback import Loopback
+
+    loopback = Loopback(tmp_path, [])
+    parent = loopback._start("spawner", [sys.executable, "-c", SPAWNER])
+    deadline = time.monotonic() + 60
+    while not loopback.descendants() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    (child,) = loopback.descendants()
+    loopback.stop(timeout=5)
+    assert parent.poll() is not None
+    deadline = time.monotonic() + 10
+    while running(child) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not running(child)
+    assert loopback.alive() == []
