@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from data.sources.base import SPLITS, Source, SourceContext, Split, VolumeInfo
 from data.sources.patterns import check_pattern, time_bound
-from data.sources.readers import CorruptFile
+from data.sources.readers import CorruptFile, SeriesOfVolumes
 from data.sources.splits import SplitFiles, SplitFractions, assign_splits
 from data.sources.volume_cache import CachedVolume, VolumeCache, read_cached_slice
 from utils.errors import UserError
