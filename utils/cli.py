@@ -37,7 +37,7 @@ from typing import Any, NoReturn
 
 from utils.bounds import check_launcher_env, parse_int
 from utils.errors import TrainingFailure, UserError
-from utils.paths import NAME_MAX, PATH_MAX
+from utils.paths import NAME_MAX, PATH_MAX, check_path_text
 
 EXIT_INTERNAL_ERROR = 1
 EXIT_USER_ERROR = 2
@@ -51,7 +51,9 @@ _CONTROL = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07|[\x00-\x08\x0b
 
 def one_line(text: str, limit: int = MAX_MESSAGE) -> str:
     """``text`` as one printable line of at most about ``limit`` characters: terminal escape codes and
-    control characters removed, lines joined."""
+    control characters removed, lines joined, and what UTF-8 cannot encode (the surrogates a file name of
+    undecodable bytes gives) written as escapes."""
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     text = _CONTROL.sub("", text.replace("\r\n", "\n"))
     line = " ".join(part.strip() for part in text.splitlines() if part.strip())
     return line if len(line) <= limit else f"{line[:limit]} ... ({len(line) - limit} more characters)"
@@ -138,6 +140,10 @@ def path_arg(text: str) -> str:
     long = next((p for p in text.split("/") if len(p.encode("utf-8", "surrogateescape")) > NAME_MAX), None)
     if long is not None:
         raise argparse.ArgumentTypeError(f"path component {long[:24]}... is longer than {NAME_MAX} bytes")
+    try:
+        check_path_text(text, "path")  # and a ~user that exists
+    except UserError as err:
+        raise argparse.ArgumentTypeError(str(err).removeprefix("path: ")) from None
     return text
 
 

@@ -87,11 +87,13 @@ def _expire(signum: int, frame: Any) -> None:
 
 
 @contextmanager
-def time_bound(key: str, seconds: float = MATCH_SECONDS) -> Iterator[None]:
-    """Run the block (the matching of a scan, nothing else) for at most ``seconds``; past that, a
+def time_bound(key: str, seconds: float | None = None) -> Iterator[None]:
+    """Run the block (the matching of a scan, nothing else) for at most ``seconds`` (default
+    :data:`MATCH_SECONDS`); past that, a
     :class:`UserError` naming ``key``. Python's matcher checks for signals while it backtracks, so an
     interval timer interrupts it; in a thread other than the main one (no signals there) the block runs
     unbounded, with :func:`check_pattern`'s structural bound alone."""
+    seconds = MATCH_SECONDS if seconds is None else seconds
     if threading.current_thread() is not threading.main_thread():
         yield
         return
