@@ -176,7 +176,9 @@ def test_device_requests_that_cannot_be_met_are_one_line(tiny_config_file, capsy
     import train_multi_gpu
 
     path = str(tiny_config_file())
-    assert train_multi_gpu.main(["--config", path, "--devices", "0"]) == 2
+    with pytest.raises(SystemExit) as refused:  # refused while the arguments are parsed, in one line
+        train_multi_gpu.main(["--config", path, "--devices", "0"])
+    assert refused.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--devices" in err[0] and "(got 0)" in err[0], err
     if not torch.cuda.is_available():
