@@ -79,6 +79,7 @@ class Builder:
     def __init__(self, config: Config, log: Callable[[str], None] = print):
         self.config = config
         self.log = log
+        self._model_fits = False  # checked by the first module()
         check_accelerator(config.trainer.accelerator)
 
     # -- parts ---------------------------------------------------------------------------------
@@ -98,7 +99,38 @@ class Builder:
         )
 
     def module(self, state: dict[str, torch.Tensor] | None = None) -> ReconModule:
-        """A ReconModule with the config's network, optimiser and loss; optionally loaded with ``state``."""
+        """A ReconModule with the config's network, optimiser and loss; optionally loaded with ``state``.
+        The first call checks that the network fits the machine (:meth:`check_model_fits`)."""
+        if not self._model_fits:
+            self._model_fits = True
+            self.check_model_fits()
+        return self._module(state)
+
+    def check_model_fits(self) -> None:
+        """Refuse, in one line, a network whose weights, gradients and optimiser state for every site (and
+        the server's copy) cannot fit the memory: counted on PyTorch's meta device, which allocates
+        nothing, so that model.chans=4096 is refused at once instead of allocating for minutes."""
+        model = self.config.model
+        try:
+            with torch.random.fork_rng(devices=[]), torch.device("meta"):  # no draw leaves a trace
+                count = sum(p.numel() for p in self._module(None).parameters())
+        except (RuntimeError, OverflowError, ValueError):  # sizes beyond what PyTorch can index
+            raise UserError(
+                f"model.chans: {model.chans} channels over {model.num_pool_layers} pools make a network too "
+                "large to build"
+            ) from None
+        copies = len(self.config.sites) + 1
+        need = 4 * count * 4 * copies  # float32 weights, gradients and two optimiser moments per copy
+        room = available_memory()
+        if need > room:
+            raise UserError(
+                f"model.chans: a network of {count:,} parameters (model.chans={model.chans}, "
+                f"model.num_pool_layers={model.num_pool_layers}) needs at least {human(need)} for "
+                f"{copies - 1} site(s)' weights, gradients and optimiser state; the available memory is "
+                f"{human(room)}"
+            )
+
+    def _module(self, state: dict[str, torch.Tensor] | None = None) -> ReconModule:
         cfg = self.config
         module = ReconModule(
             model=cfg.model.model_dump(),

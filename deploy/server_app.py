@@ -32,6 +32,7 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from fl.flower.nodes import SiteDirectory
+from utils.bounds import parse_number
 from utils.cli import describe_failure
 from utils.errors import UserError
 from utils.interrupt import Interrupted, interruptible
@@ -82,13 +83,19 @@ def _main(grid: Grid, run_config: Any, log: Callable[[str], None]) -> None:
         path = config_path(str(run_config.get("config", "configs/default.yaml")))
         if not path.is_file():  # before the heavy imports: a wrong path fails at once
             raise UserError(f"run config config: {path} is not a file")
-        poll_interval = float(run_config.get("poll-interval", 0.2))
-        directory = SiteDirectory(grid, poll_interval, float(run_config.get("node-wait", 600)), log)
+        try:
+            overrides = shlex.split(str(run_config.get("overrides", "")))
+        except ValueError as err:  # an unclosed quote
+            raise UserError(f"run config overrides: {err}") from None
+        poll = run_config.get("poll-interval", 0.2)
+        poll_interval = parse_number(poll, "run config poll-interval", 0.001, 3600)
+        node_wait = parse_number(run_config.get("node-wait", 600), "run config node-wait", 0, 7 * 24 * 3600)
+        directory = SiteDirectory(grid, poll_interval, node_wait, log)
         directory.ask()  # the nodes answer while torch and the config load
 
         from assembly.config import load_config
 
-        config = load_config(path, shlex.split(str(run_config.get("overrides", ""))))
+        config = load_config(path, overrides)
         serve(
             grid,
             config,

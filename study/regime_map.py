@@ -27,6 +27,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from assembly.plain_yaml import check_plain_data, first_line, parse_yaml
 from study.formats import p_value, seeds_needed_note, signed
 from study.records import MAX_JSON_BYTES, load_study, mismatch
 from study.rows import Row, find_row, reference_row, rows_of
@@ -101,11 +102,12 @@ def read_map(folder: Path) -> RegimeMap:
     if not path.exists():
         raise UserError(f"{path}: cannot read it (not found)")
     try:
-        data = yaml.safe_load(read_text(path, "regime map", MAX_JSON_BYTES))
+        data = parse_yaml(read_text(path, "regime map", MAX_JSON_BYTES))
+        check_plain_data(data, str(path))  # no alias bomb, no nesting beyond a config's
     except RecursionError:
         raise UserError(f"{path}: nested too deeply to be a regime map") from None
-    except yaml.YAMLError as err:
-        raise UserError(f"{path}: not YAML ({str(err).splitlines()[0]})") from None
+    except (yaml.YAMLError, ValueError) as err:
+        raise UserError(f"{path}: not YAML ({first_line(err)})") from None
     try:
         return RegimeMap.model_validate(data)
     except ValidationError as err:

@@ -175,3 +175,20 @@ def test_the_traceback_goes_to_the_run_folder_once_it_is_known(tmp_path, capsys)
     path = traceback_file(one_line(capsys))
     assert path.parent == tmp_path
     assert json.dumps(str(path))  # a plain path, printable
+
+
+@pytest.mark.parametrize(
+    "run_config, needle",
+    [
+        ({"poll-interval": "abc"}, "run config poll-interval"),
+        ({"node-wait": 1e300}, "run config node-wait"),
+        ({"overrides": "name='unclosed"}, "run config overrides"),
+    ],
+)
+def test_the_server_apps_run_config_is_one_line(run_config, needle, capsys):
+    from deploy.server_app import _main
+
+    with pytest.raises(UserError):
+        _main(None, {"config": "configs/default.yaml", **run_config}, print)
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith("error: ") and needle in line, line

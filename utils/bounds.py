@@ -52,6 +52,24 @@ def parse_int(text: str, what: str, low: int, high: int) -> int:
     return value
 
 
+def parse_number(value: Any, what: str, low: float, high: float) -> float:
+    """``value`` (a number, or text of one of at most 40 characters) as a finite float in ``[low, high]``;
+    one :class:`UserError` line naming ``what`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise UserError(f"{what}: expected a number from {low:g} to {high:g}, got {shown(value)}")
+    if isinstance(value, int) and not in_bounds(value, high):
+        raise UserError(f"{what}: must be from {low:g} to {high:g} (got {shown(value)})")
+    try:
+        number = float(value) if not isinstance(value, str) or len(value) <= 40 else math.nan
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number):
+        raise UserError(f"{what}: expected a number from {low:g} to {high:g}, got {shown(value)}")
+    if not low <= number <= high:
+        raise UserError(f"{what}: must be from {low:g} to {high:g} (got {shown(value)})")
+    return number
+
+
 def env_int(name: str, default: int | None, low: int, high: int) -> int | None:
     """The environment variable ``name`` as a bounded whole number (``default`` when unset)."""
     text = os.environ.get(name)
