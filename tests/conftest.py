@@ -113,3 +113,18 @@ def tiny_config_file(tmp_path):
         return path
 
     return make
+
+
+def save_hand_round(run, path) -> None:
+    """Save ``run``'s checkpoint after a round the test trained by hand (``run.rounds.round``), outside
+    the loop: the loop has counted no completed round, so the checkpoint's best entries say round 0, as
+    the whole-checkpoint check on loading requires; the models and algorithm state are as trained."""
+    import torch
+
+    from utils.checkpoint import CHECKSUM_KEY, save_checkpoint
+
+    run.save(path)
+    ckpt = torch.load(path, weights_only=True)
+    for best in ckpt["best"].values():
+        best["round"] = 0
+    save_checkpoint({k: v for k, v in ckpt.items() if k != CHECKSUM_KEY}, path)

@@ -15,6 +15,7 @@ from fl.federation import Federation
 from fl.options import algorithm_names
 from fl.references import Centralized, PooledReference, TransferLeaveOneOut, TransferSite
 from utils.errors import UserError
+from tests.conftest import save_hand_round
 
 ALL_SHARED = {"fedavg", "fedprox", "fedbn", "scaffold", "moon"}
 POOLED = ["centralized", "transfer", "transfer_loo"]
@@ -69,13 +70,7 @@ def test_one_round_of_every_algorithm(tiny_config, tmp_path, algorithm):
 def assert_checkpoint_carries_the_algorithm(run, tmp_path):
     """The algorithm's server and site state goes into the checkpoint, loads weights_only, restores."""
     path = tmp_path / "last.ckpt"
-    run.save(path)  # round 0 as the loop counts it: the round trained by hand is not recorded ...
-    ckpt = torch.load(path, weights_only=True)
-    for best in ckpt["best"].values():  # ... so neither is its best model (the state is what is checked)
-        best["round"] = 0
-    from utils.checkpoint import CHECKSUM_KEY, save_checkpoint
-
-    save_checkpoint({k: v for k, v in ckpt.items() if k != CHECKSUM_KEY}, path)
+    save_hand_round(run, path)
     ckpt = torch.load(path, weights_only=True)
     again = create_run(validate_config(run.config))
     again.load(path)

@@ -11,7 +11,7 @@ from fl.algorithms import Context, Payload, build_client
 from fl.algorithms.ditto import DittoOptions
 from fl.algorithms.moon import MOONOptions
 from models.unet import Unet
-from tests.conftest import tiny_config_dict
+from tests.conftest import save_hand_round, tiny_config_dict
 
 
 def quiet(_):
@@ -74,7 +74,7 @@ def test_moon_previous_models_survive_a_checkpoint(tiny_config, tmp_path):
     config = tiny_config(algorithm="moon", rounds=2)
     run = Builder(config, log=quiet).run()
     run.rounds.round(1)
-    run.save(tmp_path / "last.ckpt")
+    save_hand_round(run, tmp_path / "last.ckpt")
     again = Builder(validate_config(run.config), log=quiet).run()
     again.load(tmp_path / "last.ckpt")
     for site, other in zip(run.rounds.transport.sites, again.rounds.transport.sites, strict=True):
