@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from study.formats import p_value, per_seed, seeds_needed_note, signed
+from study.formats import p_value, per_seed, seeds_count, seeds_needed_note, signed
 from study.panels import latent_scores
 from study.records import METRICS
 from study.rows import LEVEL, Row, find_row, reference_row, site_means
@@ -39,7 +39,7 @@ def _diff(result: SeedComparison | None, digits: int) -> str:
         return "–"
     return (
         f"{signed(result.difference, digits)} (per seed {per_seed(result, digits)}; "
-        f"p={p_value(result)}, {result.difference.n} seeds)"
+        f"p={p_value(result)}, {seeds_count(result.difference.n)})"
     )
 
 

@@ -64,3 +64,8 @@ def seeds_needed_note(level: float = LEVEL) -> str:
         f"{signed_rank_floor(3):.3f} with 3, {signed_rank_floor(5):.4f} with 5), which is why the "
         "seed-level test is a t-test."
     )
+
+
+def seeds_count(n: int) -> str:
+    """``1 seed``, ``3 seeds``."""
+    return f"{n} seed" if n == 1 else f"{n} seeds"

@@ -24,6 +24,7 @@ from study.formats import (
     megabytes,
     p_value,
     per_seed,
+    seeds_count,
     seeds_needed_note,
     signed,
 )
@@ -74,7 +75,7 @@ def paired_section(rows: list[Row], reference: Row, sites: list[str], metric: st
                 "–"
                 if result is None
                 else f"{signed(result.difference, digits)} {VERDICT_MARK[result.verdict]} "
-                f"(p={p_value(result)}, {result.difference.n} seeds)"
+                f"(p={p_value(result)}, {seeds_count(result.difference.n)})"
             )
         if pooled is None:
             line += ["–", "–"]
