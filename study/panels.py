@@ -5,6 +5,7 @@ contrastive term. Each run of those methods has its bottleneck features embedded
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ def latent_panels(folder: Path, rows: list[Row]) -> list[tuple[str, LatentFile]]
         if row is None:
             continue
         path = next(
-            (p for s in row.seeds if (p := folder / "latent" / f"{row.keys[s]}.json").is_file()), None
+            (p for s in row.seeds if os.path.lexists(p := folder / "latent" / f"{row.keys[s]}.json")), None
         )
         if path is not None:
             panels.append((title, read_latent(path)))
@@ -45,7 +46,7 @@ def latent_scores(folder: Path, rows: list[Row]) -> dict[str, dict[int, Separabi
             continue
         for seed, key in row.keys.items():
             path = folder / "latent" / f"{key}.json"
-            if path.is_file():
+            if os.path.lexists(path):  # present but no regular file: refused by read_latent, not skipped
                 separability = read_latent(path).separability
                 if separability.silhouette is not None:
                     out.setdefault(title, {})[seed] = separability

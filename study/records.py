@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -277,7 +278,7 @@ def load_study(folder: str | Path) -> tuple[Manifest, dict[str, RunRecord]]:
         for seed, key in row.runs.items():
             _check_run_name(path, i, seed, key)
             file = folder / "runs" / f"{key}.json"
-            if key not in runs and file.is_file():
+            if key not in runs and os.path.lexists(file):  # a FIFO or folder there is refused, not skipped
                 runs[key] = read_run(file, path, manifest.sites, manifest.rounds)
     return manifest, runs
 

@@ -45,11 +45,14 @@ def test_a_network_too_deep_for_a_sites_images_names_the_key_and_the_site(base) 
     Unet(chans=2, num_pool_layers=4)(torch.ones(1, 1, 32, 32))
 
 
-def test_synthetic_volumes_that_cannot_fit_are_refused_before_generating(base, tmp_path) -> None:
+def test_synthetic_volumes_that_cannot_fit_are_refused_before_generating(base, tmp_path, monkeypatch) -> None:
     with pytest.raises(UserError, match=r"sites\.fastmri\.source\.subjects: the index of 1000000002 volumes"):
         _prepare(base, "sites.0.source.subjects.train=1000000000")
-    with pytest.raises(UserError, match=r"sites\.fastmri\.source\.size: one subject's volumes .* = 12\.0 TB"):
-        _prepare(base, "sites.0.source.size=1000000")
+    with pytest.raises(UserError, match=r"sites\.0\.source\.size: must be <= 1024 \(got 1000000\)"):
+        _prepare(base, "sites.0.source.size=1000000")  # minutes of simulation for nothing
+    monkeypatch.setattr(synthetic, "available_memory", lambda: 10 * 2**20)
+    with pytest.raises(UserError, match=r"sites\.fastmri\.source\.size: one subject's volumes .* = 12\.6 MB"):
+        _prepare(base, "sites.0.source.size=1024")
     assert not (tmp_path / "cache" / "volumes").exists()  # nothing generated
 
 

@@ -56,7 +56,11 @@ class SyntheticOptions(BaseModel):
     profile: ProfileName = Field(
         description="the site's protocol and scanner preset, after the paper's four clients"
     )
-    size: int = Field(96, ge=32, description="image matrix size (square), pixels")
+    size: int = Field(
+        96, ge=32, le=1024,
+        description="image matrix size (square), pixels; at most 1024 (the paper's largest client matrix is "
+        "320; a larger one only makes the simulation minutes long)",
+    )  # fmt: skip
     subjects: SubjectCounts = Field(default_factory=SubjectCounts, description="subjects per split")
     slices_per_subject: int = Field(
         16, ge=1, le=160, description="axial slices per volume, centred on the lateral ventricles"
