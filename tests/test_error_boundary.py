@@ -50,7 +50,9 @@ def traceback_file(line: str) -> Path:
 ENTRY_POINTS = {
     "train.py": (train.main, ["--config", "configs/default.yaml"], "assembly.setup.train_in_process"),
     "train_multi_gpu.py": (
-        train_multi_gpu.main, ["--config", "configs/default.yaml", "--devices", "2"], "assembly.setup.distributed"
+        train_multi_gpu.main,
+        ["--config", "configs/default.yaml", "--devices", "2"],
+        "assembly.setup.distributed",
     ),
     "evaluate.py": (evaluate.main, ["--run", "runs/nothing"], "assembly.evaluation.load_run"),
     "compare.py": (compare.main, ["--report", "nothing"], "compare.run_all"),
