@@ -348,10 +348,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The loopback's arguments: train.py's config, overrides, --resume and --overwrite, and where the
     sites keep their data and outputs."""
     from assembly.keys import OptionsAction
+    from utils.cli import ArgumentParser
 
-    parser = argparse.ArgumentParser(
-        prog=LOOPBACK, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = ArgumentParser(prog=LOOPBACK, description=__doc__)  # a refused argument is one line
     parser.add_argument("--config", default="configs/default.yaml", help="the federation YAML")
     parser.add_argument("--sites-dir", required=True, help="one folder per site: its data cache and outputs")
     parser.add_argument("--work-dir", help="FLWR_HOME and process logs (default: <sites-dir>/flower)")

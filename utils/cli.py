@@ -98,14 +98,14 @@ def _write_traceback(command: str, err: BaseException) -> str:
         try:
             if folder.is_dir():
                 path = folder / f"traceback-{stamp}-{os.getpid()}.txt"
-                path.write_text(text, encoding="utf-8")
+                path.write_text(text, encoding="utf-8", errors="backslashreplace")
                 return str(path)
         except OSError:
             continue
     try:
         label = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(command).stem)[:40]
         fd, name = tempfile.mkstemp(prefix=f"fedmri-{label}-{stamp}-", suffix=".traceback.txt")
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as handle:
             handle.write(text)
         return name
     except OSError as failure:
@@ -235,5 +235,8 @@ def run_cli(
         for item in caught:
             warnings.showwarning(item.message, item.category, item.filename, item.lineno)
     if message is not None and (not silent or code == EXIT_INTERRUPTED):
-        print(message, file=sys.stderr)
+        try:
+            print(message, file=sys.stderr)
+        except (OSError, ValueError):  # stderr closed or a broken pipe: the status still tells
+            pass
     return code
