@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The regime map's pilot of the authors' optimiser regime (docs/results/map/README.md): the scarce,
+# varied federation of configs/study_scarce_paper.yaml (2 training subjects per site, realism: varied)
+# trained as Feng et al. (IEEE TMI 2022) trained FedMRI: RMSprop 1e-4, StepLR(40 rounds, 0.1), 10 local
+# epochs per round, one fixed mask per site, 50 rounds. Seed 0, fp32, one torch thread.
+# Does collaboration pay there (Centralized - SingleSet), and where does FedMRI sit?
+# Resumable: run it again and it trains only what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/../../../.."
+OMP_NUM_THREADS=1 exec python compare.py --config configs/study_scarce_paper.yaml \
+    --algorithms fedmri,singleset,centralized,fedavg --first fedmri,singleset --seeds 0 \
+    --name map-pilot-authors --results docs/results/map/pilot/authors --jobs 1 "$@"
