@@ -183,6 +183,13 @@ def latent_summary(
     features, labels, _ = bottleneck_features(
         trained.config, trained.models, sites, "test", max_slices_per_site
     )
+    counts = {name: int((labels == name).sum()) for name in sites}
+    if len(sites) < 2 or len(features) < 4 or min(counts.values()) < 2:
+        shown_counts = ", ".join(f"{name} {count}" for name, count in counts.items())
+        raise UserError(
+            f"{run_dir}: t-SNE and the site classifier need at least 2 sites, 2 test slices per site and 4 in all "
+            f"(got {shown_counts}); raise --max-slices-per-site or test on more slices"
+        )
     coords = embed_tsne(features, seed)
     return {
         "source": str(run_dir),
@@ -193,7 +200,7 @@ def latent_summary(
         "coords": [[round(float(x), 4), round(float(y), 4)] for x, y in coords],
         "separability": site_separability(features, labels, seed),
         "features_dim": int(features.shape[1]),
-        "slices_per_site": {name: int((labels == name).sum()) for name in sites},
+        "slices_per_site": counts,
     }
 
 

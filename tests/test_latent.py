@@ -226,3 +226,12 @@ def test_silhouette_matches_its_closed_form_and_is_zero_without_separation():
     assert library.site_separability(features, labels)["silhouette"] == pytest.approx(0.944, abs=0.01)
     same = library.site_separability(rng.standard_normal((400, 8)), np.tile(["a", "b", "c", "d"], 100))
     assert abs(same["silhouette"]) < 0.03
+
+
+@pytest.mark.parametrize("cap", [1])
+def test_too_few_slices_for_tsne_are_refused_in_one_line(run_dir, capsys, cap):
+    # 2 sites x 1 slice: t-SNE needs 4 points and the site classifier 2 slices per site
+    code = latent.main([str(run_dir), "--max-slices-per-site", str(cap), "--out", str(run_dir / "t.png")])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "fastmri 1, brats 1" in err and "--max-slices-per-site" in err, err
