@@ -141,6 +141,26 @@ def test_launcher_variables_are_whole_numbers(variable, value, monkeypatch, caps
     assert code == 2 and line.startswith(f"error: environment variable {variable}:"), line
 
 
+@pytest.mark.parametrize("env", [{"RANK": "1"}, {"RANK": "3", "WORLD_SIZE": "2"}])
+def test_a_rank_beyond_its_world_is_refused_aloud(env, monkeypatch, capsys):
+    """A rank that does not fit its world has no rank 0 to speak for it: this process prints the line."""
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    code = train_multi_gpu.main(["--config", "configs/default.yaml"])
+    line = one_line(capsys)
+    assert code == 2 and line.startswith("error: environment variable"), line
+
+
+def test_a_rank_inside_its_world_is_quiet(monkeypatch):
+    from utils.bounds import launch_rank
+
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert launch_rank() == 1
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert launch_rank() == 0
+
+
 def test_devices_are_bounded_by_the_machine(tmp_path, tiny_config_file, capsys):
     code = train_multi_gpu.main(["--config", str(tiny_config_file()), "--devices", "4096"])
     line = one_line(capsys)

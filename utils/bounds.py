@@ -106,7 +106,15 @@ def check_launcher_env() -> None:
 
 
 def launch_rank() -> int:
-    """This process's rank as a launcher set it (0 before a launch, in a single process, and when the
-    variable is no whole number, which :func:`check_launcher_env` refuses in one line)."""
-    text = os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")).strip()
-    return int(text) if text.isdigit() and len(text) <= 9 else 0
+    """This process's rank as a launcher set it: 0 before a launch, in a single process, and whenever
+    the variables do not agree (a rank that is no whole number, or not below ``WORLD_SIZE``, 1 where
+    unset), which :func:`check_launcher_env` and the launch refuse in one line that this process, as if
+    rank 0, must print: no other rank of such a group would."""
+
+    def whole(name: str, default: str) -> int | None:
+        text = os.environ.get(name, default).strip()
+        return int(text) if text.isdigit() and len(text) <= 9 else None
+
+    rank = whole("RANK", os.environ.get("LOCAL_RANK", "0"))
+    world = whole("WORLD_SIZE", "1")
+    return rank if rank is not None and world is not None and rank < world else 0
