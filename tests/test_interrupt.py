@@ -172,7 +172,7 @@ def test_sigterm_to_the_flower_server_app_keeps_its_last_round(long_run, tmp_pat
         }
         for s in config["sites"]
     ]
-    run_config = {"config": str(path), "overrides": "name=flower", "poll-interval": 0.0}
+    run_config = {"config": str(path), "overrides": "name=flower", "poll-interval": 0.001}
     proc = subprocess.Popen(
         [sys.executable, "-c", FLOWER_SERVER, json.dumps(nodes), json.dumps(run_config)], cwd=ROOT,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,

@@ -73,10 +73,11 @@ def test_every_key_says_its_type_default_and_meaning():
     assert "sites.N.mask.sigma (kind: random_2d)  [float > 0.0; default 0.4]" in text
 
 
-def run(args, cwd):
+def run(args, cwd, columns=110):
+    # The listing wraps at the terminal's width (COLUMNS where set, at most 110): pin it
     return subprocess.run(
         [sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=300,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        env={**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": str(columns)},
     )  # fmt: skip
 
 
@@ -86,9 +87,10 @@ def test_each_commands_help_points_to_the_list(command, tmp_path):
     assert helped.returncode == 0 and "--options" in helped.stdout
 
 
-def test_the_list_prints_from_another_directory(tmp_path):
-    listed = run([str(ROOT / "train.py"), "--options"], tmp_path)
-    assert listed.returncode == 0 and listed.stdout == options_text(110)
+@pytest.mark.parametrize("columns", [110, 72])
+def test_the_list_prints_from_another_directory(tmp_path, columns):
+    listed = run([str(ROOT / "train.py"), "--options"], tmp_path, columns)
+    assert listed.returncode == 0 and listed.stdout == options_text(columns)
 
 
 def test_train_py_from_another_directory_reads_the_repositorys_default_config(tmp_path):
