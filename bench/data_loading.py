@@ -34,7 +34,7 @@ from data.sources import SourceContext, build_source  # noqa: E402
 from data.sources.fastmri import FastMRIOptions  # noqa: E402
 from data.sources.nifti import BratsOptions  # noqa: E402
 from data.transforms import ReconTransform  # noqa: E402
-from tests.mri_files import write_brats, write_fastmri  # noqa: E402
+from tests.fixtures.mri_files import write_brats, write_fastmri  # noqa: E402
 
 SLICES = (40, 120)  # the paper's BraTS slices
 

@@ -35,7 +35,7 @@ from assembly.config import load_config  # noqa: E402
 from data.options import SiteOptions  # noqa: E402
 from data.site import SiteDataModule  # noqa: E402
 from models.recon_module import ReconModule  # noqa: E402
-from tests.mri_files import write_brats, write_fastmri  # noqa: E402
+from tests.fixtures.mri_files import write_brats, write_fastmri  # noqa: E402
 from utils.hardware import loader_workers  # noqa: E402
 
 

@@ -312,7 +312,7 @@ def real_volumes_markdown() -> str:
     text = [
         "# Real brain MR volumes of the transfer check\n",
         "Written by `python bench/realism_volumes.py` from `bench/realism_volumes.py`; "
-        "`tests/test_realism.py` checks that this file is what it writes. Every file ships inside a "
+        "`tests/bench/test_realism.py` checks that this file is what it writes. Every file ships inside a "
         "package that `requirements-dev.txt` installs from PyPI; nothing is downloaded at run time. "
         "Each volume is resampled to a site's pixel size, centre-cropped or zero-padded to its matrix "
         "and scaled to [0, 1]; the skull-stripped site (brats) is tested on the skull-stripped volumes "

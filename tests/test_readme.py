@@ -94,3 +94,53 @@ def test_every_link_leads_to_a_file_and_a_heading_that_exist(page):
         assert destination.exists(), f"{page.name}: {target}"
         if anchor and destination.suffix == ".md":
             assert anchor in anchors(destination), f"{page.name}: {target}"
+
+
+def layout_blocks() -> dict[str, str]:
+    """The Layout section's code block as {label: its text}: a label starts a line, its text runs on
+    through the indented lines below it."""
+    text = README.read_text()
+    section = text[text.index("## Layout\n"):]
+    block = code_blocks(section)[0]
+    blocks: dict[str, str] = {}
+    label = ""
+    for line in block.splitlines():
+        if line and not line[0].isspace():
+            label, _, rest = line.partition(" ")
+            blocks[label] = rest
+        else:
+            blocks[label] += " " + line.strip()
+    return blocks
+
+
+def modules(folder: Path) -> set[str]:
+    return {p.name for p in folder.glob("*.py") if p.name != "__init__.py"}
+
+
+def named(text: str) -> set[str]:
+    return set(re.findall(r"\b[\w]+\.py\b", text))
+
+
+def test_the_layout_names_every_module_and_only_modules_that_exist():
+    blocks = layout_blocks()
+    commands = blocks.pop("commands")
+    assert named(commands) == modules(ROOT), "commands: the root's .py files"
+    folders = {
+        p.parent for p in ROOT.rglob("*.py")
+        if not ({".venv", ".venv-ci", "tests", ".git", "runs", ".cache"} & set(p.relative_to(ROOT).parts))
+        and p.parent != ROOT and ROOT / "docs" / "results" not in p.parents  # a study's own scripts
+    }  # fmt: skip
+    described = {ROOT / label.rstrip("/") for label in blocks if label.endswith("/")}
+    assert folders - described == set(), f"folders of Python code missing from the Layout: {folders - described}"
+    for label, text in blocks.items():
+        folder = ROOT / label.rstrip("/")
+        assert folder.exists(), f"the Layout names {label}, which does not exist"
+        if folder.is_dir() and label != "tests/":
+            listed = named(text) - {"__init__.py"}
+            assert listed == modules(folder), (
+                f"{label}: named but absent {sorted(listed - modules(folder))}, "
+                f"present but unnamed {sorted(modules(folder) - listed)}"
+            )
+    assert named(blocks["configs/"].replace(".yaml", ".py")) == {
+        p.name.replace(".yaml", ".py") for p in (ROOT / "configs").glob("*.yaml")
+    }, "configs/: every config file, and only those"

@@ -13,7 +13,7 @@ from data.simulation import PROFILES, simulate_subject
 from data.simulation.imaging import acquisition_matrix
 from data.sources.synthetic import SyntheticOptions
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 import realism  # noqa: E402
 import realism_report  # noqa: E402
 import realism_volumes  # noqa: E402
@@ -473,7 +473,7 @@ def test_a_second_check_writing_the_same_folder_is_refused(tmp_path, capsys):
     script = f"from utils.lock import lock_run; lock_run({str(out)!r}); print('held', flush=True); "
     holder = subprocess.Popen(
         [sys.executable, "-c", script + "import time; time.sleep(60)"],
-        stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1],
+        stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[2],
     )  # fmt: skip
     try:
         assert holder.stdout.readline().strip() == "held"

@@ -59,7 +59,7 @@ def non_default(
     else:
         pytest.fail(
             f"fl.{algorithm}.{field}: no generic non-default value for type {annotation!r}; "
-            "add a case to tests/test_algorithm_options.py:non_default"
+            "add a case to tests/assembly/test_algorithm_options.py:non_default"
         )
     for value in candidates:
         if value != default and _valid(options, field, value):

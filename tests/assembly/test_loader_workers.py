@@ -12,7 +12,7 @@ from assembly.config import load_config
 from utils import hardware
 from utils.errors import UserError
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
 
 
 @pytest.mark.parametrize(

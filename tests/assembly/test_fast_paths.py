@@ -11,7 +11,7 @@ from assembly.config import load_config
 from models.recon_module import ReconModule
 from utils.errors import UserError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY_MODEL = {"chans": 4, "num_pool_layers": 2}
 OPTIM = {"name": "rmsprop", "lr": 1e-3}
 

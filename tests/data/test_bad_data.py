@@ -18,7 +18,7 @@ from data.options import SiteOptions
 from data.site import SiteDataModule
 from data.sources import SourceContext, SourceOptions, build_source
 from data.sources.base import SPLITS
-from tests.mri_files import phantom, write_brats, write_dicom_series, write_fastmri, write_nifti
+from tests.fixtures.mri_files import phantom, write_brats, write_dicom_series, write_fastmri, write_nifti
 from utils.errors import UserError
 
 OPTIONS = TypeAdapter(SourceOptions)
@@ -207,7 +207,7 @@ def test_nifti_with_nan_and_wrong_dimensions(tmp_path, brats):
     write_nifti(brats / "S2" / "S2_t1.nii.gz", np.ones((16, 16, 4, 3, 2), np.float32))
     message = error_of(tmp_path, kind="brats", root=str(brats))
     assert "S2_t1.nii.gz: expected a 3D volume, got shape (16, 16, 4, 3, 2)" in message
-    # a 4D file is valid, a series to choose from (tests/test_source_messages.py)
+    # a 4D file is valid, a series to choose from (tests/data/test_source_messages.py)
 
 
 def test_slice_range_beyond_a_volume(tmp_path, brats):

@@ -12,7 +12,7 @@ import torch
 from assembly.build import Builder
 from assembly.config import load_config
 from tests.conftest import tiny_config_dict
-from tests.mri_files import write_brats, write_fastmri
+from tests.fixtures.mri_files import write_brats, write_fastmri
 
 
 @pytest.fixture

@@ -149,7 +149,7 @@ def test_fedrep_trains_head_then_body_in_each_round(tiny_config):
 
 def test_flmrcm_discriminator_sees_only_features_never_images(tiny_config, monkeypatch, tmp_path):
     """Our ``features`` mode (the paper mode moves target images into the source fits; see
-    tests/test_paper_baselines.py): only pooled features cross sites."""
+    tests/fl/test_paper_baselines.py): only pooled features cross sites."""
     config = tiny_config(algorithm="flmrcm", rounds=1)
     config.fl.flmrcm.mode = "features"
     config.sites[1].source.size = 48  # the target (the last site) has a different image size

@@ -9,7 +9,7 @@ import yaml
 from assembly.config import load_config, parse_yaml
 from utils.errors import UserError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_shipped_configs_validate():

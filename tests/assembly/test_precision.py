@@ -8,7 +8,7 @@ import yaml
 from assembly.config import validate_config
 from utils.hardware import cpu_flags, resolve_precision
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ import pytest
 from assembly.config import load_config
 from data.site import SiteDataModule
 from tests.conftest import ROOT
-from tests.mri_files import phantom, write_brats, write_dicom_series, write_fastmri, write_ixi
+from tests.fixtures.mri_files import phantom, write_brats, write_dicom_series, write_fastmri, write_ixi
 from utils.errors import UserError
 
 

@@ -10,7 +10,7 @@ import evaluate
 import train
 from data.sources.splits import SplitFiles, SplitFractions, assign_splits
 from tests.conftest import tiny_config_dict
-from tests.mri_files import phantom, write_nifti
+from tests.fixtures.mri_files import phantom, write_nifti
 
 pytestmark = pytest.mark.slow
 

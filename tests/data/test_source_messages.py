@@ -8,7 +8,7 @@ import pytest
 from pydantic import TypeAdapter
 
 from data.sources import SourceContext, SourceOptions, build_source
-from tests.mri_files import phantom, write_ixi, write_nifti
+from tests.fixtures.mri_files import phantom, write_ixi, write_nifti
 from utils.errors import UserError
 
 OPTIONS = TypeAdapter(SourceOptions)

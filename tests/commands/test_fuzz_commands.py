@@ -7,7 +7,7 @@ Training itself is replaced by a stub once everything before it has run (config,
 resumed checkpoint), and so are the process launch of ``train_multi_gpu.py`` and the test of
 ``evaluate.py``, so that a case takes milliseconds to a second. The default run tries about 200 cases;
 ``FUZZ_SLOW=1`` multiplies every test's examples by 60 (``FUZZ_SLOW=1 python -m pytest -q -n0
-tests/test_fuzz_commands.py``; the totals are printed at the end).
+tests/commands/test_fuzz_commands.py``; the totals are printed at the end).
 """
 
 from __future__ import annotations

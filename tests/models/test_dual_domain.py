@@ -75,7 +75,7 @@ def test_fedmri_shares_both_encoders_and_keeps_both_decoders():
 
 
 def test_contrastive_term_over_two_encoders_is_the_direct_sum():
-    from tests.test_losses import fedmri_after_round_one
+    from tests.fl.test_losses import fedmri_after_round_one
 
     torch.manual_seed(0)
     nets = {s: DualDomainNet(chans=2, num_pool_layers=2) for s in ("a", "b")}

@@ -20,7 +20,7 @@ from data.options import SiteOptions
 from data.site import SiteDataModule
 from models.unet import Unet, activation_bytes
 from tests.conftest import ROOT, tiny_config_dict
-from tests.mri_files import write_fastmri
+from tests.fixtures.mri_files import write_fastmri
 from utils.errors import UserError
 
 
@@ -197,7 +197,7 @@ def test_bad_input_on_the_command_line_is_exactly_one_line_on_stderr(tmp_path) -
     """A corrupt NIfTI, an h5 without k-space, a DICOM RescaleSlope 'abc' and a GPU this machine lacks."""
     import pydicom
 
-    from tests.mri_files import phantom, write_brats, write_dicom_series
+    from tests.fixtures.mri_files import phantom, write_brats, write_dicom_series
 
     write_brats(tmp_path / "brats", ["S0", "S1", "S2", "S3"], rng=np.random.default_rng(1), shape=(16, 16, 4))
     nifti = tmp_path / "brats" / "S1" / "S1_t1.nii.gz"

@@ -16,7 +16,7 @@ from pydantic import TypeAdapter
 from data.sources import SourceContext, SourceOptions, build_source
 from data.sources import fastmri as fastmri_module
 from data.sources.base import SPLITS, KspaceSlice
-from tests.mri_files import (
+from tests.fixtures.mri_files import (
     phantom,
     write_brats,
     write_dicom_series,

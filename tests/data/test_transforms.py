@@ -9,7 +9,7 @@ import torch
 from data.masks import create
 from data.sources.base import KspaceSlice
 from data.transforms import EPS, ReconTransform
-from tests.mri_files import np_crop, np_fft2c, np_ifft2c, phantom
+from tests.fixtures.mri_files import np_crop, np_fft2c, np_ifft2c, phantom
 
 SEED = 7
 

@@ -1,11 +1,11 @@
 """Guards every number a run leaves behind against the recorded reference fingerprints.
 
-Re-runs the tiny reference configs of :mod:`tests.reference_runs` (every algorithm and option variant in
+Re-runs the tiny reference configs of :mod:`tests.fixtures.reference_runs` (every algorithm and option variant in
 this process; both layouts of train_multi_gpu.py on two CPU processes) and compares their fingerprints
-with ``tests/data/reference_runs.json`` bit for bit. Bitwise equality depends on the torch version, the
+with ``tests/fixtures/reference_runs.json`` bit for bit. Bitwise equality depends on the torch version, the
 CPU (its vector capability, model and cache) and the thread count, so the file keeps one recording
 per environment and a test skips, saying what differs, when none was recorded in this one. Record this
-environment with ``python -m tests.reference_runs record``.
+environment with ``python -m tests.fixtures.reference_runs record``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests import reference_runs
+from tests.fixtures import reference_runs
 from utils.hardware import cache_sizes, cpu_identity, cpu_summary
 
 STORED = json.loads(reference_runs.REFERENCE.read_text())
@@ -47,7 +47,7 @@ def _recording() -> dict:
 
 def _check(recording: dict, found_runs: dict[str, dict[str, str]]) -> None:
     diff = reference_runs.differences({"runs": found_runs}, recording)
-    assert diff == [], "fingerprints differ from tests/data/reference_runs.json:\n" + "\n".join(diff)
+    assert diff == [], "fingerprints differ from tests/fixtures/reference_runs.json:\n" + "\n".join(diff)
 
 
 @pytest.mark.slow  # together about 40 s at one thread
@@ -56,7 +56,7 @@ def test_in_process_run_matches_reference(workdir, name):
     recording = _recording()
     if name not in recording["runs"] and name in reference_runs.ALGORITHMS:
         pytest.skip(f"{name}: a newly registered algorithm with no fingerprint recorded here yet "
-                    "(python -m tests.reference_runs record)")  # fmt: skip
+                    "(python -m tests.fixtures.reference_runs record)")  # fmt: skip
     data = reference_runs.reference_configs(workdir)[name]
     _check(recording, {name: reference_runs.run_in_process(workdir, name, data)})
 
@@ -71,7 +71,7 @@ def test_ddp_runs_match_reference(workdir):
 def test_every_reference_run_is_recorded():
     unused = Path("unused")
     names = [*IN_PROCESS, *reference_runs.ddp_configs(unused), *reference_runs.flower_configs(unused)]
-    assert STORED["recordings"], "no recording in tests/data/reference_runs.json"
+    assert STORED["recordings"], "no recording in tests/fixtures/reference_runs.json"
     for recording in STORED["recordings"]:
         # An algorithm registered after a recording has none there until the next recording; every
         # option variant and transport run must have one.

@@ -19,7 +19,7 @@ from data.sources.base import SPLITS, SourceContext, VolumeInfo
 from data.sources.synthetic import SyntheticOptions, SyntheticSource
 from utils.errors import UserError
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SMALL = {"size": 40, "subjects": {"train": 2, "val": 1, "test": 1}, "slices_per_subject": 3}
 
 

@@ -3,7 +3,7 @@
 
 Generated configs (types, ranges, YAML features, paths), corrupted files in every format the readers
 take, and tampered checkpoints. The default run tries a few hundred cases; ``FUZZ_SLOW=1`` multiplies
-every test's examples by 20 (``FUZZ_SLOW=1 python -m pytest -q -m fuzz tests/test_fuzz.py``).
+every test's examples by 20 (``FUZZ_SLOW=1 python -m pytest -q -m fuzz tests/commands/test_fuzz.py``).
 """
 
 from __future__ import annotations
@@ -373,7 +373,7 @@ def test_a_second_writer_is_refused_with_the_holders_pid(tmp_path) -> None:
         [sys.executable, "-c", script + "import time; time.sleep(60)"],
         stdout=subprocess.PIPE,
         text=True,
-        cwd=Path(__file__).resolve().parents[1],
+        cwd=Path(__file__).resolve().parents[2],
     )
     try:
         assert holder.stdout.readline().strip() == "held"
