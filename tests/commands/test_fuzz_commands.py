@@ -7,7 +7,8 @@ Training itself is replaced by a stub once everything before it has run (config,
 resumed checkpoint), and so are the process launch of ``train_multi_gpu.py`` and the test of
 ``evaluate.py``, so that a case takes milliseconds to a second. The default run tries about 200 cases;
 ``FUZZ_SLOW=1`` multiplies every test's examples by 60 (``FUZZ_SLOW=1 python -m pytest -q -n0
-tests/commands/test_fuzz_commands.py``; the totals are printed at the end).
+tests/commands/test_fuzz_commands.py``; the totals are printed at the end); ``FUZZ_SCALE=N`` multiplies
+them by N.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ import train_multi_gpu
 from tests.conftest import tiny_config_dict
 
 pytestmark = pytest.mark.fuzz
-SCALE = 60 if os.environ.get("FUZZ_SLOW") else 1
+SCALE = int(os.environ.get("FUZZ_SCALE") or (60 if os.environ.get("FUZZ_SLOW") else 1))  # x cases
 CASE_SECONDS = 60  # no case may run longer: a hang fails the test
 TOTALS: Counter = Counter()
 CASE_FOLDER: list[Path] = []  # the working directory of every case
@@ -108,6 +109,8 @@ def stubs(monkeypatch, tmp_path):
 
     monkeypatch.setattr("study.runner._train", trained)
     monkeypatch.setattr("study.runner._train_in_parallel", trained)
+    # A relative data.cache_dir is the repository's: in a case, the case's folder stands for it
+    monkeypatch.setattr("assembly.build.in_repository", lambda path: tmp_path / Path(path).expanduser())
     CASE_FOLDER[:] = [tmp_path]
 
 
