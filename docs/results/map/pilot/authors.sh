@@ -8,5 +8,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/../../../.."
 OMP_NUM_THREADS=1 exec python compare.py --config configs/study_scarce_paper.yaml \
-    --algorithms fedmri,singleset,centralized,fedavg --first fedmri,singleset --seeds 0 \
+    --algorithms singleset,centralized,fedmri,fedavg --first singleset,centralized --seeds 0 \
     --name map-pilot-authors --results docs/results/map/pilot/authors --jobs 1 "$@"
