@@ -125,7 +125,7 @@ def existing_or_new_run(config_path: str, overrides: list[str]) -> Any:
     """The config to test: a finished run of exactly this config is reused; train.py's rule refuses a
     directory that holds an unfinished run (or a finished one of another config) rather than replacing it."""
     from assembly.config import config_differences, load_config
-    from assembly.setup import holds_run
+    from assembly.run_folder import holds_run
     from utils.errors import UserError
 
     config = load_config(config_path, overrides)

@@ -72,7 +72,7 @@ def main(grid: Grid, context: Context) -> None:
 
 def resume_hint(run_config: Any) -> str:
     """The ``flwr run`` that continues an interrupted run: its run config with ``resume=true``."""
-    from deploy.loopback import run_config_arg
+    from deploy.processes import run_config_arg
 
     keys = {k: run_config[k] for k in ("config", "overrides") if k in run_config}
     return f"flwr run <app> <federation> --run-config '{run_config_arg({**keys, 'resume': True})}'"

@@ -13,7 +13,7 @@ import yaml
 
 from assembly.build import Builder
 from assembly.config import validate_config
-from deploy.loopback import Loopback
+from deploy.processes import Loopback
 from tests.conftest import tiny_config_dict
 from utils.checkpoint import load_checkpoint
 

@@ -9,7 +9,8 @@ import sys
 import pytest
 import yaml
 
-from deploy.loopback import RunOutcome, failure_line, loopback_config, parse_args, without_tracebacks
+from deploy.loopback import failure_line, loopback_config, parse_args, without_tracebacks
+from deploy.processes import RunOutcome
 from tests.conftest import ROOT, tiny_config_dict
 
 pytestmark = pytest.mark.slow
@@ -116,7 +117,7 @@ def test_stop_ends_what_the_started_processes_started_in_sessions_of_their_own(t
     """As SuperExec starts the ServerApp: a grandchild in its own session outlives its parent's group."""
     import time
 
-    from deploy.loopback import Loopback
+    from deploy.processes import Loopback
 
     loopback = Loopback(tmp_path, [])
     parent = loopback._start("spawner", [sys.executable, "-c", SPAWNER])
