@@ -3,7 +3,10 @@
 Each subject is the ICBM152 2009a symmetric template's anatomy (V. Fonov et al., "Unbiased average
 age-appropriate atlases for pediatric studies", NeuroImage 2011: grey and white matter probability maps,
 CSF = brain - GM - WM) under a random affine and elastic deformation, with enlarged ventricles, uneven
-extra-cerebral layers (CSF, skull, marrow, scalp fat, skin) and, optionally, a tumour.
+extra-cerebral layers (CSF, skull, marrow, scalp fat, skin) and, optionally, a tumour. Slices are axial
+(the simulator's original plane) or, with the ``planes`` option (ours), coronal or sagittal: these
+reach the whole template from the brainstem to the vertex, and below the template's last slice the
+head's layers continue around the brainstem's cut end, a column down to the field of view's edge.
 """
 
 from __future__ import annotations
@@ -27,7 +30,13 @@ _TEMPLATE_FILES = {
     "wm": "mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz",
 }
 _VENTRICLES = (98.0, 136.0)  # in-plane (x, y) voxel centre of the lateral ventricles in the template
-_SLAB = (28, 150)  # template z range (voxels, 1 mm) that the simulated slices can reach
+_SLAB = (28, 150)  # template z range (voxels, 1 mm) that the simulated axial slices can reach
+# template voxel (mm) around which each plane's slices are stacked: axial slices at z 86 (the lateral
+# ventricles, _slice_levels), coronal ones at y 117 (through the ventricles and thalami), sagittal ones at
+# x 98 (the midline); the in-plane centre of coronal and sagittal slices is the brain's centre, z 80
+_LEVEL_CENTRE = {"axial": 86.0, "coronal": 117.0, "sagittal": 98.0}
+_PLANE_Z_CENTRE = 80.0
+_ACROSS = {"axial": 2, "coronal": 1, "sagittal": 0}  # the template axis each plane's slices lie across
 _DIST_STEP = 2  # the distance-to-brain map is computed on a 2 mm grid
 
 
@@ -76,15 +85,48 @@ def _template() -> _Template:
     )
 
 
-def site_maps(profile: Profile, size: int) -> dict[str, np.ndarray]:
-    """Template maps blurred to the site's resolution: anti-aliasing in-plane, slice thickness across."""
-    tpl = _template()
-    pixel_mm = profile.fov_mm / size
-    sigma = (0.35 * pixel_mm, 0.35 * pixel_mm, profile.slice_mm / np.sqrt(12.0))
-    return {
-        name: ndimage.gaussian_filter(arr, sigma, output=np.float32) / np.float32(255)
-        for name, arr in (("gm", tpl.gm), ("wm", tpl.wm), ("brain", tpl.brain))
+@lru_cache(maxsize=1)
+def _whole_template() -> dict[str, np.ndarray]:
+    """The template's gm, wm and brain maps (uint8) over its whole depth: coronal and sagittal slices
+    reach below and above the axial slab."""
+    folder = _template_dir()
+    maps = {
+        name: np.asarray(nib.load(folder / filename).dataobj, dtype=np.uint8)
+        for name, filename in _TEMPLATE_FILES.items()
     }
+    return {"gm": maps["gm"], "wm": maps["wm"], "brain": (maps["t1"] > 0).astype(np.uint8) * 255}
+
+
+def site_maps(profile: Profile, size: int, planes: tuple[str, ...] = ("axial",)) -> dict[str, np.ndarray]:
+    """Template maps blurred to the site's resolution: anti-aliasing in-plane, slice thickness across.
+
+    Axial slices: the axial slab of the template, blurred across z by the slice thickness (``gm``, ``wm``,
+    ``brain``). Coronal or sagittal slices: the whole template, blurred by the slice thickness across y
+    (coronal) or x (sagittal), as ``coronal.gm``, ``sagittal.gm``, ... (:func:`plane_maps`)."""
+    pixel_mm = profile.fov_mm / size
+    across = profile.slice_mm / np.sqrt(12.0)
+    maps: dict[str, np.ndarray] = {}
+    for plane in planes:
+        sigma = [0.35 * pixel_mm] * 3
+        if plane == "axial":
+            tpl = _template()
+            arrays, prefix = (("gm", tpl.gm), ("wm", tpl.wm), ("brain", tpl.brain)), ""
+        else:
+            arrays, prefix = tuple(_whole_template().items()), f"{plane}."
+        sigma[_ACROSS[plane]] = across
+        for name, arr in arrays:
+            blurred = ndimage.gaussian_filter(arr, tuple(sigma), output=np.float32)
+            maps[prefix + name] = blurred / np.float32(255)
+    return maps
+
+
+def plane_maps(maps: dict[str, np.ndarray], plane: str) -> dict[str, np.ndarray]:
+    """The ``gm``, ``wm`` and ``brain`` maps of :func:`site_maps` made for ``plane``."""
+    prefix = "" if plane == "axial" else f"{plane}."
+    try:
+        return {name: maps[prefix + name] for name in ("gm", "wm", "brain")}
+    except KeyError:
+        raise ValueError(f"{plane} slices need site_maps(..., planes) made with that plane") from None
 
 
 # ----------------------------------------------------------------------------- anatomy
@@ -116,11 +158,16 @@ def _sample_points(
     size: int,
     count: int,
     varied: np.random.Generator | None = None,
+    plane: str = "axial",
+    z0: int = _SLAB[0],
 ) -> np.ndarray:
     """Template voxel coordinates (3, S, N, N) of every output pixel: a subject's pose and shape.
 
     ``varied`` (``realism: varied``) draws a wider pose (head size 0.8-1.2 of the template's, shifts up to
     15 mm) and adds a fine elastic deformation (a 12 x 12 grid, up to 1.2 mm): folds of the subject's own.
+    ``plane``: axial (rows anterior to posterior, columns left to right), coronal (rows superior to
+    inferior, columns left to right) or sagittal (rows superior to inferior, columns anterior to
+    posterior). ``z0``: the template z of the maps' first slice (the returned z is relative to it).
     """
     tpl = _template()
     pixel_mm = profile.fov_mm / size
@@ -146,11 +193,33 @@ def _sample_points(
         )
         pu = pu / zoom + varied.uniform(-15.0, 15.0) + fine[0]
         pv = pv / zoom + varied.uniform(-15.0, 15.0) + fine[1]
-    pu, pv = _enlarge_ventricles(pu, pv, tpl.centre, rng.uniform(-0.05, 0.3))
-    z = levels[:, None, None] + tilt[0] * pu + tilt[1] * pv - _SLAB[0]
-    x = np.broadcast_to(tpl.centre[0] + pu, z.shape)
-    y = np.broadcast_to(tpl.centre[1] - pv, z.shape)
-    return np.stack([x, y, z]).astype(np.float32)
+    strength = rng.uniform(-0.05, 0.3)
+    if plane == "axial":
+        pu, pv = _enlarge_ventricles(pu, pv, tpl.centre, strength)
+        z = levels[:, None, None] + tilt[0] * pu + tilt[1] * pv - z0
+        x = np.broadcast_to(tpl.centre[0] + pu, z.shape)
+        y = np.broadcast_to(tpl.centre[1] - pv, z.shape)
+        return np.stack([x, y, z]).astype(np.float32)
+    offset = _LEVEL_CENTRE[plane] - _LEVEL_CENTRE["axial"]
+    across = levels[:, None, None] + offset + tilt[0] * pu + tilt[1] * pv
+    z = np.broadcast_to(_PLANE_Z_CENTRE - pv, across.shape)
+    if plane == "coronal":
+        x, y = np.broadcast_to(tpl.centre[0] + pu, across.shape), across
+    else:
+        x, y = across, np.broadcast_to(tpl.centre[1] - pu, across.shape)
+    x, y, z = _enlarge_ventricles_3d(x, y, z, strength)
+    return np.stack([x, y, z - z0]).astype(np.float32)
+
+
+def _enlarge_ventricles_3d(
+    x: np.ndarray, y: np.ndarray, z: np.ndarray, strength: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_enlarge_ventricles` for template voxel coordinates of any plane: a radial warp around the
+    lateral ventricles' centre (x, y as in the axial plane, z at the axial slices' centre)."""
+    centre = (_VENTRICLES[0], _VENTRICLES[1], _LEVEL_CENTRE["axial"])
+    d = [c - c0 for c, c0 in zip((x, y, z), centre, strict=True)]
+    factor = 1.0 - strength * np.exp(-(d[0] ** 2 + d[1] ** 2 + d[2] ** 2) / (2 * 22.0**2))
+    return tuple(c - dc * (1.0 - factor) for c, dc in zip((x, y, z), d, strict=True))
 
 
 def _enlarge_ventricles(
@@ -168,12 +237,12 @@ def _sample(volume: np.ndarray, points: np.ndarray) -> np.ndarray:
 
 
 def _head_layers(
-    rng: np.random.Generator, points: np.ndarray, outside: np.ndarray, pixel_mm: float
+    rng: np.random.Generator, points: np.ndarray, outside: np.ndarray, pixel_mm: float, z0: int = _SLAB[0]
 ) -> dict[str, np.ndarray]:
     """Fractions of the extra-cerebral layers (CSF, skull, marrow, scalp fat, skin) around the brain."""
     tpl = _template()
     dist_points = points.copy()
-    dist_points[2] += _SLAB[0]
+    dist_points[2] += z0
     dist_points /= _DIST_STEP
     dist = ndimage.map_coordinates(tpl.dist_mm, dist_points, order=1, mode="nearest", output=np.float32)
     plane = points.shape[2:]
@@ -225,28 +294,38 @@ def tissue_fractions(
     maps: dict[str, np.ndarray],
     varied: np.random.Generator | None,
     stripped: bool,
+    plane: str = "axial",
 ) -> dict[str, np.ndarray]:
     """Per-pixel tissue fractions (S, N, N) of one subject's slices; they sum to at most 1.
 
     ``varied``: the random source of ``realism: varied`` (wider pose, fine deformation, any in-plane
     orientation); None keeps the template's pose. ``stripped``: the brain only, without the layers
-    outside it.
+    outside it. ``plane``: the slices' plane (axial, coronal or sagittal); a plane other than axial needs
+    the maps of :func:`site_maps` made for it.
     """
-    points = _sample_points(anatomy_rng, profile, size, count, varied)
+    maps = plane_maps(maps, plane)
+    z0 = _SLAB[0] if plane == "axial" else 0  # the template z of the maps' first slice
+    points = _sample_points(anatomy_rng, profile, size, count, varied, plane, z0)
     gm, wm, brain = (_sample(maps[name], points) for name in ("gm", "wm", "brain"))
     brain = np.clip(brain, 0.0, 1.0)
     tissue = np.minimum(gm + wm, brain)
     fractions = {"gm": gm, "wm": wm, "csf": brain - tissue}
     if lesions:
-        levels = points[2, :, size // 2, size // 2] + _SLAB[0]
-        oedema, core = _lesions(lesion_rng, points, levels)
+        if plane == "axial":
+            levels = points[2, :, size // 2, size // 2] + z0
+            oedema, core = _lesions(lesion_rng, points, levels)
+        else:  # tumours in the white matter of the slab the slices cross
+            levels = np.clip(points[2] + z0, _SLAB[0], _SLAB[1] - 1)
+            slab_points = points.copy()
+            slab_points[2] += z0 - _SLAB[0]
+            oedema, core = _lesions(lesion_rng, slab_points, np.array([levels.min(), levels.max()]))
         spread = oedema * (wm + 0.4 * gm)  # oedema follows white matter tracts
         fractions["necrosis"] = core * tissue
         fractions["oedema"] = np.maximum(spread - fractions["necrosis"], 0.0)
         keep = 1.0 - np.minimum((fractions["necrosis"] + fractions["oedema"]) / np.maximum(tissue, 1e-6), 1.0)
         fractions["gm"], fractions["wm"] = gm * keep, wm * keep
     if not stripped:
-        layers = _head_layers(anatomy_rng, points, 1.0 - brain, profile.fov_mm / size)
+        layers = _head_layers(anatomy_rng, points, 1.0 - brain, profile.fov_mm / size, z0)
         for name, frac in layers.items():
             fractions[name] = fractions.get(name, 0.0) + frac
     out = {name: np.clip(frac, 0.0, 1.0).astype(np.float32) for name, frac in fractions.items()}

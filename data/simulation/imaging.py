@@ -152,7 +152,8 @@ def simulate_subject(
 ) -> SimulatedSubject:
     """Generate one subject of a site; deterministic in (options, seed, site, subject)."""
     profile = PROFILES[options.profile]
-    maps = maps if maps is not None else site_maps(profile, options.size)
+    planes = tuple(options.planes)
+    maps = maps if maps is not None else site_maps(profile, options.size, planes)
 
     def rng(*purpose: str) -> np.random.Generator:
         return np.random.default_rng(stable_seed(GENERATOR_VERSION, seed, site, subject, *purpose))
@@ -160,6 +161,7 @@ def simulate_subject(
     lesions = profile.lesions if options.lesions is None else options.lesions
     varied = rng("realism") if options.realism == "varied" else None
     stripped = profile.skull_stripped or bool(rng("stripped").random() < options.stripped_fraction)
+    plane = planes[int(rng("plane").integers(len(planes)))]  # each subject's slices lie in one plane
     fractions = tissue_fractions(
         profile,
         options.size,
@@ -170,6 +172,7 @@ def simulate_subject(
         maps,
         varied,
         stripped,
+        plane,
     )
     params = tissue_parameters(rng("tissue"))
     bias = _bias_field(rng("bias"), profile, fractions["gm"].shape)

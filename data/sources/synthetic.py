@@ -63,7 +63,11 @@ class SyntheticOptions(BaseModel):
     )  # fmt: skip
     subjects: SubjectCounts = Field(default_factory=SubjectCounts, description="subjects per split")
     slices_per_subject: int = Field(
-        16, ge=1, le=160, description="axial slices per volume, centred on the lateral ventricles"
+        16,
+        ge=1,
+        le=160,
+        description="slices per volume, centred on the lateral ventricles (axial, coronal) or on the midline "
+        "(sagittal)",
     )
     contrasts: list[Contrast] = Field(
         default_factory=lambda: ["t1", "t2"], min_length=1, description="spin-echo contrasts: one volume each"
@@ -92,6 +96,14 @@ class SyntheticOptions(BaseModel):
         "it), as preprocessed exports and many public sets are, drawn per subject; a skull-stripped profile "
         "strips every subject",
     )
+    planes: list[Literal["axial", "coronal", "sagittal"]] = Field(
+        default_factory=lambda: ["axial"],
+        min_length=1,
+        description="(ours) the planes the slices may lie in; each subject's slices lie in one of them, "
+        "drawn per subject with equal chances. axial: the simulator's original slices, centred on the "
+        "lateral ventricles; coronal (centred on the ventricles) and sagittal (from the midline out) "
+        "slices show the head from brainstem to vertex, as scanners that acquire in any plane store it",
+    )
     phase: bool = Field(
         False,
         description="false: magnitude images, k-space from the magnitude as in the paper; true (ours): "
@@ -110,6 +122,13 @@ class SyntheticOptions(BaseModel):
     def _ordered_noise_range(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
         if value is not None and not 0.0 < value[0] <= value[1]:
             raise ValueError(f"noise_range must be [low, high] with 0 < low <= high (got {list(value)})")
+        return value
+
+    @field_validator("planes")
+    @classmethod
+    def _unique_planes(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"planes must not repeat (got {value})")
         return value
 
     @field_validator("contrasts")
@@ -163,8 +182,9 @@ class SyntheticSource(Source):
         The key changes, and the volume is generated again, when any of these change: the generator
         version (bumped with any change to the simulation code; it also reseeds the images), the run's
         seed, the site's name, the subject, the contrast, any option of the site (even those that leave
-        this volume alone, such as ``contrasts``), the profile's and tissue tables' values, or the
-        numpy, scipy or nilearn version. The volume cache's own ``CACHE_VERSION`` is part of every key.
+        this volume alone, such as ``contrasts``; ``planes`` only when it is not the default, so that
+        caches written before the option existed stay valid), the profile's and tissue tables' values, or
+        the numpy, scipy or nilearn version. The volume cache's own ``CACHE_VERSION`` is part of every key.
         """
         return {
             "kind": "synthetic",
@@ -173,7 +193,9 @@ class SyntheticSource(Source):
             "site": self.context.site,
             "subject": subject,
             "contrast": contrast,
-            "options": self.options.model_dump(mode="json"),
+            "options": self.options.model_dump(
+                mode="json", exclude={"planes"} if self.options.planes == ["axial"] else None
+            ),  # axial only (the default): the key it had before the option existed
             "profile": dataclasses.asdict(PROFILES[self.options.profile]),
             "tissues": TISSUES,
             "head_layers": HEAD_LAYERS,
@@ -201,7 +223,9 @@ class SyntheticSource(Source):
                 missing = [c for c, hit in found.items() if hit is None]
                 if missing:
                     if maps is None:
-                        maps = site_maps(PROFILES[self.options.profile], self.options.size)
+                        maps = site_maps(
+                            PROFILES[self.options.profile], self.options.size, tuple(self.options.planes)
+                        )
                     sim = simulate_subject(self.options, self.context.seed, self.context.site, subject, maps)
                     for contrast in missing:
                         found[contrast] = self._store(cache, keys[contrast], sim.images[contrast])

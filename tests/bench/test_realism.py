@@ -107,6 +107,92 @@ def test_varied_subjects_come_in_every_orientation():
     assert 2 <= wide <= 10
 
 
+def _plane_image(plane: str, subject: str = "sub-000", **changes) -> np.ndarray:
+    """One noise-free slice of a subject in the template's pose, its slices in ``plane``."""
+    options = SyntheticOptions(
+        profile="fastmri", size=64, slices_per_subject=1, contrasts=["t1"], noise_scale=0.0,
+        planes=[plane], **changes,
+    )  # fmt: skip
+    return simulate_subject(options, 0, "site", subject).images["t1"][0]
+
+
+def test_axial_planes_are_the_default_and_change_nothing(tmp_path):
+    from data.sources.base import SourceContext
+    from data.sources.synthetic import SyntheticSource
+
+    assert SyntheticOptions(profile="fastmri").planes == ["axial"]
+    assert np.array_equal(_subject(planes=["axial"]), _subject())
+    assert np.array_equal(_subject(realism="varied", planes=["axial"]), _subject(realism="varied"))
+    # the default keeps the cache key it had before the option existed; another choice has its own
+    context = SourceContext(site="a", seed=0, cache_dir=tmp_path)
+    key = SyntheticSource(SyntheticOptions(profile="fastmri"), context).entry_key("sub-000", "t1")
+    assert "planes" not in SyntheticSource(SyntheticOptions(profile="fastmri"), context).identity(
+        "sub-000", "t1"
+    )["options"]
+    sagittal = SyntheticSource(SyntheticOptions(profile="fastmri", planes=["sagittal"]), context)
+    assert sagittal.entry_key("sub-000", "t1") != key
+
+
+def test_coronal_and_sagittal_slices_show_the_head_from_the_neck_up():
+    axial, coronal, sagittal = (_plane_image(p) for p in ("axial", "coronal", "sagittal"))
+    for image in (axial, coronal, sagittal):
+        assert np.isfinite(image).all() and image.min() >= 0
+    head = {name: image > 0.05 * image.max() for name, image in
+            (("axial", axial), ("coronal", coronal), ("sagittal", sagittal))}  # fmt: skip
+    # coronal and sagittal slices run from above the vertex (an empty top row) down through the neck to
+    # the field of view's lower edge
+    for plane in ("coronal", "sagittal"):
+        assert head[plane][-1].sum() >= 5 and not head[plane][0].any(), plane
+    # the head is longer front to back (axial rows, sagittal columns) than left to right (coronal columns)
+    width = {name: int(mask.sum(axis=1).max()) for name, mask in head.items()}
+    length_axial = int(head["axial"].sum(axis=0).max())
+    assert width["sagittal"] > 1.1 * width["coronal"] and length_axial > 1.1 * width["axial"]
+    # a tumour site's lesions still appear in the other planes (brats: skull-stripped, lesions on)
+    brats = SyntheticOptions(profile="brats", size=48, slices_per_subject=4, contrasts=["t2"],
+                             noise_scale=0.0, planes=["sagittal"])  # fmt: skip
+    subject = simulate_subject(brats, 0, "site", "sub-000")
+    assert np.isfinite(subject.images["t2"]).all() and subject.images["t2"][:, 0].max() == 0
+
+
+def test_each_subject_draws_one_of_the_planes():
+    from data.simulation.anatomy import site_maps
+
+    def options(*planes: str) -> SyntheticOptions:
+        return SyntheticOptions(profile="fastmri", size=48, slices_per_subject=1, contrasts=["t1"],
+                                realism="varied", planes=list(planes))  # fmt: skip
+
+    both = options("axial", "sagittal")
+    maps = site_maps(PROFILES["fastmri"], 48, ("axial", "sagittal"))
+    sagittal = 0
+    for i in range(12):
+        def image(o: SyntheticOptions) -> np.ndarray:
+            return simulate_subject(o, 0, "site", f"sub-{i:03d}", maps).images["t1"]
+
+        drawn = image(both)
+        # the subject is the one a single-plane site makes, in the plane it drew
+        matches = [p for p in ("axial", "sagittal") if np.array_equal(drawn, image(options(p)))]
+        assert len(matches) == 1, i
+        sagittal += matches == ["sagittal"]
+    assert 2 <= sagittal <= 10
+    assert np.array_equal(simulate_subject(options("axial"), 0, "site", "sub-000").images["t1"],
+                          simulate_subject(options("axial"), 0, "site", "sub-000", maps).images["t1"])
+
+
+@pytest.mark.parametrize(
+    ("planes", "message"),
+    [("[axial, oblique]", "sites.0.source.planes.1"), ("[]", "sites.0.source.planes"),
+     ("[axial, axial]", "planes must not repeat"), ("sagittal", "sites.0.source.planes")],
+)  # fmt: skip
+def test_a_bad_plane_is_one_error_naming_the_key(planes, message):
+    from assembly.config import load_config
+    from utils.errors import UserError
+
+    config = Path(__file__).resolve().parents[2] / "configs" / "default.yaml"
+    with pytest.raises(UserError) as info:
+        load_config(config, [f"sites.0.source.planes={planes}"])
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
 def test_acquisition_matrix_keeps_only_the_acquired_frequencies():
     rng = np.random.default_rng(0)
     image = rng.random((1, 32, 32)).astype(np.float32)
