@@ -58,25 +58,24 @@ def rate(count: int, seconds: float) -> float:
     return count / seconds if seconds > 0 else float("inf")
 
 
-def main() -> None:
-    """Write the data, time both loaders, print the table with ratios."""
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--subjects", type=int, default=4, help="BraTS subjects (two volumes each)")
-    parser.add_argument("--baseline-slices", type=int, default=24, help="slices timed for reload-per-slice")
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    rng = np.random.default_rng(0)
-    transform = ReconTransform(create("random_1d", acceleration=5))
+def timed(fn, items) -> float:
+    """Seconds ``fn(volume, i)`` takes over every ``(volume, i)`` of ``items``."""
+    start = time.perf_counter()
+    for volume, i in items:
+        fn(volume, i)
+    return time.perf_counter() - start
 
+
+def compare_brats(subjects: int, baseline_slices: int, rng: np.random.Generator, transform) -> None:
+    """Write ``subjects`` BraTS subjects, time reload-per-slice against this loader (raw reads, samples,
+    the first epoch with the one-time conversion), print the table with ratios."""
     with tempfile.TemporaryDirectory() as tmp:
         root, cache = Path(tmp) / "brats", Path(tmp) / "cache"
         start = time.perf_counter()
-        ids = [f"BraTS19_BENCH_{i:03d}_1" for i in range(args.subjects)]
+        ids = [f"BraTS19_BENCH_{i:03d}_1" for i in range(subjects)]
         write_brats(root, ids, rng=rng, shape=(240, 240, 155), modalities=("t1", "t2"))
         took = time.perf_counter() - start
-        print(f"wrote {2 * args.subjects} BraTS volumes 240x240x155 (.nii.gz) in {took:.1f} s")
+        print(f"wrote {2 * subjects} BraTS volumes 240x240x155 (.nii.gz) in {took:.1f} s")
 
         options = BratsOptions(root=str(root), slices=SLICES, split={"train": 1.0, "val": 0.0, "test": 0.0})
         source = build_source(options, SourceContext("bench", 0, cache))
@@ -88,13 +87,7 @@ def main() -> None:
         files = {v.name: root / v.subject / f"{v.name}.nii.gz" for v in volumes}
 
         # the baseline is slow: time a spread of its slices, the same ones for both loaders
-        picks = [keys[j] for j in np.linspace(0, len(keys) - 1, args.baseline_slices).astype(int)]
-
-        def timed(fn, items) -> float:
-            start = time.perf_counter()
-            for volume, i in items:
-                fn(volume, i)
-            return time.perf_counter() - start
+        picks = [keys[j] for j in np.linspace(0, len(keys) - 1, baseline_slices).astype(int)]
 
         base_read = timed(lambda v, i: reload_per_slice(files[v.name], SLICES[0] + i), picks)
         ours_read = timed(source.read_slice, keys)
@@ -125,6 +118,10 @@ def main() -> None:
         for name, base, ours in rows:
             print(f"| {name:<40} | {base:>12.1f} sl/s | {ours:>9.0f} sl/s | {ours / base:>7.0f}x |")
 
+
+def fastmri_memory(rng: np.random.Generator, transform) -> None:
+    """Read every slice of a folder of fastMRI ``.h5`` files for three epochs; print the rate and the
+    resident memory before and after each epoch."""
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "knee"
         root.mkdir()
@@ -149,6 +146,21 @@ def main() -> None:
             + " -> ".join(f"{m:.0f}" for m in memory)
             + " MiB"
         )
+
+
+def main() -> None:
+    """Write the data, time both loaders, print the table with ratios."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--subjects", type=int, default=4, help="BraTS subjects (two volumes each)")
+    parser.add_argument("--baseline-slices", type=int, default=24, help="slices timed for reload-per-slice")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    transform = ReconTransform(create("random_1d", acceleration=5))
+    compare_brats(args.subjects, args.baseline_slices, rng, transform)
+    fastmri_memory(rng, transform)
 
 
 if __name__ == "__main__":

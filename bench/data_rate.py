@@ -74,6 +74,51 @@ def model_step(config, size: int):
     return step
 
 
+def sources(config, tmp: Path, rng: np.random.Generator) -> dict[str, tuple[SiteOptions, Path]]:
+    """{label: (site, its cache)} of the three sources: the config's first simulated site, and
+    fastMRI ``.h5`` files and BraTS NIfTI volumes written under ``tmp``."""
+    knee = tmp / "knee"
+    knee.mkdir()
+    for i in range(4):
+        write_fastmri(knee / f"file{i}.h5", rng=rng, slices=20, kspace_shape=(640, 368), recon=(320, 320))
+    ids = [f"BraTS19_BENCH_{i:03d}_1" for i in range(2)]
+    write_brats(tmp / "brats", ids, rng=rng, shape=(240, 240, 155), modalities=("t1", "t2"))
+    train_only = {"train": 1.0, "val": 0.0, "test": 0.0}
+    simulated = next(s for s in config.sites if s.source.kind == "synthetic")
+    return {
+        f"simulated ({simulated.name})": (simulated, Path(config.data.cache_dir)),
+        "fastMRI h5": (
+            site_config(
+                "knee",
+                {"kind": "fastmri", "root": str(knee), "split": train_only},
+                {"kind": "random_1d", "acceleration": 4},
+            ),
+            tmp / "cache",
+        ),
+        "BraTS NIfTI": (
+            site_config(
+                "brats",
+                {"kind": "brats", "root": str(tmp / "brats"), "slices": [40, 120], "split": train_only},
+                {"kind": "random_1d", "acceleration": 5},
+            ),
+            tmp / "cache",
+        ),
+    }
+
+
+def persistent_workers(simulated: SiteOptions, cache: Path, n: int, reps: int) -> None:
+    """One fit's epoch of the simulated site with ``n`` workers: kept alive against started per fit."""
+    kept = data_module(simulated, cache, n, persistent=True)
+    fresh = data_module(simulated, cache, n, persistent=False)
+    times = interleaved({"kept": lambda: epoch(kept), "fresh": lambda: epoch(fresh)}, reps)
+    t_kept, t_fresh = median(times["kept"]), median(times["fresh"])
+    slices = len(kept.datasets["train"])
+    print(
+        f"  one fit's epoch of the simulated site with {n} workers ({slices} slices): workers kept "
+        f"{t_kept:.2f} s, started per fit {t_fresh:.2f} s: persistent workers {t_fresh / t_kept:.2f}x"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -91,34 +136,7 @@ def main() -> int:
     rng = np.random.default_rng(0)
 
     with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        knee = tmp / "knee"
-        knee.mkdir()
-        for i in range(4):
-            write_fastmri(knee / f"file{i}.h5", rng=rng, slices=20, kspace_shape=(640, 368), recon=(320, 320))
-        ids = [f"BraTS19_BENCH_{i:03d}_1" for i in range(2)]
-        write_brats(tmp / "brats", ids, rng=rng, shape=(240, 240, 155), modalities=("t1", "t2"))
-        train_only = {"train": 1.0, "val": 0.0, "test": 0.0}
-        simulated = next(s for s in config.sites if s.source.kind == "synthetic")
-        sites = {
-            f"simulated ({simulated.name})": (simulated, Path(config.data.cache_dir)),
-            "fastMRI h5": (
-                site_config(
-                    "knee",
-                    {"kind": "fastmri", "root": str(knee), "split": train_only},
-                    {"kind": "random_1d", "acceleration": 4},
-                ),
-                tmp / "cache",
-            ),
-            "BraTS NIfTI": (
-                site_config(
-                    "brats",
-                    {"kind": "brats", "root": str(tmp / "brats"), "slices": [40, 120], "split": train_only},
-                    {"kind": "random_1d", "acceleration": 5},
-                ),
-                tmp / "cache",
-            ),
-        }
+        sites = sources(config, Path(tmp), rng)
         print(machine())
         print(
             f"loaders with {workers} worker(s), batch 8; model: U-Net chans {config.model.chans}, "
@@ -145,16 +163,8 @@ def main() -> int:
             )
 
         if args.persistent_workers:
-            n = args.persistent_workers
-            kept = data_module(simulated, Path(config.data.cache_dir), n, persistent=True)
-            fresh = data_module(simulated, Path(config.data.cache_dir), n, persistent=False)
-            times = interleaved({"kept": lambda: epoch(kept), "fresh": lambda: epoch(fresh)}, args.reps)
-            t_kept, t_fresh = median(times["kept"]), median(times["fresh"])
-            slices = len(kept.datasets["train"])
-            print(
-                f"  one fit's epoch of the simulated site with {n} workers ({slices} slices): workers kept "
-                f"{t_kept:.2f} s, started per fit {t_fresh:.2f} s: persistent workers {t_fresh / t_kept:.2f}x"
-            )
+            simulated = next(s for s in config.sites if s.source.kind == "synthetic")
+            persistent_workers(simulated, Path(config.data.cache_dir), args.persistent_workers, args.reps)
     print("  pin_memory: not measured (no GPU)" if not torch.cuda.is_available() else "")
     print(f"  {load()}")
     return 0

@@ -114,7 +114,7 @@ def step_fn(chans: int, size: int, batch: int) -> Callable[[], None]:
     return step
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -130,21 +130,21 @@ def main() -> int:
         "--sizes", nargs="+", choices=["default", "paper"], default=["default", "paper"],
         help="model sizes of the share-of-a-step part",
     )  # fmt: skip
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    return parser.parse_args()
 
-    local, server, previous = round_in_progress(args.chans, args.sites)
-    params, theirs, ours = term_steps(local, server, previous)
-    count = sum(p.numel() for p in params)
 
+def against_float64(
+    local: Unet, server: Unet, previous: list[Unet], params: list[torch.Tensor], steps: dict[str, Callable]
+) -> tuple[dict[str, tuple], float, float]:
+    """Each step's (value's relative difference, gradient's largest relative difference, gradient, value)
+    against the formula in float64, and the two steps' value and gradient differences from each other."""
     exact_models = [copy.deepcopy(m).double() for m in (local, server, *previous)]
     exact_value = authors_term(exact_models[0], exact_models[1], exact_models[2:])
     exact_value.backward()
     exact_value = exact_value.detach()
     exact_grad = torch.cat([p.grad.flatten() for p in encoder_tensors(exact_models[0])])
     results = {}
-    for name, fn in (("authors", theirs), ("ours", ours)):
+    for name, fn in steps.items():
         value = fn()
         grad = torch.cat([p.grad.flatten() for p in params]).double()
         results[name] = (
@@ -157,8 +157,14 @@ def main() -> int:
     between_grad = float(
         (results["ours"][2] - results["authors"][2]).abs().max() / results["authors"][2].abs().max()
     )
+    return results, between_value, between_grad
 
-    timed = {k: median(v) for k, v in interleaved({"authors": theirs, "ours": ours}, args.reps).items()}
+
+def print_term(
+    args: argparse.Namespace, count: int, timed: dict[str, float], results: dict[str, tuple],
+    between_value: float, between_grad: float,
+) -> None:  # fmt: skip
+    """The term's timings and its differences from float64 and between the two implementations."""
     print(machine())
     print(f"U-Net chans={args.chans}: encoder {count:,} parameters, {args.sites} previous encoders; {load()}")
     print(
@@ -177,38 +183,59 @@ def main() -> int:
         f"max gradient rel. diff {between_grad:.1e}"
     )
 
+
+def share_of_a_step(args: argparse.Namespace, label: str, chans: int, size: int) -> None:
+    """The term (every step) and its diagnostics (once per local fit) against one training step of the
+    U-Net of ``chans`` channels on ``size`` x ``size`` images, alternating; print their shares."""
+    small_local, small_server, small_previous = round_in_progress(chans, args.sites)
+    p_small = encoder_tensors(small_local)
+    small_term = ContrastiveL1(
+        [t.detach() for t in encoder_tensors(small_server)],
+        [[t.detach() for t in encoder_tensors(m)] for m in small_previous],
+    )
+
+    def reg(p_small=p_small, small_term=small_term) -> None:
+        small_term(p_small).backward()
+
+    anchor = [t.detach() for t in encoder_tensors(small_server)]
+    negatives = [[t.detach() for t in encoder_tensors(m)] for m in small_previous]
+
+    def diagnostics(p_small=p_small, anchor=anchor, negatives=negatives) -> None:
+        contrastive_stats(p_small, anchor, negatives)
+
+    step = step_fn(chans, size, 8)
+    fns = {"step": step, "reg": reg, "diag": diagnostics}
+    timed = {k: median(v) for k, v in interleaved(fns, args.step_reps).items()}
+    print(
+        f"  {label:7s} size (chans {chans}, {size}x{size}, batch 8): step {timed['step'] * 1e3:8.1f} ms, "
+        f"regulariser {timed['reg'] * 1e3:6.2f} ms = {100 * timed['reg'] / timed['step']:.2f} % of a step"
+        "   (target <= 2 %)"
+    )
+    # the diagnostics run once per local fit; --steps-per-round steps share their cost
+    share = timed["diag"] / (timed["step"] * args.steps_per_round)
+    print(
+        f"          diagnostics (once per local fit) {timed['diag'] * 1e3:6.2f} ms = {100 * share:.3f} % "
+        f"of a step over a {args.steps_per_round}-step round   (target < 1 %)"
+    )
+
+
+def main() -> int:
+    args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    local, server, previous = round_in_progress(args.chans, args.sites)
+    params, theirs, ours = term_steps(local, server, previous)
+    count = sum(p.numel() for p in params)
+    steps = {"authors": theirs, "ours": ours}
+    results, between_value, between_grad = against_float64(local, server, previous, params, steps)
+
+    timed = {k: median(v) for k, v in interleaved({"authors": theirs, "ours": ours}, args.reps).items()}
+    print_term(args, count, timed, results, between_value, between_grad)
+
     sizes = {"default": (16, 128), "paper": (32, 320)}
     for label, (chans, size) in ((k, sizes[k]) for k in args.sizes):
-        small_local, small_server, small_previous = round_in_progress(chans, args.sites)
-        p_small = encoder_tensors(small_local)
-        small_term = ContrastiveL1(
-            [t.detach() for t in encoder_tensors(small_server)],
-            [[t.detach() for t in encoder_tensors(m)] for m in small_previous],
-        )
-
-        def reg(p_small=p_small, small_term=small_term) -> None:
-            small_term(p_small).backward()
-
-        anchor = [t.detach() for t in encoder_tensors(small_server)]
-        negatives = [[t.detach() for t in encoder_tensors(m)] for m in small_previous]
-
-        def diagnostics(p_small=p_small, anchor=anchor, negatives=negatives) -> None:
-            contrastive_stats(p_small, anchor, negatives)
-
-        step = step_fn(chans, size, 8)
-        fns = {"step": step, "reg": reg, "diag": diagnostics}
-        timed = {k: median(v) for k, v in interleaved(fns, args.step_reps).items()}
-        print(
-            f"  {label:7s} size (chans {chans}, {size}x{size}, batch 8): step {timed['step'] * 1e3:8.1f} ms, "
-            f"regulariser {timed['reg'] * 1e3:6.2f} ms = {100 * timed['reg'] / timed['step']:.2f} % of a step"
-            "   (target <= 2 %)"
-        )
-        # the diagnostics run once per local fit; --steps-per-round steps share their cost
-        share = timed["diag"] / (timed["step"] * args.steps_per_round)
-        print(
-            f"          diagnostics (once per local fit) {timed['diag'] * 1e3:6.2f} ms = {100 * share:.3f} % "
-            f"of a step over a {args.steps_per_round}-step round   (target < 1 %)"
-        )
+        share_of_a_step(args, label, chans, size)
     print(f"  at the end: {load()}")
     return 0
 

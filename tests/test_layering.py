@@ -7,11 +7,15 @@ Commands are the modules at the repository root (train.py, compare.py, ...) and 
 module of the tree is read with ``ast``; its imports (at module level and inside functions and classes,
 ``import x`` and ``from x import y``, relative ones resolved; not those under ``if TYPE_CHECKING:``) must
 not name a package of its own layer or above, nor a command. There is no exemption list.
+
+It also bounds their size: no module outside ``tests/`` longer than :data:`MAX_MODULE_LINES` lines, no
+function (from its ``def`` to the end of its body) longer than :data:`MAX_FUNCTION_LINES`.
 """
 
 from __future__ import annotations
 
 import ast
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -108,6 +112,73 @@ def unplaced(root: Path = ROOT) -> list[str]:
         p.name for p in root.iterdir()
         if p.is_dir() and p.name not in known and not p.name.startswith(".") and any(p.rglob("*.py"))
     )  # fmt: skip
+
+
+MAX_MODULE_LINES, MAX_FUNCTION_LINES = 400, 80
+# Top-level folders whose modules are not bounded: tests, the study's own scripts, what is not the code.
+UNBOUNDED = {"tests", ".git", "runs", ".cache"}
+
+
+def bounded_modules(root: Path = ROOT) -> Iterator[Path]:
+    """Every ``.py`` file of the tree outside ``tests/``, ``.venv*``, ``.git``, ``runs``, ``.cache`` and
+    ``docs/results``, in order."""
+    for folder, dirs, files in os.walk(root):
+        here = Path(folder)
+        if here == root:
+            dirs[:] = [d for d in dirs if d not in UNBOUNDED and not d.startswith(".venv")]
+        elif here == root / "docs":
+            dirs[:] = [d for d in dirs if d != "results"]
+        dirs.sort()
+        yield from (here / name for name in sorted(files) if name.endswith(".py"))
+
+
+def oversized(root: Path = ROOT) -> list[str]:
+    """One line for each module over :data:`MAX_MODULE_LINES` lines and each function over
+    :data:`MAX_FUNCTION_LINES` (``end_lineno - lineno + 1``: the ``def`` line to the body's end)."""
+    found = []
+    for path in bounded_modules(root):
+        relative, text = path.relative_to(root).as_posix(), path.read_text()
+        lines = len(text.splitlines())
+        if lines > MAX_MODULE_LINES:
+            found.append(f"{relative}: {lines} lines (at most {MAX_MODULE_LINES})")
+        nodes = ast.walk(ast.parse(text))
+        functions = [n for n in nodes if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)]
+        for node in sorted(functions, key=lambda n: n.lineno):
+            length = node.end_lineno - node.lineno + 1
+            if length > MAX_FUNCTION_LINES:
+                limit = f"at most {MAX_FUNCTION_LINES}"
+                found.append(f"{relative}:{node.lineno} {node.name}: {length} lines ({limit})")
+    return found
+
+
+def test_no_module_or_function_is_too_long():
+    found = oversized()
+    assert not found, "too long; split along a seam of meaning:\n" + "\n".join(f"  {f}" for f in found)
+
+
+def test_the_size_check_names_each_long_module_and_function(tmp_path):
+    def function(name: str, body: int, indent: str = "") -> str:
+        return f"{indent}def {name}():\n" + f"{indent}    x = 1\n" * body
+
+    (tmp_path / "utils").mkdir()
+    (tmp_path / "utils" / "long.py").write_text("x = 1\n" * 401)
+    # 400 lines, 80 of them one function: at the bounds
+    (tmp_path / "utils" / "fits.py").write_text("x = 1\n" * 320 + function("ok", 79))
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "net.py").write_text(
+        "class Net:\n" + function("forward", 80, "    ") + "    @property\n" + function("size", 2, "    ")
+        + "async def fetch():\n" + "    x = 1\n" * 81
+    )  # fmt: skip
+    for skipped in ("tests", ".venv-ci", "runs", ".cache", "docs/results"):
+        (tmp_path / skipped).mkdir(parents=True)
+        (tmp_path / skipped / "big.py").write_text("x = 1\n" * 500)
+    (tmp_path / "docs" / "script.py").write_text(function("main", 100))
+    assert oversized(tmp_path) == [
+        "docs/script.py:1 main: 101 lines (at most 80)",
+        "models/net.py:2 forward: 81 lines (at most 80)",
+        "models/net.py:87 fetch: 82 lines (at most 80)",
+        "utils/long.py: 401 lines (at most 400)",
+    ]
 
 
 def test_layers_import_only_from_below():
