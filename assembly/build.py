@@ -33,6 +33,7 @@ from models.recon_module import ReconModule
 from models.unet import activation_bytes
 from utils.errors import UserError
 from utils.hardware import loader_workers, resolve_precision
+from utils.interrupt import keep_handlers
 from utils.resources import available_memory, human
 from utils.seeding import stable_seed
 
@@ -160,7 +161,9 @@ class Builder:
             "enable_model_summary": False,
             "num_sanity_val_steps": 0,
         }
-        return L.Trainer(**{**arguments, **overrides})
+        trainer = L.Trainer(**{**arguments, **overrides})
+        keep_handlers(trainer)  # SIGINT and SIGTERM stay utils.interrupt's (Lightning's broadcast under DDP)
+        return trainer
 
     def precision_line(self) -> str:
         """One line naming the run's precision and why (``auto`` was resolved when the config was read)."""

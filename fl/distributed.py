@@ -40,8 +40,9 @@ def signals_to_children(launcher: Any) -> Iterator[None]:
     """SIGINT and SIGTERM that reach this process (rank 0 under Lightning's launcher) go on to the other
     ranks it started, so that every rank stops after the same round instead of failing in a collective
     (a ``kill`` of rank 0 alone would leave them waiting). Lightning's child-process observer, which
-    kills every process as soon as one ends with a non-zero status, is stopped first: the ranks end on
-    their own with the signal's status, rank 0 after saying where the run stopped."""
+    kills every process as soon as one ends with a non-zero status, is stopped first (its next check
+    finds no process to watch): the ranks end on their own with the signal's status, rank 0 after
+    saying where the run stopped."""
     children = list(getattr(launcher, "procs", None) or [])
     if not children:
         yield
@@ -49,8 +50,8 @@ def signals_to_children(launcher: Any) -> Iterator[None]:
 
     def forward(signum: int) -> None:
         for thread in threading.enumerate():
-            if thread.name == "child-process-observer":
-                thread._finished = True  # its loop ends at its next wake-up, killing nothing
+            if thread.name == "child-process-observer":  # it checks once more after its sleep
+                thread._child_processes, thread._finished = [], True  # so that check kills nothing
         for child in children:
             if child.poll() is None:
                 child.send_signal(signum)

@@ -21,7 +21,7 @@ from utils.bounds import shown
 from utils.checkpoint import check_structure, load_checkpoint, save_checkpoint
 from utils.cli import doing
 from utils.errors import UserError
-from utils.interrupt import Interrupted, held
+from utils.interrupt import Interrupted, held, received
 from utils.io import atomic_write_text
 from utils.lock import lock_run, unlock_run
 from utils.seeding import rng_state, set_rng_state
@@ -128,19 +128,29 @@ class RunLoop:
         self.run_dir = reporter.run_dir
         self.checkpoint = self.run_dir / "checkpoints" / "last.ckpt"
         self.completed = 0
+        self.kept = 0  # the round of the checkpoint this run last wrote or read
 
     # -- the run -------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         """Train every remaining round, test each site's best model and write every output.
 
         SIGINT or SIGTERM (:mod:`utils.interrupt`) abandons the round under way; the
-        :class:`~utils.interrupt.Interrupted` that ends the run names the last round on disk."""
+        :class:`~utils.interrupt.Interrupted` that ends the run names the last round on disk. An error
+        after the signal is the interruption's too: under DDP, the collective this process waited in
+        fails once another process has abandoned its step and gone."""
         locked = lock_run(self.run_dir) if self.writer else False  # one writer per run directory
         try:
             return self._run()
         except Interrupted as err:
-            err.completed, err.total, err.run_dir = self.completed, self.total, self.run_dir
+            err.completed, err.total, err.run_dir = self.kept, self.total, self.run_dir
             raise
+        except Exception as err:
+            signum = received()
+            if signum is None:
+                raise
+            stopped = Interrupted(signum)
+            stopped.completed, stopped.total, stopped.run_dir = self.kept, self.total, self.run_dir
+            raise stopped from err
         finally:
             if locked:
                 unlock_run(self.run_dir)
@@ -187,6 +197,7 @@ class RunLoop:
         state = self.state_dict()  # every process takes part (a multi-process run gathers here)
         if self.writer:
             save_checkpoint(state, path)
+        self.kept = int(state["round"])
         self.barrier()
 
     def resume(self) -> bool:
@@ -222,4 +233,4 @@ class RunLoop:
         self.reporter.history = {k: list(v) for k, v in ckpt["history"].items()}
         if "timing" in ckpt:
             self.reporter.load_timing(ckpt["timing"])
-        self.completed = self.rounds.completed = int(ckpt["round"])
+        self.completed = self.rounds.completed = self.kept = int(ckpt["round"])

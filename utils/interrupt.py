@@ -11,6 +11,12 @@ and how to continue, and exits with 128 + the signal's number (130 for SIGINT, 1
 shell reports a process ended by that signal (:func:`command`, around a command's error boundary).
 
 A second signal while the first is being handled ends the process at once (the signal's default).
+
+Under DDP a rank that abandons its step leaves the others waiting in a collective until it has gone,
+and they then fail there: such an error after a signal is the interruption's (:func:`received`), and
+the round loop reports it as one. Lightning's own SIGTERM handler (a broadcast inside the handler,
+which meets whatever collective the other rank is in) is kept out of every Trainer
+(:func:`keep_handlers`).
 """
 
 from __future__ import annotations
@@ -77,6 +83,7 @@ class _State:
         self.holding = 0
         self.pending: int | None = None
         self.raised = False
+        self.received: int | None = None
         self.forward: list[Callable[[int], None]] = []
 
 
@@ -85,6 +92,7 @@ _STATE = _State()
 
 def _handler(signum: int, frame: FrameType | None) -> None:
     state = _STATE
+    state.received = signum if state.received is None else state.received
     for forward in list(state.forward):
         forward(signum)
     if state.raised:  # a second signal while the first unwinds: the signal's default, now
@@ -113,7 +121,7 @@ def interruptible() -> Iterator[None]:
         previous[signum] = signal.signal(signum, _handler)
     _STATE.installed += 1
     if _STATE.installed == 1:
-        _STATE.raised, _STATE.pending = False, None
+        _STATE.raised, _STATE.pending, _STATE.received = False, None, None
     try:
         yield
     finally:
@@ -135,6 +143,22 @@ def held() -> Iterator[None]:
         signum, _STATE.pending = _STATE.pending, None
         _STATE.raised = True
         raise Interrupted(signum)
+
+
+def received() -> int | None:
+    """The number of the first SIGINT or SIGTERM the command received (None: none so far)."""
+    return _STATE.received
+
+
+def keep_handlers(trainer: object) -> None:
+    """Keep Lightning from installing its SIGTERM handler for the fits of ``trainer``: the command's
+    handler (installed by :func:`interruptible`) stays the only one. Lightning's would run first and,
+    under DDP, broadcast from inside the handler, meeting whatever collective another rank is in at
+    that moment (the runs then hang or fail in it); its ``SIGTERMException`` at the next step is
+    superseded by :class:`Interrupted`."""
+    connector = getattr(trainer, "_signal_connector", None)
+    if connector is not None and hasattr(connector, "register_signal_handlers"):
+        connector.register_signal_handlers = lambda: None
 
 
 @contextmanager

@@ -146,6 +146,31 @@ def test_sigterm_to_the_launcher_of_two_processes_stops_both_after_the_same_roun
     assert session_ended(proc.pid)  # the other rank ended too, by itself
 
 
+@pytest.mark.slow
+def test_sigterm_to_the_launcher_of_two_data_parallel_processes_stops_both_and_resumes(long_run):
+    path, run_dir = long_run  # every site trained on both ranks by DDP (gloo): a collective in every step
+    args = [str(ROOT / "train_multi_gpu.py"), "--devices", "2", "--config", str(path), "fl.parallel=data"]
+    proc = start(args, path.parent)
+    code, lines = signal_after(proc, 2, signal.SIGTERM)
+    assert code == 143, lines[-8:]
+    done = checkpoint_round(run_dir)
+    resume = f"python train_multi_gpu.py --devices 2 --resume {run_dir}"
+    assert lines[-1] == f"interrupted after round {done} of 60; continue with: {resume}", lines[-8:]
+    assert done >= 2 and metric_rounds(run_dir) == set(range(1, done + 1))
+    assert not any("Traceback" in line or "Error" in line for line in lines), lines[-8:]
+    assert session_ended(proc.pid)  # the other rank ended too, without a collective left waiting
+
+    proc = start([str(ROOT / "train_multi_gpu.py"), *shlex.split(resume)[2:]], path.parent)
+    code, lines = signal_after(proc, done + 1, signal.SIGTERM)
+    assert code == 143, lines[-8:]
+    assert f"resuming {run_dir} after round {done} of 60" in lines
+    again = checkpoint_round(run_dir)
+    assert again > done and lines[-1] == f"interrupted after round {again} of 60; continue with: {resume}"
+    assert metric_rounds(run_dir) == set(range(1, again + 1))
+    assert not any("Traceback" in line or "Error" in line for line in lines), lines[-8:]
+    assert session_ended(proc.pid)
+
+
 FLOWER_SERVER = """
 import json, sys
 from flwr.app import Context, RecordDict
