@@ -13,11 +13,21 @@ The first message of a run to a node carries the site's part of the federation c
 keeps it in ``context.state`` and its run directory. Every user error at the site comes back to the
 server as one line naming the site. This module is an entry point: it builds the site from the
 config with ``assembly.build.Builder``.
+
+Flower runs the ClientApp in a ``flwr-clientapp`` process of the SuperNode's, one per message, and
+stops it with SIGINT when the SuperNode ends (Ctrl-C, SIGTERM). SIGINT or SIGTERM while a step runs
+abandons it (:mod:`utils.interrupt`): the site's files keep its last completed step, never half of
+one (``fl/flower/site.py``), the ClientApp prints one line saying the round they hold and how the run
+continues, and Flower's own handler then ends the process. There is no reply: the server's run stops
+when the SuperLink finds the SuperNode gone (a ClientApp process stopped alone leaves it waiting, as
+Flower 1.42 answers no message of a task that ended so), and continues with ``resume=true``.
 """
 
 from __future__ import annotations
 
 import json
+import sys
+from collections.abc import Mapping
 from typing import Any
 
 from flwr.app import ConfigRecord, Context, Message, RecordDict
@@ -26,10 +36,12 @@ from flwr.clientapp import ClientApp
 from fl.flower.node import NodeSettings
 from utils.cli import describe_failure
 from utils.errors import UserError
+from utils.interrupt import Interrupted, handled, interruptible, pass_on
 
 app = ClientApp()
 
 STATE = "fedmri"  # context.state record: the run's name and this site's config (JSON)
+RESUME = "flwr run <app> <federation> --run-config '... resume=true'"  # the server's run, continued
 
 
 @app.query("identify")
@@ -55,11 +67,35 @@ def evaluate(message: Message, context: Context) -> Message:
 
 
 def _guarded(message: Message, context: Context) -> Message:
+    if handled():  # called inside a command (deploy/local.py under the ServerApp): its interruption
+        return _answer(message, context, {})
+    where: dict[str, Any] = {}
+    try:
+        with interruptible():
+            return _answer(message, context, where)
+    except Interrupted as err:
+        print(interrupted_line(where), file=sys.stderr, flush=True)
+        pass_on(err)
+
+
+def interrupted_line(where: Mapping[str, Any]) -> str:
+    """The one line of a step that SIGINT or SIGTERM abandoned: the round the site's files hold."""
+    site, worker = where.get("site", "?"), where.get("worker")
+    step = f"the {where['step']} step of round {where['round']}" if "step" in where else "a message"
+    if worker is not None and worker.loaded:
+        kept = f"after round {worker.completed}" if worker.completed else "before round 1 completed"
+        what = f"interrupted {kept}, in {step}"
+    else:
+        what = f"interrupted in {step}, before the site's files were read"
+    return f"site {site}: {what}; continue with: {RESUME}"
+
+
+def _answer(message: Message, context: Context, where: dict[str, Any]) -> Message:
     site = "?"
     try:
         settings = NodeSettings.from_node_config(context.node_config)
-        site = settings.site
-        content = _handle(message, context, settings)
+        site = where["site"] = settings.site
+        content = _handle(message, context, settings, where)
     except Exception as err:  # the boundary: one line back to the server, never a traceback
         line = describe_failure(err, f"ClientApp of site {site}")[0].removeprefix("error: ")
         content = RecordDict({"status": ConfigRecord({"site": site, "error": line})})
@@ -103,7 +139,7 @@ def _worker(config, log):
     )
 
 
-def _handle(message: Message, context: Context, settings: NodeSettings) -> RecordDict:
+def _handle(message: Message, context: Context, settings: NodeSettings, where: dict[str, Any]) -> RecordDict:
     from fl.flower.wire import (
         arrays_of,
         config_of,
@@ -116,7 +152,8 @@ def _handle(message: Message, context: Context, settings: NodeSettings) -> Recor
 
     step: dict[str, Any] = config_of(message.content, "round")
     rnd, name, kind = int(step["round"]), str(step["name"]), str(step.get("step", ""))
-    worker = _worker(
+    where.update(step=kind, round=rnd)
+    worker = where["worker"] = _worker(
         _site_config(message, context, settings, name),
         log=lambda line: print(f"[{settings.site}] {line}", flush=True),
     )

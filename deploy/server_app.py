@@ -23,7 +23,6 @@ node-wait      600                  seconds to wait for every site's SuperNode
 from __future__ import annotations
 
 import shlex
-import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,7 @@ from fl.flower.nodes import SiteDirectory
 from utils.bounds import parse_number
 from utils.cli import describe_failure
 from utils.errors import UserError
-from utils.interrupt import Interrupted, interruptible
+from utils.interrupt import Interrupted, interruptible, pass_on
 
 APP_ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,10 +63,7 @@ def main(grid: Grid, context: Context) -> None:
     except Interrupted as err:
         # One line saying where the run stopped, then Flower's own stop (its handler, back in place).
         log(err.describe(lambda _: resume_hint(run_config)))
-        handler = signal.getsignal(err.signum)
-        if callable(handler) and handler is not signal.default_int_handler:
-            signal.raise_signal(err.signum)
-        raise SystemExit(err.exit_code) from None
+        pass_on(err)
 
 
 def resume_hint(run_config: Any) -> str:

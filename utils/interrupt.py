@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
+from typing import NoReturn
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 NAMES = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM"}
@@ -143,6 +144,22 @@ def held() -> Iterator[None]:
         signum, _STATE.pending = _STATE.pending, None
         _STATE.raised = True
         raise Interrupted(signum)
+
+
+def handled() -> bool:
+    """Whether a command's handlers are in place already (an app called inside a command: its
+    interruption is that command's to report)."""
+    return _STATE.installed > 0
+
+
+def pass_on(err: Interrupted) -> NoReturn:
+    """End the process for ``err`` after its line was printed: the signal goes to the handler that was
+    in place before :func:`interruptible` (a framework's own stop, such as Flower's, with its exit
+    handlers), or else the process exits with the signal's status."""
+    handler = signal.getsignal(err.signum)
+    if callable(handler) and handler is not signal.default_int_handler:
+        signal.raise_signal(err.signum)  # its handler runs now, and usually ends the process
+    raise SystemExit(err.exit_code) from None
 
 
 def received() -> int | None:

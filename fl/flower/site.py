@@ -12,7 +12,8 @@ process for every message, so between messages everything lives in the site's ru
 - ``checkpoints/trained.ckpt``: the site after the local fit of the round in progress;
 - ``config.yaml``, ``metrics.csv``, ``checkpoints/best_<site>.ckpt``, ``results.*``, ``figures/``.
 
-A SuperNode restart loses nothing: the next message continues from these files.
+A SuperNode restart loses nothing: the next message continues from these files. SIGINT and SIGTERM
+(:mod:`utils.interrupt`) wait while a step writes them, so they always hold a completed step.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from fl.reporter import Reporter
 from fl.site import FitResult, Site
 from utils.checkpoint import load_checkpoint, save_checkpoint
 from utils.errors import UserError
+from utils.interrupt import held
 from utils.io import atomic_write_text
 
 SITE_FORMAT = 2
@@ -96,6 +98,7 @@ class SiteWorker:
         self.previous = self.run_dir / "checkpoints" / "previous.ckpt"
         self.trained = self.run_dir / "checkpoints" / "trained.ckpt"
         self.completed = 0
+        self.loaded = False  # whether ``completed`` is the state's (read from disk, or a fresh start)
         self.fit: dict[str, Any] = {}
 
     @property
@@ -144,19 +147,21 @@ class SiteWorker:
         self.reporter.history = {k: list(v) for k, v in ckpt["history"].items()}
         if "timing" in ckpt:
             self.reporter.load_timing(ckpt["timing"])
-        self.completed, self.fit = int(ckpt["round"]), fit
+        self.completed, self.fit, self.loaded = int(ckpt["round"]), fit, True
 
     def start_fresh(self, overwrite: bool) -> None:
         """Begin a new run here: refuse to replace another run of the same name unless ``overwrite``."""
-        if self.run_dir.exists() and any(self.run_dir.iterdir()):
-            if not overwrite:
-                raise UserError(
-                    f"site {self.name}: {self.run_dir} already holds a run of this name; "
-                    "start the run with overwrite=true, continue it with resume=true, or choose another name"
-                )
-            shutil.rmtree(self.run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.run_dir / "config.yaml", yaml.safe_dump(self.config, sort_keys=False))
+        if self.run_dir.exists() and any(self.run_dir.iterdir()) and not overwrite:
+            raise UserError(
+                f"site {self.name}: {self.run_dir} already holds a run of this name; "
+                "start the run with overwrite=true, continue it with resume=true, or choose another name"
+            )
+        with held():
+            if self.run_dir.exists():
+                shutil.rmtree(self.run_dir)
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.run_dir / "config.yaml", yaml.safe_dump(self.config, sort_keys=False))
+        self.completed, self.loaded = 0, True
 
     def load_completed(self, rnd: int) -> None:
         """Continue from the state after round ``rnd`` (validated): ``last.ckpt`` or ``previous.ckpt``."""
@@ -185,8 +190,9 @@ class SiteWorker:
         if result.status.startswith("skipped"):
             print(f"site {self.name} diverged in round {rnd}: {result.status.partition(': ')[2]}; "
                   "left out of this round's aggregation, retried next round", flush=True)  # fmt: skip
-        self.fit = {"round": rnd, "loss": result.loss, "status": result.status}
-        self._save(self.trained)
+        with held():
+            self.fit = {"round": rnd, "loss": result.loss, "status": result.status}
+            self._save(self.trained)
         return result
 
     def validate(self, rnd: int, global_state: TensorDict) -> dict[str, float]:
@@ -199,15 +205,16 @@ class SiteWorker:
                             f"the server validates round {rnd}")  # fmt: skip
         val, _ = self.site.validate(rnd, global_state)
         loss = self.fit["loss"]
-        self.reporter.open(rnd - 1)
-        row = {"loss": math.nan if loss is None else loss, "status": self.fit["status"], **val}
-        self.reporter.round(rnd, {self.name: row}, self.lr(rnd))
-        self.reporter.close()
-        self.completed, self.fit = rnd, {}
-        if self.last.exists():
-            os.replace(self.last, self.previous)
-        self._save(self.last)
-        self.trained.unlink(missing_ok=True)
+        with held():  # the round's row and checkpoints are written whole, or not at all
+            self.reporter.open(rnd - 1)
+            row = {"loss": math.nan if loss is None else loss, "status": self.fit["status"], **val}
+            self.reporter.round(rnd, {self.name: row}, self.lr(rnd))
+            self.reporter.close()
+            self.completed, self.fit = rnd, {}
+            if self.last.exists():
+                os.replace(self.last, self.previous)
+            self._save(self.last)
+            self.trained.unlink(missing_ok=True)
         return val
 
     def test(self) -> dict[str, Any]:
@@ -219,5 +226,6 @@ class SiteWorker:
             )
         finally:
             self.reporter.close()
-        self.reporter.write_results(results)
+        with held():
+            self.reporter.write_results(results)
         return {**results["sites"][self.name], "best_psnr": self.site.best_psnr}

@@ -211,3 +211,157 @@ def test_sigterm_to_the_flower_server_app_keeps_its_last_round(long_run, tmp_pat
         f'--run-config \'config="{path}" overrides="name=flower" resume=true\''
     )
     assert metric_rounds(run_dir) == set(range(1, done + 1))
+
+
+# The ClientApp as Flower's flwr-clientapp runs it: in a process of its own, with Flower's signal
+# handlers (SIGINT when the SuperNode ends, SIGTERM), here one process for every node and message.
+CLIENT_APP_PROCESS = """
+import base64, json, pickle, sys
+from flwr.app import Context, RecordDict
+from flwr.supercore.exit import register_signal_handlers
+from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
+from flwr.supercore.inflatable.inflatable_utils import inflate_object_from_contents
+from flwr.supercore.telemetry import EventType
+from deploy.client_app import app
+from fl.flower.site import SiteWorker
+
+def train(self, rnd, payload, train=SiteWorker.train):
+    print("training", self.name, rnd, flush=True)  # the site's local fit starts
+    return train(self, rnd, payload)
+
+SiteWorker.train = train
+register_signal_handlers(event_type=EventType.FLWR_CLIENTAPP_RUN_LEAVE, exit_message="Task stopped.")
+contexts = {
+    node: Context(run_id=1, node_id=node, node_config=config, state=RecordDict(), run_config={})
+    for node, config in enumerate(json.loads(sys.argv[1]), start=1)
+}
+for line in sys.stdin:
+    node, contents, object_id, message_id = pickle.loads(base64.b64decode(line))
+    message = inflate_object_from_contents(object_id, contents)
+    message.metadata.__dict__["_message_id"] = message_id
+    reply = app(message, contexts[node])
+    objects = {i: o.deflate() for i, o in get_all_nested_objects(reply).items()}
+    print("reply", base64.b64encode(pickle.dumps((objects, reply.object_id))).decode(), flush=True)
+"""
+
+
+def client_app_process(node_configs: list[dict], signal_at: tuple[int, str] | None = None):
+    """deploy/local.py's grid with its ClientApp in :data:`CLIENT_APP_PROCESS`; ``signal_at``:
+    ``(signal, line)``, the signal sent once the process printed that line. A message left without a
+    reply gets the SuperNode's error reply."""
+    import base64
+    import json
+    import pickle
+
+    from flwr.app import Message
+    from flwr.app.error import Error
+    from flwr.common.constant import ErrorCode
+    from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
+    from flwr.supercore.inflatable.inflatable_utils import inflate_object_from_contents
+
+    from deploy.local import LocalGrid
+
+    class Grid(LocalGrid):
+        def __init__(self):
+            super().__init__(node_configs)
+            self.lines: list[str] = []
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", CLIENT_APP_PROCESS, json.dumps(node_configs)], cwd=ROOT,
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                start_new_session=True, env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT),
+                                             "FLWR_TELEMETRY_ENABLED": "0"},
+            )  # fmt: skip
+
+        def answer(self, message):
+            node = message.metadata.dst_node_id
+            objects = {i: o.deflate() for i, o in get_all_nested_objects(message).items()}
+            question = pickle.dumps((node, objects, message.object_id, message.object_id))
+            try:
+                self.proc.stdin.write(base64.b64encode(question).decode() + "\n")
+                self.proc.stdin.flush()
+            except BrokenPipeError:
+                pass
+            for line in self.proc.stdout:
+                if line.startswith("reply "):
+                    objects, object_id = pickle.loads(base64.b64decode(line.split()[1]))
+                    return inflate_object_from_contents(object_id, objects)
+                self.lines.append(line.rstrip("\n"))
+                if signal_at and line.strip() == signal_at[1]:
+                    self.proc.send_signal(signal_at[0])
+            self.proc.wait(timeout=60)
+            error = Error(ErrorCode.CLIENT_APP_CRASHED, "ClientApp stopped responding.")
+            return Message(error, reply_to=message)
+
+        def push_messages(self, messages):
+            for message in messages:
+                message.metadata.__dict__["_message_id"] = message.object_id
+                self._replies[message.object_id] = self.answer(message)
+            return [m.object_id for m in messages]
+
+        def close(self):
+            self.proc.stdin.close()
+            self.proc.wait(timeout=60)
+
+    return Grid()
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_client_app_keeps_the_sites_last_round_and_the_run_resumes_exactly(tmp_path):
+    from assembly.build import Builder
+    from deploy.server_app import serve
+    from tests.deploy.test_flower import assert_same_run, configs, nodes, quiet
+    from utils.errors import UserError
+
+    reference, flower = configs(tmp_path, "fedmri", rounds=2)
+    Builder(reference, log=quiet).run().run()  # also generates the sites' data
+    grid = client_app_process(nodes(flower, tmp_path), signal_at=(signal.SIGTERM, "training brats 2"))
+    with pytest.raises(UserError, match="site brats: no answer to the train message of round 2"):
+        serve(grid, flower, log=quiet)
+    assert [line for line in grid.lines if "interrupted" in line] == [
+        "site brats: interrupted after round 1, in the train step of round 2; continue with: "
+        "flwr run <app> <federation> --run-config '... resume=true'"
+    ], grid.lines[-8:]
+    assert grid.lines[-1].endswith("Task stopped.") and grid.proc.returncode == 0  # then Flower's own stop
+    assert not any("Traceback" in line for line in grid.lines), grid.lines
+    site_dir = tmp_path / "sites" / "brats" / "flower" / "brats"
+    assert checkpoint_round(site_dir) == 1 and metric_rounds(site_dir) == {1}
+    assert checkpoint_round(flower.run_dir) == 1
+
+    grid = client_app_process(nodes(flower, tmp_path))
+    serve(grid, flower, resume=True, log=quiet)
+    grid.close()
+    assert_same_run(reference, flower, tmp_path)
+
+
+def test_a_signal_while_a_site_writes_its_round_waits_until_it_is_written(tmp_path, monkeypatch, capsys):
+    from deploy.local import LocalGrid
+    from deploy.server_app import serve
+    from fl.reporter import Reporter
+    from tests.deploy.test_flower import configs, nodes, quiet
+
+    _, flower = configs(tmp_path, "fedmri", rounds=2)
+    write_rows = Reporter.round
+
+    def signalled(self, rnd, summary, lr):  # SIGTERM as brats starts to write round 2 (rows, checkpoints)
+        if rnd == 2 and list(summary) == ["brats"]:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)
+        return write_rows(self, rnd, summary, lr)
+
+    def flower_stop(signum, frame):  # what flwr-clientapp's handler does: its exit handlers, then exit
+        raise SystemExit(0)
+
+    monkeypatch.setattr(Reporter, "round", signalled)
+    previous = signal.signal(signal.SIGTERM, flower_stop)
+    try:
+        with pytest.raises(SystemExit):
+            serve(LocalGrid(nodes(flower, tmp_path)), flower, log=quiet)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    site_dir = tmp_path / "sites" / "brats" / "flower" / "brats"
+    assert checkpoint_round(site_dir) == 2 and metric_rounds(site_dir) == {1, 2}  # round 2, whole
+    assert not (site_dir / "checkpoints" / "trained.ckpt").exists()
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "site brats: interrupted after round 2, in the validate step of round 2; continue with: "
+        "flwr run <app> <federation> --run-config '... resume=true'"
+    )
