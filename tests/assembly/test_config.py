@@ -169,3 +169,15 @@ def test_an_invalid_config_file_is_named_in_the_error(tmp_path):
     with pytest.raises(UserError) as info:
         load_config(empty)
     assert str(info.value).startswith(f"config error in {empty}: ") and "sites" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "override", ['name={"\\n": {"": null}}', 'name={"a\\u2028b": {"": 1}}', 'name={"\\t\\r": {"": 1}}']
+)
+def test_a_key_with_a_line_break_is_still_a_one_line_error(override):
+    """A key quoted from the input may hold line breaks; the message escapes them."""
+    with pytest.raises(UserError) as info:
+        load_config("configs/default.yaml", [override])
+    message = str(info.value)
+    assert message.startswith("override name:") and len(message.splitlines()) == 1, message
+    assert "\n" not in message and "\r" not in message and "\u2028" not in message
