@@ -106,15 +106,18 @@ def check_launcher_env() -> None:
 
 
 def launch_rank() -> int:
-    """This process's rank as a launcher set it: 0 before a launch, in a single process, and whenever
-    the variables do not agree (a rank that is no whole number, or not below ``WORLD_SIZE``, 1 where
-    unset), which :func:`check_launcher_env` and the launch refuse in one line that this process, as if
-    rank 0, must print: no other rank of such a group would."""
+    """This process's rank as a launcher set it, or 0 where no launch is evident: before a launch, in a
+    single process, without the rendezvous a launcher sets (``MASTER_ADDR`` from Lightning's launcher
+    or torchrun, ``TORCHELASTIC_RUN_ID`` from torchrun), and whenever the variables do not agree (a rank
+    that is no whole number, or not below ``WORLD_SIZE``, 1 where unset). Such a process prints its
+    errors as rank 0 does: a lone process with stray rank variables has no rank 0 to speak for it."""
 
     def whole(name: str, default: str) -> int | None:
         text = os.environ.get(name, default).strip()
         return int(text) if text.isdigit() and len(text) <= 9 else None
 
+    if not (os.environ.get("MASTER_ADDR") or os.environ.get("TORCHELASTIC_RUN_ID")):
+        return 0
     rank = whole("RANK", os.environ.get("LOCAL_RANK", "0"))
     world = whole("WORLD_SIZE", "1")
     return rank if rank is not None and world is not None and rank < world else 0

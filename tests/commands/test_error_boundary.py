@@ -141,21 +141,30 @@ def test_launcher_variables_are_whole_numbers(variable, value, monkeypatch, caps
     assert code == 2 and line.startswith(f"error: environment variable {variable}:"), line
 
 
-@pytest.mark.parametrize("env", [{"RANK": "1"}, {"RANK": "3", "WORLD_SIZE": "2"}])
-def test_a_rank_beyond_its_world_is_refused_aloud(env, monkeypatch, capsys):
-    """A rank that does not fit its world has no rank 0 to speak for it: this process prints the line."""
+@pytest.mark.parametrize(
+    "env, argv",
+    [({"RANK": "1"}, []), ({"RANK": "3", "WORLD_SIZE": "2"}, []), ({"RANK": "1", "WORLD_SIZE": "2"}, ["--devices", "1"])],
+)
+def test_stray_rank_variables_are_refused_aloud(env, argv, monkeypatch, capsys):
+    """Rank variables without a launch (no rendezvous address), or a rank that does not fit its world,
+    have no rank 0 to speak for them: this process prints the line."""
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    code = train_multi_gpu.main(["--config", "configs/default.yaml"])
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    code = train_multi_gpu.main(["--config", "configs/default.yaml", *argv])
     line = one_line(capsys)
-    assert code == 2 and line.startswith("error: environment variable"), line
+    assert code == 2 and line.startswith("error: "), line
 
 
-def test_a_rank_inside_its_world_is_quiet(monkeypatch):
+def test_a_rank_inside_a_launch_is_quiet(monkeypatch):
     from utils.bounds import launch_rank
 
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
+    assert launch_rank() == 0  # no launcher's rendezvous: a lone process
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
     assert launch_rank() == 1
     monkeypatch.setenv("WORLD_SIZE", "1")
     assert launch_rank() == 0
