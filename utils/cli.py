@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from utils.bounds import check_launcher_env, parse_int
-from utils.errors import TrainingFailure, UserError
+from utils.errors import TrainingFailure, UserError, single_line
 from utils.paths import NAME_MAX, PATH_MAX, check_path_text
 
 EXIT_INTERNAL_ERROR = 1
@@ -46,16 +46,12 @@ EXIT_INTERRUPTED = 130
 PACKAGES = ("data", "fl", "models", "utils")  # this project's loggers: INFO; everything else: WARNING
 DISK_ERRORS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded"}
 MAX_MESSAGE = 2000  # characters of an error line; the rest is cut
-_CONTROL = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07|[\x00-\x08\x0b-\x1f\x7f]")
 
 
 def one_line(text: str, limit: int = MAX_MESSAGE) -> str:
-    """``text`` as one printable line of at most about ``limit`` characters: terminal escape codes and
-    control characters removed, lines joined, and what UTF-8 cannot encode (the surrogates a file name of
-    undecodable bytes gives) written as escapes."""
-    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
-    text = _CONTROL.sub("", text.replace("\r\n", "\n"))
-    line = " ".join(part.strip() for part in text.splitlines() if part.strip())
+    """``text`` as one printable line (:func:`utils.errors.single_line`) of at most about ``limit``
+    characters."""
+    line = single_line(text)
     return line if len(line) <= limit else f"{line[:limit]} ... ({len(line) - limit} more characters)"
 
 

@@ -175,7 +175,7 @@ def test_an_invalid_config_file_is_named_in_the_error(tmp_path):
     "override", ['name={"\\n": {"": null}}', 'name={"a\\u2028b": {"": 1}}', 'name={"\\t\\r": {"": 1}}']
 )
 def test_a_key_with_a_line_break_is_still_a_one_line_error(override):
-    """A key quoted from the input may hold line breaks; the message escapes them."""
+    """A key quoted from the input may hold line breaks; the message is still one line."""
     with pytest.raises(UserError) as info:
         load_config("configs/default.yaml", [override])
     message = str(info.value)
