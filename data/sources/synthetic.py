@@ -19,7 +19,7 @@ from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from data.fourier import fft2c
 from data.simulation import GENERATOR_VERSION, PROFILES, TISSUES, Contrast, ProfileName, simulate_subject
@@ -124,18 +124,11 @@ class SyntheticOptions(BaseModel):
             raise ValueError(f"noise_range must be [low, high] with 0 < low <= high (got {list(value)})")
         return value
 
-    @field_validator("planes")
+    @field_validator("planes", "contrasts")
     @classmethod
-    def _unique_planes(cls, value: list[str]) -> list[str]:
+    def _no_repeats(cls, value: list[str], info: ValidationInfo) -> list[str]:
         if len(set(value)) != len(value):
-            raise ValueError(f"planes must not repeat (got {value})")
-        return value
-
-    @field_validator("contrasts")
-    @classmethod
-    def _unique_contrasts(cls, value: list[str]) -> list[str]:
-        if len(set(value)) != len(value):
-            raise ValueError(f"contrasts must not repeat (got {value})")
+            raise ValueError(f"{info.field_name} must not repeat (got {value})")
         return value
 
 
