@@ -7,7 +7,7 @@
 # realism: varied); varied2x (varied2 with the default run's extra subject variety: noise 0.1-2x the
 # profile's, 30 % of the whole-head sites' subjects skull-stripped); varied2x8 (varied2x with 8 slices
 # per subject instead of 16).
-# Resumable: run it again and it trains only what is missing.
+# Resumable: run it again and it trains only what is missing. JOBS=2 trains two runs at a time.
 set -euo pipefail
 cd "$(dirname "$0")/../../../.."
 subjects() { for i in 0 1 2 3; do echo "sites.$i.source.subjects.train=$1"; done; }
@@ -20,7 +20,7 @@ slices() { for i in 0 1 2 3; do echo "sites.$i.source.slices_per_subject=$1"; do
 run() {  # run <setting> <overrides...>; SEEDS (default 0) picks the seeds
     local setting=$1; shift
     OMP_NUM_THREADS=1 python compare.py --config configs/study.yaml --algorithms centralized,singleset,fedavg \
-        --first centralized,singleset --seeds "${SEEDS:-0}" --name "map-pilot-$setting" --results "docs/results/map/pilot/$setting" --jobs 1 \
+        --first centralized,singleset --seeds "${SEEDS:-0}" --name "map-pilot-$setting" --results "docs/results/map/pilot/$setting" --jobs "${JOBS:-1}" \
         trainer.precision=32-true "$@"
 }
 run train2 $(subjects 2)
