@@ -102,6 +102,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="comma-separated variants (run names without -s<seed>, e.g. fedmri,fedavg) trained first, "
         "every seed of each; the rest follow seed by seed",
     )
+    parser.add_argument(
+        "--seeds-of",
+        action="append",
+        default=[],
+        metavar="VARIANTS=SEEDS",
+        help="train those variants on only those of --seeds (repeatable), e.g. centralized,fedper=0,1,2",
+    )
     parser.add_argument("--force", action="store_true", help="retrain runs that are already complete")
     parser.add_argument(
         "--no-train",

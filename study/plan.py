@@ -36,6 +36,7 @@ class StudyOptions:
     results: str = ""  # folder of the raw files, tables and figures; empty: <output_dir>/<name>
     report: str = ""  # a results folder to rebuild from its raw files, training nothing
     first: str = ""  # variants trained first, every seed of each
+    seeds_of: list[str] = field(default_factory=list)  # "VARIANTS=SEEDS": fewer seeds for those variants
     force: bool = False
     no_train: bool = False
     jobs: int = 1
@@ -44,8 +45,8 @@ class StudyOptions:
 
 # What --report cannot honour: it reads the folder's manifest.json and raw files only.
 REPORT_IGNORES = (
-    "config", "algorithms", "ablations", "local_epochs", "betas", "name", "seeds", "results", "first", "force",
-    "jobs", "overrides", "no_train",
+    "config", "algorithms", "ablations", "local_epochs", "betas", "name", "seeds", "results", "first",
+    "seeds_of", "force", "jobs", "overrides", "no_train",
 )  # fmt: skip
 
 
@@ -76,6 +77,7 @@ def command_line(options: StudyOptions) -> str:
             *(["--local-epochs", options.local_epochs] if options.local_epochs else []),
             *(["--betas", options.betas] if options.betas else []),
             *(["--seeds", options.seeds] if options.seeds else []),
+            *[a for text in options.seeds_of for a in ("--seeds-of", text)],
             *(["--name", options.name] if options.name != "comparison" else []),
             *(["--results", options.results] if options.results else []),
             *options.overrides,
@@ -91,6 +93,33 @@ def parse_seeds(text: str, default: int) -> tuple[list[int], bool]:
     if not seeds or len(set(seeds)) != len(seeds):
         raise UserError(f"--seeds: expected distinct non-negative integers (got {shown(text)})")
     return seeds, True
+
+
+def parse_seeds_of(texts: list[str], seeds: list[int], seeded: bool) -> dict[str, list[int]]:
+    """``--seeds-of VARIANTS=SEEDS`` (repeatable): those variants train only those seeds, a subset of
+    ``--seeds`` (e.g. the rows a study needs fewer seeds of)."""
+    chosen: dict[str, list[int]] = {}
+    for text in texts:
+        names, sep, values = text.partition("=")
+        variants_named = [n.strip() for n in names.split(",") if n.strip()]
+        if not sep or not variants_named:
+            raise UserError(
+                f"--seeds-of: expected VARIANTS=SEEDS like centralized,fedper=0,1,2 (got {shown(text)})"
+            )
+        if not seeded:
+            raise UserError("--seeds-of: name the study's seeds with --seeds first")
+        subset, _ = parse_seeds(values, 0)
+        outside = [s for s in subset if s not in seeds]
+        if not values.strip() or outside:
+            raise UserError(
+                f"--seeds-of: seeds of {', '.join(variants_named)} must be some of --seeds "
+                f"{','.join(map(str, seeds))} (got {shown(values)})"
+            )
+        for name in variants_named:
+            if name in chosen:
+                raise UserError(f"--seeds-of: {name} is given seeds twice")
+            chosen[name] = [s for s in seeds if s in subset]  # in --seeds' order
+    return chosen
 
 
 def parse_local_epochs(text: str, base: Any) -> list[int]:
@@ -149,15 +178,15 @@ def make_plan(options: StudyOptions) -> Plan:
         raise UserError("--algorithms/--ablations: nothing to compare; name at least one")
     local_epochs = parse_local_epochs(options.local_epochs, base)
     seeds, seeded = parse_seeds(options.seeds, base.seed)
+    seeds_of = parse_seeds_of(options.seeds_of, seeds, seeded)
     root = Path(base.output_dir) / options.name
     check_writable_dir(root, "output_dir")
-    planned, rows = _resolve(
-        options,
-        variants(algorithms, ablations, base, local_epochs, parse_betas(options.betas)),
-        seeds,
-        seeded,
-        root,
-    )
+    chosen = variants(algorithms, ablations, base, local_epochs, parse_betas(options.betas))
+    unknown = [k for k in seeds_of if k not in {v.key for v in chosen}]
+    if unknown:
+        expected = ", ".join(v.key for v in chosen)
+        raise UserError(f"--seeds-of: no variant {', '.join(unknown)}; expected some of {expected}")
+    planned, rows = _resolve(options, chosen, seeds, seeds_of, seeded, root)
     first = [k.strip() for k in options.first.split(",") if k.strip()]
     unknown = [k for k in first if not any(k == variant_of(key) for key in planned)]
     if unknown:
@@ -172,10 +201,16 @@ def make_plan(options: StudyOptions) -> Plan:
 
 
 def _resolve(
-    options: StudyOptions, chosen: list[Any], seeds: list[int], seeded: bool, root: Path
+    options: StudyOptions,
+    chosen: list[Any],
+    seeds: list[int],
+    seeds_of: dict[str, list[int]],
+    seeded: bool,
+    root: Path,
 ) -> tuple[dict[str, tuple[Any, Path]], list[ManifestRow]]:
-    """Every variant and seed as a config; identical resolved configs train once, under the first
-    variant's run name. Variants of one label share a table row (its families merged)."""
+    """Every variant and seed (``seeds_of``'s where it names the variant) as a config; identical
+    resolved configs train once, under the first variant's run name. Variants of one label share a table
+    row (its families merged)."""
     from assembly.config import load_config
 
     runs_dir = root / "runs"
@@ -184,7 +219,8 @@ def _resolve(
     rows: list[ManifestRow] = []
     for variant in chosen:
         runs: dict[str, str] = {}
-        for seed in seeds:
+        its_seeds = seeds_of.get(variant.key, seeds)
+        for seed in its_seeds:
             overrides = [*options.overrides, *variant.overrides, *([f"seed={seed}"] if seeded else [])]
             canonical = _canonical(load_config(options.config, overrides).to_dict())
             if canonical not in by_config:
@@ -195,7 +231,7 @@ def _resolve(
                 by_config[canonical] = key
                 planned[key] = (config, runs_dir / key)
             runs[str(seed)] = by_config[canonical]
-        algorithm = planned[runs[str(seeds[0])]][0].fl.algorithm
+        algorithm = planned[runs[str(its_seeds[0])]][0].fl.algorithm
         previous = next((r for r in rows if r.label == variant.label), None)
         if previous is None:
             rows.append(

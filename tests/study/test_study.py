@@ -646,3 +646,32 @@ def test_report_takes_rows_with_different_seed_counts_and_gives_one_seed_no_verd
     cell = _fedavg_mean_psnr(folder)
     assert int(cell["paired_seeds"]) == 1 and cell["verdict"] == "too few seeds" and cell["p_value"] == ""
     assert "no verdict (1 seed)" in (folder / "comparison.md").read_text()
+
+
+def test_seeds_of_gives_the_named_variants_only_those_seeds(tmp_path):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_config_dict(tmp_path, rounds=2)))
+    args = ["--config", str(config), "--algorithms", "fedmri,fedavg,singleset", "--ablations", "contrastive",
+            "--seeds", "3,5,7", "--results", str(tmp_path / "results")]  # fmt: skip
+    resolved = plan.make_plan(compare.study_options([*args, "--seeds-of", "fedavg,singleset=7,3"]))
+    runs = {row.label: row.runs for row in resolved.manifest.rows}
+    assert runs["FedAvg"] == {"3": "fedavg-s3", "7": "fedavg-s7"} and list(runs["SingleSet"]) == ["3", "7"]
+    assert list(runs["FedMRI"]) == ["3", "5", "7"]
+    assert sorted(resolved.planned) == sorted(
+        ["fedmri-s3", "fedmri-s5", "fedmri-s7", "fedmri-beta0-s3", "fedmri-beta0-s5", "fedmri-beta0-s7",
+         "fedavg-s3", "fedavg-s7", "singleset-s3", "singleset-s7"]  # fmt: skip
+    )
+    assert "--seeds-of fedavg,singleset=7,3" in resolved.manifest.command
+    for bad, message in [
+        ("fedfoo=3", "--seeds-of: no variant fedfoo"),
+        ("fedavg=4", "must be some of --seeds 3,5,7"),
+        ("fedavg", "expected VARIANTS=SEEDS"),
+        ("fedavg=", "must be some of --seeds"),
+    ]:
+        with pytest.raises(plan.UserError, match=message):
+            plan.make_plan(compare.study_options([*args, "--seeds-of", bad]))
+    with pytest.raises(plan.UserError, match="twice"):
+        plan.make_plan(compare.study_options([*args, "--seeds-of", "fedavg=3", "--seeds-of", "fedavg=5"]))
+    no_seeds = [a for a in args if a not in ("--seeds", "3,5,7")]
+    with pytest.raises(plan.UserError, match="--seeds first"):
+        plan.make_plan(compare.study_options([*no_seeds, "--seeds-of", "fedavg=3"]))
