@@ -14,11 +14,15 @@ so the intervals are wide), and whether the model beats zero-filled on the real 
 
 The real volumes (``bench/realism_volumes.py``; their table, with provenance, licence, contrast,
 matrix and field of view, is docs/results/realism/REAL_VOLUMES.md) are human brain scans shipped inside
-packages that ``requirements-dev.txt`` installs (dipy, fslpy, matplotlib, pydeface), read from the
-installed files, never downloaded; one of them (pydeface's) is a population average and labelled so.
-They are resampled to each site's pixel size, centre-cropped or zero-padded to its matrix, scaled to
-[0, 1] and written as NIfTI volumes, one test-only folder site per simulated site
-(``split: {test: 1}``); the skull-stripped site (``brats``) gets the skull-stripped volumes only.
+packages: from PyPI, installed by ``requirements-dev.txt`` (dipy, fslpy, matplotlib, pydeface), and
+from Debian 12, installed by ``apt-get install mricron-data insighttoolkit5-examples`` (or unpacked
+with ``dpkg -x`` into the folder FEDMRI_DEBIAN_ROOT names); they are read from the installed files,
+never downloaded. Without a Debian package, one line says so and the check goes on with the other
+volumes. One of them (pydeface's) is a population average and labelled so. They are resampled to each
+site's pixel size, centre-cropped or zero-padded to its matrix, scaled to [0, 1] and written as NIfTI
+volumes, one test-only folder site per simulated site (``split: {test: 1}``,
+``bench/realism_sites.py``); the skull-stripped site (``brats``) gets the skull-stripped volumes only,
+and a whole-head site is not tested on a brain-only copy of a whole-head volume it already has.
 
 Below the mean gains, the report gives the distribution over the real volumes: for each site's model,
 on how many it beats zero-filled in PSNR and in SSIM, the worst volume of each, and every volume's
@@ -52,6 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 DEFAULT_CONFIG = "configs/default.yaml"
 
+from realism_debian import available  # noqa: E402  (re-exported: the volumes at hand)
 from realism_report import (  # noqa: E402  (re-exported: the report's tables)
     distribution,
     distribution_table,
@@ -61,20 +66,19 @@ from realism_report import (  # noqa: E402  (re-exported: the report's tables)
     volume_record,
     volumes_table,
 )
+from realism_sites import fit_to_site, write_real_sites  # noqa: E402  (re-exported)
 from realism_volumes import (  # noqa: E402  (re-exported: the real volumes and their reading)
     AVERAGE,
     TEST_VOLUMES,
     TUNING_VOLUMES,
     VOLUME_SETS,
     RealVolume,
-    fit_to_site,
     package_folder,
     read_real,
-    write_real_sites,
 )
 
 __all__ = [
-    "AVERAGE", "TEST_VOLUMES", "TUNING_VOLUMES", "VOLUME_SETS", "RealVolume", "distribution",
+    "AVERAGE", "TEST_VOLUMES", "TUNING_VOLUMES", "VOLUME_SETS", "RealVolume", "available", "distribution",
     "distribution_table", "fit_to_site", "gains", "main", "own_model_records", "package_folder",
     "read_real", "table", "verdict", "volume_record", "volumes_table", "write_real_sites",
 ]  # fmt: skip
@@ -103,12 +107,15 @@ def _volume_name(name: str) -> str:
     return name.removesuffix("_real")
 
 
-def report(run_dir: Path, volumes: str, simulated: dict, real: dict, records: dict) -> str:
-    """realism.md: the mean gains, the distribution over the real volumes and every volume's scores."""
-    labels = {n: " (average)" for n, v in VOLUME_SETS[volumes].items() if v.kind == AVERAGE}
+def report(run_dir: Path, volumes: str, used: dict, simulated: dict, real: dict, records: dict) -> str:
+    """realism.md: the mean gains, the distribution over the real volumes (``used``: those of the set
+    at hand) and every volume's scores."""
+    labels = {n: " (average)" for n, v in used.items() if v.kind == AVERAGE}
+    left_out = [n for n in VOLUME_SETS[volumes] if n not in used]
+    missing = f"; not installed: {', '.join(left_out)}" if left_out else ""
     return (
         f"# Transfer of {run_dir}: gain over zero-filled, simulated test split vs real volumes "
-        f"({volumes} set: {', '.join(VOLUME_SETS[volumes])})\n\n"
+        f"({volumes} set: {', '.join(used)}{missing})\n\n"
         + table(simulated, real)
         + "\n## Over the real volumes, one at a time\n\n"
         "On how many real volumes each site's model beats the zero-filled input (strictly), and the "
@@ -189,15 +196,15 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.out) if args.out else run_dir / default_out
         check_writable_dir(out, "--out" if args.out else "--run" if args.run else "output_dir")
         lock_run(out, other="give another --out")  # one transfer check writes a folder at a time
+        volumes = available(VOLUME_SETS[args.volumes])  # one line for each Debian package not installed
         if config is not None and not (run_dir / "results.json").is_file():
             Builder(config).run().run()
         trained = load_run(run_dir)
-        volumes = VOLUME_SETS[args.volumes]
         real_config = validate_config(write_real_sites(trained.config, out / "real_volumes", volumes))
         simulated = gains(evaluate.evaluate(trained, trained.config, out / "simulated", log=lambda _: None))
         real = gains(evaluate.evaluate(trained, real_config, out / "real", log=lambda _: None))
         records = own_model_records(trained, real_config)
-        text = report(run_dir, args.volumes, simulated, real, records)
+        text = report(run_dir, args.volumes, volumes, simulated, real, records)
         from utils.io import atomic_write_text
 
         atomic_write_text(out / "realism.md", text)

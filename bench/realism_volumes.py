@@ -1,10 +1,14 @@
 """The real brain MR volumes of the transfer check (bench/realism.py): what each is, where it comes
-from, how it is read and fitted to a simulated site.
+from and how it is read (bench/realism_sites.py fits them to the simulated sites).
 
-Every volume ships inside a package that ``requirements-dev.txt`` installs from PyPI; nothing is
-downloaded at run time. Two sets are kept apart: the test set (the final measurement, never used to
-choose simulator settings) and the tuning set (nibabel's example EPI series, for choosing them).
-``NOT_USED`` lists every other candidate that was looked at and why it is not in either set.
+Every volume ships inside a package installed by a package manager: from PyPI by
+``requirements-dev.txt``, or from Debian 12's main archive by ``apt-get install mricron-data
+insighttoolkit5-examples`` (bench/realism_debian.py: where those files are, and FEDMRI_DEBIAN_ROOT for
+packages unpacked without root). Nothing is downloaded at run time. Without a Debian package the check
+says so in one line and goes on with the volumes it has. Two sets are kept apart: the test set (the
+final measurement, never used to choose simulator settings) and the tuning set (nibabel's example EPI
+series, for choosing them). ``NOT_USED`` (bench/realism_searched.py) lists every other candidate that
+was looked at and why it is not in either set.
 
     python bench/realism_volumes.py      # rewrites docs/results/realism/REAL_VOLUMES.md from this module
 
@@ -19,22 +23,33 @@ import gzip
 import importlib.util
 import sys
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from realism_debian import (  # noqa: E402
+    DEBIAN_FOLDERS,
+    INSTALL,
+    ROOT_VARIABLE,
+    debian_folder,
+    is_debian,
+    read_metaimage,
+)
+from realism_searched import NOT_USED  # noqa: E402
 
 TABLE_PATH = Path(__file__).resolve().parents[1] / "docs" / "results" / "realism" / "REAL_VOLUMES.md"
 SCAN, AVERAGE = "single-subject scan", "population average"
+REPEATED = "one subject, repeated scans averaged"  # less noise than one scan; not a population average
 
 
 @dataclasses.dataclass(frozen=True)
 class RealVolume:
     """A real brain MR volume shipped inside an installed package (read from disk, never downloaded)."""
 
-    package: str  # the installed package that ships the file
-    path: str  # the file, relative to the package's folder
+    package: str  # the installed package that ships the file (PyPI, or Debian 12: realism_debian.py)
+    path: str  # the file, relative to the package's folder (a Debian package's: DEBIAN_FOLDERS)
     pixel_mm: float  # in-plane pixel size
     skull_stripped: bool  # brain only (zero background): the only kind a skull-stripped site is tested on
     slices: tuple[int, int] | None = None  # slices kept along the last axis, [start, stop); None = all
@@ -42,14 +57,23 @@ class RealVolume:
     turns: int = 0  # in-plane quarter turns: the same scan stored in another orientation
     matrix: float = 1.0  # fraction of k-space kept along each axis: the same scan from a smaller matrix
     step: int = 1  # every step-th slice of ``slices``
-    kind: str = SCAN  # a single subject's scan, or an average over a population (labelled so)
+    kind: str = SCAN  # one scan of one subject, one subject's scans averaged, or a population average
     contrast: str = ""  # what the image shows, for the table
     licence: str = ""  # the licence the package ships the file under
     note: str = ""  # anything a reader of the numbers should know (estimated pixel size, ...)
+    mask: str = ""  # a brain mask beside the file: the volume is set to zero where the mask is zero
+    stripped_from: str = ""  # the set's whole-head volume of the same scan: whole-head sites test on
+    # that one instead, so that no site is tested on one scan twice
+    stored: tuple[int, int] | None = None  # the stored in-plane matrix, for the table: given for a
+    # Debian package's volume, so the table is written without the package (a test reads the file)
 
 
 # The final measurement: the volumes every number of RESULTS.md's "Transfer to real scans" comes from.
 _DIPY = "dipy's (BSD-3-Clause)"
+_ITK = "insighttoolkit5-examples"
+# Each Debian package's licence, as its /usr/share/doc/<package>/copyright states it for its files (*).
+_MRICRON = "BSD-3-Clause (/usr/share/doc/mricron-data/copyright)"
+_ITK_LICENCE = "Apache-2.0 (/usr/share/doc/insighttoolkit5-examples/copyright)"
 TEST_VOLUMES: dict[str, RealVolume] = {
     "t1slice": RealVolume(
         "dipy", "data/files/t1_coronal_slice.npy", 1.0, True,
@@ -87,6 +111,32 @@ TEST_VOLUMES: dict[str, RealVolume] = {
         note="an average of registered heads (pydeface's registration target), not one subject's scan; "
         "every 10th axial slice from the orbits to the vertex",
     ),
+    # Debian 12: mricron-data's Colin27 (the MNI's single-subject template) and its brain-extracted copy.
+    "colin27": RealVolume(
+        "mricron-data", "ch2.nii.gz", 1.0, False, (40, 150), step=10, kind=REPEATED, stored=(181, 217),
+        contrast="T1-weighted, whole head, 8-bit, background set to zero", licence=_MRICRON,
+        note="Colin27: one adult scanned 27 times, the scans registered to MNI space and averaged (far "
+        "less noise than one scan); every 10th axial slice from the cerebellum to the upper convexity",
+    ),
+    "colin27_brain": RealVolume(
+        "mricron-data", "ch2bet.nii.gz", 1.0, True, (40, 150), step=10, kind=REPEATED, stored=(181, 217),
+        stripped_from="colin27", contrast="T1-weighted, brain-extracted, 8-bit", licence=_MRICRON,
+        note="the scan of colin27 brain-extracted, as the package ships it; the same slices",
+    ),
+    # Debian 12: insighttoolkit5-examples' T1 head of ITK's k-means test, and its brain by the mask beside it.
+    "kmeans_t1": RealVolume(
+        _ITK, "KmeansTest_T1UCharRaw.nii.gz", 2.0, False, (6, 54), step=4, stored=(128, 128),
+        contrast="T1-weighted, whole head, coronal, 8-bit, background set to zero", licence=_ITK_LICENCE,
+        note="62 coronal slices of 2 x 2 mm, 3 mm apart, the head cut off flat below; every 4th slice "
+        "from the occipital to the frontal lobe",
+    ),
+    "kmeans_t1_brain": RealVolume(
+        _ITK, "KmeansTest_T1UCharRaw.nii.gz", 2.0, True, (6, 54), step=4, stored=(128, 128),
+        mask="KmeansTest_T1RawSkullStrip.nii.gz", stripped_from="kmeans_t1", licence=_ITK_LICENCE,
+        contrast="T1-weighted, coronal, 8-bit, brain only",
+        note="the scan of kmeans_t1, the same slices, set to zero outside the brain mask the package "
+        "ships beside it (KmeansTest_T1RawSkullStrip.nii.gz)",
+    ),
 }  # fmt: skip
 # A second, separate real set for tuning the simulator, so that no tuning decision looks at the test
 # volumes: nibabel's example EPI series (a 2 mm T2*-weighted brain, masked to the head's interior), as
@@ -104,84 +154,15 @@ TUNING_VOLUMES: dict[str, RealVolume] = {
 VOLUME_SETS: dict[str, dict[str, RealVolume]] = {"test": TEST_VOLUMES, "tuning": TUNING_VOLUMES}
 
 
-@dataclasses.dataclass(frozen=True)
-class Candidate:
-    """A file (or package) searched for real brain MR volumes and left out of both sets, with why."""
-
-    where: str  # package (PyPI) or Debian package
-    files: str
-    what: str
-    why: str
-
-
-_SIM = "the simulator's own anatomy (data/simulation builds every simulated subject from it)"
-NOT_USED: tuple[Candidate, ...] = (
-    Candidate("nilearn (PyPI)", "datasets/data/mni_icbm152_*_09a_converted.nii.gz",
-              "ICBM152 2009a T1 template and tissue maps: a population average", _SIM),
-    Candidate("nilearn (PyPI)", "datasets/data/image_10426.nii.gz", "a statistical map (t values)",
-              "not an MR image"),
-    Candidate("nibabel (PyPI)", "tests/data/example4d.nii.gz", "single-subject T2*-weighted EPI",
-              "the tuning set; example_nifti2.nii.gz is a crop of the same series"),
-    Candidate("nibabel (PyPI), nipy (PyPI)", "anatomical.nii, example4d+orig.BRIK.gz, functional.nii, "
-              "reoriented_anat_moved.nii; nipy testing/anatomical.nii.gz, functional.nii.gz",
-              "one subject's spatially normalised T1 and EPI (nipy's are the same files)",
-              "a 66 x 82 mm box cut out of the brain's centre (33 x 41 x 25 at 2 mm; the EPI 17 x 21 x 3 "
-              "at 4 mm): fitted to a site's field of view it is a bright rectangle with hard edges"),
-    Candidate("nibabel (PyPI)", "tests/data/0.dcm, 1.dcm; nicom/tests/data/siemens_dwi_*.dcm.gz, "
-              "philips_mprage.dcm.gz, csa_slice_norm.dcm, decimal_rescale.dcm",
-              "DICOM headers of real diffusion, MPRAGE, fMRI and qT1 series",
-              "pixel data replaced by test patterns or zeros, or left out"),
-    Candidate("nibabel (PyPI)", "slicethickness_empty_string.dcm", "a MIP of a time-of-flight angiogram",
-              "a derived projection, not a slice"),
-    Candidate("nibabel (PyPI)", "*.PAR/REC, *.mnc, tinypet.v, test.mgz, standard.nii.gz, scaled+tlrc",
-              "phantoms, synthetic arrays, PET, a statistical map", "not a human brain MR image"),
-    Candidate("dipy (PyPI)", "data/files/ascm_out_test.nii.gz", "aniso_vox.nii.gz denoised",
-              "the same scan as the test volume aniso"),
-    Candidate("dipy (PyPI)", "small_25, small_64D, small_101D", "diffusion series",
-              "10 x 10 x 10 voxel crops (or smaller)"),
-    Candidate("pydicom (PyPI)", "data/test_files/MR_small*.dcm", "one MR image, 64 x 64 at 0.31 mm",
-              "a 20 mm crop: no head outline, not a brain slice"),
-    Candidate("pydicom (PyPI)", "test_files/dicomdirtests/98892003/MR*", "MR localizers and an angiogram",
-              "16 x 16 thumbnails"),
-    Candidate("pydicom-data (PyPI)", "emri_small*.dcm", "enhanced MR, 'HEAD', T1 TFE",
-              "a 64 x 64 crop of a 256 x 256 acquisition, pixel size removed"),
-    Candidate("pydicom-data (PyPI)", "MR2_*.dcm, MR-SIEMENS-DICOM-WithOverlays.dcm",
-              "MR of a shoulder; MR of an abdomen", "not a brain"),
-    Candidate("deid-data (PyPI)", "humans/ctbrain*.dcm", "head CT", "CT, not MR"),
-    Candidate("scikit-image (PyPI)", "data.brain()", "10 MR slices of a head",
-              "not in the wheel: fetched from the internet on first use"),
-    Candidate("templateflow, torchio, antspyx, nighres, siibra, brainglobe (PyPI)", "their data sets",
-              "templates and sample scans", "fetched from the internet at run time; the wheels ship none"),
-    Candidate("nitime, nipype (PyPI)", "data/fmri*.nii.gz; testing/data/ds003_sub-01_mc.nii.gz",
-              "fMRI series", "10 x 10 x 18 crops; 16 x 16 x 9 at 12.5 mm"),
-    Candidate("fslpy (PyPI)", "tests/test_transform/testdata/nonlinear/src.nii.gz, ref.nii.gz, "
-              "tests/testdata/test_feat/*", "T1 and fMRI test data",
-              "slabs (35 x 96 x 54 at 1 mm) and crops"),
-    Candidate("nimare (PyPI)", "resources/templates/tpl-MNI152NLin6Asym_res-01_T1w.nii.gz",
-              "MNI152 T1, a population average",
-              "its install pulls in numba, pandas, scikit-learn, statsmodels and plotly and pins "
-              "nilearn<0.14, for a template of the family the simulator is built from"),
-    Candidate("neurosynth (PyPI)", "resources/MNI152_T1_2mm_brain.nii.gz", "MNI152 brain, an average",
-              "sdist of 2019 with Python-2-era dependencies; the same template family"),
-    Candidate("tractseg, sdcflows, qsiprep (PyPI)", "MNI_FA_template, fmap_atlas, mni_lps_fmap_atlas",
-              "FA template, field-map atlases", "not anatomical MR images"),
-    Candidate("SimpleITK, itk, monai, medpy, highdicom, dicom2nifti, dcmstack, nitransforms, niworkflows, "
-              "mriqc, fastmri (PyPI)", "-", "-", "no image data in the wheel (nitransforms: warp fields)"),
-    Candidate("mricron-data (Debian 12)", "templates/ch2.nii.gz, ch2better.nii.gz",
-              "Colin27: 27 scans of one subject averaged, whole head, 1 mm",
-              "Debian only: the project installs its test data from PyPI (requirements-dev.txt)"),
-    Candidate("insighttoolkit5-examples (Debian 12)", "KmeansTest_T1UCharRaw.nii.gz, "
-              "itkBrainSliceComplex.mha, BrainMidSagittalSlice.png", "T1 volume, complex brain slice",
-              "Debian only; BrainT1Slice / BrainProtonDensitySlice* are BrainWeb simulations"),
-    Candidate("mni-colin27-nifti, mni-icbm152-nlin-2009 (NeuroDebian)", "-", "Colin27, ICBM152",
-              "not in Debian 12's main archive, the only Debian archive the project reaches"),
-)  # fmt: skip
 
 
 def package_folder(package: str) -> Path:
-    """The folder of an installed package, found without importing it."""
+    """The folder of an installed package, found without importing it (a Debian package's: the
+    folder of its volumes, under FEDMRI_DEBIAN_ROOT)."""
     from utils.errors import UserError
 
+    if is_debian(package):
+        return debian_folder(package)
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise UserError(f"the real volumes ship with {package!r}; pip install -r requirements-dev.txt")
@@ -189,10 +170,18 @@ def package_folder(package: str) -> Path:
 
 
 def read_stored(path: Path) -> np.ndarray:
-    """The array of a volume file as stored: NIfTI, a ``.npy`` slice, or matplotlib's raw MR slice
-    (``.ima.gz``: 256 x 256 big-endian 16-bit, read as matplotlib's own MRI example reads it)."""
+    """The array of a volume file as stored: NIfTI, a ``.npy`` slice, a MetaImage (``.mha``, ``.mhd``,
+    one channel), or matplotlib's raw MR slice (``.ima.gz``: 256 x 256 big-endian 16-bit, read as
+    matplotlib's own MRI example reads it)."""
     import nibabel as nib
 
+    from utils.errors import UserError
+
+    if path.suffix in (".mha", ".mhd"):
+        data, header = read_metaimage(path)
+        if header.get("ElementNumberOfChannels", "1") != "1":
+            raise UserError(f"{path}: a MetaImage of several channels per pixel is not a volume")
+        return (data[..., None] if data.ndim == 2 else data).astype(np.float32)
     if path.suffix == ".npy":
         return np.load(path)[..., None]
     if path.name.endswith(".ima.gz"):
@@ -203,13 +192,16 @@ def read_stored(path: Path) -> np.ndarray:
 
 def read_real(volume: RealVolume) -> np.ndarray:
     """One real volume as (slices, H, W) float32 magnitudes, in its stored orientation turned
-    ``volume.turns`` quarters, from ``volume.matrix`` of its k-space."""
+    ``volume.turns`` quarters, from ``volume.matrix`` of its k-space (zero outside ``volume.mask``)."""
     from utils.errors import UserError
 
-    path = package_folder(volume.package) / volume.path
-    if not path.is_file():
-        raise UserError(f"real volume {path} is missing; reinstall {volume.package}")
-    data = read_stored(path)
+    folder = package_folder(volume.package)
+    for name in filter(None, (volume.path, volume.mask)):
+        if not (folder / name).is_file():
+            raise UserError(f"real volume {folder / name} is missing; reinstall {volume.package}")
+    data = read_stored(folder / volume.path)
+    if volume.mask:
+        data = np.where(read_stored(folder / volume.mask) > 0, data, 0.0)
     data = data[..., volume.frame] if data.ndim == 4 else data
     if volume.slices is not None:
         data = data[:, :, volume.slices[0] : volume.slices[1] : volume.step]
@@ -221,84 +213,87 @@ def read_real(volume: RealVolume) -> np.ndarray:
     return np.ascontiguousarray(data)
 
 
-def fit_to_site(volume: np.ndarray, pixel_mm: float, site_mm: float, size: int) -> np.ndarray:
-    """Resample (S, H, W) to the site's pixel size, centre-crop/zero-pad to size x size, scale to [0, 1]."""
-    from scipy import ndimage
-
-    zoom = pixel_mm / site_mm
-    out = np.zeros((volume.shape[0], size, size), dtype=np.float32)
-    for i, image in enumerate(volume):
-        resampled = np.maximum(ndimage.zoom(image, zoom, order=3), 0.0)
-        h, w = resampled.shape
-        top, left = (h - size) // 2, (w - size) // 2
-        src = resampled[max(top, 0) : max(top, 0) + size, max(left, 0) : max(left, 0) + size]
-        dy, dx = max(-top, 0), max(-left, 0)
-        out[i, dy : dy + src.shape[0], dx : dx + src.shape[1]] = src
-    return out / max(float(np.percentile(out, 99.9)), 1e-6)
-
-
-def write_real_sites(config: Any, folder: Path, volumes: dict[str, RealVolume] = TEST_VOLUMES) -> dict:
-    """Write each site's real test volumes under ``folder/<site>/`` and return the test config dict."""
-    import nibabel as nib
-
-    from data.simulation import PROFILES
-
-    sites = []
-    for site in config.sites:
-        source = site.source
-        if source.kind != "synthetic":
-            continue
-        profile = PROFILES[source.profile]
-        root = folder / site.name
-        for name, real in volumes.items():
-            if profile.skull_stripped and not real.skull_stripped:
-                continue
-            volume = fit_to_site(read_real(real), real.pixel_mm, profile.fov_mm / source.size, source.size)
-            path = root / name / "real.nii.gz"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            nib.save(nib.Nifti1Image(np.ascontiguousarray(np.moveaxis(volume, 0, -1)), np.eye(4)), str(path))
-        sites.append(
-            {
-                "name": site.name,
-                "source": {"kind": "folder", "root": str(root), "split": {"train": 0, "val": 0, "test": 1}},
-                "mask": site.mask.model_dump(mode="json"),
-                "batch_size": site.batch_size,
-            }
-        )
-    test = config.to_dict()
-    test["sites"] = sites
-    return test
-
-
 def _distribution(package: str) -> str:
     """The PyPI distribution that installs an import package (``fsl`` -> ``fslpy``)."""
     return {"fsl": "fslpy"}.get(package, package)
 
 
+def provenance(volume: RealVolume) -> str:
+    """Where the file comes from: ``distribution: `path``` (PyPI), or the Debian package and the path
+    it installs the file at."""
+    if not is_debian(volume.package):
+        return f"{_distribution(volume.package)}: `{volume.path}`"
+    folder = f"/{DEBIAN_FOLDERS[volume.package]}"
+    mask = f" (mask `{volume.mask}` beside it)" if volume.mask else ""
+    return f"Debian 12 {volume.package}: `{folder}/{volume.path}`{mask}"
+
+
+def _sites(volume: RealVolume) -> str:
+    """Which sites are tested on the volume (realism_sites.tested_on, in words)."""
+    if not volume.skull_stripped:
+        return "whole-head sites"
+    if volume.stripped_from:
+        return f"skull-stripped sites (whole-head sites: `{volume.stripped_from}`)"
+    return "skull-stripped and whole-head sites"
+
+
 def volume_rows(volumes: dict[str, RealVolume]) -> list[list[str]]:
     """One table row per volume: provenance, kind, contrast, stored matrix and field of view (read from
-    the installed file), the slices used, which sites test on it, licence."""
+    the installed file, or as declared for a Debian package's), the slices used, which sites test on
+    it, licence."""
     rows = []
     for name, volume in volumes.items():
-        stored = read_stored(package_folder(volume.package) / volume.path)
-        h, w = stored.shape[:2]
-        used = read_real(volume).shape[0]
-        sites = "skull-stripped and whole-head sites" if volume.skull_stripped else "whole-head sites"
+        if volume.stored is not None and volume.slices is not None:
+            (h, w), used = volume.stored, len(range(*volume.slices, volume.step))
+        else:
+            h, w = read_stored(package_folder(volume.package) / volume.path).shape[:2]
+            used = read_real(volume).shape[0]
         rows.append(
             [
                 f"`{name}`",
-                f"{_distribution(volume.package)}: `{volume.path}`",
+                provenance(volume),
                 volume.kind,
                 volume.contrast,
                 f"{h} x {w} at {volume.pixel_mm:g} mm",
                 f"{h * volume.pixel_mm:.0f} x {w * volume.pixel_mm:.0f} mm",
                 str(used),
-                sites,
+                _sites(volume),
                 volume.licence,
                 volume.note or "",
             ]
         )
     return rows
+
+
+def _test_set_heading() -> str:
+    """How many volumes (and scans) from how many packages of which registry."""
+    registries: dict[str, set[str]] = {"PyPI": set(), "Debian 12": set()}
+    for volume in TEST_VOLUMES.values():
+        debian = is_debian(volume.package)
+        registries["Debian 12" if debian else "PyPI"].add(_distribution(volume.package))
+    scans = sum(not v.stripped_from for v in TEST_VOLUMES.values())
+    packages = "; ".join(f"{r}: {', '.join(sorted(names))}" for r, names in registries.items() if names)
+    count = sum(len(names) for names in registries.values())
+    return f"## Test set: {len(TEST_VOLUMES)} volumes ({scans} scans) from {count} packages ({packages})\n"
+
+
+def _kinds_line() -> str:
+    """The volumes that are not one scan of one subject, named."""
+    def named(kind: str) -> str:
+        return ", ".join(f"`{n}`" for n, v in TEST_VOLUMES.items() if v.kind == kind)
+
+    lines = []
+    if named(AVERAGE):
+        lines.append(f"{named(AVERAGE)}: a population average, not a single subject's scan, and labelled "
+                     "so in every table.")  # fmt: skip
+    if named(REPEATED):
+        lines.append(f"{named(REPEATED)}: one subject's repeated scans averaged, with far less noise "
+                     "than a single scan.")  # fmt: skip
+    twins = ", ".join(f"`{n}`" for n, v in TEST_VOLUMES.items() if v.stripped_from)
+    if twins:
+        lines.append(f"{twins}: brain-only copies of whole-head volumes of the set, for the skull-stripped "
+                     "site only, so that no site is tested on one scan twice.")  # fmt: skip
+    return " ".join(lines)
 
 
 def real_volumes_markdown() -> str:
@@ -307,24 +302,21 @@ def real_volumes_markdown() -> str:
 
     header = ["volume", "package: file", "kind", "contrast", "matrix", "field of view", "slices used",
               "tested on", "licence", "note"]  # fmt: skip
-    sources = sorted({_distribution(v.package) for v in TEST_VOLUMES.values()})
-    averages = [n for n, v in TEST_VOLUMES.items() if v.kind == AVERAGE]
     text = [
         "# Real brain MR volumes of the transfer check\n",
         "Written by `python bench/realism_volumes.py` from `bench/realism_volumes.py`; "
         "`tests/bench/test_realism.py` checks that this file is what it writes. Every file ships inside a "
-        "package that `requirements-dev.txt` installs from PyPI; nothing is downloaded at run time. "
-        "Each volume is resampled to a site's pixel size, centre-cropped or zero-padded to its matrix "
-        "and scaled to [0, 1]; the skull-stripped site (brats) is tested on the skull-stripped volumes "
-        "only.\n",
-        f"## Test set: {len(TEST_VOLUMES)} volumes from {len(sources)} packages ({', '.join(sources)})\n",
-        "The final measurement; no simulator setting is chosen by looking at it. "
-        + (
-            f"{', '.join(f'`{a}`' for a in averages)}: a population average, not a single subject's "
-            "scan, and labelled so in every table.\n"
-            if averages
-            else "\n"
-        ),
+        "package that a package manager installs, from PyPI (`pip install -r requirements-dev.txt`) or "
+        "from Debian 12's main archive; the project's code reads the installed files and downloads "
+        "nothing. Each volume is resampled to a site's pixel size, centre-cropped or zero-padded to its "
+        "matrix and scaled to [0, 1]; the skull-stripped site (brats) is tested on the skull-stripped "
+        "volumes only.\n",
+        f"The Debian part: `{INSTALL}` (as root). Without root, fetch the two packages with "
+        "`apt-get download`, unpack each into one folder with `dpkg -x <file>.deb <folder>` and set "
+        f"`{ROOT_VARIABLE}=<folder>`. Without them, `bench/realism.py` says so in one line for each "
+        "missing package and tests on the other volumes.\n",
+        _test_set_heading(),
+        "The final measurement; no simulator setting is chosen by looking at it. " + _kinds_line() + "\n",
         markdown(header, volume_rows(TEST_VOLUMES), align="l" * len(header)),
         "## Tuning set\n",
         "For choosing simulator settings; it shares no file with the test set.\n",

@@ -251,11 +251,18 @@ def test_tuning_variants_are_the_same_scan_turned_or_from_a_smaller_matrix():
 def test_the_test_set_reads_from_three_or_more_packages_and_labels_its_averages():
     volumes = realism.TEST_VOLUMES
     assert len({v.package for v in volumes.values()}) >= 3
-    assert {v.kind for v in volumes.values()} <= {realism_volumes.SCAN, realism_volumes.AVERAGE}
+    kinds = {realism_volumes.SCAN, realism_volumes.REPEATED, realism_volumes.AVERAGE}
+    assert {v.kind for v in volumes.values()} <= kinds
     assert any(v.kind == realism_volumes.AVERAGE for v in volumes.values())  # pydeface's mean head
     assert not any(v.package == "nilearn" for v in volumes.values())  # the simulator's own anatomy
     for name, volume in volumes.items():
         assert volume.contrast and volume.licence, name
+        # a brain-only copy names a whole-head volume of the set, and is read from the same package
+        twin = volumes.get(volume.stripped_from) if volume.stripped_from else None
+        assert not volume.stripped_from or (twin and not twin.skull_stripped and volume.skull_stripped), name
+        assert not twin or twin.package == volume.package, name
+    # every volume at hand reads (a Debian package's when it is installed: test_realism_debian.py)
+    for name, volume in realism.available(volumes, log=lambda _: None).items():
         data = realism.read_real(volume)
         if volume.slices is not None:
             start, stop = volume.slices
