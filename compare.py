@@ -96,6 +96,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="rebuild the regime map of FOLDER (its regimes.yaml names each regime's results folder): "
         "map.md, map.json and figures/map.png, from the raw files alone",
     )
+    _add_training_options(parser)
+    parser.add_argument("overrides", nargs="*", metavar="key.path=value", help="overrides for every run")
+    parser.add_argument("--options", action=OptionsAction)
+    args = parser.parse_args(argv)
+    for folder in ("results", "report", "map"):  # given, never empty (path_arg); absent, ""
+        setattr(args, folder, getattr(args, folder) or "")
+    return args
+
+
+def _add_training_options(parser: argparse.ArgumentParser) -> None:
+    """The options that choose which runs train, in what order and how many at once."""
     parser.add_argument(
         "--first",
         default="",
@@ -124,12 +135,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="runs trained at once, each in its own process with CPUs // jobs torch threads "
         "(OMP_NUM_THREADS, when set, fixes that number); default 1",
     )
-    parser.add_argument("overrides", nargs="*", metavar="key.path=value", help="overrides for every run")
-    parser.add_argument("--options", action=OptionsAction)
-    args = parser.parse_args(argv)
-    for folder in ("results", "report", "map"):  # given, never empty (path_arg); absent, ""
-        setattr(args, folder, getattr(args, folder) or "")
-    return args
 
 
 def study_options(argv: list[str] | None = None) -> StudyOptions:
