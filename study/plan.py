@@ -85,13 +85,13 @@ def command_line(options: StudyOptions) -> str:
     )
 
 
-def parse_seeds(text: str, default: int) -> tuple[list[int], bool]:
+def parse_seeds(text: str, default: int, what: str = "--seeds") -> tuple[list[int], bool]:
     """The seeds to train and whether they were asked for (run names then end in ``-s<seed>``)."""
     if not text.strip():
         return [default], False
-    seeds = [parse_int(t, "--seeds", 0, MAX_SEED) for t in text.split(",") if t.strip()]
+    seeds = [parse_int(t, what, 0, MAX_SEED) for t in text.split(",") if t.strip()]
     if not seeds or len(set(seeds)) != len(seeds):
-        raise UserError(f"--seeds: expected distinct non-negative integers (got {shown(text)})")
+        raise UserError(f"{what}: expected distinct non-negative integers (got {shown(text)})")
     return seeds, True
 
 
@@ -108,7 +108,7 @@ def parse_seeds_of(texts: list[str], seeds: list[int], seeded: bool) -> dict[str
             )
         if not seeded:
             raise UserError("--seeds-of: name the study's seeds with --seeds first")
-        subset, _ = parse_seeds(values, 0)
+        subset, _ = parse_seeds(values, 0, "--seeds-of")
         outside = [s for s in subset if s not in seeds]
         if not values.strip() or outside:
             raise UserError(

@@ -667,6 +667,8 @@ def test_seeds_of_gives_the_named_variants_only_those_seeds(tmp_path):
         ("fedavg=4", "must be some of --seeds 3,5,7"),
         ("fedavg", "expected VARIANTS=SEEDS"),
         ("fedavg=", "must be some of --seeds"),
+        ("fedavg=x", "--seeds-of: "),
+        ("fedavg=3,3", "--seeds-of: expected distinct"),
     ]:
         with pytest.raises(plan.UserError, match=message):
             plan.make_plan(compare.study_options([*args, "--seeds-of", bad]))
