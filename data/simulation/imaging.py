@@ -3,7 +3,7 @@
 The anatomy's tissue fractions are imaged by a spin-echo signal model ``S = PD (1 - exp(-TR/T1))
 exp(-TE/T2)`` for T1- and T2-weighted contrasts, with the subject's own tissue T1/T2/PD. The site's
 profile then adds its scanner's fingerprint: coil bias field, blur, Rician noise, intensity curve and
-scale, and a zero background when skull-stripped.
+scale, and a zero background when skull-stripped or served as an 8-bit export (ours).
 """
 
 from __future__ import annotations
@@ -135,7 +135,8 @@ def _acquire(
 
 
 def _support(fractions: dict[str, np.ndarray]) -> np.ndarray:
-    """Binary brain mask of a skull-stripped subject: the background is exactly zero."""
+    """Binary mask of the tissue simulated: the brain of a skull-stripped subject, the whole head of
+    another; outside it an exported or skull-stripped image is exactly zero."""
     return (sum(fractions.values()) > 0.5).astype(np.float32)
 
 
@@ -161,6 +162,7 @@ def simulate_subject(
     lesions = profile.lesions if options.lesions is None else options.lesions
     varied = rng("realism") if options.realism == "varied" else None
     stripped = profile.skull_stripped or bool(rng("stripped").random() < options.stripped_fraction)
+    exported = options.export_fraction > 0 and bool(rng("export").random() < options.export_fraction)
     plane = planes[int(rng("plane").integers(len(planes)))]  # each subject's slices lie in one plane
     fractions = tissue_fractions(
         profile,
@@ -191,8 +193,18 @@ def simulate_subject(
         if matrix < 1.0:
             signal = acquisition_matrix(signal, matrix)
         image = _acquire(signal, bias, profile, noise_scale, rng("noise", contrast))
-        images[contrast] = image * _support(fractions) if stripped else image
+        images[contrast] = image * _support(fractions) if stripped or exported else image
+    if exported:
+        images = {contrast: eight_bit(image) for contrast, image in images.items()}
     return SimulatedSubject(images=images, fractions=fractions)
+
+
+def eight_bit(image: np.ndarray) -> np.ndarray:
+    """``image`` as an 8-bit export stores it: rounded to 256 levels between 0 and its maximum."""
+    top = float(image.max())
+    if top <= 0:
+        return image
+    return (np.round(image * (255.0 / top)) * (top / 255.0)).astype(np.float32)
 
 
 def _log_uniform(rng: np.random.Generator, bounds: tuple[float, float]) -> float:

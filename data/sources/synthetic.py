@@ -96,6 +96,14 @@ class SyntheticOptions(BaseModel):
         "it), as preprocessed exports and many public sets are, drawn per subject; a skull-stripped profile "
         "strips every subject",
     )
+    export_fraction: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="(ours) the chance that a subject is served as an 8-bit export, drawn per subject: "
+        "everything outside the head set to exactly zero and the intensities rounded to 256 levels of the "
+        "volume's range, as thresholded DICOM-to-image conversions and older archives store scans",
+    )
     planes: list[Literal["axial", "coronal", "sagittal"]] = Field(
         default_factory=lambda: ["axial"],
         min_length=1,
@@ -175,9 +183,9 @@ class SyntheticSource(Source):
         The key changes, and the volume is generated again, when any of these change: the generator
         version (bumped with any change to the simulation code; it also reseeds the images), the run's
         seed, the site's name, the subject, the contrast, any option of the site (even those that leave
-        this volume alone, such as ``contrasts``; ``planes`` only when it is not the default, so that
-        caches written before the option existed stay valid), the profile's and tissue tables' values, or
-        the numpy, scipy or nilearn version. The volume cache's own ``CACHE_VERSION`` is part of every key.
+        this volume alone, such as ``contrasts``; ``planes`` and ``export_fraction`` only when they are not
+        the default, so that caches written before the options existed stay valid), the profile's and
+        tissue tables' values, or the numpy, scipy or nilearn version. The volume cache's own ``CACHE_VERSION`` is part of every key.
         """
         return {
             "kind": "synthetic",
@@ -186,14 +194,17 @@ class SyntheticSource(Source):
             "site": self.context.site,
             "subject": subject,
             "contrast": contrast,
-            "options": self.options.model_dump(
-                mode="json", exclude={"planes"} if self.options.planes == ["axial"] else None
-            ),  # axial only (the default): the key it had before the option existed
+            "options": self.options.model_dump(mode="json", exclude=self._new_defaults()),
             "profile": dataclasses.asdict(PROFILES[self.options.profile]),
             "tissues": TISSUES,
             "head_layers": HEAD_LAYERS,
             "libraries": _library_versions(),
         }
+
+    def _new_defaults(self) -> set[str]:
+        """Options added after caches existed, left out of the key while at their defaults."""
+        defaults = {"planes": ["axial"], "export_fraction": 0.0}
+        return {name for name, value in defaults.items() if getattr(self.options, name) == value}
 
     def entry_key(self, subject: str, contrast: str) -> str:
         """The name of one volume's entry in the cache (``<key>.npy`` and ``<key>.json``)."""

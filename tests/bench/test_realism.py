@@ -79,6 +79,40 @@ def test_stripped_fraction_serves_brains_without_the_head_around_them():
     assert 2 <= sum(stripped_subjects) <= 10
 
 
+def test_export_fraction_serves_eight_bit_heads_on_a_zero_background(tmp_path):
+    from data.sources.base import SourceContext
+    from data.sources.synthetic import SyntheticSource
+
+    plain, exported = _subject(), _subject(export_fraction=1.0)
+    assert np.array_equal(_subject(export_fraction=0.0), plain)
+    head = _subject(noise_scale=0.0) > 1e-3  # the head, scalp included (the corners hold none)
+    corner = np.zeros(plain.shape[1:], dtype=bool)
+    corner[:8, :8] = corner[:8, -8:] = corner[-8:, :8] = corner[-8:, -8:] = True
+    assert plain[:, corner].min() > 0 and exported[:, corner].max() == 0  # the noise floor is gone
+    # 256 levels of the volume's range, from 0 to its maximum
+    step = exported.max() / 255
+    levels = exported / step
+    assert len(np.unique(exported)) <= 256 and np.allclose(levels, np.round(levels), atol=1e-3)
+    # inside the head the same image, to half a level; the scalp and skull are kept, not stripped
+    inside = exported > 0
+    assert np.abs(exported - plain)[inside].max() <= 0.5 * step * 1.001
+    assert inside.sum() > 0.9 * (head & (plain > step)).sum()
+    assert inside.sum() > 1.2 * (_subject(stripped_fraction=1.0) > 0).sum()
+    # drawn per subject: some exported, some not
+    def zero_corner(subject: int) -> bool:
+        options = SyntheticOptions(profile="fastmri", size=48, slices_per_subject=1, contrasts=["t1"],
+                                   export_fraction=0.5)  # fmt: skip
+        return simulate_subject(options, 0, "site", f"sub-{subject:03d}").images["t1"][0, :4, :4].max() == 0
+
+    assert 2 <= sum(zero_corner(i) for i in range(12)) <= 10
+    # the default keeps the cache key it had before the option existed
+    context = SourceContext(site="a", seed=0, cache_dir=tmp_path)
+    source = SyntheticSource(SyntheticOptions(profile="fastmri"), context)
+    assert "export_fraction" not in source.identity("sub-000", "t1")["options"]
+    other = SyntheticSource(SyntheticOptions(profile="fastmri", export_fraction=0.3), context)
+    assert other.entry_key("sub-000", "t1") != source.entry_key("sub-000", "t1")
+
+
 @pytest.mark.parametrize("bad", [(2.0, 1.0), (0.0, 1.0), (-1.0, 1.0)])
 def test_a_noise_range_out_of_order_is_refused(bad):
     from pydantic import ValidationError
