@@ -2,7 +2,10 @@
 # Runs a study command and commits each raw result file (and the tables rebuilt beside it) as soon as
 # the run that made it finishes, so that a study cut off by the end of a session keeps every finished
 # run in the repository. Usage: docs/results/map/commit_runs.sh FOLDER -- COMMAND...
-# FOLDER is the results folder (or a parent of several) whose runs/*.json are committed.
+# FOLDER is the results folder (or a parent of several) whose runs/*.json are committed. When FOLDER
+# is the regime map's (it holds regimes.yaml), each commit also rebuilds the map (map.md, map.json,
+# figures/map.png) and RESULTS.md's claims x regimes table from the raw files, and commits them.
+# It looks for new files every COMMIT_POLL seconds (default 30).
 set -uo pipefail
 folder=$1; shift; [ "$1" = "--" ] && shift
 cd "$(git rev-parse --show-toplevel)"
@@ -10,12 +13,16 @@ commit_new() {
     local new
     new=$(git status --porcelain --untracked-files=all -- "$folder" | grep -E '/runs/[^/]+\.json$' | awk '{print $2}')
     [ -z "$new" ] && return 0
-    local names
+    local names extra=()
     names=$(for f in $new; do echo "$(basename "$(dirname "$(dirname "$f")")")/$(basename "$f" .json)"; done | paste -sd, -)
+    if [ -f "$folder/regimes.yaml" ]; then
+        python compare.py --map "$folder" > /dev/null && \
+            python docs/results/refresh_results.py "$folder" > /dev/null && extra=(RESULTS.md)
+    fi
     for attempt in 1 2 3 4 5 6 7 8 9 10; do
         # Only the results folder is committed (git commit --only), whatever else is staged.
-        git add -- "$folder" 2>/dev/null && \
-            git commit -q --only -m "Regime map: raw results of $names" -- "$folder" && return 0
+        git add -- "$folder" "${extra[@]}" 2>/dev/null && \
+            git commit -q --only -m "Regime map: raw results of $names" -- "$folder" "${extra[@]}" && return 0
         sleep 5
     done
     echo "commit_runs: could not commit $names" >&2
@@ -23,7 +30,7 @@ commit_new() {
 "$@" &
 pid=$!
 trap 'kill -INT $pid 2>/dev/null; wait $pid; commit_new; exit 130' INT TERM
-while kill -0 $pid 2>/dev/null; do sleep 30; commit_new; done
+while kill -0 $pid 2>/dev/null; do sleep "${COMMIT_POLL:-30}"; commit_new; done
 wait $pid; rc=$?
 commit_new
 exit $rc
