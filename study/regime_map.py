@@ -28,7 +28,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from assembly.plain_yaml import check_plain_data, first_line, parse_yaml
-from study.formats import p_value, seeds_needed_note, signed
+from study.formats import p_value, seeds_count, seeds_needed_note, signed
 from study.records import MAX_JSON_BYTES, load_study, mismatch
 from study.rows import Row, find_row, reference_row, rows_of
 from utils.errors import UserError
@@ -115,8 +115,13 @@ def read_map(folder: Path) -> RegimeMap:
 
 
 def regime_rows(folder: Path, regime: Regime) -> dict[str, Row]:
-    """The map's rows found in a regime's study folder, by name ("FedMRI" for the reference)."""
-    manifest, runs = load_study(folder / regime.folder)
+    """The map's rows found in a regime's study folder, by name ("FedMRI" for the reference); none
+    while its study has not started (the folder is there, its ``manifest.json`` not yet): its cells
+    read "not run". A folder that is not there at all is an error (a wrong path)."""
+    study = folder / regime.folder
+    if study.is_dir() and not (study / "manifest.json").exists():
+        return {}
+    manifest, runs = load_study(study)
     rows = rows_of(manifest, runs)
     out: dict[str, Row] = {}
     fedmri = reference_row(rows)
@@ -154,7 +159,7 @@ def cell(result: SeedComparison | None) -> str:
         return "not run"
     return (
         f"**{verdict(result)}**: {signed(result.difference, 2)} dB "
-        f"(p={p_value(result)}, {result.difference.n} seeds)"
+        f"(p={p_value(result)}, {seeds_count(result.difference.n)})"
     )
 
 
@@ -180,9 +185,8 @@ def map_markdown(spec: RegimeMap, by_regime: dict[str, dict[str, Row]]) -> str:
     for regime in spec.regimes:
         rows = by_regime[regime.key]
         seeds = ", ".join(f"{name} {len(row.seeds)}" for name, row in rows.items())
-        lines.append(
-            f"- **{regime.title}** (`{regime.folder}`): {regime.setting} Seeds per row: {seeds or 'none'}."
-        )
+        seeds = seeds or "none yet"
+        lines.append(f"- **{regime.title}** (`{regime.folder}`): {regime.setting} Seeds per row: {seeds}.")
     return "\n".join(lines) + "\n"
 
 

@@ -1,9 +1,11 @@
-"""Copy a study's generated tables into RESULTS.md, between its ``<!-- FOLDER:NAME -->`` and
-``<!-- /FOLDER:NAME -->`` markers (FOLDER: the study's folder name); the prose around them is written
-by hand.
+"""Copy a study's generated tables, or the regime map's claims table, into RESULTS.md, between its
+``<!-- FOLDER:NAME -->`` and ``<!-- /FOLDER:NAME -->`` markers (FOLDER: the folder's name); the prose
+around them is written by hand.
 
     python compare.py --report docs/results/study
     python docs/results/refresh_results.py docs/results/study      # or docs/results/study_30rounds
+    python compare.py --map docs/results/map
+    python docs/results/refresh_results.py docs/results/map        # the claims x regimes table
 """
 
 from __future__ import annotations
@@ -46,12 +48,28 @@ def blocks(study: Path) -> dict[str, str]:
     }
 
 
+def map_blocks(folder: Path) -> dict[str, str]:
+    """The regime map's claims x regimes table (``map.md``'s first table) and its regimes list."""
+    md = (folder / "map.md").read_text()
+    table = "\n".join(line for line in md.split("\n## ", 1)[0].splitlines() if line.startswith("|"))
+    regimes = md.split("\n## The regimes\n", 1)[1] if "\n## The regimes\n" in md else ""
+    return {"table": table + "\n", "regimes": regimes.strip() + "\n"}
+
+
 def main(argv: list[str]) -> None:
-    if len(argv) != 1 or not (Path(argv[0]) / "comparison.md").is_file():
-        raise SystemExit("usage: refresh_results.py FOLDER (a study folder with comparison.md and claims.md)")
-    study = Path(argv[0]).resolve()
+    folder = Path(argv[0]) if len(argv) == 1 else None
+    if folder is not None and (folder / "map.md").is_file():
+        found = map_blocks(folder.resolve())
+    elif folder is not None and (folder / "comparison.md").is_file():
+        found = blocks(folder.resolve())
+    else:
+        raise SystemExit(
+            "usage: refresh_results.py FOLDER (a study folder with comparison.md and claims.md, or the "
+            "regime map's folder with map.md)"
+        )
+    study = folder.resolve()
     text = RESULTS.read_text()
-    for name, body in blocks(study).items():
+    for name, body in found.items():
         start, end = f"<!-- {study.name}:{name} -->", f"<!-- /{study.name}:{name} -->"
         if start not in text or end not in text:
             raise SystemExit(f"RESULTS.md: no {start} ... {end} markers")

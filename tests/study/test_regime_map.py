@@ -93,6 +93,51 @@ def test_each_claim_gets_its_seed_level_verdict_in_each_regime(two_regimes):
     assert set(versus) == {"FedAvg", "SingleSet", "Centralized"}
 
 
+def test_a_regime_whose_study_has_not_started_reads_not_run(two_regimes):
+    spec = yaml.safe_load((two_regimes / "regimes.yaml").read_text())
+    spec["regimes"].append({"key": "later", "title": "to come", "folder": "later", "setting": "planned."})
+    (two_regimes / "regimes.yaml").write_text(yaml.safe_dump(spec))
+    (two_regimes / "later").mkdir()  # its run script may be there; no manifest.json yet
+    assert compare.main(["--map", str(two_regimes)]) == 0
+    data = json.loads((two_regimes / "map.json").read_text())
+    assert all(claim["later"] is None for claim in data["claims"].values())
+    assert data["claims"]["FedMRI beats FedAvg"]["rich"]["verdict"] == "holds"  # the others as before
+    lines = (two_regimes / "map.md").read_text().splitlines()
+    header = next(line for line in lines if line.startswith("| claim"))
+    assert header.endswith("| to come |")
+    assert "**to come** (`later`): planned. Seeds per row: none yet." in (two_regimes / "map.md").read_text()
+
+
+def test_the_committed_map_comes_from_the_committed_raw_files(tmp_path):
+    """map.md and map.json as compare.py --map writes them from the raw files in the repository, and
+    RESULTS.md's claims x regimes table as map.md has it."""
+    import shutil
+    import sys
+
+    from tests.conftest import ROOT
+
+    source = ROOT / "docs" / "results" / "map"
+    copy = tmp_path / "docs" / "map"
+    copy.mkdir(parents=True)
+    shutil.copy(source / "regimes.yaml", copy / "regimes.yaml")
+    for regime in regime_map.read_map(source).regimes:
+        link = copy / regime.folder
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to((source / regime.folder).resolve(), target_is_directory=True)
+    regime_map.write_map(copy, log=lambda _: None)
+    for name in ("map.md", "map.json"):
+        assert (copy / name).read_text() == (source / name).read_text(), f"docs/results/map/{name} is stale"
+    sys.path.insert(0, str(ROOT / "docs" / "results"))
+    import refresh_results
+
+    text = (ROOT / "RESULTS.md").read_text()
+    for name, body in refresh_results.map_blocks(source).items():
+        start, end = f"<!-- map:{name} -->", f"<!-- /map:{name} -->"
+        assert start in text and end in text, f"RESULTS.md: no {start} markers"
+        inside = text.split(start, 1)[1].split(end, 1)[0]
+        assert inside.strip() == body.strip(), f"RESULTS.md: {start} is stale"
+
+
 def test_bad_map_files_are_one_line_errors(two_regimes, capsys):
     (two_regimes / "regimes.yaml").write_text("regimes: [{key: 'a b', title: x, folder: rich}]\n")
     assert compare.main(["--map", str(two_regimes)]) == 2
