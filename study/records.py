@@ -33,7 +33,7 @@ from pydantic_core import PydanticCustomError
 from utils.bounds import shown
 from utils.errors import UserError
 from utils.io import MiB, read_text
-from utils.run_log import read_metrics
+from utils.run_log import DIAGNOSTIC_COLUMNS, read_metrics
 
 METRICS = ("psnr", "ssim", "nmse")
 MAX_JSON_BYTES = 64 * MiB  # a raw file is a few KB, a manifest or latent file a few MB at most
@@ -310,14 +310,14 @@ def run_record(run_dir: Path, seed: int, algorithm: str, overrides: Sequence[str
             },
         }
     val: dict[str, dict[str, float]] = {}
-    comm = None
+    comm = term = None
     metrics = run_dir / "metrics.csv"
     if metrics.is_file():
         rows = read_metrics(metrics)
         for r in rows:
             if r["split"] == "val" and r.get("psnr"):
                 val.setdefault(r["site"], {})[r["round"]] = _round(float(r["psnr"]))
-        comm = _communication(rows)
+        comm, term = _communication(rows), _term(rows)
     timing_path = run_dir / "timing.json"
     timing = json.loads(read_text(timing_path, "timing", MAX_JSON_BYTES)) if timing_path.is_file() else None
     config_path = run_dir / "config.yaml"
@@ -333,11 +333,28 @@ def run_record(run_dir: Path, seed: int, algorithm: str, overrides: Sequence[str
         "communication": comm,
         "timing": timing,
         **({"precision": precision} if isinstance(precision, str) else {}),
+        **({"term": term} if term else {}),
     }
 
 
 def _round(x: float) -> float:
     return float(f"{x:.6g}") if math.isfinite(x) else x
+
+
+def _term(rows: list[dict[str, str]]) -> dict[str, dict[str, list[float | None]]] | None:
+    """FedMRI's contrastive term per site and round, as ``metrics.csv``'s train rows log it at the end of
+    each local fit (``utils.run_log.DIAGNOSTIC_COLUMNS``; None in a round without it); None for a run
+    that logged no term. Kept in the raw file so the term's behaviour outlives the run folder."""
+    train = [r for r in rows if r["split"] == "train"]
+    if not any(r.get("con_l_con") for r in train):
+        return None
+    term: dict[str, dict[str, list[float | None]]] = {}
+    for r in sorted(train, key=lambda r: int(r["round"])):
+        site = term.setdefault(r["site"], {c: [] for c in DIAGNOSTIC_COLUMNS})
+        for column in DIAGNOSTIC_COLUMNS:
+            value = float(r.get(column) or "nan")
+            site[column].append(_round(value) if math.isfinite(value) else None)
+    return term
 
 
 def _communication(rows: list[dict[str, str]]) -> dict[str, Any] | None:

@@ -69,6 +69,21 @@ def test_every_variant_trains_once_per_seed_with_that_seed(study):
     assert manifest["seeds"] == [3, 5] and "--seeds 3,5" in manifest["command"]
 
 
+def test_fedmri_raw_files_keep_the_terms_diagnostics_of_every_round(study):
+    tmp, results = study["tmp"], study["results"]
+    rows = list(csv.DictReader(open(tmp / "runs" / "study" / "runs" / "fedmri-s3" / "metrics.csv")))
+    term = _raw(results, "fedmri-s3")["term"]
+    assert sorted(term) == ["brats", "fastmri"]
+    for site, columns in term.items():
+        train = [r for r in rows if r["site"] == site and r["split"] == "train"]
+        train.sort(key=lambda r: int(r["round"]))
+        assert len(columns["penalty"]) == len(train) == 2
+        assert columns["con_l_con"][0] is None  # the term starts in round 2
+        for column in ("penalty", "con_l_con", "con_outside", "con_dist", "con_spread", "loss_rec"):
+            assert columns[column][1] == pytest.approx(float(train[1][column]), rel=1e-5), column
+    assert "term" not in _raw(results, "fedavg-s3") and "term" not in _raw(results, "singleset-s3")
+
+
 def test_intervals_and_paired_tests_equal_a_direct_scipy_computation(study):
     results = study["results"]
     sites = ["fastmri", "brats"]
