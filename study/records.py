@@ -119,6 +119,8 @@ class RunRecord(_Record):
     communication: Communication | None
     timing: Timing | None
     precision: str = ""  # the precision it trained at; older raw files do not say
+    # FedMRI's term per site, column and round (run_record's _term); older raw files do not keep it
+    term: dict[str, dict[str, list[float | None]]] | None = None
 
 
 class ManifestRow(_Record):

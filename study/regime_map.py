@@ -31,6 +31,7 @@ from assembly.plain_yaml import check_plain_data, first_line, parse_yaml
 from study.formats import p_value, seeds_count, seeds_needed_note, signed
 from study.records import MAX_JSON_BYTES, load_study, mismatch
 from study.rows import Row, find_row, reference_row, rows_of
+from study.term_summary import term_markdown, term_summary
 from utils.errors import UserError
 from utils.io import atomic_write_text, read_text
 from utils.stats import TOO_FEW_SEEDS, SeedComparison
@@ -265,8 +266,12 @@ def write_map(folder: str | Path, log: Callable[[str], None] = print) -> str:
     if len(set(keys)) != len(keys):
         raise UserError(f"{folder / FILE}: regimes.key: every key must be unique (got {keys})")
     by_regime = {r.key: regime_rows(folder, r) for r in spec.regimes}
-    text = map_markdown(spec, by_regime)
-    data = map_summary(spec, by_regime)
+    terms = {
+        r.key: {n: term_summary(row) for n, row in by_regime[r.key].items() if row.algorithm == "fedmri"}
+        for r in spec.regimes
+    }
+    text = map_markdown(spec, by_regime) + term_markdown({r.key: r.title for r in spec.regimes}, terms)
+    data = {**map_summary(spec, by_regime), "term": terms}
     atomic_write_text(folder / "map.md", text)
     atomic_write_text(folder / "map.json", json.dumps(data, indent=1, sort_keys=True) + "\n")
     map_figure(folder / "figures" / "map.png", spec, by_regime)

@@ -49,11 +49,17 @@ def blocks(study: Path) -> dict[str, str]:
 
 
 def map_blocks(folder: Path) -> dict[str, str]:
-    """The regime map's claims x regimes table (``map.md``'s first table) and its regimes list."""
+    """The regime map's claims x regimes table (``map.md``'s first table), its regimes list and its
+    section on the contrastive term (one heading level down)."""
     md = (folder / "map.md").read_text()
     table = "\n".join(line for line in md.split("\n## ", 1)[0].splitlines() if line.startswith("|"))
-    regimes = md.split("\n## The regimes\n", 1)[1] if "\n## The regimes\n" in md else ""
-    return {"table": table + "\n", "regimes": regimes.strip() + "\n"}
+    parts = {part.split("\n", 1)[0]: part.split("\n", 1)[1] for part in md.split("\n## ")[1:]}
+    term = parts.get("The contrastive term in each regime", "").strip()
+    return {
+        "table": table + "\n",
+        "regimes": parts.get("The regimes", "").strip() + "\n",
+        "term": term.replace("\n## ", "\n### ") + "\n",
+    }
 
 
 def main(argv: list[str]) -> None:

@@ -93,6 +93,29 @@ def test_each_claim_gets_its_seed_level_verdict_in_each_regime(two_regimes):
     assert set(versus) == {"FedAvg", "SingleSet", "Centralized"}
 
 
+def test_the_map_pools_the_terms_diagnostics_where_the_raw_files_keep_them(two_regimes):
+    # In "rich", FedMRI's seed 0 kept its term: on site a L_con sat on its ceiling 1/2 in rounds 2 and 3,
+    # on site b in round 3 only (round 1: no term); its other seeds did not keep it.
+    path = two_regimes / "rich" / "runs" / "fedmri-s0.json"
+    record = json.loads(path.read_text())
+    record["term"] = {
+        "a": {"con_l_con": [None, 0.5, 0.4999], "con_outside": [None, 0.9, 1.0],
+              "penalty": [None, 50.0, 49.99], "loss_rec": [None, 0.2, 0.1]},
+        "b": {"con_l_con": [None, 0.1, 0.5], "con_outside": [None, 0.2, 0.95], "penalty": [None, 10.0, 50.0],
+              "loss_rec": [None, 0.3, 0.1]},
+    }  # fmt: skip
+    path.write_text(json.dumps(record))
+    assert compare.main(["--map", str(two_regimes)]) == 0
+    data = json.loads((two_regimes / "map.json").read_text())
+    rich = data["term"]["rich"]["FedMRI"]
+    assert rich["runs"] == 1 and rich["pairs"] == 4 and rich["on_ceiling"] == pytest.approx(0.75)
+    assert rich["outside_median"] == pytest.approx(0.925) and rich["penalty_median"] == pytest.approx(49.995)
+    assert rich["loss_rec_median"] == pytest.approx(0.15)
+    assert data["term"]["poor"]["FedMRI"] is None  # no raw file there kept it
+    text = (two_regimes / "map.md").read_text()
+    assert "| sites gain from each other | FedMRI | 1 | 4 | 75% | 92.5% | 50 | 0.15 |" in text
+
+
 def test_a_regime_whose_study_has_not_started_reads_not_run(two_regimes):
     spec = yaml.safe_load((two_regimes / "regimes.yaml").read_text())
     spec["regimes"].append({"key": "later", "title": "to come", "folder": "later", "setting": "planned."})

@@ -4,7 +4,8 @@
 # StepLR(40, 0.1), 10 local epochs, batch 8, one fixed mask per site, 50 rounds), fp32, one torch
 # thread per run. FedMRI, FedMRI beta = 0, FedMRI beta = 25 (the paper's per-weight pull at 16
 # channels), FedAvg, SingleSet and Centralized over seeds 0-4; FedPer (GD-GD) and FL-MRCM over seeds
-# 0-2. Runs go seed by seed (every row's seed 0 first). About 55 min per run on one core.
+# 0-2. Runs go seed by seed (every row's seed 0 first). 20 local steps per site and round (the 16-slice
+# pilot, 80 steps, took 55 min per run on one core).
 # JOBS=2 trains two runs at a time. Resumable: run it again and it trains only what is missing (an
 # interrupted run continues after its last completed round); raw files land in runs/ beside this file.
 set -euo pipefail
