@@ -230,7 +230,9 @@ def map_figure(path: Path, spec: RegimeMap, by_regime: dict[str, dict[str, Row]]
     )  # fmt: skip
     for ax, regime in zip(axes[0], spec.regimes):
         rows = by_regime[regime.key]
-        for y, name in enumerate(names):
+        if not rows:  # the regime's study has not started
+            ax.text(0.5, 0.5, "not run yet", ha="center", va="center", transform=ax.transAxes, color="0.5")
+        for y, name in enumerate(names if rows else []):
             result = compare(rows, name, None) if name in rows else None
             if result is None:
                 ax.text(0, y, "not run", ha="center", va="center", fontsize=7, color="0.5")

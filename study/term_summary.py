@@ -6,7 +6,7 @@ site, round) in which the term was on: how often L_con sat on its ceiling 1/K (K
 negatives, one previous encoder per site with ``negatives: all``), where pos / neg = 1/K exactly and
 the term's gradient vanishes (RESULTS.md, "The contrastive term, step by step"); the median fraction
 of encoder weights outside the negatives' range; and the median penalty beta x L_con against the
-median reconstruction loss.
+median reconstruction loss (each the round's mean per step).
 """
 
 from __future__ import annotations
