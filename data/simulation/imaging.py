@@ -119,19 +119,39 @@ def _bias_field(rng: np.random.Generator, profile: Profile, shape: tuple[int, ..
 
 
 def _acquire(
-    signal: np.ndarray, bias: np.ndarray, profile: Profile, noise_scale: float, rng: np.random.Generator
+    signal: np.ndarray,
+    bias: np.ndarray,
+    profile: Profile,
+    noise_scale: float,
+    rng: np.random.Generator,
+    channels: int = 1,
 ) -> np.ndarray:
-    """The site's image of a noise-free signal: bias, blur, Rician noise, intensity curve, scale."""
+    """The site's image of a noise-free signal: bias, blur, noise, intensity curve, scale."""
     image = signal * bias
     if profile.blur_px > 0:
         image = ndimage.gaussian_filter(image, (0, profile.blur_px, profile.blur_px))
     reference = float(np.percentile(image, 99)) or 1.0
     sigma = profile.noise * noise_scale * reference
     if sigma > 0:
-        noise = rng.standard_normal((2, *image.shape), dtype=np.float32) * np.float32(sigma)
-        image = np.sqrt((image + noise[0]) ** 2 + noise[1] ** 2)
+        image = magnitude_noise(image, sigma, channels, rng)
     image = reference * (np.maximum(image, 0.0) / reference) ** profile.gamma
     return (image * profile.scale).astype(np.float32)
+
+
+def magnitude_noise(image: np.ndarray, sigma: float, channels: int, rng: np.random.Generator) -> np.ndarray:
+    """The magnitude of ``image`` received with complex Gaussian noise of std ``sigma`` per channel and
+    combined over ``channels`` receive channels by root sum of squares, each channel seeing the signal
+    over sqrt(channels): Rician for one channel, noncentral chi with 2 x channels degrees of freedom for
+    more. Inside the head the noise stays about ``sigma``; where there is no signal the image is the noise
+    floor, of mean sigma x sqrt(2) x Gamma(channels + 1/2) / Gamma(channels) (1.25 sigma for one channel,
+    3.94 sigma for eight): the floor of a multi-channel scanner's RSS image (Constantinides et al., MRM
+    1997). The channels' sum of squares is drawn in a rotated basis where the signal lies on one axis:
+    (signal + sigma z)^2 plus sigma^2 times a chi-square draw of 2 x channels - 1 degrees of freedom."""
+    noise = rng.standard_normal((2, *image.shape), dtype=np.float32) * np.float32(sigma)
+    if channels <= 1:
+        return np.sqrt((image + noise[0]) ** 2 + noise[1] ** 2)
+    rest = rng.chisquare(2 * channels - 1, size=image.shape).astype(np.float32) * np.float32(sigma**2)
+    return np.sqrt((image + noise[0]) ** 2 + rest)
 
 
 def _support(fractions: dict[str, np.ndarray]) -> np.ndarray:
@@ -178,7 +198,10 @@ def simulate_subject(
     )
     params = tissue_parameters(rng("tissue"))
     bias = _bias_field(rng("bias"), profile, fractions["gm"].shape)
-    noise_scale, matrix = options.noise_scale, 1.0
+    noise_scale, matrix, channels = options.noise_scale, 1.0, 1
+    if options.receive_channels is not None:  # one receive array per subject, for both its contrasts
+        low, high = options.receive_channels
+        channels = int(rng("receive channels").integers(low, high + 1))
     if varied is None:
         texture = _texture(rng("texture"), fractions["gm"].shape)
         if options.noise_range is not None:
@@ -192,7 +215,7 @@ def simulate_subject(
         signal = tissue_signal(fractions, params, *profile.protocol[contrast]) * texture
         if matrix < 1.0:
             signal = acquisition_matrix(signal, matrix)
-        image = _acquire(signal, bias, profile, noise_scale, rng("noise", contrast))
+        image = _acquire(signal, bias, profile, noise_scale, rng("noise", contrast), channels)
         images[contrast] = image * _support(fractions) if stripped or exported else image
     if exported:
         images = {contrast: eight_bit(image) for contrast, image in images.items()}

@@ -104,6 +104,14 @@ class SyntheticOptions(BaseModel):
         "everything outside the head set to exactly zero and the intensities rounded to 256 levels of the "
         "volume's range, as thresholded DICOM-to-image conversions and older archives store scans",
     )
+    receive_channels: tuple[int, int] | None = Field(
+        None,
+        description="(ours) [low, high]: each subject is received by a number of channels drawn uniformly "
+        "in the range (both ends included) and its magnitude image is their root sum of squares, so "
+        "the noise floor outside the head rises with the channels (noncentral chi noise, about 3.9x the "
+        "noise's std for eight channels, 1.25x for one) while the noise inside the head stays; null = one "
+        "channel (Rician noise), the images the simulator has always made",
+    )
     planes: list[Literal["axial", "coronal", "sagittal"]] = Field(
         default_factory=lambda: ["axial"],
         min_length=1,
@@ -130,6 +138,13 @@ class SyntheticOptions(BaseModel):
     def _ordered_noise_range(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
         if value is not None and not 0.0 < value[0] <= value[1]:
             raise ValueError(f"noise_range must be [low, high] with 0 < low <= high (got {list(value)})")
+        return value
+
+    @field_validator("receive_channels")
+    @classmethod
+    def _ordered_channels(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
+        if value is not None and not 1 <= value[0] <= value[1] <= 64:
+            raise ValueError(f"receive_channels must be [low, high] with 1 <= low <= high <= 64 (got {list(value)})")
         return value
 
     @field_validator("planes", "contrasts")
@@ -183,8 +198,8 @@ class SyntheticSource(Source):
         The key changes, and the volume is generated again, when any of these change: the generator
         version (bumped with any change to the simulation code; it also reseeds the images), the run's
         seed, the site's name, the subject, the contrast, any option of the site (even those that leave
-        this volume alone, such as ``contrasts``; ``planes`` and ``export_fraction`` only when they are not
-        the default, so that caches written before the options existed stay valid), the profile's and
+        this volume alone, such as ``contrasts``; ``planes``, ``export_fraction`` and ``receive_channels``
+        only when they are not the default, so that caches written before the options existed stay valid), the profile's and
         tissue tables' values, or the numpy, scipy or nilearn version. The volume cache's own ``CACHE_VERSION`` is part of every key.
         """
         return {
@@ -203,7 +218,7 @@ class SyntheticSource(Source):
 
     def _new_defaults(self) -> set[str]:
         """Options added after caches existed, left out of the key while at their defaults."""
-        defaults = {"planes": ["axial"], "export_fraction": 0.0}
+        defaults = {"planes": ["axial"], "export_fraction": 0.0, "receive_channels": None}
         return {name for name, value in defaults.items() if getattr(self.options, name) == value}
 
     def entry_key(self, subject: str, contrast: str) -> str:

@@ -113,6 +113,61 @@ def test_export_fraction_serves_eight_bit_heads_on_a_zero_background(tmp_path):
     assert other.entry_key("sub-000", "t1") != source.entry_key("sub-000", "t1")
 
 
+@pytest.mark.parametrize("channels", [1, 4, 8])
+def test_magnitude_noise_is_noncentral_chi_of_the_channels(channels):
+    from math import gamma, sqrt
+
+    from data.simulation.imaging import magnitude_noise
+
+    sigma, rng = 0.05, np.random.default_rng(3)
+    # no signal: the noise floor of a root sum of squares of `channels` complex Gaussian channels
+    floor = magnitude_noise(np.zeros((400, 400), np.float32), sigma, channels, rng)
+    expected = sigma * sqrt(2) * gamma(channels + 0.5) / gamma(channels)
+    assert abs(floor.mean() / expected - 1) < 0.01
+    assert abs((floor**2).mean() / (2 * channels * sigma**2) - 1) < 0.01  # E[chi^2_2n] = 2n
+    # strong signal: the noise inside the head stays sigma whatever the channels (the mean is
+    # sqrt(s^2 + (2n - 1) sigma^2) to first order)
+    strong = magnitude_noise(np.ones((400, 400), np.float32), sigma, channels, rng)
+    assert abs(strong.std() / sigma - 1) < 0.03
+    assert abs(strong.mean() - sqrt(1 + (2 * channels - 1) * sigma**2)) < 0.002
+
+
+def test_receive_channels_raise_the_floor_outside_the_head_only(tmp_path):
+    from pydantic import ValidationError
+
+    from data.sources.base import SourceContext
+    from data.sources.synthetic import SyntheticSource
+
+    plain, clean = _subject(), _subject(noise_scale=0.0)
+    assert np.array_equal(_subject(receive_channels=(1, 1)), plain)  # one channel: the Rician images
+    eight = _subject(receive_channels=(8, 8))
+    corner = np.zeros(plain.shape[1:], dtype=bool)
+    corner[:8, :8] = corner[:8, -8:] = corner[-8:, :8] = corner[-8:, -8:] = True
+    assert clean[:, corner].max() < 1e-3 * clean.max()  # no head in the corners
+    # the floor rises by E[chi_16] / E[chi_2] = 3.14 before the profile's intensity curve, which
+    # bends it a little: between 2.5x and 4x after it
+    assert 2.5 < eight[:, corner].mean() / plain[:, corner].mean() < 4.0
+    bright = clean > np.percentile(clean, 90)  # in the head the image barely moves
+    assert np.abs(eight[bright] / plain[bright] - 1).mean() < 0.05
+    # drawn per subject in the range: subjects differ in their floor
+    def floor(subject: int) -> float:
+        options = SyntheticOptions(profile="fastmri", size=48, slices_per_subject=1, contrasts=["t1"],
+                                   receive_channels=(1, 8))  # fmt: skip
+        return float(simulate_subject(options, 0, "site", f"sub-{subject:03d}").images["t1"][0, :6, :6].mean())
+
+    floors = [floor(i) for i in range(8)]
+    assert max(floors) > 2 * min(floors)
+    # the default keeps the cache key it had before the option existed; another range is another key
+    context = SourceContext(site="a", seed=0, cache_dir=tmp_path)
+    source = SyntheticSource(SyntheticOptions(profile="fastmri"), context)
+    assert "receive_channels" not in source.identity("sub-000", "t1")["options"]
+    other = SyntheticSource(SyntheticOptions(profile="fastmri", receive_channels=(1, 8)), context)
+    assert other.entry_key("sub-000", "t1") != source.entry_key("sub-000", "t1")
+    for bad in [(8, 1), (0, 4), (1, 65)]:
+        with pytest.raises(ValidationError, match="receive_channels must be"):
+            SyntheticOptions(profile="fastmri", receive_channels=bad)
+
+
 @pytest.mark.parametrize("bad", [(2.0, 1.0), (0.0, 1.0), (-1.0, 1.0)])
 def test_a_noise_range_out_of_order_is_refused(bad):
     from pydantic import ValidationError
