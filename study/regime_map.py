@@ -71,6 +71,9 @@ METHODS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 
+ZERO_FILLED = "zero-filled input"  # a claim's second: the first row's own zero-filled input, volume by volume
+
+
 @dataclass(frozen=True)
 class Claim:
     """``first`` beats ``second`` in mean PSNR over the sites (None: the regime's FedMRI)."""
@@ -82,6 +85,8 @@ class Claim:
 
 
 CLAIMS = (
+    Claim("The models learn: FedMRI beats the zero-filled input (a condition for every claim below)", None,
+          ZERO_FILLED, premise=True),
     Claim("Collaboration pays: Centralized beats SingleSet (the paper's premise)", "Centralized",
           "SingleSet", premise=True),
     Claim("FedMRI beats SingleSet (each site alone)", None, "SingleSet"),
@@ -136,11 +141,18 @@ def regime_rows(folder: Path, regime: Regime) -> dict[str, Row]:
 
 
 def compare(rows: dict[str, Row], first: str | None, second: str | None) -> SeedComparison | None:
-    """``first`` − ``second`` in mean PSNR over the sites, seed as the unit (None where a row is missing)."""
-    a, b = rows.get(first or "FedMRI"), rows.get(second or "FedMRI")
+    """``first`` − ``second`` in mean PSNR over the sites, seed as the unit (None where a row is missing);
+    ``ZERO_FILLED`` on either side stands for the zero-filled input of FedMRI's test volumes (the same
+    volumes and masks as every row's of a seed)."""
+    def side(name: str | None) -> tuple[Row | None, str]:  # a row's model, or FedMRI's zero-filled input
+        if name == ZERO_FILLED:
+            return rows.get("FedMRI"), "zero_filled"
+        return rows.get(name or "FedMRI"), "model"
+
+    (a, own), (b, which) = side(first), side(second)
     if a is None or b is None:
         return None
-    return a.versus(b, "mean", "psnr")
+    return a.versus(b, "mean", "psnr", which=which, own=own)
 
 
 def verdict(result: SeedComparison | None) -> str:
@@ -220,10 +232,12 @@ def _numbers(result: SeedComparison | None) -> dict | None:
 
 def map_figure(path: Path, spec: RegimeMap, by_regime: dict[str, dict[str, Row]]) -> None:
     """One panel per regime: each method's mean-PSNR difference to FedMRI with its seed-level interval
-    (filled: detectable; open: not), so a reader sees where FedMRI leads (left of zero) and where not."""
+    (filled: detectable; open: not), so a reader sees where FedMRI leads (left of zero) and where not;
+    the last line is the zero-filled input's, right of zero where FedMRI does not beat its own input."""
     from utils.figures import plt
 
     names = [n for n in METHODS if any(n in rows for rows in by_regime.values())]
+    names += [ZERO_FILLED] if any("FedMRI" in rows for rows in by_regime.values()) else []
     fig, axes = plt.subplots(
         1, len(spec.regimes), figsize=(3.4 * len(spec.regimes) + 1.6, 0.45 * len(names) + 1.6),
         sharey=True, squeeze=False, constrained_layout=True,
@@ -233,7 +247,7 @@ def map_figure(path: Path, spec: RegimeMap, by_regime: dict[str, dict[str, Row]]
         if not rows:  # the regime's study has not started
             ax.text(0.5, 0.5, "not run yet", ha="center", va="center", transform=ax.transAxes, color="0.5")
         for y, name in enumerate(names if rows else []):
-            result = compare(rows, name, None) if name in rows else None
+            result = compare(rows, name, None) if name in rows or name == ZERO_FILLED else None
             if result is None:
                 ax.text(0, y, "not run", ha="center", va="center", fontsize=7, color="0.5")
                 continue

@@ -79,9 +79,12 @@ class Row:
             return float(per_seed[0]), None, "std"
         return float(per_seed[0]), _volume_std(self.first, site, metric), "std"
 
-    def pairs(self, other: Row, site: str, metric: str) -> dict[int, tuple[list[float], list[float]]]:
+    def pairs(
+        self, other: Row, site: str, metric: str, which: str = "model", own: str = "model"
+    ) -> dict[int, tuple[list[float], list[float]]]:
         """Per seed both rows have: paired values (this row, ``other``) over the test volumes of ``site``
-        (every site's volumes for ``mean``)."""
+        (every site's volumes for ``mean``); ``which`` / ``own`` = ``"zero_filled"`` takes ``other``'s /
+        this row's zero-filled input instead of its model."""
         out: dict[int, tuple[list[float], list[float]]] = {}
         for seed in self.seeds:
             if seed not in other.records:
@@ -90,16 +93,19 @@ class Row:
             for s in self.sites if site == "mean" else [site]:
                 mine, theirs = self.records[seed].sites[s].volumes, other.records[seed].sites[s].volumes
                 for volume in sorted(set(mine) & set(theirs)):
-                    a.append(mine[volume].model.of(metric))
-                    b.append(theirs[volume].model.of(metric))
+                    a.append(getattr(mine[volume], own).of(metric))
+                    b.append(getattr(theirs[volume], which).of(metric))
             if a:
                 out[seed] = (a, b)
         return out
 
-    def versus(self, other: Row, site: str, metric: str) -> SeedComparison | None:
-        """This row against ``other`` with the seed as the unit (``utils.stats.seed_comparison``);
-        None without any paired volume."""
-        pairs = self.pairs(other, site, metric)
+    def versus(
+        self, other: Row, site: str, metric: str, which: str = "model", own: str = "model"
+    ) -> SeedComparison | None:
+        """This row against ``other`` with the seed as the unit (``utils.stats.seed_comparison``); None
+        without any paired volume. ``which`` / ``own`` = ``"zero_filled"``: ``other``'s / this row's
+        zero-filled input in place of its model."""
+        pairs = self.pairs(other, site, metric, which, own)
         if not pairs:
             return None
         return seed_comparison(pairs, level=LEVEL, higher_is_better=METRIC_FORMAT[metric][1])
