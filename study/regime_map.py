@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,6 +144,7 @@ def compare(rows: dict[str, Row], first: str | None, second: str | None) -> Seed
     """``first`` − ``second`` in mean PSNR over the sites, seed as the unit (None where a row is missing);
     ``ZERO_FILLED`` on either side stands for the zero-filled input of FedMRI's test volumes (the same
     volumes and masks as every row's of a seed)."""
+
     def side(name: str | None) -> tuple[Row | None, str]:  # a row's model, or FedMRI's zero-filled input
         if name == ZERO_FILLED:
             return rows.get("FedMRI"), "zero_filled"
@@ -266,7 +267,8 @@ def map_figure(path: Path, spec: RegimeMap, by_regime: dict[str, dict[str, Row]]
     axes[0][0].invert_yaxis()
     fig.suptitle(
         "Each method against FedMRI, per regime: 95 % interval over seeds\n"
-        "red: ahead of FedMRI, blue: behind; open marker: not detectable", fontsize=10
+        "red: ahead of FedMRI, blue: behind; open marker: not detectable",
+        fontsize=10,
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

@@ -144,7 +144,9 @@ class SyntheticOptions(BaseModel):
     @classmethod
     def _ordered_channels(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
         if value is not None and not 1 <= value[0] <= value[1] <= 64:
-            raise ValueError(f"receive_channels must be [low, high] with 1 <= low <= high <= 64 (got {list(value)})")
+            raise ValueError(
+                f"receive_channels must be [low, high] with 1 <= low <= high <= 64 (got {list(value)})"
+            )
         return value
 
     @field_validator("planes", "contrasts")
@@ -199,8 +201,9 @@ class SyntheticSource(Source):
         version (bumped with any change to the simulation code; it also reseeds the images), the run's
         seed, the site's name, the subject, the contrast, any option of the site (even those that leave
         this volume alone, such as ``contrasts``; ``planes``, ``export_fraction`` and ``receive_channels``
-        only when they are not the default, so that caches written before the options existed stay valid), the profile's and
-        tissue tables' values, or the numpy, scipy or nilearn version. The volume cache's own ``CACHE_VERSION`` is part of every key.
+        only when they are not the default, so that caches written before the options existed stay
+        valid), the profile's and tissue tables' values, or the numpy, scipy or nilearn version. The volume
+        cache's own ``CACHE_VERSION`` is part of every key.
         """
         return {
             "kind": "synthetic",

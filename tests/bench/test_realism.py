@@ -153,7 +153,8 @@ def test_receive_channels_raise_the_floor_outside_the_head_only(tmp_path):
     def floor(subject: int) -> float:
         options = SyntheticOptions(profile="fastmri", size=48, slices_per_subject=1, contrasts=["t1"],
                                    receive_channels=(1, 8))  # fmt: skip
-        return float(simulate_subject(options, 0, "site", f"sub-{subject:03d}").images["t1"][0, :6, :6].mean())
+        image = simulate_subject(options, 0, "site", f"sub-{subject:03d}").images["t1"]
+        return float(image[0, :6, :6].mean())
 
     floors = [floor(i) for i in range(8)]
     assert max(floors) > 2 * min(floors)
