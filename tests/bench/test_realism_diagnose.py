@@ -46,9 +46,7 @@ def test_psnr_uses_the_targets_maximum():
     assert diagnose.psnr(image, target) == pytest.approx(10 * np.log10(4.0 / 0.01))
 
 
-def test_a_trained_run_is_diagnosed_on_a_real_volume_and_bad_input_is_one_line(
-    tmp_path, tiny_config, capsys
-):
+def test_a_trained_run_is_diagnosed_on_a_real_volume_and_bad_input_is_one_line(tmp_path, tiny_config, capsys):
     from assembly.build import Builder
 
     config = tiny_config(rounds=1)
