@@ -7,11 +7,11 @@ volumes, setting by setting, when each setting was trained with several seeds.
 
 Each argument is ``<setting>=<realism.json>[,<realism.json>...]``, one file per seed, written by
 bench/realism.py. For each setting and site the table gives, per seed, on how many real volumes the
-model beats the zero-filled input (strictly) in PSNR and in SSIM; pooled over the seeds, the share of
-(seed, volume) pairs it wins, against the 90 % asked of the transfer; and each volume lost in some seed
-with the seeds that lost it (#1, #2, ...: the files in the order given) and the gain there. One trained
-model is one draw, and a setting's win counts can move between seeds as much as between settings:
-compare settings over the same seeds.
+model beats the zero-filled input (strictly) in PSNR and in SSIM and its mean gain over them; pooled
+over the seeds, the share of (seed, volume) pairs it wins, against the 90 % asked of the transfer; and
+each volume lost in some seed with the seeds that lost it (#1, #2, ...: the files in the order given)
+and the gain there. One trained model is one draw, and a setting's win counts can move between seeds
+as much as between settings: compare settings over the same seeds.
 """
 
 from __future__ import annotations
@@ -70,16 +70,17 @@ def summarise(reports: list[dict[str, list[dict[str, Any]]]]) -> dict[str, dict[
     for site in sites:
         entry: dict[str, Any] = {}
         for metric in METRICS:
-            wins, counts, lost = [], [], {}
+            wins, counts, means, lost = [], [], [], {}
             for seed, report in enumerate(reports):
                 gains = {r["volume"]: r["model"][metric] - r["zero_filled"][metric] for r in report[site]}
                 wins.append(sum(g > 0 for g in gains.values()))
                 counts.append(len(gains))
+                means.append(sum(gains.values()) / max(len(gains), 1))
                 for volume, gain in gains.items():
                     if gain <= 0:
                         lost.setdefault(volume, []).append((seed, gain))
             entry[metric] = {"wins": wins, "volumes": counts, "share": sum(wins) / max(sum(counts), 1),
-                             "lost": lost}  # fmt: skip
+                             "mean_gain": means, "lost": lost}  # fmt: skip
         out[site] = entry
     return out
 
@@ -96,7 +97,8 @@ def table(settings: dict[str, list[dict[str, list[dict[str, Any]]]]]) -> str:
                 m = entry[metric]
                 per_seed = ", ".join(f"{w}/{n}" for w, n in zip(m["wins"], m["volumes"]))
                 mark = "" if m["share"] >= TARGET else " (below 90 %)"
-                cells.append(f"{per_seed}; {m['share']:.0%}{mark}")
+                gains = ", ".join(f"{g:+.{digits}f}" for g in m["mean_gain"])
+                cells.append(f"{per_seed}; {m['share']:.0%}{mark}; mean gain {gains}{unit}")
                 lost = "; ".join(
                     f"{volume} ({', '.join(f'#{seed + 1} {gain:+.{digits}f}{unit}' for seed, gain in seeds)})"
                     for volume, seeds in sorted(m["lost"].items())

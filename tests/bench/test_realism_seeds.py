@@ -33,11 +33,14 @@ def test_wins_are_counted_per_seed_and_pooled_against_ninety_percent(tmp_path, c
     assert ssim["wins"] == [10, 9] and ssim["lost"] == {"v7": [(1, pytest.approx(-0.02))]}
     assert realism_seeds.main([f"one={first},{second}"]) == 0
     out = capsys.readouterr().out
-    assert "| one | x | 10/10, 8/10; 90% | v3 (#2 -0.50 dB); v7 (#2 +0.00 dB) |" in out
-    assert "10/10, 9/10; 95% | v7 (#2 -0.020) |" in out
+    assert (
+        "| one | x | 10/10, 8/10; 90%; mean gain +1.00, +0.75 dB | v3 (#2 -0.50 dB); v7 (#2 +0.00 dB) |"
+        in out
+    )
+    assert "10/10, 9/10; 95%; mean gain +0.100, +0.088 | v7 (#2 -0.020) |" in out  # (9 x 0.1 - 0.02) / 10
     third = _report(tmp_path / "c.json", {"x": ten | {"v1": (-0.1, 0.1), "v2": (-0.1, 0.1)}})
     assert realism_seeds.main([f"one={first},{second}", f"two={third}"]) == 0
-    assert "| two | x | 8/10; 80% (below 90 %) |" in capsys.readouterr().out
+    assert "| two | x | 8/10; 80% (below 90 %); mean gain +0.78 dB |" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(
