@@ -51,9 +51,11 @@ class SliceDiagnosis:
 
 
 def psnr(image: np.ndarray, target: np.ndarray) -> float:
-    """PSNR with the target's maximum as the peak, as the project's metrics define it."""
-    mse = float(np.mean((image - target) ** 2))
-    return float("inf") if mse == 0 else 10.0 * float(np.log10(float(target.max()) ** 2 / mse))
+    """PSNR of one slice with the target's maximum as the peak: the project's metric
+    (:func:`utils.metrics.psnr`) on a one-slice volume."""
+    from utils.metrics import psnr as volume_psnr
+
+    return volume_psnr(target[None], image[None])
 
 
 def band_energies(error: np.ndarray, radius: float) -> tuple[float, float]:
