@@ -160,11 +160,13 @@ def _sample_points(
     varied: np.random.Generator | None = None,
     plane: str = "axial",
     z0: int = _SLAB[0],
+    head_scale: tuple[float, float] = (0.8, 1.2),
 ) -> np.ndarray:
     """Template voxel coordinates (3, S, N, N) of every output pixel: a subject's pose and shape.
 
-    ``varied`` (``realism: varied``) draws a wider pose (head size 0.8-1.2 of the template's, shifts up to
-    15 mm) and adds a fine elastic deformation (a 12 x 12 grid, up to 1.2 mm): folds of the subject's own.
+    ``varied`` (``realism: varied``) draws a wider pose (head size ``head_scale`` of the template's,
+    default 0.8-1.2, shifts up to 15 mm) and adds a fine elastic deformation (a 12 x 12 grid, up to
+    1.2 mm): folds of the subject's own.
     ``plane``: axial (rows anterior to posterior, columns left to right), coronal (rows superior to
     inferior, columns left to right) or sagittal (rows superior to inferior, columns anterior to
     posterior). ``z0``: the template z of the maps' first slice (the returned z is relative to it).
@@ -183,7 +185,7 @@ def _sample_points(
     pu = (cos * u - sin * v) * scale[0] + shift[0] + displacement[0]
     pv = (sin * u + cos * v) * scale[1] + shift[1] + displacement[1]
     if varied is not None:
-        zoom = varied.uniform(0.8, 1.2)
+        zoom = varied.uniform(*head_scale)
         fine = ndimage.zoom(
             varied.standard_normal((2, 12, 12)) * varied.uniform(0.4, 1.2),
             size / 12.0,
@@ -295,17 +297,18 @@ def tissue_fractions(
     varied: np.random.Generator | None,
     stripped: bool,
     plane: str = "axial",
+    head_scale: tuple[float, float] = (0.8, 1.2),
 ) -> dict[str, np.ndarray]:
     """Per-pixel tissue fractions (S, N, N) of one subject's slices; they sum to at most 1.
 
     ``varied``: the random source of ``realism: varied`` (wider pose, fine deformation, any in-plane
     orientation); None keeps the template's pose. ``stripped``: the brain only, without the layers
     outside it. ``plane``: the slices' plane (axial, coronal or sagittal); a plane other than axial needs
-    the maps of :func:`site_maps` made for it.
+    the maps of :func:`site_maps` made for it. ``head_scale``: the range of ``varied``'s head sizes.
     """
     maps = plane_maps(maps, plane)
     z0 = _SLAB[0] if plane == "axial" else 0  # the template z of the maps' first slice
-    points = _sample_points(anatomy_rng, profile, size, count, varied, plane, z0)
+    points = _sample_points(anatomy_rng, profile, size, count, varied, plane, z0, head_scale)
     gm, wm, brain = (_sample(maps[name], points) for name in ("gm", "wm", "brain"))
     brain = np.clip(brain, 0.0, 1.0)
     tissue = np.minimum(gm + wm, brain)

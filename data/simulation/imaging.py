@@ -195,6 +195,7 @@ def simulate_subject(
         varied,
         stripped,
         plane,
+        options.head_scale or (0.8, 1.2),
     )
     params = tissue_parameters(rng("tissue"))
     bias = _bias_field(rng("bias"), profile, fractions["gm"].shape)
@@ -209,7 +210,7 @@ def simulate_subject(
     else:  # each subject its own texture strength, noise level (default 0.5-2x), acquired matrix (70-100 %)
         texture = _texture(rng("texture"), fractions["gm"].shape, varied.uniform(0.04, 0.12))
         noise_scale *= _log_uniform(varied, options.noise_range or (0.5, 2.0))
-        matrix = varied.uniform(0.7, 1.0)
+        matrix = varied.uniform(*(options.matrix_range or (0.7, 1.0)))
     images = {}
     for contrast in options.contrasts:
         signal = tissue_signal(fractions, params, *profile.protocol[contrast]) * texture

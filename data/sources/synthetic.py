@@ -19,7 +19,7 @@ from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from data.fourier import fft2c
 from data.simulation import GENERATOR_VERSION, PROFILES, TISSUES, Contrast, ProfileName, simulate_subject
@@ -112,6 +112,20 @@ class SyntheticOptions(BaseModel):
         "noise's std for eight channels, 1.25x for one) while the noise inside the head stays; null = one "
         "channel (Rician noise), the images the simulator has always made",
     )
+    head_scale: tuple[float, float] | None = Field(
+        None,
+        description="(ours; realism: varied) [low, high]: each subject's head size relative to the "
+        "template's in the site's field of view, drawn uniformly in the range; above about 1.2 the head "
+        "fills the field of view and runs off its edges, as in scans framed tightly on the head (a smaller "
+        "field of view at the same matrix); null = 0.8-1.2, the range varied has always drawn",
+    )
+    matrix_range: tuple[float, float] | None = Field(
+        None,
+        description="(ours; realism: varied) [low, high]: the fraction of k-space acquired along each "
+        "axis, drawn uniformly per subject; below 1 the image is blurred, with Gibbs ringing at edges, as a "
+        "scan acquired at a smaller matrix and interpolated to the site's; null = 0.7-1.0, the range "
+        "varied has always drawn",
+    )
     planes: list[Literal["axial", "coronal", "sagittal"]] = Field(
         default_factory=lambda: ["axial"],
         min_length=1,
@@ -148,6 +162,27 @@ class SyntheticOptions(BaseModel):
                 f"receive_channels must be [low, high] with 1 <= low <= high <= 64 (got {list(value)})"
             )
         return value
+
+    @field_validator("head_scale", "matrix_range")
+    @classmethod
+    def _ordered_range(
+        cls, value: tuple[float, float] | None, info: ValidationInfo
+    ) -> tuple[float, float] | None:
+        top = 3.0 if info.field_name == "head_scale" else 1.0
+        if value is not None and not 0.0 < value[0] <= value[1] <= top:
+            raise ValueError(
+                f"{info.field_name} must be [low, high] with 0 < low <= high <= {top:g} (got {list(value)})"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _ranges_of_varied(self) -> SyntheticOptions:
+        for name in ("head_scale", "matrix_range"):
+            if getattr(self, name) is not None and self.realism != "varied":
+                raise ValueError(
+                    f"{name} is drawn per subject under realism: varied only (realism is {self.realism})"
+                )
+        return self
 
     @field_validator("planes", "contrasts")
     @classmethod
@@ -200,10 +235,10 @@ class SyntheticSource(Source):
         The key changes, and the volume is generated again, when any of these change: the generator
         version (bumped with any change to the simulation code; it also reseeds the images), the run's
         seed, the site's name, the subject, the contrast, any option of the site (even those that leave
-        this volume alone, such as ``contrasts``; ``planes``, ``export_fraction`` and ``receive_channels``
-        only when they are not the default, so that caches written before the options existed stay
-        valid), the profile's and tissue tables' values, or the numpy, scipy or nilearn version. The volume
-        cache's own ``CACHE_VERSION`` is part of every key.
+        this volume alone, such as ``contrasts``; ``planes``, ``export_fraction``, ``receive_channels``,
+        ``head_scale`` and ``matrix_range`` only when they are not the default, so that caches written
+        before the options existed stay valid), the profile's and tissue tables' values, or the numpy,
+        scipy or nilearn version. The volume cache's own ``CACHE_VERSION`` is part of every key.
         """
         return {
             "kind": "synthetic",
@@ -221,7 +256,10 @@ class SyntheticSource(Source):
 
     def _new_defaults(self) -> set[str]:
         """Options added after caches existed, left out of the key while at their defaults."""
-        defaults = {"planes": ["axial"], "export_fraction": 0.0, "receive_channels": None}
+        defaults = {
+            "planes": ["axial"], "export_fraction": 0.0, "receive_channels": None, "head_scale": None,
+            "matrix_range": None,
+        }  # fmt: skip
         return {name for name, value in defaults.items() if getattr(self.options, name) == value}
 
     def entry_key(self, subject: str, contrast: str) -> str:

@@ -169,6 +169,68 @@ def test_receive_channels_raise_the_floor_outside_the_head_only(tmp_path):
             SyntheticOptions(profile="fastmri", receive_channels=bad)
 
 
+def _varied(subject: int = 0, **changes) -> np.ndarray:
+    options = SyntheticOptions(profile="sms", size=64, slices_per_subject=2, contrasts=["t1"],
+                               realism="varied", noise_scale=0.0, **changes)  # fmt: skip
+    return simulate_subject(options, 0, "site", f"sub-{subject:03d}").images["t1"]
+
+
+def test_head_scale_sets_the_head_size_in_the_field_of_view(tmp_path):
+    from pydantic import ValidationError
+
+    from data.sources.base import SourceContext
+    from data.sources.synthetic import SyntheticSource
+
+    for subject in range(3):  # null is the range varied always drew: the same images
+        assert np.array_equal(_varied(subject, head_scale=(0.8, 1.2)), _varied(subject))
+
+    def head_area(image: np.ndarray) -> float:
+        return float((image > 0.05 * image.max()).mean())
+
+    small = [head_area(_varied(i, head_scale=(0.8, 0.8))) for i in range(4)]
+    large = [head_area(_varied(i, head_scale=(1.5, 1.5))) for i in range(4)]
+    for a, b in zip(small, large, strict=True):  # the same subject, 1.875x the size: more of the image
+        assert b > 1.6 * a or b > 0.9
+    # at 1.5 the head runs off the edges of the field of view: tissue on most of the border; at 0.8 on none
+    def on_border(image: np.ndarray) -> float:
+        tissue = image > 0.1 * image.max()
+        edges = (tissue[:, 0], tissue[:, -1], tissue[:, :, 0], tissue[:, :, -1])
+        return float(np.concatenate([e.ravel() for e in edges]).mean())
+
+    for i in range(4):
+        assert on_border(_varied(i, head_scale=(0.8, 0.8))) == 0.0
+        assert on_border(_varied(i, head_scale=(1.5, 1.5))) > 0.5
+    # the default keeps the cache key it had before the option existed; a range is another key
+    context = SourceContext(site="a", seed=0, cache_dir=tmp_path)
+    source = SyntheticSource(SyntheticOptions(profile="sms", realism="varied"), context)
+    options = source.identity("sub-000", "t1")["options"]
+    assert "head_scale" not in options and "matrix_range" not in options
+    for change in ({"head_scale": (0.8, 1.5)}, {"matrix_range": (0.5, 1.0)}):
+        other = SyntheticSource(SyntheticOptions(profile="sms", realism="varied", **change), context)
+        assert other.entry_key("sub-000", "t1") != source.entry_key("sub-000", "t1")
+    for name, bad in [("head_scale", (1.5, 0.8)), ("head_scale", (0.0, 1.0)), ("head_scale", (1.0, 4.0)),
+                      ("matrix_range", (0.9, 0.5)), ("matrix_range", (0.5, 1.2))]:  # fmt: skip
+        with pytest.raises(ValidationError, match=f"{name} must be"):
+            SyntheticOptions(profile="sms", realism="varied", **{name: bad})
+    with pytest.raises(ValidationError, match="head_scale is drawn per subject under realism: varied only"):
+        SyntheticOptions(profile="sms", head_scale=(0.8, 1.5))  # the template's pose has no head size
+
+
+def test_matrix_range_blurs_subjects_acquired_at_smaller_matrices():
+    def high_band(image: np.ndarray) -> float:  # energy beyond half the frequencies along either axis
+        spectrum = np.abs(np.fft.fft2(image)) ** 2
+        freq = np.abs(np.fft.fftfreq(image.shape[-1]))
+        outer = (freq[:, None] > 0.25) | (freq[None, :] > 0.25)
+        return float(spectrum[:, outer].sum() / spectrum.sum())
+
+    for subject in range(3):
+        assert np.array_equal(_varied(subject, matrix_range=(0.7, 1.0)), _varied(subject))
+        full, half = _varied(subject, matrix_range=(1.0, 1.0)), _varied(subject, matrix_range=(0.4, 0.4))
+        # the same subject, k-space beyond 40 % of the frequencies gone before the magnitude
+        assert high_band(half) < 0.2 * high_band(full)
+        assert np.corrcoef(half.ravel(), full.ravel())[0, 1] > 0.9
+
+
 @pytest.mark.parametrize("bad", [(2.0, 1.0), (0.0, 1.0), (-1.0, 1.0)])
 def test_a_noise_range_out_of_order_is_refused(bad):
     from pydantic import ValidationError
