@@ -46,20 +46,13 @@ def scaled(volumes: dict[str, Any], scale: float) -> dict[str, Any]:
     return {name: dataclasses.replace(v, pixel_mm=v.pixel_mm * scale) for name, v in volumes.items()}
 
 
-def site_gains(trained: Any, data: Any, site: str) -> list[dict[str, float]]:
-    """Per real volume of a site: its model's PSNR and SSIM minus the zero-filled input's."""
-    from assembly.evaluation import new_module, reconstruct_slice
-    from utils.metrics import volume_metrics
+def site_gains(config: Any, trained: Any, data: Any, site: str) -> list[dict[str, float]]:
+    """Per real volume of a site: its model's PSNR and SSIM minus the zero-filled input's, from the
+    project's test step and volume metrics (:func:`assembly.evaluation.score_model`)."""
+    from assembly.evaluation import new_module, score_model
 
-    module = new_module(trained.config, trained.models[site])
-    out = []
-    for volume in data.datasets["test"].volumes:
-        images = [reconstruct_slice(module, data, volume.name, i) for i in range(volume.num_slices)]
-        target = np.stack([i["target"] for i in images])
-        model = volume_metrics(target, np.stack([i["recon"] for i in images]))
-        zero = volume_metrics(target, np.stack([i["zero_filled"] for i in images]))
-        out.append({k: model[k] - zero[k] for k in ("psnr", "ssim")})
-    return out
+    scores = score_model(config, new_module(trained.config, trained.models[site]), data)
+    return [{k: v["model"][k] - v["zero_filled"][k] for k in ("psnr", "ssim")} for v in scores.values()]
 
 
 def cell(gains: list[dict[str, float]]) -> str:
@@ -111,9 +104,9 @@ def main(argv: list[str] | None = None) -> int:
             with tempfile.TemporaryDirectory() as folder:
                 test = write_real_sites(trained.config, Path(folder), scaled(volumes, scale))
                 test["sites"] = [s for s in test["sites"] if not args.site or s["name"] in args.site]
-                sites = build_sites(validate_config(test))
-                for site, data in sites.items():
-                    rows.setdefault(site, {})[scale] = site_gains(trained, data, site)
+                config = validate_config(test)
+                for site, data in build_sites(config).items():
+                    rows.setdefault(site, {})[scale] = site_gains(config, trained, data, site)
             print(f"scale {scale:g}: done", flush=True)
         print(f"\n{args.run}, {args.volumes} set: gain over the zero-filled input, PSNR dB / SSIM "
               "(volumes won in both), each head scaled in the site's matrix\n")  # fmt: skip

@@ -97,6 +97,10 @@ def _whole_template() -> dict[str, np.ndarray]:
     return {"gm": maps["gm"], "wm": maps["wm"], "brain": (maps["t1"] > 0).astype(np.uint8) * 255}
 
 
+# realism: varied's range of head sizes relative to the template's (SyntheticOptions.head_scale: null)
+VARIED_HEAD_SCALE = (0.8, 1.2)
+
+
 def site_maps(profile: Profile, size: int, planes: tuple[str, ...] = ("axial",)) -> dict[str, np.ndarray]:
     """Template maps blurred to the site's resolution: anti-aliasing in-plane, slice thickness across.
 
@@ -160,7 +164,7 @@ def _sample_points(
     varied: np.random.Generator | None = None,
     plane: str = "axial",
     z0: int = _SLAB[0],
-    head_scale: tuple[float, float] = (0.8, 1.2),
+    head_scale: tuple[float, float] = VARIED_HEAD_SCALE,
 ) -> np.ndarray:
     """Template voxel coordinates (3, S, N, N) of every output pixel: a subject's pose and shape.
 
@@ -297,7 +301,7 @@ def tissue_fractions(
     varied: np.random.Generator | None,
     stripped: bool,
     plane: str = "axial",
-    head_scale: tuple[float, float] = (0.8, 1.2),
+    head_scale: tuple[float, float] = VARIED_HEAD_SCALE,
 ) -> dict[str, np.ndarray]:
     """Per-pixel tissue fractions (S, N, N) of one subject's slices; they sum to at most 1.
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy import ndimage
 
-from data.simulation.anatomy import site_maps, smooth_noise, tissue_fractions
+from data.simulation.anatomy import VARIED_HEAD_SCALE, site_maps, smooth_noise, tissue_fractions
 from data.simulation.profiles import GENERATOR_VERSION, PROFILES, TISSUES, Profile
 from utils.seeding import stable_seed
 
@@ -56,6 +56,10 @@ def _texture(rng: np.random.Generator, shape: tuple[int, ...], strength: float =
     """Fine multiplicative tissue texture (S, N, N) around 1: the heterogeneity an average template lacks."""
     field = ndimage.gaussian_filter(rng.standard_normal(shape, dtype=np.float32), (0.5, 1.0, 1.0))
     return 1.0 + strength * field / (field.std() + 1e-6)
+
+
+# realism: varied's range of the acquired k-space fraction (SyntheticOptions.matrix_range: null)
+VARIED_MATRIX = (0.7, 1.0)
 
 
 def acquisition_matrix(image: np.ndarray, fraction: float) -> np.ndarray:
@@ -195,7 +199,7 @@ def simulate_subject(
         varied,
         stripped,
         plane,
-        options.head_scale or (0.8, 1.2),
+        options.head_scale or VARIED_HEAD_SCALE,
     )
     params = tissue_parameters(rng("tissue"))
     bias = _bias_field(rng("bias"), profile, fractions["gm"].shape)
@@ -210,7 +214,7 @@ def simulate_subject(
     else:  # each subject its own texture strength, noise level (default 0.5-2x), acquired matrix (70-100 %)
         texture = _texture(rng("texture"), fractions["gm"].shape, varied.uniform(0.04, 0.12))
         noise_scale *= _log_uniform(varied, options.noise_range or (0.5, 2.0))
-        matrix = varied.uniform(*(options.matrix_range or (0.7, 1.0)))
+        matrix = varied.uniform(*(options.matrix_range or VARIED_MATRIX))
     images = {}
     for contrast in options.contrasts:
         signal = tissue_signal(fractions, params, *profile.protocol[contrast]) * texture
