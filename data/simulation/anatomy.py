@@ -51,6 +51,7 @@ class _Template:
     wm: np.ndarray
     brain: np.ndarray  # (X, Y, Z) uint8 0/255: the skull-stripped template's support
     dist_mm: np.ndarray  # (X/2, Y/2, Z/2) float32 distance outside the brain, full volume at 2 mm
+    depth_mm: np.ndarray  # (X/2, Y/2, Z/2) float32 depth inside the brain (distance to its surface), 2 mm
     centre: tuple[float, float]  # in-plane (x, y) voxel centre of the brain
 
 
@@ -74,6 +75,7 @@ def _template() -> _Template:
     brain = maps["t1"] > 0
     outside = ~brain[::_DIST_STEP, ::_DIST_STEP, ::_DIST_STEP]
     dist = ndimage.distance_transform_edt(outside).astype(np.float32) * _DIST_STEP
+    depth = ndimage.distance_transform_edt(~outside).astype(np.float32) * _DIST_STEP
     xs, ys, _ = np.nonzero(brain)
     z0, z1 = _SLAB
     return _Template(
@@ -81,6 +83,7 @@ def _template() -> _Template:
         wm=np.ascontiguousarray(maps["wm"][:, :, z0:z1]),
         brain=np.ascontiguousarray(brain[:, :, z0:z1].astype(np.uint8) * 255),
         dist_mm=dist,
+        depth_mm=depth,
         centre=((xs.min() + xs.max()) / 2.0, (ys.min() + ys.max()) / 2.0),
     )
 
@@ -266,6 +269,69 @@ def _head_layers(
     return fractions
 
 
+@lru_cache(maxsize=1)
+def _depth_gradient() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The unit gradient (x, y, z; each X/2 x Y/2 x Z/2) of the template's smoothed depth map: the
+    direction into the brain, away from its nearest surface."""
+    depth = ndimage.gaussian_filter(_template().depth_mm, 1.5)
+    grads = np.gradient(depth)
+    norm = np.maximum(np.sqrt(sum(g**2 for g in grads)), 1e-6)
+    return tuple((g / norm).astype(np.float32) for g in grads)
+
+
+def _folds(
+    rng: np.random.Generator, points: np.ndarray, z0: int, tissue: np.ndarray, gm: np.ndarray, wm: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """A subject's own gyri and sulci (``folded_fraction``, ours): grey and white matter fractions
+    (S, N, N) that replace the template's within the outer cortex; the tissue they leave is sulcal CSF.
+
+    The template is an average of many brains, so its cortex is a smooth, blurred ribbon where a single
+    subject's is folded: sulci, thin sheets of CSF reaching 5-20 mm into the brain and lined on both
+    sides by a 2-3.5 mm ribbon of grey matter around a core of white matter. The sulci are the zero
+    surface of a smooth random field in template space (so they run on from slice to slice), deepest
+    where a second field says; a pixel's distance to its nearest sulcus is the field's value over its
+    gradient. Deeper than the sulci reach, the template's own tissue is kept.
+    """
+    tpl = _template()
+    grid_points = points.copy()
+    grid_points[2] += z0
+    grid_points /= _DIST_STEP
+    depth = ndimage.map_coordinates(tpl.depth_mm, grid_points, order=1, mode="nearest", output=np.float32)
+    # the random fields are read at each pixel's nearest point of the brain's surface (along the depth
+    # map's gradient), so they do not change with depth: sulci are sheets that run in from the surface
+    surface = np.stack(
+        [
+            ndimage.map_coordinates(g, grid_points, order=1, mode="nearest", output=np.float32)
+            for g in _depth_gradient()
+        ]
+    )
+    surface = grid_points * _DIST_STEP - depth * surface
+    extent = np.full(3, 240.0, dtype=np.float32)  # template mm, isotropic node spacing
+    wavelength = rng.uniform(6.0, 9.0)  # node spacing of the sulcal field: sulci some 12-18 mm apart
+    field = smooth_noise(rng, surface, extent, int(240.0 / wavelength) + 1)
+    reach = np.clip(12.0 + 4.0 * smooth_noise(rng, surface, extent, 12), 5.0, 20.0)
+    # in-plane spacing of the pixels in template mm (head size and pose included)
+    step = np.sqrt(((points[:, :, 1:, :] - points[:, :, :-1, :]) ** 2).sum(axis=0)).mean(axis=(1, 2))
+    mm = step.reshape(-1, 1, 1).astype(np.float32)
+    rows, cols = np.gradient(field, axis=(1, 2))
+    slope = np.sqrt(rows**2 + cols**2) / mm  # field units per mm
+    to_sulcus = np.abs(field) / np.maximum(slope, 1e-3)  # mm to the sulcal sheet, in plane
+    beyond = np.maximum(depth - reach, 0.0)  # below a sulcus's fundus: distance to its bottom edge
+    to_sheet = np.sqrt(to_sulcus**2 + beyond**2)
+    half_width = rng.uniform(0.4, 0.9)  # half the CSF sheet's width (mm)
+    thickness = rng.uniform(2.2, 3.5)  # cortical grey matter
+    edge = np.maximum(0.3 * mm, 0.3)  # partial volume within a pixel
+    csf = expit((half_width - to_sheet) / edge) * (depth < reach)
+    to_csf = np.minimum(depth, np.maximum(to_sheet - half_width, 0.0))
+    grey = np.clip(expit((thickness - to_csf) / edge) - csf, 0.0, 1.0)
+    white = np.clip(1.0 - grey - csf, 0.0, 1.0)
+    zone = expit((reach + thickness + 2.0 - depth) / 1.5)  # the outer cortex, where the folds replace
+    share = gm / np.maximum(gm + wm, 1e-6)  # the template's grey share, kept deeper
+    new_gm = tissue * (zone * grey + (1.0 - zone) * share)
+    new_wm = tissue * (zone * white + (1.0 - zone) * (1.0 - share))
+    return new_gm, new_wm
+
+
 def _lesions(
     rng: np.random.Generator, points: np.ndarray, levels: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -302,6 +368,7 @@ def tissue_fractions(
     stripped: bool,
     plane: str = "axial",
     head_scale: tuple[float, float] = VARIED_HEAD_SCALE,
+    folds: np.random.Generator | None = None,
 ) -> dict[str, np.ndarray]:
     """Per-pixel tissue fractions (S, N, N) of one subject's slices; they sum to at most 1.
 
@@ -309,6 +376,8 @@ def tissue_fractions(
     orientation); None keeps the template's pose. ``stripped``: the brain only, without the layers
     outside it. ``plane``: the slices' plane (axial, coronal or sagittal); a plane other than axial needs
     the maps of :func:`site_maps` made for it. ``head_scale``: the range of ``varied``'s head sizes.
+    ``folds``: the random source of the subject's own gyri and sulci (:func:`_folds`); None keeps the
+    template's cortex.
     """
     maps = plane_maps(maps, plane)
     z0 = _SLAB[0] if plane == "axial" else 0  # the template z of the maps' first slice
@@ -316,6 +385,9 @@ def tissue_fractions(
     gm, wm, brain = (_sample(maps[name], points) for name in ("gm", "wm", "brain"))
     brain = np.clip(brain, 0.0, 1.0)
     tissue = np.minimum(gm + wm, brain)
+    if folds is not None:  # sulcal CSF: what the folds take from the tissue
+        gm, wm = _folds(folds, points, z0, tissue, gm, wm)
+        tissue = gm + wm
     fractions = {"gm": gm, "wm": wm, "csf": brain - tissue}
     if lesions:
         if plane == "axial":

@@ -188,6 +188,7 @@ def simulate_subject(
     stripped = profile.skull_stripped or bool(rng("stripped").random() < options.stripped_fraction)
     exported = options.export_fraction > 0 and bool(rng("export").random() < options.export_fraction)
     plane = planes[int(rng("plane").integers(len(planes)))]  # each subject's slices lie in one plane
+    folded = options.folded_fraction > 0 and bool(rng("folded").random() < options.folded_fraction)
     fractions = tissue_fractions(
         profile,
         options.size,
@@ -200,6 +201,7 @@ def simulate_subject(
         stripped,
         plane,
         options.head_scale or VARIED_HEAD_SCALE,
+        rng("folds") if folded else None,
     )
     params = tissue_parameters(rng("tissue"))
     bias = _bias_field(rng("bias"), profile, fractions["gm"].shape)

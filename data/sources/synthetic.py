@@ -104,6 +104,15 @@ class SyntheticOptions(BaseModel):
         "everything outside the head set to exactly zero and the intensities rounded to 256 levels of the "
         "volume's range, as thresholded DICOM-to-image conversions and older archives store scans",
     )
+    folded_fraction: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="(ours) the chance that a subject's cortex is folded into gyri and sulci of its own, "
+        "drawn per subject: thin sheets of CSF 5-20 mm deep, each lined by 2-3.5 mm of grey matter around "
+        "white matter, where the template (an average of many brains) has a smooth, blurred cortical "
+        "ribbon; 0 = the template's cortex, the images the simulator has always made",
+    )
     receive_channels: tuple[int, int] | None = Field(
         None,
         description="(ours) [low, high]: each subject is received by a number of channels drawn uniformly "
@@ -236,9 +245,10 @@ class SyntheticSource(Source):
         version (bumped with any change to the simulation code; it also reseeds the images), the run's
         seed, the site's name, the subject, the contrast, any option of the site (even those that leave
         this volume alone, such as ``contrasts``; ``planes``, ``export_fraction``, ``receive_channels``,
-        ``head_scale`` and ``matrix_range`` only when they are not the default, so that caches written
-        before the options existed stay valid), the profile's and tissue tables' values, or the numpy,
-        scipy or nilearn version. The volume cache's own ``CACHE_VERSION`` is part of every key.
+        ``head_scale``, ``matrix_range`` and ``folded_fraction`` only when they are not the default, so
+        that caches written before the options existed stay valid), the profile's and tissue tables'
+        values, or the numpy, scipy or nilearn version. The volume cache's own ``CACHE_VERSION`` is part
+        of every key.
         """
         return {
             "kind": "synthetic",
@@ -258,7 +268,7 @@ class SyntheticSource(Source):
         """Options added after caches existed, left out of the key while at their defaults."""
         defaults = {
             "planes": ["axial"], "export_fraction": 0.0, "receive_channels": None, "head_scale": None,
-            "matrix_range": None,
+            "matrix_range": None, "folded_fraction": 0.0,
         }  # fmt: skip
         return {name for name, value in defaults.items() if getattr(self.options, name) == value}
 

@@ -216,6 +216,55 @@ def test_head_scale_sets_the_head_size_in_the_field_of_view(tmp_path):
         SyntheticOptions(profile="sms", head_scale=(0.8, 1.5))  # the template's pose has no head size
 
 
+def _fractions(subject: int = 0, **changes) -> dict[str, np.ndarray]:
+    options = SyntheticOptions(profile="fastmri", size=96, slices_per_subject=2, contrasts=["t1"],
+                               noise_scale=0.0, **changes)  # fmt: skip
+    return simulate_subject(options, 0, "site", f"sub-{subject:03d}").fractions
+
+
+def test_folded_fraction_cuts_sulci_into_the_outer_cortex_only(tmp_path):
+    from scipy import ndimage
+
+    from data.sources.base import SourceContext
+    from data.sources.synthetic import SyntheticSource
+
+    assert np.array_equal(_subject(folded_fraction=0.0), _subject())  # 0: the template's cortex
+    pixel_mm = PROFILES["fastmri"].fov_mm / 96
+    for subject in range(3):
+        plain, folded = _fractions(subject), _fractions(subject, folded_fraction=1.0)
+        for name in ("bone", "marrow", "fat", "skin"):  # the head around the brain as it was
+            assert np.array_equal(plain[name], folded[name])
+        brain = np.stack([ndimage.binary_fill_holes(b) for b in (plain["gm"] + plain["wm"]) > 0.5])
+        # mid-brain slices: a pixel's distance to the brain's edge in the slice is about its depth (the
+        # medial cortex along the midline's fissure is nearer the surface than it says)
+        depth = np.stack([ndimage.distance_transform_edt(b) for b in brain]) * pixel_mm
+        # the folds only turn tissue into sulcal CSF: no tissue made, none lost inside the brain
+        assert (folded["gm"] + folded["wm"] <= plain["gm"] + plain["wm"] + 1e-5).all()
+        before, after = (f["gm"] + f["wm"] + f["csf"] for f in (plain, folded))
+        assert np.allclose(before[depth > 3.0], after[depth > 3.0], atol=1e-5)
+        outer, deep = brain & (depth < 12.0), brain & (depth > 40.0)
+        assert deep.sum() > 500
+        # sulci: more CSF in the outer cortex, and grey matter with many more edges there
+        assert folded["csf"][outer].mean() > plain["csf"][outer].mean() + 0.03
+        ribbon = outer & (depth > 3.0)  # not the brain's own edge
+        edges = [np.hypot(*np.gradient(f["gm"], axis=(1, 2)))[ribbon].mean() for f in (plain, folded)]
+        assert edges[1] > 1.3 * edges[0]
+        # deeper than any sulcus reaches, the template's tissue is kept
+        changed = np.abs(folded["gm"] - plain["gm"]) > 0.02
+        assert changed[deep].mean() < 0.1 and changed[outer].mean() > 0.4
+    # drawn per subject: some folded, some not
+    folded_subjects = [
+        not np.array_equal(_fractions(i, folded_fraction=0.5)["gm"], _fractions(i)["gm"]) for i in range(10)
+    ]
+    assert 2 <= sum(folded_subjects) <= 8
+    # the default keeps the cache key it had before the option existed; a fraction is another key
+    context = SourceContext(site="a", seed=0, cache_dir=tmp_path)
+    source = SyntheticSource(SyntheticOptions(profile="fastmri"), context)
+    assert "folded_fraction" not in source.identity("sub-000", "t1")["options"]
+    other = SyntheticSource(SyntheticOptions(profile="fastmri", folded_fraction=0.5), context)
+    assert other.entry_key("sub-000", "t1") != source.entry_key("sub-000", "t1")
+
+
 def test_matrix_range_blurs_subjects_acquired_at_smaller_matrices():
     def high_band(image: np.ndarray) -> float:  # energy beyond half the frequencies along either axis
         spectrum = np.abs(np.fft.fft2(image)) ** 2
