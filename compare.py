@@ -28,10 +28,11 @@ run of a compared method saves its reconstructions of those slices: the figures 
 whose methods have all saved theirs.
 
 Ablations (FedMRI variants): sharing (encoder / whole model / all but the 1x1 output conv, the authors'
-``except_last`` / all but the last decoder stage, ours; each with the contrastive term), contrastive (with and without it), beta (1, 10, 100), negatives (all / self),
-local_epochs (the config's E and 2E, or --local-epochs), domain (FedMRI and FedAvg with the image
-U-Net and with the dual-domain cascade, model.kind=dual_domain), clipped (FedMRI with this project's
-``fl.fedmri.variant=clipped`` contrastive term, not the paper's).
+``except_last`` / all but the last decoder stage, ours; each with the contrastive term), contrastive
+(with and without it), beta (1, 10, 100), negatives (all / self), local_epochs (the config's E and 2E,
+or --local-epochs), domain (FedMRI and FedAvg with the image U-Net and with the dual-domain cascade,
+model.kind=dual_domain), clipped (FedMRI with this project's ``fl.fedmri.variant=clipped`` contrastive
+term, not the paper's).
 """
 
 from __future__ import annotations
@@ -66,7 +67,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="comma-separated FedMRI ablations, or 'all' (" + ", ".join(ABLATIONS) + ")",
     )
     parser.add_argument("--local-epochs", default="", help="local epochs for that ablation, e.g. 1,2,5")
-    parser.add_argument("--betas", default="", help="betas of the beta ablation, e.g. 25,100 (default 1,10,100)")
+    parser.add_argument(
+        "--betas", default="", help="betas of the beta ablation, e.g. 25,100 (default 1,10,100)"
+    )
     parser.add_argument(
         "--name", default=DEFAULTS.name, help=f"output folder under output_dir (default: {DEFAULTS.name})"
     )
@@ -156,9 +159,7 @@ def main(argv: list[str] | None = None) -> int:
             defaults = vars(parse_args([]))
             given = sorted(k for k, v in vars(args).items() if k != "map" and v != defaults[k])
             if given:
-                raise UserError(
-                    f"--map rebuilds {args.map} from raw files alone; drop {', '.join(given)}"
-                )
+                raise UserError(f"--map rebuilds {args.map} from raw files alone; drop {', '.join(given)}")
             write_map(args.map)
 
         return run_cli(rebuild)

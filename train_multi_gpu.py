@@ -20,9 +20,9 @@ import argparse
 import sys
 
 from utils.cli import ArgumentParser, int_arg, run_cli
+from utils.interrupt import command
 
 MAX_DEVICES = 4096  # what --devices parses; the hardware bounds it further (assembly.setup)
-from utils.interrupt import command
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

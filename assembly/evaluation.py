@@ -20,11 +20,10 @@ from data.site import SiteDataModule
 from data.transforms import denormalize
 from fl.fingerprint import fingerprint, fingerprint_differences
 from models.recon_module import ReconModule
-from utils.checkpoint import load_checkpoint
 from utils.bounds import shown
+from utils.checkpoint import load_checkpoint
 from utils.errors import UserError
 from utils.metrics import summarise  # noqa: F401  (re-exported for evaluate.py and compare.py)
-
 
 MAX_ROUNDS = 2**31 - 1  # fl.rounds' own bound
 

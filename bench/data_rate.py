@@ -30,8 +30,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.timing import interleaved, load, machine, median  # noqa: E402
 from assembly.config import load_config  # noqa: E402
+from bench.timing import interleaved, load, machine, median  # noqa: E402
 from data.options import SiteOptions  # noqa: E402
 from data.site import SiteDataModule  # noqa: E402
 from models.recon_module import ReconModule  # noqa: E402

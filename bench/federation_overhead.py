@@ -27,9 +27,9 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.timing import Stopwatch, interleaved, load, machine, median  # noqa: E402
 from assembly.build import Builder  # noqa: E402
 from assembly.config import Config, load_config  # noqa: E402
+from bench.timing import Stopwatch, interleaved, load, machine, median  # noqa: E402
 from fl.algorithms.fedmri import term as losses  # noqa: E402
 from fl.federation import Federation  # noqa: E402
 

@@ -177,9 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     clock = ExclusiveClock(START)
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="profile_run_") as tmp:
-        from bench.timing import load, machine
         from assembly.build import Builder
         from assembly.config import load_config
+        from bench.timing import load, machine
 
         overrides = [f"fl.rounds={args.rounds}", f"output_dir={tmp}/runs", "name=profile", *args.overrides]
         if args.cold:

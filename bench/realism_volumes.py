@@ -154,8 +154,6 @@ TUNING_VOLUMES: dict[str, RealVolume] = {
 VOLUME_SETS: dict[str, dict[str, RealVolume]] = {"test": TEST_VOLUMES, "tuning": TUNING_VOLUMES}
 
 
-
-
 def package_folder(package: str) -> Path:
     """The folder of an installed package, found without importing it (a Debian package's: the
     folder of its volumes, under FEDMRI_DEBIAN_ROOT)."""
@@ -279,6 +277,7 @@ def _test_set_heading() -> str:
 
 def _kinds_line() -> str:
     """The volumes that are not one scan of one subject, named."""
+
     def named(kind: str) -> str:
         return ", ".join(f"`{n}`" for n, v in TEST_VOLUMES.items() if v.kind == kind)
 

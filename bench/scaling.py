@@ -26,9 +26,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from assembly.config import validate_config  # noqa: E402
 from bench.federation_overhead import build, federation_round, instrument  # noqa: E402
 from bench.timing import interleaved, load, machine, median  # noqa: E402
-from assembly.config import validate_config  # noqa: E402
 from fl.aggregation import FlatAverager, weighted_average  # noqa: E402
 from fl.algorithms import Context  # noqa: E402
 from fl.algorithms.fedmri import FedMRI, FedMRIOptions  # noqa: E402

@@ -69,8 +69,9 @@ class SliceDataset(Dataset):
                 )
             if _spread(sample) <= 1e-6 * abs(float(sample["mean"])):
                 raise UserError(
-                    f"site {self.site}: volume {volume.name}: the target of its middle slice (slice {middle}) "
-                    "is constant (an all-zero reconstruction?); there is nothing to learn from it"
+                    f"site {self.site}: volume {volume.name}: the target of its middle slice "
+                    f"(slice {middle}) is constant (an all-zero reconstruction?); "
+                    "there is nothing to learn from it"
                 )
             start += volume.num_slices
 

@@ -71,7 +71,7 @@ def check_checkpoint(
             if len(values) > round_ or (where.startswith("history") and len(values) != round_):
                 raise ValueError(f"{where}: {len(values)} values for {round_} completed rounds")
         bests = ckpt.get("best")
-        for site, best in (bests.items() if isinstance(bests, dict) else ()):
+        for site, best in bests.items() if isinstance(bests, dict) else ():
             stated = best.get("round") if isinstance(best, dict) else None
             if stated is not None and (type(stated) is not int or not 0 <= stated <= round_):
                 raise ValueError(

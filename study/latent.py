@@ -187,8 +187,8 @@ def latent_summary(
     if len(sites) < 2 or len(features) < 4 or min(counts.values()) < 2:
         shown_counts = ", ".join(f"{name} {count}" for name, count in counts.items())
         raise UserError(
-            f"{run_dir}: t-SNE and the site classifier need at least 2 sites, 2 test slices per site and 4 in all "
-            f"(got {shown_counts}); raise --max-slices-per-site or test on more slices"
+            f"{run_dir}: t-SNE and the site classifier need at least 2 sites, 2 test slices per site "
+            f"and 4 in all (got {shown_counts}); raise --max-slices-per-site or test on more slices"
         )
     coords = embed_tsne(features, seed)
     return {

@@ -41,7 +41,6 @@ MAX_NAME = 200  # characters of a run name (a file of runs/ is <name>.json)
 MAX_COUNT = 2**31 - 1  # rounds, epochs and seeds, as the config bounds them
 
 
-
 def _number(low: float, high: float, default: Any = ...) -> Any:
     """A field of a finite number in ``[low, high]``."""
     return Field(default, allow_inf_nan=False, ge=low, le=high)
@@ -116,6 +115,7 @@ class RunRecord(_Record):
                 if not (math.isfinite(value) and abs(value) <= 1000):
                     raise ValueError(f"{site}[{i}]: expected a finite PSNR within 1000 dB, found {value!r}")
         return curves
+
     communication: Communication | None
     timing: Timing | None
     precision: str = ""  # the precision it trained at; older raw files do not say
@@ -149,6 +149,7 @@ class Manifest(_Record):
         if any(not 0 <= s <= MAX_COUNT for s in seeds):
             raise ValueError(f"expected seeds from 0 to {MAX_COUNT}")
         return seeds
+
     ablations: list[str] = []
     rows: list[ManifestRow]
 

@@ -111,9 +111,7 @@ def _clipped(base: Any, values: AblationValues) -> list[Variant]:
 
 
 def _local_epochs(base: Any, values: AblationValues) -> list[Variant]:
-    return [
-        Variant(f"E={e}", f"fedmri-e{e}", FEDMRI + [f"fl.local_epochs={e}"]) for e in values.local_epochs
-    ]
+    return [Variant(f"E={e}", f"fedmri-e{e}", FEDMRI + [f"fl.local_epochs={e}"]) for e in values.local_epochs]
 
 
 ABLATION_VARIANTS: dict[str, Callable[[Any, AblationValues], list[Variant]]] = {

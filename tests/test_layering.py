@@ -217,7 +217,9 @@ def test_the_reader_catches_a_violation(tmp_path):
     (tmp_path / "utils" / "io.py").write_text("from .. import fl\n")
     (tmp_path / "train.py").write_text("def main(): ...\n")
     (tmp_path / "study").mkdir()
-    (tmp_path / "study" / "runner.py").write_text("import train\nfrom deploy import local\nfrom assembly import build\n")
+    (tmp_path / "study" / "runner.py").write_text(
+        "import train\nfrom deploy import local\nfrom assembly import build\n"
+    )
     assert violations(tmp_path) == [
         ("utils/__init__.py", "data"),
         ("utils/io.py", "fl"),

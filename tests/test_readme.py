@@ -100,7 +100,7 @@ def layout_blocks() -> dict[str, str]:
     """The Layout section's code block as {label: its text}: a label starts a line, its text runs on
     through the indented lines below it."""
     text = README.read_text()
-    section = text[text.index("## Layout\n"):]
+    section = text[text.index("## Layout\n") :]
     block = code_blocks(section)[0]
     blocks: dict[str, str] = {}
     label = ""
@@ -131,7 +131,9 @@ def test_the_layout_names_every_module_and_only_modules_that_exist():
         and p.parent != ROOT and ROOT / "docs" / "results" not in p.parents  # a study's own scripts
     }  # fmt: skip
     described = {ROOT / label.rstrip("/") for label in blocks if label.endswith("/")}
-    assert folders - described == set(), f"folders of Python code missing from the Layout: {folders - described}"
+    assert folders - described == set(), (
+        f"folders of Python code missing from the Layout: {folders - described}"
+    )
     for label, text in blocks.items():
         folder = ROOT / label.rstrip("/")
         assert folder.exists(), f"the Layout names {label}, which does not exist"

@@ -16,7 +16,7 @@ from typing import Any
 from utils.errors import UserError
 
 MAX_DIGITS = 18  # every count, index or seed of this project fits; 10**18 < 2**63
-_INTEGER = re.compile(r"[+-]?[0-9]{1,%d}" % MAX_DIGITS)
+_INTEGER = re.compile(rf"[+-]?[0-9]{{1,{MAX_DIGITS}}}")
 SHOWN = 60  # characters of a value quoted in a message
 MAX_RANKS = 1 << 16  # processes of one multi-process run, as a launcher's variables may state them
 

@@ -115,8 +115,9 @@ def recon_size(header: bytes | str) -> tuple[int, int]:
     if size is None:  # headers written without the namespace
         size = root.find("encoding/reconSpace/matrixSize")
     try:
-        x, y = int(size.findtext(f"{_ISMRMRD}x") or size.findtext("x")), int(
-            size.findtext(f"{_ISMRMRD}y") or size.findtext("y")
+        x, y = (
+            int(size.findtext(f"{_ISMRMRD}x") or size.findtext("x")),
+            int(size.findtext(f"{_ISMRMRD}y") or size.findtext("y")),
         )
     except (AttributeError, TypeError, ValueError):
         raise CorruptFile("ismrmrd_header has no encoding/reconSpace/matrixSize x and y") from None

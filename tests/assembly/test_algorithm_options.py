@@ -164,4 +164,3 @@ def test_options_of_an_algorithm_not_running_are_still_validated(tmp_path):
     with pytest.raises(UserError) as err:
         load_config(_config_file(tmp_path), ["fl.algorithm=fedavg", "fl.fedprox.mu=-0.5"])
     assert ": fl.fedprox.mu: " in str(err.value) and str(err.value).startswith("config error in ")
-

@@ -12,8 +12,8 @@ import pytest
 import torch
 import yaml
 
-from assembly import build
 import data.sources.synthetic as synthetic
+from assembly import build
 from assembly.build import Builder
 from assembly.config import load_config
 from data.options import SiteOptions

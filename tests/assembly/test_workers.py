@@ -18,7 +18,9 @@ def machine(monkeypatch, tmp_path):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
     monkeypatch.setattr(conftest, "CGROUP_CPU_MAX", tmp_path / "cpu.max")
     meminfo = tmp_path / "meminfo"
-    meminfo.write_text(f"MemTotal: {128 * GiB // 1024} kB\nMemFree: 1024 kB\nMemAvailable: {64 * GiB // 1024} kB\n")
+    meminfo.write_text(
+        f"MemTotal: {128 * GiB // 1024} kB\nMemFree: 1024 kB\nMemAvailable: {64 * GiB // 1024} kB\n"
+    )
     monkeypatch.setattr(conftest, "MEMINFO", meminfo)
     return tmp_path
 
@@ -28,8 +30,10 @@ def test_one_worker_per_cpu_of_the_affinity_mask(machine):
     assert conftest.pytest_xdist_auto_num_workers(None) == 8
 
 
-@pytest.mark.parametrize(("cpu_max", "expected"), [("200000 100000\n", 2), ("50000 100000\n", 1),
-                                                   ("max 100000\n", 8), ("garbage\n", 8)])
+@pytest.mark.parametrize(
+    ("cpu_max", "expected"),
+    [("200000 100000\n", 2), ("50000 100000\n", 1), ("max 100000\n", 8), ("garbage\n", 8)],
+)
 def test_a_cgroup_quota_caps_the_workers(machine, cpu_max, expected):
     (machine / "cpu.max").write_text(cpu_max)
     assert conftest.usable_cpus() == expected

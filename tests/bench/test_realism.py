@@ -68,6 +68,7 @@ def test_stripped_fraction_serves_brains_without_the_head_around_them():
     head, brain = plain > 0.05 * plain.max(), stripped > 0
     assert brain.sum() < 0.8 * head.sum()  # scalp, skull and the CSF around the brain are gone
     assert (brain & ~head).sum() < 0.01 * brain.sum()  # inside the head the plain image has
+
     # each subject is stripped or not, in the set fraction of subjects
     def area(subject: int, fraction: float) -> int:
         options = SyntheticOptions(
@@ -98,6 +99,7 @@ def test_export_fraction_serves_eight_bit_heads_on_a_zero_background(tmp_path):
     assert np.abs(exported - plain)[inside].max() <= 0.5 * step * 1.001
     assert inside.sum() > 0.9 * (head & (plain > step)).sum()
     assert inside.sum() > 1.2 * (_subject(stripped_fraction=1.0) > 0).sum()
+
     # drawn per subject: some exported, some not
     def zero_corner(subject: int) -> bool:
         options = SyntheticOptions(profile="fastmri", size=48, slices_per_subject=1, contrasts=["t1"],
@@ -149,6 +151,7 @@ def test_receive_channels_raise_the_floor_outside_the_head_only(tmp_path):
     assert 2.5 < eight[:, corner].mean() / plain[:, corner].mean() < 4.0
     bright = clean > np.percentile(clean, 90)  # in the head the image barely moves
     assert np.abs(eight[bright] / plain[bright] - 1).mean() < 0.05
+
     # drawn per subject in the range: subjects differ in their floor
     def floor(subject: int) -> float:
         options = SyntheticOptions(profile="fastmri", size=48, slices_per_subject=1, contrasts=["t1"],
@@ -191,6 +194,7 @@ def test_head_scale_sets_the_head_size_in_the_field_of_view(tmp_path):
     large = [head_area(_varied(i, head_scale=(1.5, 1.5))) for i in range(4)]
     for a, b in zip(small, large, strict=True):  # the same subject, 1.875x the size: more of the image
         assert b > 1.6 * a or b > 0.9
+
     # at 1.5 the head runs off the edges of the field of view: tissue on most of the border; at 0.8 on none
     def on_border(image: np.ndarray) -> float:
         tissue = image > 0.1 * image.max()
@@ -329,7 +333,7 @@ def test_axial_planes_are_the_default_and_change_nothing(tmp_path):
     key = SyntheticSource(SyntheticOptions(profile="fastmri"), context).entry_key("sub-000", "t1")
     assert "planes" not in SyntheticSource(SyntheticOptions(profile="fastmri"), context).identity(
         "sub-000", "t1"
-    )["options"]
+    )["options"]  # fmt: skip
     sagittal = SyntheticSource(SyntheticOptions(profile="fastmri", planes=["sagittal"]), context)
     assert sagittal.entry_key("sub-000", "t1") != key
 
@@ -366,7 +370,8 @@ def test_each_subject_draws_one_of_the_planes():
     maps = site_maps(PROFILES["fastmri"], 48, ("axial", "sagittal"))
     sagittal = 0
     for i in range(12):
-        def image(o: SyntheticOptions) -> np.ndarray:
+
+        def image(o: SyntheticOptions, i: int = i) -> np.ndarray:
             return simulate_subject(o, 0, "site", f"sub-{i:03d}", maps).images["t1"]
 
         drawn = image(both)
@@ -375,8 +380,10 @@ def test_each_subject_draws_one_of_the_planes():
         assert len(matches) == 1, i
         sagittal += matches == ["sagittal"]
     assert 2 <= sagittal <= 10
-    assert np.array_equal(simulate_subject(options("axial"), 0, "site", "sub-000").images["t1"],
-                          simulate_subject(options("axial"), 0, "site", "sub-000", maps).images["t1"])
+    assert np.array_equal(
+        simulate_subject(options("axial"), 0, "site", "sub-000").images["t1"],
+        simulate_subject(options("axial"), 0, "site", "sub-000", maps).images["t1"],
+    )
 
 
 @pytest.mark.parametrize(

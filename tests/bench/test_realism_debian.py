@@ -25,9 +25,17 @@ DEBIAN = [name for name, v in realism.TEST_VOLUMES.items() if realism_debian.is_
 
 
 def _header(sizes: tuple[int, ...], element: str, data_file: str, **extra: str) -> bytes:
-    lines = ["ObjectType = Image", f"NDims = {len(sizes)}", "BinaryData = True",
-             "BinaryDataByteOrderMSB = False", "TransformMatrix = 1 0 0 1", "Offset = 0 0",
-             "ElementSpacing = 2 3", f"DimSize = {' '.join(map(str, sizes))}", f"ElementType = {element}"]
+    lines = [
+        "ObjectType = Image",
+        f"NDims = {len(sizes)}",
+        "BinaryData = True",
+        "BinaryDataByteOrderMSB = False",
+        "TransformMatrix = 1 0 0 1",
+        "Offset = 0 0",
+        "ElementSpacing = 2 3",
+        f"DimSize = {' '.join(map(str, sizes))}",
+        f"ElementType = {element}",
+    ]
     lines += [f"{key} = {value}" for key, value in extra.items()]
     return ("\n".join(lines) + f"\nElementDataFile = {data_file}\n").encode()  # fmt: skip
 

@@ -143,7 +143,11 @@ def test_launcher_variables_are_whole_numbers(variable, value, monkeypatch, caps
 
 @pytest.mark.parametrize(
     "env, argv",
-    [({"RANK": "1"}, []), ({"RANK": "3", "WORLD_SIZE": "2"}, []), ({"RANK": "1", "WORLD_SIZE": "2"}, ["--devices", "1"])],
+    [
+        ({"RANK": "1"}, []),
+        ({"RANK": "3", "WORLD_SIZE": "2"}, []),
+        ({"RANK": "1", "WORLD_SIZE": "2"}, ["--devices", "1"]),
+    ],
 )
 def test_stray_rank_variables_are_refused_aloud(env, argv, monkeypatch, capsys):
     """Rank variables without a launch (no rendezvous address), or a rank that does not fit its world,

@@ -198,7 +198,8 @@ KEYS = st.sampled_from(
 )  # fmt: skip
 ENV = st.dictionaries(
     st.sampled_from(["RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "SLURM_PROCID", "NODE_RANK"]),
-    NUMBERS.filter(lambda t: "\0" not in t), max_size=2,
+    NUMBERS.filter(lambda t: "\0" not in t),
+    max_size=2,
 )
 
 
@@ -400,8 +401,15 @@ def test_compare_study_options(world, tmp_path, capsys, monkeypatch, data):
     config.write_text(yaml.safe_dump({**world["config"], "output_dir": str(tmp_path / "runs")}))
     argv = ["--config", draw(st.one_of(st.just(str(config)), st.builds(lambda: a_path(draw, world))))]
     argv += ["--algorithms", draw(st.sampled_from(["fedavg", "all", "", "nope", "fedavg,fedavg"]))]
-    for option, values in [("--seeds", NUMBERS), ("--jobs", NUMBERS), ("--local-epochs", NUMBERS),
-                           ("--betas", NUMBERS), ("--name", TEXT), ("--results", TEXT), ("--first", TEXT)]:
+    for option, values in [
+        ("--seeds", NUMBERS),
+        ("--jobs", NUMBERS),
+        ("--local-epochs", NUMBERS),
+        ("--betas", NUMBERS),
+        ("--name", TEXT),
+        ("--results", TEXT),
+        ("--first", TEXT),
+    ]:
         if draw(st.integers(0, 3)) == 0:
             argv += [option, draw(values)]
     argv += overrides(draw)

@@ -353,7 +353,8 @@ CHANGES = {
     "empty volumes": (lambda m, r, f: r["sites"]["a"].__setitem__("volumes", {}), "volumes"),
     "negative best round": (lambda m, r, f: r["sites"]["a"].__setitem__("best_round", -3), "best_round"),
     "best round past the rounds": (
-        lambda m, r, f: r["sites"]["a"].__setitem__("best_round", 9), "best_round"
+        lambda m, r, f: r["sites"]["a"].__setitem__("best_round", 9),
+        "best_round",
     ),
     "nan curve": (lambda m, r, f: r["val_psnr"].__setitem__("a", [math.nan]), "val_psnr"),
     "long run name": (lambda m, r, f: m["rows"][0]["runs"].__setitem__("0", "k" * 300), "not a run name"),

@@ -13,9 +13,9 @@ from torch import nn
 
 from assembly.build import Builder
 from assembly.config import validate_config
-from fl.algorithms.base import Payload, Reply
 from deploy.local import LocalGrid, through_the_wire
 from deploy.server_app import serve
+from fl.algorithms.base import Payload, Reply
 from fl.flower.wire import payload_content, payload_of, reply_content, reply_of
 from fl.site import Site, SiteDiverged
 from tests.conftest import tiny_config_dict

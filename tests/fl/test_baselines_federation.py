@@ -14,8 +14,8 @@ from fl.algorithms.base import head_names
 from fl.federation import Federation
 from fl.options import algorithm_names
 from fl.references import Centralized, PooledReference, TransferLeaveOneOut, TransferSite
-from utils.errors import UserError
 from tests.conftest import save_hand_round
+from utils.errors import UserError
 
 ALL_SHARED = {"fedavg", "fedprox", "fedbn", "scaffold", "moon"}
 POOLED = ["centralized", "transfer", "transfer_loo"]

@@ -1,11 +1,11 @@
 """Guards every number a run leaves behind against the recorded reference fingerprints.
 
-Re-runs the tiny reference configs of :mod:`tests.fixtures.reference_runs` (every algorithm and option variant in
-this process; both layouts of train_multi_gpu.py on two CPU processes) and compares their fingerprints
-with ``tests/fixtures/reference_runs.json`` bit for bit. Bitwise equality depends on the torch version, the
-CPU (its vector capability, model and cache) and the thread count, so the file keeps one recording
-per environment and a test skips, saying what differs, when none was recorded in this one. Record this
-environment with ``python -m tests.fixtures.reference_runs record``.
+Re-runs the tiny reference configs of :mod:`tests.fixtures.reference_runs` (every algorithm and option
+variant in this process; both layouts of train_multi_gpu.py on two CPU processes) and compares their
+fingerprints with ``tests/fixtures/reference_runs.json`` bit for bit. Bitwise equality depends on the torch
+version, the CPU (its vector capability, model and cache) and the thread count, so the file keeps one
+recording per environment and a test skips, saying what differs, when none was recorded in this one.
+Record this environment with ``python -m tests.fixtures.reference_runs record``.
 """
 
 from __future__ import annotations
@@ -82,12 +82,16 @@ def test_every_reference_run_is_recorded():
 
 def test_environment_tells_cpus_of_one_capability_apart(tmp_path):
     """Two AVX-512 CPUs that differ in model, cache or AMX are different environments."""
-    intel = ("vendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel\t\t: 143\n"
-             "model name\t: Intel(R) Xeon(R) Platinum\nstepping\t: 8\ncache size\t: 107520 KB\n"
-             "flags\t\t: fpu avx2 fma avx512f avx512bw avx512vl avx512_bf16 amx_tile amx_bf16\n\n"
-             "vendor_id\t: GenuineIntel\nmodel name\t: other\n")
-    amd = ("vendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\nmodel name\t: AMD EPYC\n"
-           "cache size\t: 1024 KB\nflags\t\t: fpu avx2 fma avx512f avx512bw avx512vl avx512_bf16\n")
+    intel = (
+        "vendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel\t\t: 143\n"
+        "model name\t: Intel(R) Xeon(R) Platinum\nstepping\t: 8\ncache size\t: 107520 KB\n"
+        "flags\t\t: fpu avx2 fma avx512f avx512bw avx512vl avx512_bf16 amx_tile amx_bf16\n\n"
+        "vendor_id\t: GenuineIntel\nmodel name\t: other\n"
+    )
+    amd = (
+        "vendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\nmodel name\t: AMD EPYC\n"
+        "cache size\t: 1024 KB\nflags\t\t: fpu avx2 fma avx512f avx512bw avx512vl avx512_bf16\n"
+    )
     assert cpu_identity(intel, caches="L1 48K, L2 2048K, L3 107520K") == (
         "GenuineIntel; Intel(R) Xeon(R) Platinum; family/model/stepping 6/143/8; caches L1 48K, L2 2048K, "
         "L3 107520K; avx2 fma avx512f avx512bw avx512vl avx512_bf16 amx_tile amx_bf16"

@@ -593,7 +593,8 @@ def _hand_study(folder: Path, shifts: dict[int, float], volumes: int = 12, noise
     rows = []
     for algorithm in ("fedmri", "fedavg"):
         rows.append({"label": {"fedmri": "FedMRI", "fedavg": "FedAvg"}[algorithm], "families": ["comparison"],
-                     "algorithm": algorithm, "runs": {str(s): f"{algorithm}-s{s}" for s in shifts}})  # fmt: skip
+                     "algorithm": algorithm,
+                     "runs": {str(s): f"{algorithm}-s{s}" for s in shifts}})  # fmt: skip
     manifest = {"command": "hand-made", "config": "none", "rounds": 5, "local_epochs": 1, "sites": sites,
                 "seeds": sorted(shifts), "ablations": [], "rows": rows}  # fmt: skip
     (folder / "manifest.json").write_text(json.dumps(manifest))
@@ -674,8 +675,8 @@ def test_seeds_of_gives_the_named_variants_only_those_seeds(tmp_path):
     assert list(runs["FedMRI"]) == ["3", "5", "7"]
     assert sorted(resolved.planned) == sorted(
         ["fedmri-s3", "fedmri-s5", "fedmri-s7", "fedmri-beta0-s3", "fedmri-beta0-s5", "fedmri-beta0-s7",
-         "fedavg-s3", "fedavg-s7", "singleset-s3", "singleset-s7"]  # fmt: skip
-    )
+         "fedavg-s3", "fedavg-s7", "singleset-s3", "singleset-s7"]
+    )  # fmt: skip
     assert "--seeds-of fedavg,singleset=7,3" in resolved.manifest.command
     for bad, message in [
         ("fedfoo=3", "--seeds-of: no variant fedfoo"),
