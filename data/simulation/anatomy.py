@@ -11,93 +11,21 @@ head's layers continue around the brainstem's cut end, a column down to the fiel
 
 from __future__ import annotations
 
-import importlib.util
-from dataclasses import dataclass
-from functools import lru_cache
-from pathlib import Path
-
-import nibabel as nib
 import numpy as np
 from scipy import ndimage
 from scipy.special import expit
 
+from data.simulation.folds import fold_cortex
 from data.simulation.profiles import HEAD_LAYERS, Profile
-from utils.errors import UserError
+from data.simulation.template import DIST_STEP, SLAB, smooth_noise, template, whole_template
 
-_TEMPLATE_FILES = {
-    "t1": "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
-    "gm": "mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz",
-    "wm": "mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz",
-}
 _VENTRICLES = (98.0, 136.0)  # in-plane (x, y) voxel centre of the lateral ventricles in the template
-_SLAB = (28, 150)  # template z range (voxels, 1 mm) that the simulated axial slices can reach
 # template voxel (mm) around which each plane's slices are stacked: axial slices at z 86 (the lateral
 # ventricles, _slice_levels), coronal ones at y 117 (through the ventricles and thalami), sagittal ones at
 # x 98 (the midline); the in-plane centre of coronal and sagittal slices is the brain's centre, z 80
 _LEVEL_CENTRE = {"axial": 86.0, "coronal": 117.0, "sagittal": 98.0}
 _PLANE_Z_CENTRE = 80.0
 _ACROSS = {"axial": 2, "coronal": 1, "sagittal": 0}  # the template axis each plane's slices lie across
-_DIST_STEP = 2  # the distance-to-brain map is computed on a 2 mm grid
-
-
-# ----------------------------------------------------------------------------- template
-
-
-@dataclass(frozen=True)
-class _Template:
-    """The ICBM152 tissue maps cropped to the axial slab, and the distance outside the brain."""
-
-    gm: np.ndarray  # (X, Y, Z) uint8 probability * 255
-    wm: np.ndarray
-    brain: np.ndarray  # (X, Y, Z) uint8 0/255: the skull-stripped template's support
-    dist_mm: np.ndarray  # (X/2, Y/2, Z/2) float32 distance outside the brain, full volume at 2 mm
-    depth_mm: np.ndarray  # (X/2, Y/2, Z/2) float32 depth inside the brain (distance to its surface), 2 mm
-    centre: tuple[float, float]  # in-plane (x, y) voxel centre of the brain
-
-
-def _template_dir() -> Path:
-    spec = importlib.util.find_spec("nilearn")
-    if spec is None or not spec.submodule_search_locations:
-        raise UserError("synthetic data needs the ICBM152 template shipped with 'nilearn'; install nilearn")
-    return Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data"
-
-
-@lru_cache(maxsize=1)
-def _template() -> _Template:
-    """Read the template once per process (nibabel only: importing nilearn itself is slow)."""
-    folder = _template_dir()
-    maps = {}
-    for name, filename in _TEMPLATE_FILES.items():
-        path = folder / filename
-        if not path.is_file():
-            raise UserError(f"synthetic data: template file {path} is missing; reinstall nilearn")
-        maps[name] = np.asarray(nib.load(path).dataobj, dtype=np.uint8)
-    brain = maps["t1"] > 0
-    outside = ~brain[::_DIST_STEP, ::_DIST_STEP, ::_DIST_STEP]
-    dist = ndimage.distance_transform_edt(outside).astype(np.float32) * _DIST_STEP
-    depth = ndimage.distance_transform_edt(~outside).astype(np.float32) * _DIST_STEP
-    xs, ys, _ = np.nonzero(brain)
-    z0, z1 = _SLAB
-    return _Template(
-        gm=np.ascontiguousarray(maps["gm"][:, :, z0:z1]),
-        wm=np.ascontiguousarray(maps["wm"][:, :, z0:z1]),
-        brain=np.ascontiguousarray(brain[:, :, z0:z1].astype(np.uint8) * 255),
-        dist_mm=dist,
-        depth_mm=depth,
-        centre=((xs.min() + xs.max()) / 2.0, (ys.min() + ys.max()) / 2.0),
-    )
-
-
-@lru_cache(maxsize=1)
-def _whole_template() -> dict[str, np.ndarray]:
-    """The template's gm, wm and brain maps (uint8) over its whole depth: coronal and sagittal slices
-    reach below and above the axial slab."""
-    folder = _template_dir()
-    maps = {
-        name: np.asarray(nib.load(folder / filename).dataobj, dtype=np.uint8)
-        for name, filename in _TEMPLATE_FILES.items()
-    }
-    return {"gm": maps["gm"], "wm": maps["wm"], "brain": (maps["t1"] > 0).astype(np.uint8) * 255}
 
 
 # realism: varied's range of head sizes relative to the template's (SyntheticOptions.head_scale: null)
@@ -116,10 +44,10 @@ def site_maps(profile: Profile, size: int, planes: tuple[str, ...] = ("axial",))
     for plane in planes:
         sigma = [0.35 * pixel_mm] * 3
         if plane == "axial":
-            tpl = _template()
+            tpl = template()
             arrays, prefix = (("gm", tpl.gm), ("wm", tpl.wm), ("brain", tpl.brain)), ""
         else:
-            arrays, prefix = tuple(_whole_template().items()), f"{plane}."
+            arrays, prefix = tuple(whole_template().items()), f"{plane}."
         sigma[_ACROSS[plane]] = across
         for name, arr in arrays:
             blurred = ndimage.gaussian_filter(arr, tuple(sigma), output=np.float32)
@@ -137,13 +65,6 @@ def plane_maps(maps: dict[str, np.ndarray], plane: str) -> dict[str, np.ndarray]
 
 
 # ----------------------------------------------------------------------------- anatomy
-
-
-def smooth_noise(rng: np.random.Generator, coords: np.ndarray, extent: np.ndarray, nodes: int) -> np.ndarray:
-    """A smooth zero-mean random field, about unit std, at ``coords`` (D, ...) spanning ``extent`` (D,)."""
-    grid = rng.standard_normal((nodes,) * len(extent)).astype(np.float32)
-    scaled = coords * ((nodes - 1) / extent).reshape((-1,) + (1,) * (coords.ndim - 1))
-    return ndimage.map_coordinates(grid, scaled, order=3, mode="nearest", output=np.float32)
 
 
 def _elastic(rng: np.random.Generator, size: int, amplitude_mm: float) -> np.ndarray:
@@ -166,7 +87,7 @@ def _sample_points(
     count: int,
     varied: np.random.Generator | None = None,
     plane: str = "axial",
-    z0: int = _SLAB[0],
+    z0: int = SLAB[0],
     head_scale: tuple[float, float] = VARIED_HEAD_SCALE,
 ) -> np.ndarray:
     """Template voxel coordinates (3, S, N, N) of every output pixel: a subject's pose and shape.
@@ -178,7 +99,7 @@ def _sample_points(
     inferior, columns left to right) or sagittal (rows superior to inferior, columns anterior to
     posterior). ``z0``: the template z of the maps' first slice (the returned z is relative to it).
     """
-    tpl = _template()
+    tpl = template()
     pixel_mm = profile.fov_mm / size
     axis = (np.arange(size) - (size - 1) / 2.0) * pixel_mm
     v, u = np.meshgrid(axis, axis, indexing="ij")  # u: left -> right, v: anterior -> posterior
@@ -246,13 +167,13 @@ def _sample(volume: np.ndarray, points: np.ndarray) -> np.ndarray:
 
 
 def _head_layers(
-    rng: np.random.Generator, points: np.ndarray, outside: np.ndarray, pixel_mm: float, z0: int = _SLAB[0]
+    rng: np.random.Generator, points: np.ndarray, outside: np.ndarray, pixel_mm: float, z0: int = SLAB[0]
 ) -> dict[str, np.ndarray]:
     """Fractions of the extra-cerebral layers (CSF, skull, marrow, scalp fat, skin) around the brain."""
-    tpl = _template()
+    tpl = template()
     dist_points = points.copy()
     dist_points[2] += z0
-    dist_points /= _DIST_STEP
+    dist_points /= DIST_STEP
     dist = ndimage.map_coordinates(tpl.dist_mm, dist_points, order=1, mode="nearest", output=np.float32)
     plane = points.shape[2:]
     grid = np.indices(plane, dtype=np.float32)
@@ -269,75 +190,12 @@ def _head_layers(
     return fractions
 
 
-@lru_cache(maxsize=1)
-def _depth_gradient() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The unit gradient (x, y, z; each X/2 x Y/2 x Z/2) of the template's smoothed depth map: the
-    direction into the brain, away from its nearest surface."""
-    depth = ndimage.gaussian_filter(_template().depth_mm, 1.5)
-    grads = np.gradient(depth)
-    norm = np.maximum(np.sqrt(sum(g**2 for g in grads)), 1e-6)
-    return tuple((g / norm).astype(np.float32) for g in grads)
-
-
-def _folds(
-    rng: np.random.Generator, points: np.ndarray, z0: int, tissue: np.ndarray, gm: np.ndarray, wm: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """A subject's own gyri and sulci (``folded_fraction``, ours): grey and white matter fractions
-    (S, N, N) that replace the template's within the outer cortex; the tissue they leave is sulcal CSF.
-
-    The template is an average of many brains, so its cortex is a smooth, blurred ribbon where a single
-    subject's is folded: sulci, thin sheets of CSF reaching 5-20 mm into the brain and lined on both
-    sides by a 2-3.5 mm ribbon of grey matter around a core of white matter. The sulci are the zero
-    surface of a smooth random field in template space (so they run on from slice to slice), deepest
-    where a second field says; a pixel's distance to its nearest sulcus is the field's value over its
-    gradient. Deeper than the sulci reach, the template's own tissue is kept.
-    """
-    tpl = _template()
-    grid_points = points.copy()
-    grid_points[2] += z0
-    grid_points /= _DIST_STEP
-    depth = ndimage.map_coordinates(tpl.depth_mm, grid_points, order=1, mode="nearest", output=np.float32)
-    # the random fields are read at each pixel's nearest point of the brain's surface (along the depth
-    # map's gradient), so they do not change with depth: sulci are sheets that run in from the surface
-    surface = np.stack(
-        [
-            ndimage.map_coordinates(g, grid_points, order=1, mode="nearest", output=np.float32)
-            for g in _depth_gradient()
-        ]
-    )
-    surface = grid_points * _DIST_STEP - depth * surface
-    extent = np.full(3, 240.0, dtype=np.float32)  # template mm, isotropic node spacing
-    wavelength = rng.uniform(6.0, 9.0)  # node spacing of the sulcal field: sulci some 12-18 mm apart
-    field = smooth_noise(rng, surface, extent, int(240.0 / wavelength) + 1)
-    reach = np.clip(12.0 + 4.0 * smooth_noise(rng, surface, extent, 12), 5.0, 20.0)
-    # in-plane spacing of the pixels in template mm (head size and pose included)
-    step = np.sqrt(((points[:, :, 1:, :] - points[:, :, :-1, :]) ** 2).sum(axis=0)).mean(axis=(1, 2))
-    mm = step.reshape(-1, 1, 1).astype(np.float32)
-    rows, cols = np.gradient(field, axis=(1, 2))
-    slope = np.sqrt(rows**2 + cols**2) / mm  # field units per mm
-    to_sulcus = np.abs(field) / np.maximum(slope, 1e-3)  # mm to the sulcal sheet, in plane
-    beyond = np.maximum(depth - reach, 0.0)  # below a sulcus's fundus: distance to its bottom edge
-    to_sheet = np.sqrt(to_sulcus**2 + beyond**2)
-    half_width = rng.uniform(0.4, 0.9)  # half the CSF sheet's width (mm)
-    thickness = rng.uniform(2.2, 3.5)  # cortical grey matter
-    edge = np.maximum(0.3 * mm, 0.3)  # partial volume within a pixel
-    csf = expit((half_width - to_sheet) / edge) * (depth < reach)
-    to_csf = np.minimum(depth, np.maximum(to_sheet - half_width, 0.0))
-    grey = np.clip(expit((thickness - to_csf) / edge) - csf, 0.0, 1.0)
-    white = np.clip(1.0 - grey - csf, 0.0, 1.0)
-    zone = expit((reach + thickness + 2.0 - depth) / 1.5)  # the outer cortex, where the folds replace
-    share = gm / np.maximum(gm + wm, 1e-6)  # the template's grey share, kept deeper
-    new_gm = tissue * (zone * grey + (1.0 - zone) * share)
-    new_wm = tissue * (zone * white + (1.0 - zone) * (1.0 - share))
-    return new_gm, new_wm
-
-
 def _lesions(
     rng: np.random.Generator, points: np.ndarray, levels: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Tumour fractions (oedema, necrotic core) in template space: irregular blobs centred in white matter."""
-    tpl = _template()
-    z_lo, z_hi = levels.min() - _SLAB[0], levels.max() - _SLAB[0]
+    tpl = template()
+    z_lo, z_hi = levels.min() - SLAB[0], levels.max() - SLAB[0]
     candidates = np.argwhere(tpl.wm[:, :, max(int(z_lo), 0) : int(z_hi) + 1] > 230).astype(np.float32)
     candidates[:, 2] += max(int(z_lo), 0)
     oedema = np.zeros(points.shape[1:], dtype=np.float32)
@@ -380,13 +238,13 @@ def tissue_fractions(
     template's cortex.
     """
     maps = plane_maps(maps, plane)
-    z0 = _SLAB[0] if plane == "axial" else 0  # the template z of the maps' first slice
+    z0 = SLAB[0] if plane == "axial" else 0  # the template z of the maps' first slice
     points = _sample_points(anatomy_rng, profile, size, count, varied, plane, z0, head_scale)
     gm, wm, brain = (_sample(maps[name], points) for name in ("gm", "wm", "brain"))
     brain = np.clip(brain, 0.0, 1.0)
     tissue = np.minimum(gm + wm, brain)
     if folds is not None:  # sulcal CSF: what the folds take from the tissue
-        gm, wm = _folds(folds, points, z0, tissue, gm, wm)
+        gm, wm = fold_cortex(folds, points, z0, tissue, gm, wm)
         tissue = gm + wm
     fractions = {"gm": gm, "wm": wm, "csf": brain - tissue}
     if lesions:
@@ -394,9 +252,9 @@ def tissue_fractions(
             levels = points[2, :, size // 2, size // 2] + z0
             oedema, core = _lesions(lesion_rng, points, levels)
         else:  # tumours in the white matter of the slab the slices cross
-            levels = np.clip(points[2] + z0, _SLAB[0], _SLAB[1] - 1)
+            levels = np.clip(points[2] + z0, SLAB[0], SLAB[1] - 1)
             slab_points = points.copy()
-            slab_points[2] += z0 - _SLAB[0]
+            slab_points[2] += z0 - SLAB[0]
             oedema, core = _lesions(lesion_rng, slab_points, np.array([levels.min(), levels.max()]))
         spread = oedema * (wm + 0.4 * gm)  # oedema follows white matter tracts
         fractions["necrosis"] = core * tissue

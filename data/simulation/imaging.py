@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy import ndimage
 
-from data.simulation.anatomy import VARIED_HEAD_SCALE, site_maps, smooth_noise, tissue_fractions
+from data.simulation.anatomy import VARIED_HEAD_SCALE, site_maps, tissue_fractions
 from data.simulation.profiles import GENERATOR_VERSION, PROFILES, TISSUES, Profile
+from data.simulation.template import smooth_noise
 from utils.seeding import stable_seed
 
 if TYPE_CHECKING:

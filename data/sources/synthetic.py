@@ -156,13 +156,6 @@ class SyntheticOptions(BaseModel):
         "of smooth complex coil sensitivities whose root sum of squares is 1 (the target is the RSS)",
     )
 
-    @field_validator("noise_range")
-    @classmethod
-    def _ordered_noise_range(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
-        if value is not None and not 0.0 < value[0] <= value[1]:
-            raise ValueError(f"noise_range must be [low, high] with 0 < low <= high (got {list(value)})")
-        return value
-
     @field_validator("receive_channels")
     @classmethod
     def _ordered_channels(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
@@ -172,15 +165,16 @@ class SyntheticOptions(BaseModel):
             )
         return value
 
-    @field_validator("head_scale", "matrix_range")
+    @field_validator("noise_range", "head_scale", "matrix_range")
     @classmethod
     def _ordered_range(
         cls, value: tuple[float, float] | None, info: ValidationInfo
     ) -> tuple[float, float] | None:
-        top = 3.0 if info.field_name == "head_scale" else 1.0
+        top = {"head_scale": 3.0, "matrix_range": 1.0}.get(info.field_name or "", float("inf"))
         if value is not None and not 0.0 < value[0] <= value[1] <= top:
+            bound = "" if top == float("inf") else f" <= {top:g}"
             raise ValueError(
-                f"{info.field_name} must be [low, high] with 0 < low <= high <= {top:g} (got {list(value)})"
+                f"{info.field_name} must be [low, high] with 0 < low <= high{bound} (got {list(value)})"
             )
         return value
 
