@@ -20,9 +20,8 @@ def fold_cortex(
     """A subject's own gyri and sulci (``folded_fraction``, ours): grey and white matter fractions
     (S, N, N) that replace the template's within the outer cortex; the tissue they leave is sulcal CSF.
 
-    The template is an average of many brains, so its cortex is a smooth, blurred ribbon where a single
-    subject's is folded: sulci, thin sheets of CSF reaching 5-20 mm into the brain and lined on both
-    sides by a 2-3.5 mm ribbon of grey matter around a core of white matter. The sulci are the zero
+    Sulci are thin sheets of CSF reaching 5-20 mm into the brain, lined on both sides by a 2-3.5 mm
+    ribbon of grey matter around a core of white matter. They are the zero
     surface of a smooth random field in template space (so they run on from slice to slice), deepest
     where a second field says; a pixel's distance to its nearest sulcus is the field's value over its
     gradient. Deeper than the sulci reach, the template's own tissue is kept.
