@@ -233,6 +233,7 @@ def flower(
     overwrite: bool = False,
     poll_interval: float = 0.2,
     node_wait: float = 600.0,
+    reply_wait: float = 86400.0,
     log: Callable[[str], None] = print,
     directory: Any = None,
 ) -> dict[str, Any]:
@@ -261,6 +262,7 @@ def flower(
         name=config.name,
         directory=directory or SiteDirectory(grid, poll_interval, node_wait, log),
         poll_interval=poll_interval,
+        reply_wait=reply_wait,
         overwrite=overwrite or resume,
         log=log,
     )

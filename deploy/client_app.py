@@ -19,8 +19,9 @@ stops it with SIGINT when the SuperNode ends (Ctrl-C, SIGTERM). SIGINT or SIGTER
 abandons it (:mod:`utils.interrupt`): the site's files keep its last completed step, never half of
 one (``fl/flower/site.py``), the ClientApp prints one line saying the round they hold and how the run
 continues, and Flower's own handler then ends the process. There is no reply: the server's run stops
-when the SuperLink finds the SuperNode gone (a ClientApp process stopped alone leaves it waiting, as
-Flower 1.42 answers no message of a task that ended so), and continues with ``resume=true``.
+when the SuperLink finds the SuperNode gone (a ClientApp process stopped alone leaves it waiting until
+its ``reply-wait`` runs out, as Flower 1.42 answers no message of a task that ended so), and continues
+with ``resume=true``.
 """
 
 from __future__ import annotations

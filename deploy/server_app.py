@@ -17,6 +17,10 @@ resume         false                continue after the last completed round
 overwrite      false                replace an existing run of the same name (server and sites)
 poll-interval  0.2                  seconds between polls for the sites' replies
 node-wait      600                  seconds to wait for every site's SuperNode
+reply-wait     86400                seconds to wait for every site's reply to a message (one day:
+                                    a round of local training on a CPU can take hours); then the
+                                    run stops with one line naming the sites without a reply, the
+                                    checkpoint keeping the last completed round (``resume=true``)
 ============== ==================== ==========================================================
 """
 
@@ -86,6 +90,8 @@ def _main(grid: Grid, run_config: Any, log: Callable[[str], None]) -> None:
         poll = run_config.get("poll-interval", 0.2)
         poll_interval = parse_number(poll, "run config poll-interval", 0.001, 3600)
         node_wait = parse_number(run_config.get("node-wait", 600), "run config node-wait", 0, 7 * 24 * 3600)
+        reply = run_config.get("reply-wait", 86400)
+        reply_wait = parse_number(reply, "run config reply-wait", 1, 30 * 24 * 3600)
         directory = SiteDirectory(grid, poll_interval, node_wait, log)
         directory.ask()  # the nodes answer while torch and the config load
 
@@ -98,6 +104,7 @@ def _main(grid: Grid, run_config: Any, log: Callable[[str], None]) -> None:
             resume=bool(run_config.get("resume", False)),
             overwrite=bool(run_config.get("overwrite", False)),
             poll_interval=poll_interval,
+            reply_wait=reply_wait,
             log=log,
             directory=directory,
         )
@@ -114,6 +121,7 @@ def serve(
     overwrite: bool = False,
     poll_interval: float = 0.2,
     node_wait: float = 600.0,
+    reply_wait: float = 86400.0,
     log: Callable[[str], None] = print,
     directory: SiteDirectory | None = None,
 ) -> dict[str, Any]:
@@ -134,6 +142,7 @@ def serve(
         overwrite=overwrite,
         poll_interval=poll_interval,
         node_wait=node_wait,
+        reply_wait=reply_wait,
         log=log,
         directory=directory,
     )

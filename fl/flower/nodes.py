@@ -6,6 +6,7 @@ does that first thing, so the answers arrive while it loads torch and the config
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -40,15 +41,35 @@ def pull(grid: Grid, pending: dict[str, K]) -> dict[K, Message]:
     return replies
 
 
-def send_and_wait(grid: Grid, messages: Mapping[K, Message], poll_interval: float) -> dict[K, Message]:
-    """Push ``messages`` and poll every ``poll_interval`` seconds until every one has its reply."""
+class NoReply(UserError):
+    """Some messages had no reply within the wait: ``missing`` holds their keys, in the order sent."""
+
+    def __init__(self, missing: list[Any], timeout: float):
+        self.missing, self.timeout = missing, timeout
+        super().__init__(f"{', '.join(map(str, missing))}: no reply within {timeout:g} s (reply-wait)")
+
+
+def send_and_wait(
+    grid: Grid, messages: Mapping[K, Message], poll_interval: float, timeout: float | None = None
+) -> dict[K, Message]:
+    """Push ``messages`` and poll every ``poll_interval`` seconds until every one has its reply.
+
+    After ``timeout`` seconds (``None``: no limit) with replies still missing, :class:`NoReply` names
+    the keys of the messages without one (a site whose ClientApp was stopped alone gets no error reply).
+    """
     pending = push(grid, messages)
+    limit = math.inf if timeout is None else timeout
+    deadline = time.monotonic() + limit
     replies: dict[K, Message] = {}
     while True:
         replies.update(pull(grid, pending))
         if not pending:
             return replies
-        time.sleep(poll_interval)
+        left = deadline - time.monotonic()
+        if left <= 0:
+            waiting = set(pending.values())
+            raise NoReply([k for k in messages if k in waiting], limit)
+        time.sleep(min(poll_interval, left))  # the last poll comes at the deadline
 
 
 class SiteDirectory:

@@ -29,7 +29,7 @@ from flwr.serverapp import Grid
 
 from fl.aggregation import TensorDict
 from fl.algorithms.base import Payload, Reply
-from fl.flower.nodes import SiteDirectory, send_and_wait
+from fl.flower.nodes import NoReply, SiteDirectory, send_and_wait
 from fl.flower.wire import (
     EVALUATE,
     TRAIN,
@@ -75,6 +75,20 @@ class TrafficCSV:
             handle.write(buffer.getvalue())
 
 
+def no_reply(err: NoReply, kind: str, rnd: int) -> str:
+    """The line that stops the run when sites did not reply to the ``kind`` message of round ``rnd``
+    (0: the test after the last round)."""
+    one = len(err.missing) == 1
+    sites = f"site {err.missing[0]}" if one else f"sites {', '.join(map(str, err.missing))}"
+    step = f"round {rnd}" if rnd else "the final test"
+    nodes = "that site's SuperNode" if one else "those sites' SuperNodes"
+    return (
+        f"{sites}: no reply to the {kind} message of {step} within {err.timeout:g} s (reply-wait); "
+        f"the server keeps its last completed round: restart {nodes} (or allow a longer reply-wait), "
+        "then continue with resume=true"
+    )
+
+
 class FlowerTransport(Transport):
     """Reaches every site through a Flower :class:`Grid`.
 
@@ -85,6 +99,8 @@ class FlowerTransport(Transport):
         name: the run's name (a site's run directory is ``<output-dir>/<name>/<site>``).
         directory: the nodes asked to name their sites.
         poll_interval: seconds between polls for replies.
+        reply_wait: seconds to wait for every site's reply to a message; then the run stops, naming
+            the sites still without one (the checkpoint keeps the last completed round).
         fresh: the run starts at round 1 (the sites start fresh; ``overwrite`` lets them replace a run).
     """
 
@@ -99,16 +115,13 @@ class FlowerTransport(Transport):
         name: str,
         directory: SiteDirectory,
         poll_interval: float = 0.2,
+        reply_wait: float = 86400.0,
         overwrite: bool = False,
         log: Callable[[str], None] = print,
     ):
         self.grid, self.sites, self.site_config, self.name = grid, sites, site_config, name
-        self.directory, self.poll_interval, self.overwrite, self.log = (
-            directory,
-            poll_interval,
-            overwrite,
-            log,
-        )
+        self.directory, self.poll_interval, self.reply_wait = directory, poll_interval, reply_wait
+        self.overwrite, self.log = overwrite, log
         self.nodes: dict[str, int] = {}  # site -> node id
         self.configured: set[int] = set()  # nodes that were sent the run's config
         self.traffic_log: TrafficCSV | None = None
@@ -152,7 +165,10 @@ class FlowerTransport(Transport):
             site: Message(c, dst_node_id=self.nodes[site], message_type=kind, group_id=str(rnd))
             for site, c in contents.items()
         }
-        replies = send_and_wait(self.grid, messages, self.poll_interval)
+        try:
+            replies = send_and_wait(self.grid, messages, self.poll_interval, self.reply_wait)
+        except NoReply as err:
+            raise UserError(no_reply(err, kind, rnd)) from None
         out = {}
         for site in contents:
             reply = replies[site]

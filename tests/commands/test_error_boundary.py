@@ -217,6 +217,8 @@ def test_the_traceback_goes_to_the_run_folder_once_it_is_known(tmp_path, capsys)
     [
         ({"poll-interval": "abc"}, "run config poll-interval"),
         ({"node-wait": 1e300}, "run config node-wait"),
+        ({"reply-wait": 0}, "run config reply-wait: must be from 1 to"),
+        ({"reply-wait": "a day"}, "run config reply-wait: expected a number"),
         ({"overrides": "name='unclosed"}, "run config overrides"),
     ],
 )

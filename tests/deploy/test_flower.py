@@ -259,6 +259,35 @@ def test_server_resumes_after_a_crash_that_the_sites_outlived(tmp_path, algorith
     assert json.loads((flower.run_dir / "timing.json").read_text())["rounds_timed"] == 3
 
 
+def test_a_site_that_never_replies_stops_the_server_after_reply_wait_keeping_the_last_round(tmp_path):
+    """brats's ClientApp stops, unanswered, at round 2's train message (a ``flwr-clientapp`` killed while
+    its SuperNode runs on): the server stops after reply-wait naming it, round 1 on disk; resume ends."""
+    reference, flower = configs(tmp_path, "fedavg", rounds=2)
+    Builder(reference, log=quiet).run().run()
+
+    class Silent(LocalGrid):
+        def push_messages(self, messages):
+            ids = []
+            for message in messages:
+                meta = message.metadata
+                site = self.contexts[meta.dst_node_id].node_config["site"]
+                if (site, meta.message_type, meta.group_id) == ("brats", "train", "2"):
+                    meta.__dict__["_message_id"] = message.object_id
+                    ids.append(meta.message_id)  # taken, never answered
+                else:
+                    ids += super().push_messages([message])
+            return ids
+
+    with pytest.raises(UserError) as info:
+        serve(Silent(nodes(flower, tmp_path)), flower, poll_interval=0.001, reply_wait=0.05, log=quiet)
+    assert str(info.value).startswith("site brats: no reply to the train message of round 2 within 0.05 s")
+    assert "fastmri" not in str(info.value)
+    assert load_checkpoint(flower.run_dir / "checkpoints" / "last.ckpt")["round"] == 1
+    assert {r["round"] for r in rows(flower.run_dir)} == {"1"}
+    serve(LocalGrid(nodes(flower, tmp_path)), flower, resume=True, log=quiet)
+    assert_same_run(reference, flower, tmp_path)
+
+
 def diverge(monkeypatch, site="brats", rnd=2):
     """Site ``site`` diverges in round ``rnd``, wherever it trains."""
     original = Site.fit
