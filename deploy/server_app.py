@@ -91,7 +91,7 @@ def _main(grid: Grid, run_config: Any, log: Callable[[str], None]) -> None:
         poll_interval = parse_number(poll, "run config poll-interval", 0.001, 3600)
         node_wait = parse_number(run_config.get("node-wait", 600), "run config node-wait", 0, 7 * 24 * 3600)
         reply = run_config.get("reply-wait", 86400)
-        reply_wait = parse_number(reply, "run config reply-wait", 1, 30 * 24 * 3600)
+        reply_wait = parse_number(reply, "run config reply-wait", 1, 7 * 24 * 3600)
         directory = SiteDirectory(grid, poll_interval, node_wait, log)
         directory.ask()  # the nodes answer while torch and the config load
 
