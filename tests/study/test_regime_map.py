@@ -112,9 +112,10 @@ def test_the_map_pools_the_terms_diagnostics_where_the_raw_files_keep_them(two_r
     record = json.loads(path.read_text())
     record["term"] = {
         "a": {"con_l_con": [None, 0.5, 0.4999], "con_outside": [None, 0.9, 1.0],
-              "penalty": [None, 50.0, 49.99], "loss_rec": [None, 0.2, 0.1]},
+              "penalty": [None, 50.0, 49.99], "loss_rec": [None, 0.2, 0.1],
+              "con_dist": [None, 1e-3, 3e-3], "con_spread": [None, 0.0, 2e-6]},
         "b": {"con_l_con": [None, 0.1, 0.5], "con_outside": [None, 0.2, 0.95], "penalty": [None, 10.0, 50.0],
-              "loss_rec": [None, 0.3, 0.1]},
+              "loss_rec": [None, 0.3, 0.1], "con_dist": [None, 1e-6, 2e-3], "con_spread": [None, 5e-4, 1e-6]},
     }  # fmt: skip
     path.write_text(json.dumps(record))
     assert compare.main(["--map", str(two_regimes)]) == 0
@@ -123,9 +124,13 @@ def test_the_map_pools_the_terms_diagnostics_where_the_raw_files_keep_them(two_r
     assert rich["runs"] == 1 and rich["pairs"] == 4 and rich["on_ceiling"] == pytest.approx(0.75)
     assert rich["outside_median"] == pytest.approx(0.925) and rich["penalty_median"] == pytest.approx(49.995)
     assert rich["loss_rec_median"] == pytest.approx(0.15)
+    # on the ceiling (a2, a3, b3): far from the server's encoder, the negatives collapsed; off it (b2)
+    assert rich["dist_on_median"] == pytest.approx(2e-3) and rich["spread_on_median"] == pytest.approx(1e-6)
+    assert rich["dist_off_median"] == pytest.approx(1e-6) and rich["spread_off_median"] == pytest.approx(5e-4)
     assert data["term"]["poor"]["FedMRI"] is None  # no raw file there kept it
     text = (two_regimes / "map.md").read_text()
-    assert "| sites gain from each other | FedMRI | 1 | 4 | 75% | 92.5% | 50 | 0.15 |" in text
+    row = "| sites gain from each other | FedMRI | 1 | 4 | 75% | 92.5% | 50 | 0.15 | 0.002 / 1e-06 | 1e-06 / 0.0005 |"  # noqa: E501
+    assert row in text
 
 
 def test_a_regime_whose_study_has_not_started_reads_not_run(two_regimes):
