@@ -48,6 +48,8 @@ def non_default(
         annotation = inner[0]  # an optional number (None: derived elsewhere) takes a number
     if (algorithm, field) == ("flmrcm", "target_site"):
         candidates: list[Any] = [s for s in sites if s != sites[-1]]
+    elif (algorithm, field) == ("fedmri", "share"):  # whole would leave frozen_rounds nothing to train
+        candidates = ["all_but_head"]
     elif annotation is bool:
         candidates = [not default]
     elif typing.get_origin(annotation) is Literal:

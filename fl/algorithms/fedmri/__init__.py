@@ -16,6 +16,13 @@ outside the optimiser after each step (as AdamW decouples weight decay), so RMSp
 average never sees it; ``clipped`` the decoupled step, clipped per weight to the negatives' spread
 and never past the server's encoder. Every variant logs the same per-round diagnostics.
 
+``frozen_rounds`` (ours, off by default: ``none``) holds the shared parameters at the server's in every
+even round (``even``: 2, 4, ...), so only the site's own parameters (the decoder) train then, through
+FedRep's mechanism: a :class:`~fl.algorithms.base.Phase` that freezes them. It tests whether FedMRI's
+gain in the authors' regime comes from its term holding the encoder every other round (RESULTS.md,
+"Where a verdict flips, and why"). A frozen round's replies are the server's encoder, so with
+``beta > 0`` the next round's negatives all equal its anchor.
+
 This package holds the algorithm (here: its options, server half and site half) and, in ``term.py``,
 the maths of its term: the paper's ratio with its analytic gradient, our variants and the diagnostics.
 """
@@ -80,10 +87,21 @@ class FedMRIOptions(AlgorithmOptions):
         "does (`if i > 0`); with one local epoch this changes nothing, the term's gradient being zero at "
         "a round's first step (variants decoupled and clipped step the term after every batch)",
     )
+    frozen_rounds: Literal["none", "even"] = Field(
+        "none",
+        description="ours, not the paper's: even freezes the shared parameters (what share averages: the "
+        "encoder by default) at the server's in every even round (2, 4, ...), so only the site's own "
+        "parameters (the decoder) train then, and the term (whose gradient reaches only the frozen "
+        "parameters) is left out, its diagnostics still logged; none is the paper's",
+    )
 
 
 def _contrastive_round(options: FedMRIOptions, rnd: int) -> bool:
     return rnd >= options.start_round and options.beta != 0
+
+
+def _frozen_round(options: FedMRIOptions, rnd: int) -> bool:
+    return options.frozen_rounds == "even" and rnd % 2 == 0
 
 
 class FedMRIClient(Client):
@@ -99,16 +117,11 @@ class FedMRIClient(Client):
 
     def plan(self, rnd: int, payload: Payload, model: nn.Module, epochs: int) -> LocalPlan:
         plan = LocalPlan([Phase(epochs)], reconstruction_weight=self.options.lam)
+        if _frozen_round(self.options, rnd):
+            return self._frozen_plan(rnd, payload, model, epochs)
         if not _contrastive_round(self.options, rnd):
             return plan
-        negatives: dict[str, Mapping[str, Tensor]] = {}
-        for key, tensor in payload.extra.items():  # previous/<site>/<name>
-            _, other, name = key.split("/", 2)
-            negatives.setdefault(other, {})[name] = tensor
-        if self.own_round == rnd - 1:
-            negatives[self.site] = self.own
-        if self.options.negatives == "self":
-            negatives = {s: t for s, t in negatives.items() if s == self.site}
+        negatives = self._negatives(rnd, payload)
         names = shared_parameters(model, payload.global_state)
         if not negatives or not names:
             return plan
@@ -137,6 +150,45 @@ class FedMRIClient(Client):
             return beta * term([live[n] for n in names])
 
         plan.penalty = contrastive
+        return plan
+
+    def _negatives(self, rnd: int, payload: Payload) -> dict[str, Mapping[str, Tensor]]:
+        """The previous round's encoders the term pushes away from, by site."""
+        negatives: dict[str, Mapping[str, Tensor]] = {}
+        for key, tensor in payload.extra.items():  # previous/<site>/<name>
+            _, other, name = key.split("/", 2)
+            negatives.setdefault(other, {})[name] = tensor
+        if self.own_round == rnd - 1:
+            negatives[self.site] = self.own
+        if self.options.negatives == "self":
+            negatives = {s: t for s, t in negatives.items() if s == self.site}
+        return negatives
+
+    def _frozen_plan(self, rnd: int, payload: Payload, model: nn.Module, epochs: int) -> LocalPlan:
+        """A round of ``frozen_rounds``: one phase that freezes every shared parameter (no gradient, so
+        the optimiser, its weight decay and momentum included, leaves them), no term, and after the fit
+        the shared buffers (``model.norm: batch`` running statistics) put back to the server's, so every
+        shared tensor returns as received. The term's diagnostics are still logged when it is on."""
+        names = shared_parameters(model, payload.global_state)
+        plan = LocalPlan([Phase(epochs, freeze=tuple(names))], reconstruction_weight=self.options.lam)
+        negatives = self._negatives(rnd, payload) if _contrastive_round(self.options, rnd) else {}
+        trained = set(names)
+        buffers = [n for n in payload.global_state if n not in trained]
+        diagnostics = None
+        if negatives and names:
+            anchor = [payload.global_state[n] for n in names]
+            diagnostics = self._diagnostics(
+                names, anchor, [[negatives[s][n] for n in names] for s in sorted(negatives)]
+            )
+
+        def restore(model: nn.Module) -> dict[str, float]:
+            state = model.state_dict()
+            with torch.no_grad():
+                for name in buffers:
+                    state[name].copy_(payload.global_state[name])
+            return diagnostics(model) if diagnostics is not None else {}
+
+        plan.after_fit = restore
         return plan
 
     def _decoupled_step(
@@ -206,6 +258,14 @@ class FedMRI(Server):
         super().__init__(options, context)
         self.previous: dict[str, TensorDict] = {}
         self.parameters: list[str] = []
+
+    @classmethod
+    def check(cls, options: FedMRIOptions, sites: list[str], model_kind: str) -> None:
+        if options.frozen_rounds != "none" and options.share == "whole":
+            raise ValueError(
+                f"fl.fedmri.frozen_rounds: {options.frozen_rounds} freezes what fl.fedmri.share averages, "
+                "and with share=whole that is every parameter: nothing would train in a frozen round"
+            )
 
     def shared_names(self, model: nn.Module) -> list[str]:
         names = list(model.state_dict())
