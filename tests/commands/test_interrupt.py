@@ -17,6 +17,9 @@ from tests.conftest import ROOT, tiny_config_dict
 from utils.interrupt import Interrupted, held, interruptible
 
 ROUND = re.compile(r"^round +(\d+)/(\d+) \|")
+# rounds of the interrupted runs: so many that no run ends before its signal arrives, even when a loaded
+# machine leaves the test reading its output seconds behind (a tiny round takes a fraction of a second)
+LONG = 5000
 
 
 def start(args: list[str], cwd: Path) -> subprocess.Popen:
@@ -79,7 +82,7 @@ def metric_rounds(run_dir: Path) -> set[int]:
 def long_run(tmp_path):
     """A tiny federation with more rounds than a test waits for (it is always interrupted)."""
     path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump(tiny_config_dict(tmp_path, rounds=60)))
+    path.write_text(yaml.safe_dump(tiny_config_dict(tmp_path, rounds=LONG)))
     return path, tmp_path / "runs" / "tiny"
 
 
@@ -112,7 +115,7 @@ def test_ctrl_c_then_sigterm_keep_the_last_round_and_say_how_to_continue(long_ru
     done = checkpoint_round(run_dir)
     assert (
         lines[-1]
-        == f"interrupted after round {done} of 60; continue with: python train.py --resume {run_dir}"
+        == f"interrupted after round {done} of {LONG}; continue with: python train.py --resume {run_dir}"
     )
     assert done >= 2 and metric_rounds(run_dir) == set(range(1, done + 1))  # no row of a round cut short
     assert not (run_dir / "results.json").exists()
@@ -124,9 +127,9 @@ def test_ctrl_c_then_sigterm_keep_the_last_round_and_say_how_to_continue(long_ru
     proc = start([str(ROOT / "train.py"), *continued[2:]], path.parent)
     code, lines = signal_after(proc, done + 1, signal.SIGTERM)
     assert code == 143, lines[-5:]
-    assert f"resuming {run_dir} after round {done} of 60" in lines
+    assert f"resuming {run_dir} after round {done} of {LONG}" in lines
     again = checkpoint_round(run_dir)
-    assert again > done and lines[-1].startswith(f"interrupted after round {again} of 60; continue with:")
+    assert again > done and lines[-1].startswith(f"interrupted after round {again} of {LONG}; continue with:")
     assert metric_rounds(run_dir) == set(range(1, again + 1))
     assert session_ended(proc.pid)
 
@@ -139,7 +142,7 @@ def test_sigterm_to_the_launcher_of_two_processes_stops_both_after_the_same_roun
     assert code == 143, lines[-8:]
     done = checkpoint_round(run_dir)
     assert lines[-1] == (
-        f"interrupted after round {done} of 60; continue with: "
+        f"interrupted after round {done} of {LONG}; continue with: "
         f"python train_multi_gpu.py --devices 2 --resume {run_dir}"
     )
     assert not any("Traceback" in line or "Error" in line for line in lines), lines[-8:]
@@ -155,7 +158,7 @@ def test_sigterm_to_the_launcher_of_two_data_parallel_processes_stops_both_and_r
     assert code == 143, lines[-8:]
     done = checkpoint_round(run_dir)
     resume = f"python train_multi_gpu.py --devices 2 --resume {run_dir}"
-    assert lines[-1] == f"interrupted after round {done} of 60; continue with: {resume}", lines[-8:]
+    assert lines[-1] == f"interrupted after round {done} of {LONG}; continue with: {resume}", lines[-8:]
     assert done >= 2 and metric_rounds(run_dir) == set(range(1, done + 1))
     assert not any("Traceback" in line or "Error" in line for line in lines), lines[-8:]
     assert session_ended(proc.pid)  # the other rank ended too, without a collective left waiting
@@ -163,9 +166,9 @@ def test_sigterm_to_the_launcher_of_two_data_parallel_processes_stops_both_and_r
     proc = start([str(ROOT / "train_multi_gpu.py"), *shlex.split(resume)[2:]], path.parent)
     code, lines = signal_after(proc, done + 1, signal.SIGTERM)
     assert code == 143, lines[-8:]
-    assert f"resuming {run_dir} after round {done} of 60" in lines
+    assert f"resuming {run_dir} after round {done} of {LONG}" in lines
     again = checkpoint_round(run_dir)
-    assert again > done and lines[-1] == f"interrupted after round {again} of 60; continue with: {resume}"
+    assert again > done and lines[-1] == f"interrupted after round {again} of {LONG}; continue with: {resume}"
     assert metric_rounds(run_dir) == set(range(1, again + 1))
     assert not any("Traceback" in line or "Error" in line for line in lines), lines[-8:]
     assert session_ended(proc.pid)
@@ -207,7 +210,7 @@ def test_sigterm_to_the_flower_server_app_keeps_its_last_round(long_run, tmp_pat
     assert code == 143, lines[-5:]
     done = checkpoint_round(run_dir)
     assert lines[-1] == (
-        f"interrupted after round {done} of 60; continue with: flwr run <app> <federation> "
+        f"interrupted after round {done} of {LONG}; continue with: flwr run <app> <federation> "
         f'--run-config \'config="{path}" overrides="name=flower" resume=true\''
     )
     assert metric_rounds(run_dir) == set(range(1, done + 1))
