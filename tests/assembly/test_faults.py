@@ -100,8 +100,8 @@ def run_train(*args, timeout=600):
 
 @pytest.mark.slow
 def test_sigkill_then_resume_matches_reference(tmp_path):
-    def config_file(name):
-        data = tiny_config_dict(tmp_path, rounds=3)
+    def config_file(name):  # 8 rounds: the run is still going when a loaded machine's poll sees round 1
+        data = tiny_config_dict(tmp_path, rounds=8)
         data["name"] = name
         path = tmp_path / f"{name}.yaml"
         path.write_text(yaml.safe_dump(data))
