@@ -290,8 +290,9 @@ class Builder:
         for module in modules[1:]:
             module.model.load_state_dict(initial)
         factory = trainer or (lambda epochs, fit: self.trainer(epochs, fit))
+        reset = cfg.optim.reset_state
         sites = [
-            Site(dm.name, dm, module, self.client(dm.name), factory, seed=cfg.seed)
+            Site(dm.name, dm, module, self.client(dm.name), factory, seed=cfg.seed, reset_optimizer=reset)
             for dm, module in zip(data, modules)
         ]
         return sites, modules[0].model

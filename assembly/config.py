@@ -34,6 +34,7 @@ from assembly.plain_yaml import check_plain_data, first_line, parse_yaml, read_y
 from assembly.repository import locate
 from data.options import NAME_MAX, NAME_PATTERN, DataOptions, SiteOptions
 from fl.options import FLOptions
+from fl.references import REFERENCES
 from models.options import ModelOptions, OptimOptions
 from utils.bounds import shown
 from utils.errors import UserError
@@ -130,6 +131,11 @@ class Config(_Section):
     @model_validator(mode="after")
     def _algorithm_fits_the_sites(self) -> Config:
         self.fl.check_sites([s.name for s in self.sites], self.model.kind)
+        if self.optim.reset_state and self.fl.algorithm in REFERENCES:
+            raise ValueError(
+                f"optim.reset_state: true acts on the sites' optimisers in a federated round; fl.algorithm="
+                f"{self.fl.algorithm} trains pooled models outside any round's local fit"
+            )
         return self
 
     @property

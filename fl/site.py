@@ -64,6 +64,8 @@ class Site:
         trainer: builds the Lightning Trainer of a local fit or an evaluation.
         seed: the run's seed (keys the local fit's randomness by site and round).
         merge_scores: combines per-volume scores across processes (identity in one process).
+        reset_optimizer: clear the optimiser state (the site's and a companion's) at the start of every
+            round's local fit (``optim.reset_state``, ours); by default one state lasts the whole run.
     """
 
     name: str
@@ -73,6 +75,7 @@ class Site:
     trainer: TrainerFactory
     seed: int = 0
     merge_scores: ScoreMerger = lambda scores: scores  # noqa: E731
+    reset_optimizer: bool = False
     best_round: int = 0
     best_psnr: float = -math.inf
     best_state: TensorDict = field(default_factory=dict)
@@ -109,6 +112,8 @@ class Site:
         """
         self.load_global(payload.global_state)
         module = self.module
+        if self.reset_optimizer:  # a fresh state; the learning rate lives in the param groups, kept
+            module.optimizer.state.clear()
         module.set_lr(lr)
         plan = self.client.plan(rnd, payload, module.model, epochs)
         self.fit_values = {}
@@ -161,7 +166,7 @@ class Site:
         own_model = {n: t.detach().clone() for n, t in module.model.state_dict().items()}
         own_optimizer = copy.deepcopy(module.optimizer.state_dict())
         module.model.load_state_dict(companion.state)
-        if companion.optimizer:
+        if companion.optimizer and not self.reset_optimizer:
             module.optimizer.load_state_dict(companion.optimizer)
         else:
             module.optimizer.state.clear()

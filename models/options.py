@@ -42,7 +42,7 @@ class ModelOptions(_Section):
 
 
 class OptimOptions(_Section):
-    """Per-site optimiser (state kept across rounds) and the per-round step schedule."""
+    """Per-site optimiser (state kept across rounds unless reset_state) and the per-round step schedule."""
 
     name: Literal["rmsprop", "adam", "sgd"] = Field(
         "rmsprop", description="rmsprop (the paper's), adam, or plain sgd (SCAFFOLD's analysis)"
@@ -53,6 +53,12 @@ class OptimOptions(_Section):
     )
     lr_gamma: float = Field(0.1, gt=0.0, le=1.0, description="factor of each learning-rate step")
     weight_decay: float = Field(0.0, ge=0.0, description="L2 weight decay of the optimiser")
+    reset_state: bool = Field(
+        False,
+        description="ours, not the paper's: true clears every site's optimiser state (RMSprop's running "
+        "averages, Adam's moments, SGD momentum) at the start of each round's local fit, so no round's "
+        "gradients shape the next round's steps; false keeps one optimiser state per site for the whole run",
+    )
 
     def lr_at(self, rnd: int) -> float:
         """Learning rate of round ``rnd`` (1-based): StepLR applied once per round."""
