@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel
+
+from fl.algorithms import ALGORITHMS
+from models.options import ModelOptions
+
 
 def fingerprint(config: dict[str, Any]) -> dict[str, Any]:
     """What a checkpoint belongs to: the config keys that shape its tensors and optimiser state (the
@@ -23,19 +28,45 @@ def fingerprint(config: dict[str, Any]) -> dict[str, Any]:
 
 def fingerprint_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """The keys whose values differ between two fingerprints, as ``key (old -> new)``; values are compared
-    by their text, so a tampered fingerprint holding tensors or odd types is a difference, never an error."""
+    by their text, so a tampered fingerprint holding tensors or odd types is a difference, never an error.
+
+    An option of the network or of the algorithm that ``old`` does not name at all was added after its
+    checkpoint was written; the run behaved as the option's default does, so ``new`` holding that default
+    is no difference (any other value is)."""
     differing = []
     for key in sorted(set(old) | set(new), key=str):
         a, b = old.get(key), new.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
+            defaults = _defaults(key, new)
             differing += [
                 f"{key}.{k} ({_show(a.get(k))} -> {_show(b.get(k))})"
                 for k in sorted(set(a) | set(b), key=str)
                 if repr(a.get(k)) != repr(b.get(k))
+                and not (k not in a and k in defaults and repr(b.get(k)) == repr(defaults[k]))
             ]
         elif repr(a) != repr(b):
             differing.append(f"{key} ({_show(a)} -> {_show(b)})")
     return differing
+
+
+def _defaults(key: str, fingerprint: dict[str, Any]) -> dict[str, Any]:
+    """The default of every option of fingerprint section ``key`` (the network's, or the algorithm's
+    ``fl.<name>``), as plain data; empty for any other section."""
+    if key == "model":
+        options: type[BaseModel] | None = ModelOptions
+    elif key == f"fl.{fingerprint.get('fl.algorithm')}" and fingerprint.get("fl.algorithm") in ALGORITHMS:
+        options = ALGORITHMS[fingerprint["fl.algorithm"]].Options
+    else:
+        return {}
+    if options is None:
+        return {}
+    defaults = {}
+    for name, field in options.model_fields.items():
+        if field.is_required():
+            continue
+        value = field.get_default(call_default_factory=True)
+        defaults[name] = value.model_dump() if isinstance(value, BaseModel) else value
+    return defaults
 
 
 def _show(value: Any) -> str:
