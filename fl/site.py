@@ -64,7 +64,8 @@ class Site:
         trainer: builds the Lightning Trainer of a local fit or an evaluation.
         seed: the run's seed (keys the local fit's randomness by site and round).
         merge_scores: combines per-volume scores across processes (identity in one process).
-        reset_optimizer: clear the optimiser state (the site's and a companion's) at the start of every
+        reset_optimizer: clear the optimiser state (the site's, a companion's and the client's own, such as
+            FL-MRCM's discriminator's) at the start of every
             round's local fit (``optim.reset_state``, ours); by default one state lasts the whole run.
     """
 
@@ -114,6 +115,7 @@ class Site:
         module = self.module
         if self.reset_optimizer:  # a fresh state; the learning rate lives in the param groups, kept
             module.optimizer.state.clear()
+            self.client.reset_optimizers()
         module.set_lr(lr)
         plan = self.client.plan(rnd, payload, module.model, epochs)
         self.fit_values = {}

@@ -56,8 +56,9 @@ class OptimOptions(_Section):
     reset_state: bool = Field(
         False,
         description="ours, not the paper's: true clears every site's optimiser state (RMSprop's running "
-        "averages, Adam's moments, SGD momentum) at the start of each round's local fit, so no round's "
-        "gradients shape the next round's steps; false keeps one optimiser state per site for the whole run",
+        "averages, Adam's moments, SGD momentum; FL-MRCM's discriminators' too) at the start of each round's "
+        "local fit, so no round's gradients shape the next round's steps; false keeps one optimiser state "
+        "per site for the whole run",
     )
 
     def lr_at(self, rnd: int) -> float:

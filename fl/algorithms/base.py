@@ -348,6 +348,10 @@ class Client:
         """What goes back after a successful local fit of ``steps`` steps at rate ``lr``."""
         return Reply(shared)
 
+    def reset_optimizers(self) -> None:
+        """Forget the state of any optimiser of the client's own (``optim.reset_state``, at the start of
+        every round's local fit); the site's model optimiser and a companion's are reset by the site."""
+
     def state_dict(self) -> dict[str, Any]:
         """The site's algorithm state that must survive a checkpoint (tensors and plain data only)."""
         return {}

@@ -177,6 +177,10 @@ class FLMRCMClient(Client):
             self.disc_optimizer = torch.optim.RMSprop(self.discriminator.parameters(), lr=lr)
         return self.discriminator
 
+    def reset_optimizers(self) -> None:
+        if self.disc_optimizer is not None:
+            self.disc_optimizer.state.clear()
+
     def _on(self, device: torch.device) -> tuple[nn.Module, torch.optim.Optimizer]:
         """The discriminator and its optimiser on ``device`` (they follow the model to its device)."""
         disc, optimizer = self.discriminator, self.disc_optimizer

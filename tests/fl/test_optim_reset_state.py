@@ -71,6 +71,22 @@ def test_every_algorithm_counts_only_the_rounds_steps(tiny_config, algorithm):
     assert [g["lr"] for g in site.module.optimizer.param_groups] == [config.optim.lr_at(2)]
 
 
+@pytest.mark.parametrize("reset", [True, False])
+def test_flmrcm_discriminators_start_each_round_afresh_only_with_reset(tiny_config, reset):
+    """FL-MRCM's source site keeps an optimiser of its own, its discriminator's: reset with the rest."""
+    fed, _ = _federation(tiny_config, "flmrcm", reset)
+    source = next(site for site in fed.sites if site.client.target != site.name)
+    fed.round(1)
+    first = source.client.disc_steps
+    fed.round(2)
+    steps = _steps(source.client.disc_optimizer.state_dict())
+    assert (
+        first
+        and steps
+        and set(steps) == {source.client.disc_steps if reset else first + source.client.disc_steps}
+    )
+
+
 def test_resume_of_an_interrupted_reset_run_equals_the_uninterrupted_run(tiny_config):
     reference = tiny_config(rounds=3)
     reference.name, reference.optim.reset_state = "reference", True
