@@ -7,6 +7,7 @@ then tabulate and plot them.
         --name mystudy --results runs/mystudy/results --jobs 2   # RESULTS.md's: docs/results/study/run.sh
     python compare.py --report docs/results/study        # tables and figures again, from raw files only
     python compare.py --map docs/results/map             # the regime map: the paper's claims per regime
+    python compare.py --report docs/results/map          # every regime's tables and figures, then the map
     docs/results/study/run.sh --no-train                 # outputs of the runs finished so far, no training
 
 Every variant is the config plus overrides, trained with train.py's code into
@@ -89,7 +90,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=path_arg,
         default=None,
         metavar="FOLDER",
-        help="rebuild the tables and figures of FOLDER from its raw result files, without training",
+        help="rebuild the tables and figures of FOLDER from its raw result files, without training; a "
+        "regime map's folder (with regimes.yaml): every regime's study folder, then the map",
     )
     parser.add_argument(
         "--map",
@@ -151,16 +153,18 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: train or reuse every variant, then write the comparison; or, with ``--map``, rebuild
     a regime map from its studies' raw files."""
     args = parse_args(argv)
-    if args.map:
-        from study.regime_map import write_map
+    from study.regime_map import is_map_folder, write_map, write_map_report
+
+    flag = "map" if args.map else "report" if args.report and is_map_folder(args.report) else None
+    if flag:
         from utils.errors import UserError
 
         def rebuild() -> None:
-            defaults = vars(parse_args([]))
-            given = sorted(k for k, v in vars(args).items() if k != "map" and v != defaults[k])
+            folder, defaults = getattr(args, flag), vars(parse_args([]))
+            given = sorted(k for k, v in vars(args).items() if k != flag and v != defaults[k])
             if given:
-                raise UserError(f"--map rebuilds {args.map} from raw files alone; drop {', '.join(given)}")
-            write_map(args.map)
+                raise UserError(f"--{flag} rebuilds {folder} from raw files alone; drop {', '.join(given)}")
+            (write_map if flag == "map" else write_map_report)(folder)
 
         return run_cli(rebuild)
     options = study_options(argv)

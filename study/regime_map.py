@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from assembly.plain_yaml import check_plain_data, first_line, parse_yaml
 from study.formats import p_value, seeds_count, seeds_needed_note, signed
 from study.records import MAX_JSON_BYTES, load_study, mismatch
+from study.report import write_report
 from study.rows import Row, find_row, reference_row, rows_of
 from study.term_summary import term_markdown, term_summary
 from utils.errors import UserError
@@ -300,3 +301,22 @@ def write_map(folder: str | Path, log: Callable[[str], None] = print) -> str:
     log(text)
     log(f"wrote {folder}/map.md, map.json and figures/map.png from {len(spec.regimes)} regime(s)")
     return text
+
+
+def write_map_report(folder: str | Path, log: Callable[[str], None] = print) -> str:
+    """Every table and figure of a map folder from the raw files alone: each regime's study folder's
+    (:func:`study.report.write_report`; a study with no finished run yet is left as it is), then the
+    map's (:func:`write_map`); returns the map's markdown."""
+    folder = Path(folder)
+    for regime in read_map(folder).regimes:
+        study = folder / regime.folder
+        if (study / "manifest.json").is_file() and any((study / "runs").glob("*.json")):
+            write_report(study, log)
+        else:
+            log(f"{study}: no finished run yet; its column reads 'not run'")
+    return write_map(folder, log)
+
+
+def is_map_folder(folder: str | Path) -> bool:
+    """Whether ``folder`` is a regime map's (it holds ``regimes.yaml``)."""
+    return (Path(folder) / FILE).is_file()

@@ -148,6 +148,29 @@ def test_a_regime_whose_study_has_not_started_reads_not_run(two_regimes):
     assert "**to come** (`later`): planned. Seeds per row: none yet." in (two_regimes / "map.md").read_text()
 
 
+def test_report_of_a_map_folder_rebuilds_every_regimes_tables_then_the_map(two_regimes, capsys):
+    """compare.py --report on a map folder: each started regime's comparison tables (as --report on that
+    folder alone writes them) and the map (as --map writes it); a regime not started is left alone."""
+    spec = yaml.safe_load((two_regimes / "regimes.yaml").read_text())
+    spec["regimes"].append({"key": "later", "title": "to come", "folder": "later", "setting": "planned."})
+    (two_regimes / "regimes.yaml").write_text(yaml.safe_dump(spec))
+    (two_regimes / "later").mkdir()
+    assert compare.main(["--report", str(two_regimes)]) == 0
+    written = {
+        name: (two_regimes / name).read_bytes() for name in ("rich/comparison.md", "poor/claims.md", "map.md")
+    }
+    assert list((two_regimes / "later").iterdir()) == []
+    for name in written:
+        (two_regimes / name).unlink()
+    assert compare.main(["--report", str(two_regimes / "rich")]) == 0
+    assert compare.main(["--report", str(two_regimes / "poor")]) == 0
+    assert compare.main(["--map", str(two_regimes)]) == 0
+    assert {name: (two_regimes / name).read_bytes() for name in written} == written
+    capsys.readouterr()
+    assert compare.main(["--report", str(two_regimes), "--jobs", "2"]) == 2
+    assert "--report rebuilds" in capsys.readouterr().err
+
+
 def test_the_committed_map_comes_from_the_committed_raw_files(tmp_path):
     """map.md and map.json as compare.py --map writes them from the raw files in the repository, and
     RESULTS.md's claims x regimes table as map.md has it."""
