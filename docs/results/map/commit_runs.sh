@@ -5,7 +5,8 @@
 # FOLDER is the results folder (or a parent of several) whose runs/*.json are committed. When FOLDER
 # is the regime map's (it holds regimes.yaml), each commit also rebuilds the map (map.md, map.json,
 # figures/map.png) and RESULTS.md's claims x regimes table from the raw files, and commits them.
-# It looks for new files every COMMIT_POLL seconds (default 30).
+# It looks for new files every COMMIT_POLL seconds (default 30). Stop it with SIGTERM (or Ctrl-C in a
+# terminal): the command gets the same signal, and what it finished is committed before the script exits.
 set -uo pipefail
 folder=$1; shift; [ "$1" = "--" ] && shift
 cd "$(git rev-parse --show-toplevel)"
@@ -29,7 +30,11 @@ commit_new() {
 }
 "$@" &
 pid=$!
-trap 'kill -INT $pid 2>/dev/null; wait $pid; commit_new; exit 130' INT TERM
+# Each signal is passed on as itself: started in the background by a script, the command ignores SIGINT
+# (as this shell then does), and SIGTERM is what stops it there, keeping its last completed round.
+stop() { kill -"$1" "$pid" 2>/dev/null; wait "$pid"; commit_new; exit "$2"; }
+trap 'stop INT 130' INT
+trap 'stop TERM 143' TERM
 while kill -0 $pid 2>/dev/null; do sleep "${COMMIT_POLL:-30}"; commit_new; done
 wait $pid; rc=$?
 commit_new
