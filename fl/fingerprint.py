@@ -49,23 +49,21 @@ def fingerprint_differences(old: dict[str, Any], new: dict[str, Any]) -> list[st
     return differing
 
 
-def _defaults(key: str, fingerprint: dict[str, Any]) -> dict[str, Any]:
+def _defaults(key: str, stated: dict[str, Any]) -> dict[str, Any]:
     """The default of every option of fingerprint section ``key`` (the network's, or the algorithm's
-    ``fl.<name>``), as plain data; empty for any other section."""
+    ``fl.<name>`` of fingerprint ``stated``), as plain data; empty for any other section."""
+    algorithm = stated.get("fl.algorithm")
     if key == "model":
         options: type[BaseModel] | None = ModelOptions
-    elif key == f"fl.{fingerprint.get('fl.algorithm')}" and fingerprint.get("fl.algorithm") in ALGORITHMS:
-        options = ALGORITHMS[fingerprint["fl.algorithm"]].Options
+    elif key == f"fl.{algorithm}" and algorithm in ALGORITHMS:
+        options = ALGORITHMS[algorithm].Options
     else:
-        return {}
-    if options is None:
-        return {}
+        options = None
     defaults = {}
-    for name, field in options.model_fields.items():
-        if field.is_required():
-            continue
-        value = field.get_default(call_default_factory=True)
-        defaults[name] = value.model_dump() if isinstance(value, BaseModel) else value
+    for name, field in options.model_fields.items() if options is not None else ():
+        if not field.is_required():
+            value = field.get_default(call_default_factory=True)
+            defaults[name] = value.model_dump() if isinstance(value, BaseModel) else value
     return defaults
 
 
