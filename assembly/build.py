@@ -21,7 +21,8 @@ import torch
 
 from assembly.config import Config
 from assembly.repository import in_repository
-from data.site import PooledDataModule, SiteDataModule
+from data.pooled import PooledDataModule
+from data.site import SiteDataModule
 from fl.algorithms import ALGORITHMS, Client, Context, Server, build_client, build_server
 from fl.federation import Federation
 from fl.loop import RunLoop

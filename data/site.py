@@ -19,7 +19,6 @@ import torch
 from torch.utils.data import DataLoader
 
 from data import masks
-from data.pooled import PooledBatchSampler, PooledDataModule, PooledDataset
 from data.samplers import RoundSampler, round_order, volume_shard
 from data.samples import ItemKey, SampleCache, SliceDataset, constant_sample, sample_problem
 from data.sources import SourceContext, build_source
@@ -28,9 +27,6 @@ from utils.seeding import stable_seed
 
 __all__ = [
     "ItemKey",
-    "PooledBatchSampler",
-    "PooledDataModule",
-    "PooledDataset",
     "RoundSampler",
     "SampleCache",
     "SiteDataModule",

@@ -23,7 +23,8 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from data.site import PooledDataModule, SiteDataModule
+from data.pooled import PooledDataModule
+from data.site import SiteDataModule
 from fl.site import Site, TrainerFactory
 from fl.transport import InProcess
 from models.recon_module import ReconModule

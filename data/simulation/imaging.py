@@ -8,19 +8,53 @@ scale, and a zero background when skull-stripped or served as an 8-bit export (o
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 from scipy import ndimage
 
 from data.simulation.anatomy import VARIED_HEAD_SCALE, site_maps, tissue_fractions
-from data.simulation.profiles import GENERATOR_VERSION, PROFILES, TISSUES, Profile
+from data.simulation.profiles import GENERATOR_VERSION, PROFILES, TISSUES, Contrast, Profile, ProfileName
 from data.simulation.template import smooth_noise
 from utils.seeding import stable_seed
 
-if TYPE_CHECKING:
-    from data.sources.synthetic import SyntheticOptions
+
+class SubjectOptions(Protocol):
+    """What :func:`simulate_subject` reads of a site's options (the synthetic source's
+    ``SyntheticOptions`` has them all; their meaning is documented there)."""
+
+    @property
+    def profile(self) -> ProfileName: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def slices_per_subject(self) -> int: ...
+    @property
+    def contrasts(self) -> Sequence[Contrast]: ...
+    @property
+    def planes(self) -> Sequence[str]: ...
+    @property
+    def lesions(self) -> bool | None: ...
+    @property
+    def realism(self) -> str: ...
+    @property
+    def noise_scale(self) -> float: ...
+    @property
+    def noise_range(self) -> tuple[float, float] | None: ...
+    @property
+    def stripped_fraction(self) -> float: ...
+    @property
+    def export_fraction(self) -> float: ...
+    @property
+    def folded_fraction(self) -> float: ...
+    @property
+    def receive_channels(self) -> tuple[int, int] | None: ...
+    @property
+    def head_scale(self) -> tuple[float, float] | None: ...
+    @property
+    def matrix_range(self) -> tuple[float, float] | None: ...
 
 
 def tissue_parameters(rng: np.random.Generator) -> dict[str, tuple[float, float, float]]:
@@ -59,7 +93,7 @@ def _texture(rng: np.random.Generator, shape: tuple[int, ...], strength: float =
     return 1.0 + strength * field / (field.std() + 1e-6)
 
 
-# realism: varied's range of the acquired k-space fraction (SyntheticOptions.matrix_range: null)
+# realism: varied's range of the acquired k-space fraction (the option matrix_range: null)
 VARIED_MATRIX = (0.7, 1.0)
 
 
@@ -174,7 +208,7 @@ class SimulatedSubject:
 
 
 def simulate_subject(
-    options: SyntheticOptions, seed: int, site: str, subject: str, maps: dict[str, np.ndarray] | None = None
+    options: SubjectOptions, seed: int, site: str, subject: str, maps: dict[str, np.ndarray] | None = None
 ) -> SimulatedSubject:
     """Generate one subject of a site; deterministic in (options, seed, site, subject)."""
     profile = PROFILES[options.profile]
