@@ -388,10 +388,3 @@ class Builder:
             barrier=barrier,
             log=self.log,
         )
-
-    def run(self) -> RunLoop:
-        """The in-process run of ``train.py`` (:func:`assembly.setup.in_process`), ready to
-        :meth:`~fl.loop.RunLoop.resume` or run."""
-        from assembly.setup import in_process
-
-        return in_process(self)

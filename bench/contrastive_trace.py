@@ -89,6 +89,7 @@ def run(name: str, optimiser: str, lr: float, args: argparse.Namespace, out: Pat
     """One traced run: returns and writes its per-step records."""
     from assembly.build import Builder
     from assembly.config import load_config
+    from assembly.setup import in_process
 
     overrides = [
         f"fl.rounds={args.rounds}",
@@ -108,7 +109,7 @@ def run(name: str, optimiser: str, lr: float, args: argparse.Namespace, out: Pat
     try:
         with tempfile.TemporaryDirectory() as tmp:
             config = load_config(ROOT / "configs" / "default.yaml", [*overrides, f"output_dir={tmp}"])
-            loop = Builder(config, log=lambda line: None).run()
+            loop = in_process(Builder(config, log=lambda line: None))
             loop.run()
             rows = (Path(tmp) / f"trace-{name}" / "metrics.csv").read_text()
     finally:

@@ -3,7 +3,7 @@
     python bench/federation_overhead.py                          # configs/default.yaml, 2 repetitions
     python bench/federation_overhead.py --reps 3 --threads 1 fl.local_epochs=2
 
-The federation is the in-process run ``train.py`` builds (``Builder(config).run()``); its round is the
+The federation is the in-process run ``train.py`` builds (``in_process(Builder(config))``); its round is the
 training part of ``Federation.round`` (the server's pre-round requests and payloads, every site's
 local fit through ``transport.fit`` with a Lightning Trainer and the contrastive term, the server's
 aggregation and every site loading the new global encoder; validation excluded). The bare loop runs
@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from assembly.build import Builder  # noqa: E402
 from assembly.config import Config, load_config  # noqa: E402
+from assembly.setup import in_process  # noqa: E402
 from bench.timing import Stopwatch, interleaved, load, machine, median  # noqa: E402
 from fl.algorithms.fedmri import term as losses  # noqa: E402
 from fl.federation import Federation  # noqa: E402
@@ -38,7 +39,7 @@ REGULARISER = Stopwatch()  # time inside the contrastive term's forward and back
 
 def build(config: Config) -> Federation:
     """The in-process federation of ``train.py`` for ``config`` (data prepared, sites built)."""
-    rounds = Builder(config, log=lambda _: None).run().rounds
+    rounds = in_process(Builder(config, log=lambda _: None)).rounds
     if not isinstance(rounds, Federation):
         raise SystemExit(f"fl.algorithm={config.fl.algorithm} is not federated")
     return rounds

@@ -140,6 +140,7 @@ def round_part(config_path: Path, subjects: int, dry: bool, out: Path, precision
     """Parts 3 and 4: rounds 1 and 2 of the paper's config on few subjects; the paper's schedule projected."""
     from assembly.build import Builder
     from assembly.config import validate_config
+    from assembly.setup import in_process
 
     full = yaml.safe_load(config_path.read_text())
     data = copy.deepcopy(full)
@@ -159,7 +160,7 @@ def round_part(config_path: Path, subjects: int, dry: bool, out: Path, precision
         data["trainer"] = {**data.get("trainer", {}), "precision": precision}
     config = validate_config(data)
     start = time.perf_counter()
-    fed = Builder(config, log=lambda line: None).run().rounds
+    fed = in_process(Builder(config, log=lambda line: None)).rounds
     setup = time.perf_counter() - start
     timings = {}
     for rnd in (1, 2):

@@ -4,10 +4,10 @@
     python bench/profile_run.py --cold             # an empty data cache: the sites are generated first
     python bench/profile_run.py fl.rounds=10 trainer.precision=32-true
 
-The run is the one ``train.py`` makes (``Builder.run``), with timers wrapped around its parts. Time is
-charged exclusively: a part's time excludes that of the parts nested in it (a local fit's data loading
-is "data", not "Lightning"), so the parts add up to the wall time from the first import to the last
-output. The parts:
+The run is the one ``train.py`` makes (``in_process`` of assembly.setup), with timers wrapped around its
+parts. Time is charged exclusively: a part's time excludes that of the parts nested in it (a local fit's
+data loading is "data", not "Lightning"), so the parts add up to the wall time from the first import to
+the last output. The parts:
 
 - startup: importing torch, Lightning and the project, reading the config;
 - site data: preparing the sites (generating or reading the cache, indexing, the first sample of each split);
@@ -179,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="profile_run_") as tmp:
         from assembly.build import Builder
         from assembly.config import load_config
+        from assembly.setup import in_process
         from bench.timing import load, machine
 
         overrides = [f"fl.rounds={args.rounds}", f"output_dir={tmp}/runs", "name=profile", *args.overrides]
@@ -187,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.config, overrides)
         instrument(clock)
         clock.switch("site data")
-        run = Builder(config, log=lambda line: None).run()
+        run = in_process(Builder(config, log=lambda line: None))
         server = getattr(run.rounds, "server", None)  # None for the non-federated references
         if server is not None:
             for name in ("payload", "aggregate"):

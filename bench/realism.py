@@ -179,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         from assembly.build import Builder
         from assembly.config import validate_config
         from assembly.evaluation import load_run
+        from assembly.setup import in_process
         from utils.errors import UserError
         from utils.lock import lock_run
         from utils.paths import check_writable_dir
@@ -198,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         lock_run(out, other="give another --out")  # one transfer check writes a folder at a time
         volumes = available(VOLUME_SETS[args.volumes])  # one line for each Debian package not installed
         if config is not None and not (run_dir / "results.json").is_file():
-            Builder(config).run().run()
+            in_process(Builder(config)).run()
         trained = load_run(run_dir)
         real_config = validate_config(write_real_sites(trained.config, out / "real_volumes", volumes))
         simulated = gains(evaluate.evaluate(trained, trained.config, out / "simulated", log=lambda _: None))

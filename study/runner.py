@@ -201,9 +201,10 @@ def _what(config: Any) -> str:
 def _train(config: Any, run_dir: Path, force: bool, log: Log) -> float:
     """Train one variant into ``run_dir``: continue it if it was cut short, else start it afresh."""
     from assembly.build import Builder
+    from assembly.setup import in_process
 
     run_start = time.perf_counter()
-    run = Builder(config, log=log).run()
+    run = in_process(Builder(config, log=log))
     if not force and is_resumable(run_dir, config.to_dict()):
         run.resume()  # an interrupted study continues this run after its last completed round
     elif run_dir.exists():

@@ -8,6 +8,7 @@ import yaml
 
 from assembly.build import Builder
 from assembly.config import load_config
+from assembly.setup import in_process
 from models.recon_module import ReconModule
 from utils.errors import UserError
 
@@ -78,7 +79,7 @@ def test_channels_last_module_computes_the_same_loss_and_gradients():
 
 
 def _final_state(config) -> dict:
-    fed = Builder(config, log=lambda _: None).run().rounds
+    fed = in_process(Builder(config, log=lambda _: None)).rounds
     for rnd in (1, 2):  # the contrastive term is active in round 2
         fed.round(rnd)
     return {

@@ -15,6 +15,7 @@ import yaml
 
 import train
 from assembly.build import Builder
+from assembly.setup import in_process
 from tests.conftest import ROOT, tiny_config_dict
 from utils.checkpoint import load_checkpoint, save_checkpoint
 from utils.errors import TrainingFailure, UserError
@@ -28,7 +29,7 @@ def quiet(_):
 
 def create_run(config, log=quiet):
     """train.py's run of ``config``: a RunLoop over the in-process Federation (``.rounds``)."""
-    run = Builder(config, log=log).run()
+    run = in_process(Builder(config, log=log))
     run.rounds.sites = run.rounds.transport.sites
     return run
 

@@ -52,6 +52,7 @@ def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
 
 def test_auto_is_resolved_in_the_config_and_saved(tmp_path):
     from assembly.build import Builder
+    from assembly.setup import in_process
     from tests.conftest import tiny_config_dict
 
     data = tiny_config_dict(tmp_path, rounds=1)
@@ -62,7 +63,7 @@ def test_auto_is_resolved_in_the_config_and_saved(tmp_path):
     del data["trainer"]["precision"]  # the schema's default is auto too
     assert validate_config(data).trainer.precision == expected
     lines = []
-    Builder(config, log=lines.append).run().run()
+    in_process(Builder(config, log=lines.append)).run()
     saved = yaml.safe_load((config.run_dir / "config.yaml").read_text())
     assert saved["trainer"]["precision"] == expected
     assert any(line.startswith(f"precision {expected}: ") for line in lines)

@@ -11,6 +11,7 @@ import torch
 
 from assembly.build import Builder
 from assembly.config import load_config
+from assembly.setup import in_process
 from tests.conftest import tiny_config_dict
 from tests.fixtures.mri_files import write_brats, write_fastmri
 
@@ -51,7 +52,7 @@ def test_simulated_brats_and_fastmri_sites_train_together(tmp_path, one_thread):
     path = tmp_path / "real.yaml"
     path.write_text(json.dumps(config))
     lines: list[str] = []
-    results = Builder(load_config(path, [f"paths.knee={knee_root}"]), log=lines.append).run().run()
+    results = in_process(Builder(load_config(path, [f"paths.knee={knee_root}"]), log=lines.append)).run()
 
     assert set(results["sites"]) == {"fastmri", "brats", "knee"}
     assert any("site brats: 9 train / 3 val / 3 test slices (brats" in line for line in lines)

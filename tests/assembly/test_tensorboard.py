@@ -10,6 +10,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from assembly.build import Builder
+from assembly.setup import in_process
 from fl.reporter import MEAN_VAL, SEPARATOR, SLICE_TAG, slice_panels
 
 
@@ -30,7 +31,7 @@ def scalar(tb, tag):
 @pytest.mark.parametrize("algorithm", ["fedmri", "centralized"])
 def test_every_round_shows_each_sites_slice_and_the_end_its_test_metrics(tiny_config, algorithm):
     config = tiny_config(algorithm=algorithm, rounds=2)
-    Builder(config, log=quiet).run().run()
+    in_process(Builder(config, log=quiet)).run()
     tb = events(config.run_dir)
     sites = [s.name for s in config.sites]
     size = config.sites[0].source.size

@@ -48,9 +48,10 @@ def test_psnr_uses_the_targets_maximum():
 
 def test_a_trained_run_is_diagnosed_on_a_real_volume_and_bad_input_is_one_line(tmp_path, tiny_config, capsys):
     from assembly.build import Builder
+    from assembly.setup import in_process
 
     config = tiny_config(rounds=1)
-    Builder(config, log=lambda _: None).run().run()
+    in_process(Builder(config, log=lambda _: None)).run()
     run = str(config.run_dir)
     figure = tmp_path / "fig.png"
     argv = ["--run", run, "--site", "fastmri", "--volume", "s0", "--figure", str(figure)]

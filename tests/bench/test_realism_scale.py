@@ -44,9 +44,10 @@ def test_bad_scales_are_refused(bad):
 
 def test_a_trained_run_is_swept_and_bad_input_is_one_line(tiny_config, capsys):
     from assembly.build import Builder
+    from assembly.setup import in_process
 
     config = tiny_config(rounds=1)
-    Builder(config, log=lambda _: None).run().run()
+    in_process(Builder(config, log=lambda _: None)).run()
     run = str(config.run_dir)
     argv = ["--run", run, "--volumes", "test", "--scales", "1,1.5", "--site", "fastmri"]
     assert realism_scale.main(argv) == 0

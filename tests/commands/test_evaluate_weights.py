@@ -7,6 +7,7 @@ import pytest
 
 import evaluate
 from assembly.build import Builder
+from assembly.setup import in_process
 
 
 @pytest.fixture(scope="module")
@@ -15,7 +16,7 @@ def run(tmp_path_factory):
     from tests.conftest import tiny_config_dict
 
     config = validate_config(tiny_config_dict(tmp_path_factory.mktemp("weights"), rounds=3))
-    Builder(config, log=lambda _: None).run().run()
+    in_process(Builder(config, log=lambda _: None)).run()
     return config.run_dir
 
 

@@ -311,12 +311,13 @@ def client_app_process(node_configs: list[dict], signal_at: tuple[int, str] | No
 @pytest.mark.slow
 def test_sigterm_to_the_client_app_keeps_the_sites_last_round_and_the_run_resumes_exactly(tmp_path):
     from assembly.build import Builder
+    from assembly.setup import in_process
     from deploy.server_app import serve
     from tests.deploy.test_flower import assert_same_run, configs, nodes, quiet
     from utils.errors import UserError
 
     reference, flower = configs(tmp_path, "fedmri", rounds=2)
-    Builder(reference, log=quiet).run().run()  # also generates the sites' data
+    in_process(Builder(reference, log=quiet)).run()  # also generates the sites' data
     grid = client_app_process(nodes(flower, tmp_path), signal_at=(signal.SIGTERM, "training brats 2"))
     with pytest.raises(UserError, match="site brats: no answer to the train message of round 2"):
         serve(grid, flower, log=quiet)

@@ -13,6 +13,7 @@ from torch import nn
 
 from assembly.build import Builder
 from assembly.config import validate_config
+from assembly.setup import in_process
 from deploy.local import LocalGrid, through_the_wire
 from deploy.server_app import serve
 from fl.algorithms.base import Payload, Reply
@@ -115,7 +116,7 @@ def both_runs(request, tmp_path_factory):
     algorithm, fl = request.param
     tmp_path = tmp_path_factory.mktemp(algorithm)
     reference, flower = configs(tmp_path, algorithm, **fl)
-    Builder(reference, log=quiet).run().run()
+    in_process(Builder(reference, log=quiet)).run()
     grid = LocalGrid(nodes(flower, tmp_path))
     serve(grid, flower, log=quiet)
     return reference, flower, grid, tmp_path
@@ -221,7 +222,7 @@ def test_algorithms_that_need_more_than_these_messages_are_refused(tmp_path, alg
 def test_sites_continue_from_their_disk_when_every_message_finds_a_fresh_node(tmp_path):
     """A SuperNode restart loses context.state: the site carries on from its run directory."""
     reference, flower = configs(tmp_path, "fedmri", rounds=3)
-    Builder(reference, log=quiet).run().run()
+    in_process(Builder(reference, log=quiet)).run()
 
     class Forgetful(LocalGrid):
         def push_messages(self, messages):
@@ -239,7 +240,7 @@ def test_sites_continue_from_their_disk_when_every_message_finds_a_fresh_node(tm
 @pytest.mark.parametrize("algorithm", ["fedmri", "ditto"])  # ditto: its global model resumes on the server
 def test_server_resumes_after_a_crash_that_the_sites_outlived(tmp_path, algorithm):
     reference, flower = configs(tmp_path, algorithm, rounds=3)
-    Builder(reference, log=quiet).run().run()
+    in_process(Builder(reference, log=quiet)).run()
 
     class Crash(LocalGrid):
         def pull_messages(self, message_ids):
@@ -263,7 +264,7 @@ def test_a_site_that_never_replies_stops_the_server_after_reply_wait_keeping_the
     """brats's ClientApp stops, unanswered, at round 2's train message (a ``flwr-clientapp`` killed while
     its SuperNode runs on): the server stops after reply-wait naming it, round 1 on disk; resume ends."""
     reference, flower = configs(tmp_path, "fedavg", rounds=2)
-    Builder(reference, log=quiet).run().run()
+    in_process(Builder(reference, log=quiet)).run()
 
     class Silent(LocalGrid):
         def push_messages(self, messages):
@@ -312,7 +313,7 @@ def test_a_diverging_site_stops_the_run_naming_site_and_round(tmp_path, monkeypa
 def test_skip_policy_on_flower_equals_skip_policy_in_process(tmp_path, monkeypatch):
     reference, flower = configs(tmp_path, "fedavg", rounds=3, on_site_failure="skip")
     diverge(monkeypatch)
-    Builder(reference, log=quiet).run().run()
+    in_process(Builder(reference, log=quiet)).run()
     serve(LocalGrid(nodes(flower, tmp_path)), flower, log=quiet)
     assert_same_run(reference, flower, tmp_path)
     skipped = [(r["round"], r["site"]) for r in rows(flower.run_dir) if r["status"].startswith("skipped")]

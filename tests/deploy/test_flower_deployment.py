@@ -13,6 +13,7 @@ import yaml
 
 from assembly.build import Builder
 from assembly.config import validate_config
+from assembly.setup import in_process
 from deploy.processes import Loopback
 from tests.conftest import tiny_config_dict
 from utils.checkpoint import load_checkpoint
@@ -48,7 +49,7 @@ def deployment(tmp_path_factory):
     start = time.monotonic()
     loopback = Loopback(tmp / "flower", nodes, env={"OMP_NUM_THREADS": "1"})
     with loopback:  # the SuperNodes connect while the in-process run trains
-        Builder(reference, log=quiet).run().run()  # also generates the sites' data into data.cache_dir
+        in_process(Builder(reference, log=quiet)).run()  # also generates the sites' data into data.cache_dir
         outcome = loopback.run({"config": str(path), "poll-interval": 0.1}, timeout=300)
     return SimpleNamespace(
         reference=reference,

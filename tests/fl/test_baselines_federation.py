@@ -8,6 +8,7 @@ import torch
 import fl.algorithms.flmrcm as flmrcm
 from assembly.build import Builder, is_federated
 from assembly.config import validate_config
+from assembly.setup import in_process
 from data.site import round_order
 from fl.aggregation import nbytes
 from fl.algorithms.base import head_names
@@ -28,7 +29,7 @@ def quiet(_):
 
 def create_run(config, log=quiet):
     """train.py's run of ``config`` (data prepared, sites built), not yet started."""
-    return Builder(config, log=log).run()
+    return in_process(Builder(config, log=log))
 
 
 def sites_of(rounds):

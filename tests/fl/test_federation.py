@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from assembly.build import Builder
+from assembly.setup import in_process
 from fl.federation import Federation
 
 
@@ -12,7 +13,7 @@ def federation(tiny_config):
     """Factory: the in-process Federation of train.py for a tiny config, sites as ``fed.sites``."""
 
     def make(**kwargs):
-        fed = Builder(tiny_config(**kwargs), log=lambda _: None).run().rounds
+        fed = in_process(Builder(tiny_config(**kwargs), log=lambda _: None)).rounds
         assert isinstance(fed, Federation)
         fed.sites = fed.transport.sites
         return fed
@@ -134,7 +135,7 @@ def test_round_line_splits_the_loss_into_reconstruction_and_penalty(tiny_config,
     import re
 
     lines = []
-    Builder(tiny_config(algorithm=algorithm), log=lines.append).run().run()
+    in_process(Builder(tiny_config(algorithm=algorithm), log=lines.append)).run()
     rounds = [line for line in lines if re.search(r"round +\d+/2 \|", line)]
     assert len(rounds) == 2, lines
     found = re.findall(r"loss (-?[\d.]+) = rec (-?[\d.]+) \+ penalty (-?[\d.]+)", "\n".join(rounds))

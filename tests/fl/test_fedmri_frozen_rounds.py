@@ -9,6 +9,7 @@ import yaml
 
 from assembly.build import Builder
 from assembly.config import load_config, validate_config
+from assembly.setup import in_process
 from tests.conftest import tiny_config_dict
 from utils.errors import UserError
 
@@ -24,7 +25,7 @@ def _rounds(tmp_path, rounds: int, norm: str = "instance", weight_decay: float =
     data["fl"]["fedmri"] = fedmri
     data["model"]["norm"] = norm
     data["optim"]["weight_decay"] = weight_decay
-    federation = Builder(validate_config(data), log=_quiet).run().rounds
+    federation = in_process(Builder(validate_config(data), log=_quiet)).rounds
     sites = federation.transport.sites
     out = []
     for rnd in range(1, rounds + 1):

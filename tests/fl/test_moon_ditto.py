@@ -7,6 +7,7 @@ import torch
 
 from assembly.build import Builder
 from assembly.config import validate_config
+from assembly.setup import in_process
 from fl.algorithms import Context, Payload, build_client
 from fl.algorithms.ditto import DittoOptions
 from fl.algorithms.moon import MOONOptions
@@ -60,7 +61,7 @@ def test_moon_term_is_the_papers_loss_on_a_tiny_model():
 
 
 def test_moon_keeps_each_sites_model_after_its_fit_as_the_next_negative(tiny_config):
-    rounds = Builder(tiny_config(algorithm="moon", rounds=2), log=quiet).run().rounds
+    rounds = in_process(Builder(tiny_config(algorithm="moon", rounds=2), log=quiet)).rounds
     site = rounds.transport.sites[0]
     payload = rounds.server.payload(site.name, 1)
     site.fit(1, payload, 1, 1e-3)
@@ -72,10 +73,10 @@ def test_moon_keeps_each_sites_model_after_its_fit_as_the_next_negative(tiny_con
 
 def test_moon_previous_models_survive_a_checkpoint(tiny_config, tmp_path):
     config = tiny_config(algorithm="moon", rounds=2)
-    run = Builder(config, log=quiet).run()
+    run = in_process(Builder(config, log=quiet))
     run.rounds.round(1)
     save_hand_round(run, tmp_path / "last.ckpt")
-    again = Builder(validate_config(run.config), log=quiet).run()
+    again = in_process(Builder(validate_config(run.config), log=quiet))
     again.load(tmp_path / "last.ckpt")
     for site, other in zip(run.rounds.transport.sites, again.rounds.transport.sites, strict=True):
         previous = site.client.previous
@@ -111,7 +112,7 @@ def _run(tmp_path, algorithm, local_epochs, **ditto):
     data["fl"]["local_epochs"] = local_epochs
     if ditto:
         data["fl"]["ditto"] = ditto
-    rounds = Builder(validate_config(data), log=quiet).run().rounds
+    rounds = in_process(Builder(validate_config(data), log=quiet)).rounds
     for rnd in (1, 2):
         rounds.round(rnd)
     return rounds

@@ -15,6 +15,7 @@ import yaml
 import compare
 from assembly.build import Builder
 from assembly.config import validate_config
+from assembly.setup import in_process
 from fl.algorithms import ALGORITHMS, register
 from fl.algorithms.base import AlgorithmOptions, Server
 from study.runner import run_all
@@ -86,7 +87,7 @@ def test_registered_algorithm_trains_in_process_like_the_algorithm_it_copies(eve
                                                           "everything": {"note": "reached"}}})  # fmt: skip
     assert mine.fl.options().note == "reached"
     assert Builder(mine).server(Builder(mine).module().model).options.note == "reached"
-    run = Builder(mine, log=quiet).run()
+    run = in_process(Builder(mine, log=quiet))
     summaries = []
     report = run.reporter.round
     run.reporter.round = lambda rnd, summary, lr: (summaries.append((summary, lr)), report(rnd, summary, lr))
@@ -97,7 +98,7 @@ def test_registered_algorithm_trains_in_process_like_the_algorithm_it_copies(eve
             assert values["train"]["hooked_steps"] == values["steps"] > 0
             assert values["train"]["hooked_lr"] == lr
     fedavg = validate_config({**data, "name": "fedavg", "fl": {**data["fl"], "algorithm": "fedavg"}})
-    reference = Builder(fedavg, log=quiet).run().run()
+    reference = in_process(Builder(fedavg, log=quiet)).run()
     assert results["algorithm"] == "everything"
     assert results["sites"] == reference["sites"]
     ours, theirs = checkpoint(mine.run_dir), checkpoint(fedavg.run_dir)
@@ -148,7 +149,7 @@ def test_registered_algorithm_runs_under_ddp(everything, tmp_path):
     proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     single = validate_config({**data, "name": "single"})
-    Builder(single, log=quiet).run().run()
+    in_process(Builder(single, log=quiet)).run()
     ddp, reference = checkpoint(tmp_path / "runs" / "ddp"), checkpoint(single.run_dir)
     for site, state in reference["sites"].items():
         assert all(torch.equal(t, ddp["sites"][site]["model"][n]) for n, t in state["model"].items())

@@ -9,6 +9,7 @@ import yaml
 
 from assembly.build import Builder
 from assembly.config import load_config
+from assembly.setup import in_process
 from tests.assembly.test_faults import assert_same_tensors, create_run, final_state
 from tests.conftest import tiny_config_dict
 from utils.errors import UserError
@@ -18,7 +19,7 @@ def _federation(tiny_config, algorithm, reset):
     config = tiny_config(algorithm=algorithm)
     config.optim.reset_state = reset
     config.optim.lr_step_rounds, config.optim.lr_gamma = 1, 0.5  # a new learning rate every round
-    fed = Builder(config, log=lambda _: None).run().rounds
+    fed = in_process(Builder(config, log=lambda _: None)).rounds
     fed.sites = fed.transport.sites
     return fed, config
 

@@ -7,6 +7,7 @@ import torch
 
 import fl.algorithms.flmrcm as flmrcm
 from assembly.build import Builder, is_federated
+from assembly.setup import in_process
 from data import masks
 from fl.algorithms.base import Context, Payload, head_names
 from fl.algorithms.fedper import FedPer
@@ -20,7 +21,7 @@ def quiet(_):
 
 
 def create_run(config):
-    return Builder(config, log=quiet).run()
+    return in_process(Builder(config, log=quiet))
 
 
 def sites_of(rounds):

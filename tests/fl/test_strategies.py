@@ -73,7 +73,7 @@ def test_site_state_round_trips_between_processes(tiny_config):
     from assembly.build import Builder, quiet_lightning
     from fl.transport import InProcess
 
-    quiet_lightning()  # as Builder.run does: these fits have no validation loader
+    quiet_lightning()  # as assembly.setup.in_process does: these fits have no validation loader
     for algorithm, mode in (("scaffold", None), ("flmrcm", "paper"), ("flmrcm", "features")):
         config = tiny_config(algorithm=algorithm)
         if mode is not None:

@@ -101,11 +101,12 @@ def test_contrastive_term_over_two_encoders_is_the_direct_sum():
 @pytest.mark.parametrize("algorithm", ["fedmri", "fedavg"])
 def test_one_federated_round_of_the_cascade(tiny_config, algorithm):
     from assembly.build import Builder
+    from assembly.setup import in_process
 
     config = tiny_config(algorithm=algorithm)
     config.model.kind = "dual_domain"
     config.model.kspace_loss_weight = 0.1
-    fed = Builder(config, log=lambda _: None).run().rounds
+    fed = in_process(Builder(config, log=lambda _: None)).rounds
     summary = fed.round(1)
     summary = fed.round(2)
     assert all(v["status"] == "ok" and v["psnr"] > 0 for v in summary.values())
