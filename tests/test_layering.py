@@ -8,6 +8,8 @@ module of the tree is read with ``ast``; its imports (at module level and inside
 ``import x`` and ``from x import y``, relative ones resolved; not those under ``if TYPE_CHECKING:``) must
 not name a package of its own layer or above, nor a command. There is no exemption list.
 
+No two of its modules import each other, directly or around a loop (type-only imports included).
+
 It also bounds their size: no module outside ``tests/`` longer than :data:`MAX_MODULE_LINES` lines, no
 function (from its ``def`` to the end of its body) longer than :data:`MAX_FUNCTION_LINES`.
 """
@@ -229,3 +231,97 @@ def test_the_reader_catches_a_violation(tmp_path):
         ("study/runner.py", "train"),
         ("study/runner.py", "deploy"),
     ]
+
+
+def _with_type_checking(source: str, module: str, is_package: bool) -> Iterator[str]:
+    """Every module ``source`` imports, those under ``if TYPE_CHECKING:`` too, and for ``from x import
+    y`` also ``x.y`` (a submodule, when it is one)."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                package = _package_of(module, is_package)
+                base = ".".join([*package[: len(package) - (node.level - 1)], *([base] if base else [])])
+            yield base
+            yield from (f"{base}.{alias.name}" for alias in node.names)
+
+
+def import_graph(root: Path = ROOT, layers: dict[str, int] = LAYERS) -> dict[str, set[str]]:
+    """Module -> the modules of the packages in ``layers`` that it imports, at any depth of its code
+    (for type annotations only, too): the graph whose circles tie modules that cannot be read alone."""
+    modules: dict[str, tuple[Path, bool]] = {}
+    for package in layers:
+        for path in sorted((root / package).rglob("*.py")):
+            if not SKIP & set(path.relative_to(root).parts):
+                name, is_package = _module_name(path.relative_to(root).as_posix())
+                modules[name] = (path, is_package)
+    return {
+        name: {
+            other
+            for other in _with_type_checking(path.read_text(), name, is_package)
+            if other in modules and other != name
+        }
+        for name, (path, is_package) in modules.items()
+    }
+
+
+def circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The graph's strongly connected components of more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for other in sorted(graph.get(node, ())):
+            if other not in index:
+                visit(other)
+                low[node] = min(low[node], low[other])
+            elif other in stack:
+                low[node] = min(low[node], index[other])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return sorted(found)
+
+
+def test_no_import_circles():
+    """No two modules of the packages import each other, directly or around a loop, not even for type
+    annotations: each can be read, and moved, with only what lies below it."""
+    found = circles(import_graph())
+    assert not found, "import circles:\n" + "\n".join(f"  {' <-> '.join(c)}" for c in found)
+
+
+def test_the_circle_check_finds_a_loop_through_type_checking_and_packages(tmp_path):
+    (tmp_path / "data" / "sim").mkdir(parents=True)
+    (tmp_path / "data" / "__init__.py").write_text("")
+    (tmp_path / "data" / "sim" / "__init__.py").write_text("from .imaging import simulate\n")
+    (tmp_path / "data" / "sim" / "imaging.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from data.source import Options\n"
+    )
+    (tmp_path / "data" / "source.py").write_text("from data import sim\n")  # the package's __init__
+    (tmp_path / "data" / "alone.py").write_text("import data.source\n")  # into the loop, not part of it
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "a.py").write_text("def f():\n    from models import b\n")
+    (tmp_path / "models" / "b.py").write_text("from models.a import f\n")
+    graph = import_graph(tmp_path, {"data": 1, "models": 2})
+    assert circles(graph) == [
+        ["data.sim", "data.sim.imaging", "data.source"],
+        ["models.a", "models.b"],
+    ]
+    assert circles({"a": {"b"}, "b": {"c"}, "c": set()}) == []
