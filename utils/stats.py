@@ -169,3 +169,34 @@ def seed_comparison(
         ahead = interval.mean > 0 if higher_is_better else interval.mean < 0
         verdict = "better" if ahead else "worse"
     return SeedComparison(per_seed, interval, p_value, verdict, volumes)
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values of a family of tests, in the input's order: the i-th smallest
+    of the m finite p-values is multiplied by m - i + 1 (i from 1), each adjusted value is made at least
+    the one before it in that order, and capped at 1. A test rejected at ``level`` after adjustment keeps
+    the family-wise error rate (any false verdict among the m) at ``level``. NaN (no test) stays NaN and
+    does not count in m."""
+    finite = sorted((p, i) for i, p in enumerate(p_values) if not math.isnan(p))
+    adjusted = [math.nan] * len(p_values)
+    running = 0.0
+    for rank, (p, i) in enumerate(finite):
+        running = max(running, min(1.0, (len(finite) - rank) * p))
+        adjusted[i] = running
+    return adjusted
+
+
+def benjamini_hochberg(p_values: Sequence[float]) -> list[float]:
+    """Benjamini-Hochberg adjusted p-values (q-values), in the input's order: the i-th smallest of the
+    m finite p-values times m / i, made at most the one after it in that order, capped at 1. Verdicts
+    with an adjusted value below ``level`` keep the expected share of false ones among them at ``level``
+    (for independent or positively dependent tests): a weaker promise than :func:`holm`'s, which bounds
+    the chance of any false one. NaN (no test) stays NaN and does not count in m."""
+    finite = sorted((p, i) for i, p in enumerate(p_values) if not math.isnan(p))
+    adjusted = [math.nan] * len(p_values)
+    running = 1.0
+    for rank in range(len(finite) - 1, -1, -1):
+        p, i = finite[rank]
+        running = min(running, len(finite) * p / (rank + 1))
+        adjusted[i] = running
+    return adjusted

@@ -8,6 +8,8 @@ from scipy import stats
 
 from utils.stats import (
     TOO_FEW_SEEDS,
+    benjamini_hochberg,
+    holm,
     mean_interval,
     paired_comparison,
     seed_comparison,
@@ -118,3 +120,68 @@ def test_seeds_needed_for_a_verdict():
     assert signed_rank_floor(3) == 0.25 and signed_rank_floor(5) == 0.0625 and signed_rank_floor(6) < 0.05
     # the floor is what scipy's exact signed-rank test gives when every difference has one sign
     assert stats.wilcoxon([1.0, 2.0, 3.0, 4.0, 5.0]).pvalue == pytest.approx(signed_rank_floor(5))
+
+
+def test_holm_on_hand_numbers():
+    # m = 4 finite p-values; sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1 = 0.02, 0.03, 0.06, 0.04,
+    # the last raised to the 0.06 before it; the NaN is no test and does not count
+    found = holm([0.01, 0.04, 0.03, 0.005, math.nan])
+    assert found[:4] == pytest.approx([0.03, 0.06, 0.06, 0.02], abs=1e-12)
+    assert math.isnan(found[4])
+    assert holm([0.5, 0.6]) == [1.0, 1.0]
+    assert holm([]) == []
+    assert holm([0.2]) == [0.2]
+
+
+def _holm_rejects(p_values, level):
+    """Holm's procedure as it is defined: walk the p-values from the smallest, rejecting the k-th
+    (k from 0) while it is at most level / (m - k); stop at the first that is not."""
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    rejected = set()
+    for k, i in enumerate(order):
+        if p_values[i] > level / (len(p_values) - k):
+            break
+        rejected.add(i)
+    return rejected
+
+
+def test_holm_adjusted_p_rejects_exactly_what_the_step_down_procedure_rejects():
+    rng = np.random.default_rng(7)
+    for _ in range(300):
+        m = int(rng.integers(1, 12))
+        p_values = (rng.random(m) ** 3).tolist()  # many small ones
+        adjusted = holm(p_values)
+        for level in (0.001, 0.01, 0.05, 0.1, 0.3):
+            assert {i for i, a in enumerate(adjusted) if a <= level} == _holm_rejects(p_values, level)
+
+
+def test_benjamini_hochberg_on_hand_numbers():
+    # m = 4: sorted 0.005, 0.01, 0.03, 0.04 times 4/1, 4/2, 4/3, 4/4 = 0.02, 0.02, 0.04, 0.04 (each at
+    # most the one after it: unchanged here); 0.5, 0.6 -> 1.0, 0.6 -> 0.6, 0.6
+    found = benjamini_hochberg([0.01, 0.04, 0.03, 0.005, math.nan])
+    assert found[:4] == pytest.approx([0.02, 0.04, 0.04, 0.02], abs=1e-12)
+    assert math.isnan(found[4])
+    assert benjamini_hochberg([0.5, 0.6]) == pytest.approx([0.6, 0.6], abs=1e-12)
+    assert benjamini_hochberg([]) == []
+
+
+def _bh_rejects(p_values, level):
+    """The step-up procedure as it is defined: the largest k with p_(k) <= k level / m; reject the k
+    smallest."""
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    m, largest = len(p_values), 0
+    for k, i in enumerate(order, start=1):
+        if p_values[i] <= k * level / m:
+            largest = k
+    return set(order[:largest])
+
+
+def test_benjamini_hochberg_rejects_exactly_what_the_step_up_procedure_rejects():
+    rng = np.random.default_rng(11)
+    for _ in range(300):
+        m = int(rng.integers(1, 12))
+        p_values = (rng.random(m) ** 3).tolist()
+        adjusted = benjamini_hochberg(p_values)
+        for level in (0.001, 0.01, 0.05, 0.1, 0.3):
+            assert {i for i, a in enumerate(adjusted) if a <= level} == _bh_rejects(p_values, level)
+        assert all(h >= b - 1e-15 for h, b in zip(holm(p_values), adjusted))  # Holm is the stricter
