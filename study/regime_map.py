@@ -36,7 +36,7 @@ from study.rows import Row, find_row, reference_row, rows_of
 from study.term_summary import term_markdown, term_summary
 from utils.errors import UserError
 from utils.io import atomic_write_text, read_text
-from utils.stats import TOO_FEW_SEEDS, SeedComparison
+from utils.stats import TOO_FEW_SEEDS, SeedComparison, benjamini_hochberg, holm
 from utils.tables import markdown
 
 FILE = "regimes.yaml"
@@ -203,7 +203,54 @@ def map_markdown(spec: RegimeMap, by_regime: dict[str, dict[str, Row]]) -> str:
         seeds = ", ".join(f"{name} {len(row.seeds)}" for name, row in rows.items())
         seeds = seeds or "none yet"
         lines.append(f"- **{regime.title}** (`{regime.folder}`): {regime.setting} Seeds per row: {seeds}.")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + multiplicity_markdown(spec, by_regime)
+
+
+def paper_claim_tests(
+    spec: RegimeMap, by_regime: dict[str, dict[str, Row]]
+) -> list[tuple[Claim, Regime, SeedComparison, float, float]]:
+    """Every (claim of the paper, regime) cell with a test (two seeds or more), with its p-value adjusted
+    over all of them by Holm's step-down correction and by Benjamini-Hochberg's: the family is the
+    paper's claims across the map (the premises, conditions of the setting, are not in it)."""
+    cells = [
+        (claim, regime, result)
+        for claim in CLAIMS
+        if not claim.premise
+        for regime in spec.regimes
+        if (result := compare(by_regime[regime.key], claim.first, claim.second)) is not None
+        and not math.isnan(result.p_value)
+    ]
+    p_values = [result.p_value for _, _, result in cells]
+    return [(*cell, h, q) for cell, h, q in zip(cells, holm(p_values), benjamini_hochberg(p_values))]
+
+
+def multiplicity_markdown(spec: RegimeMap, by_regime: dict[str, dict[str, Row]], level: float = 0.05) -> str:
+    """The section on testing many claims at once: which verdicts survive each correction."""
+    tests = paper_claim_tests(spec, by_regime)
+    decided = sorted((t for t in tests if t[2].p_value < level), key=lambda t: t[2].p_value)
+    intro = (
+        f"\n## Many verdicts at once\n\nThe table tests {len(tests)} cells of the paper's claims (those with "
+        f"two seeds or more; the premises are conditions, not claims, and are left out), each at {level:g}: "
+        'where no claim made any difference, about one cell in twenty would still read "holds" or '
+        '"does not hold". Two corrections over all of them: Holm\'s keeps the chance of even one false '
+        f"verdict in the whole table at {level:g}; Benjamini-Hochberg's keeps the expected share of false "
+        f"ones among the verdicts at {level:g}. Each verdict of the table, with the adjusted p-values and "
+        "whether it stands after each (yes: adjusted p below "
+        f"{level:g}).\n"
+    )
+    if not decided:
+        return intro + "\nNo cell of the paper's claims reaches a verdict yet.\n"
+    header = ["claim", "regime", "verdict", "p", "Holm", "stands (Holm)", "B-H", "stands (B-H)"]
+    body = [
+        [claim.text, regime.title, verdict(result), f"{result.p_value:.2g}", f"{h:.3g}",
+         "yes" if h < level else "no", f"{q:.3g}", "yes" if q < level else "no"]
+        for claim, regime, result, h, q in decided
+    ]  # fmt: skip
+    kept = sum(h < level for *_, h, _ in decided), sum(q < level for *_, q in decided)
+    return (
+        intro + "\n" + markdown(header, body) + f"\n{len(decided)} verdicts; {kept[0]} stand after Holm's "
+        f"correction, {kept[1]} after Benjamini-Hochberg's.\n"
+    )
 
 
 def map_summary(spec: RegimeMap, by_regime: dict[str, dict[str, Row]]) -> dict:
@@ -213,6 +260,8 @@ def map_summary(spec: RegimeMap, by_regime: dict[str, dict[str, Row]]) -> dict:
         out["claims"][claim.text] = {
             r.key: _numbers(compare(by_regime[r.key], claim.first, claim.second)) for r in spec.regimes
         }
+    for claim, regime, _, h, q in paper_claim_tests(spec, by_regime):
+        out["claims"][claim.text][regime.key].update(holm_p_value=h, bh_p_value=q)
     for regime in spec.regimes:
         rows = by_regime[regime.key]
         out["versus_fedmri"][regime.key] = {

@@ -105,6 +105,33 @@ def test_each_claim_gets_its_seed_level_verdict_in_each_regime(two_regimes):
     assert set(versus) == {"FedAvg", "SingleSet", "Centralized"}
 
 
+def test_the_papers_claims_are_corrected_for_testing_many_at_once(two_regimes):
+    assert compare.main(["--map", str(two_regimes)]) == 0
+    claims = json.loads((two_regimes / "map.json").read_text())["claims"]
+    premises = {c.text for c in regime_map.CLAIMS if c.premise}
+    tested = {
+        (text, key): cell
+        for text, cells in claims.items() if text not in premises
+        for key, cell in cells.items() if cell is not None
+    }  # fmt: skip
+    # rich: FedMRI vs SingleSet, FedAvg, beta = 0, and beta = 0 vs FedAvg; poor: vs SingleSet, FedAvg
+    assert len(tested) == 6
+    ordered = sorted(tested.values(), key=lambda c: c["p_value"])
+    m, running = len(ordered), 0.0
+    for j, cell in enumerate(ordered):  # Holm by hand: max over the smaller ones of (m - j) p, capped
+        running = max(running, min(1.0, (m - j) * cell["p_value"]))
+        assert cell["holm_p_value"] == pytest.approx(running, rel=1e-9)
+        q = min(min(1.0, m * c["p_value"] / (k + 1)) for k, c in enumerate(ordered) if k >= j)
+        assert cell["bh_p_value"] == pytest.approx(q, rel=1e-9)
+    for text in premises:  # conditions of the setting, not claims: not in the family
+        assert all(cell is None or "holm_p_value" not in cell for cell in claims[text].values())
+    text = (two_regimes / "map.md").read_text()
+    assert "## Many verdicts at once" in text and "tests 6 cells" in text
+    decided = [c for c in tested.values() if c["p_value"] < 0.05]
+    holm_kept = sum(c["holm_p_value"] < 0.05 for c in decided)
+    assert f"{len(decided)} verdicts; {holm_kept} stand after Holm's" in text
+
+
 def test_the_map_pools_the_terms_diagnostics_where_the_raw_files_keep_them(two_regimes):
     # In "rich", FedMRI's seed 0 kept its term: on site a L_con sat on its ceiling 1/2 in rounds 2 and 3,
     # on site b in round 3 only (round 1: no term); its other seeds did not keep it.
