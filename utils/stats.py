@@ -19,6 +19,7 @@ pairs) stays for observations that are independent.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -51,12 +52,28 @@ class Interval:
         return f"{self.mean:.{digits}f} ± {self.half_width:.{digits}f}"
 
 
+def _check_confidence(confidence: float, level: float = 0.05) -> None:
+    """Both probabilities strictly between 0 and 1 (a NaN, a string or None is not)."""
+    for name, value in (("confidence", confidence), ("level", level)):
+        number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+        if not (number and 0.0 < value < 1.0):
+            raise ValueError(f"{name} must be a number strictly between 0 and 1, got {value!r}")
+
+
 def mean_interval(values: Sequence[float], confidence: float = 0.95) -> Interval:
     """Mean of ``values`` with the half-width of its two-sided Student-t confidence interval."""
     x = np.asarray(values, dtype=np.float64)
+    _check_confidence(confidence)
     if x.size == 0:
         raise ValueError("no values")
+    if x.ndim != 1:
+        raise ValueError(f"expected a sequence of numbers, got an array of shape {x.shape}")
+    if not np.all(np.isfinite(x)):
+        bad = [float(v) for v in x[~np.isfinite(x)]][:3]
+        raise ValueError(f"{int((~np.isfinite(x)).sum())} non-finite value(s) among {x.size} (e.g. {bad})")
     mean = float(x.mean())
+    if not math.isfinite(mean):  # finite values whose sum overflows
+        raise ValueError(f"the mean of {x.size} values overflows (largest {float(np.abs(x).max()):.3g})")
     if x.size < 2:
         return Interval(mean, math.nan, int(x.size))
     sem = float(x.std(ddof=1)) / math.sqrt(x.size)
@@ -82,6 +99,7 @@ def paired_comparison(
     confidence: float = 0.95,
 ) -> PairedComparison:
     """Compare ``method`` with ``reference`` observation by observation (same order, same length)."""
+    _check_confidence(confidence, level)
     a, b = np.asarray(method, dtype=np.float64), np.asarray(reference, dtype=np.float64)
     if a.shape != b.shape or a.ndim != 1:
         raise ValueError(
@@ -139,6 +157,7 @@ def seed_comparison(
     paired differences; the verdict is the two-sided one-sample t-test of those numbers against zero at
     ``level`` (a method whose runs equal the reference's in every seed is "no detectable difference";
     one that differs by exactly the same amount in every seed, p = 0)."""
+    _check_confidence(confidence, level)
     per_seed: dict[int, float] = {}
     every: list[float] = []
     for seed in sorted(pairs):
@@ -149,8 +168,15 @@ def seed_comparison(
                 f"seed {seed}: paired observations must be two non-empty sequences of one length, "
                 f"got {a.shape} and {b.shape}"
             )
-        per_seed[seed] = float((a - b).mean())
-        every.extend((a - b).tolist())
+        with np.errstate(over="ignore", invalid="ignore"):
+            diff = a - b
+        if not np.all(np.isfinite(diff)):
+            raise ValueError(
+                f"seed {seed}: every paired observation must be a finite number, and so their differences "
+                f"(method {a.tolist()[:4]}..., reference {b.tolist()[:4]}...)"
+            )
+        per_seed[seed] = float(diff.mean())
+        every.extend(diff.tolist())
     if not per_seed:
         raise ValueError("no seeds to compare")
     d = np.asarray(list(per_seed.values()))

@@ -185,3 +185,33 @@ def test_benjamini_hochberg_rejects_exactly_what_the_step_up_procedure_rejects()
         for level in (0.001, 0.01, 0.05, 0.1, 0.3):
             assert {i for i, a in enumerate(adjusted) if a <= level} == _bh_rejects(p_values, level)
         assert all(h >= b - 1e-15 for h, b in zip(holm(p_values), adjusted))  # Holm is the stricter
+
+
+@pytest.mark.parametrize(
+    "pairs",
+    [
+        {0: ([30.0, math.inf], [29.0, 28.0]), 1: ([31.0, 30.0], [29.0, 28.0])},  # identical volumes: inf dB
+        {0: ([30.0, 29.0], [29.0, 28.0]), 1: ([31.0, math.nan], [29.0, 28.0])},
+        {0: ([1e308], [-1e308]), 1: ([1e308], [-1e308])},  # finite, but the difference overflows
+    ],
+)
+def test_a_non_finite_score_is_refused_naming_its_seed_not_read_as_no_difference(pairs):
+    bad = next(seed for seed, (a, b) in pairs.items() if not all(math.isfinite(x - y) for x, y in zip(a, b)))
+    with pytest.raises(ValueError, match=f"seed {bad}: .*finite"):
+        seed_comparison(pairs)
+
+
+@pytest.mark.parametrize("values", [[1.0, math.nan], [math.inf, 1.0, 2.0], [-math.inf]])
+def test_mean_interval_refuses_non_finite_values(values):
+    with pytest.raises(ValueError, match="non-finite"):
+        mean_interval(values)
+    with pytest.raises(ValueError, match="non-finite"):
+        paired_comparison(values, [0.0] * len(values))
+
+
+@pytest.mark.parametrize("bad", [0.0, 1.0, 1.5, -0.1, math.nan, None, "0.95"])
+def test_probabilities_outside_zero_one_are_refused(bad):
+    with pytest.raises(ValueError, match="strictly between 0 and 1"):
+        mean_interval([1.0, 2.0], confidence=bad)
+    with pytest.raises(ValueError, match="strictly between 0 and 1"):
+        seed_comparison({0: ([1.0], [0.0]), 1: ([2.0], [0.0])}, level=bad)
