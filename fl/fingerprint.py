@@ -59,8 +59,10 @@ def _defaults(key: str, stated: dict[str, Any]) -> dict[str, Any]:
         options = ALGORITHMS[algorithm].Options
     else:
         options = None
+    if options is None:
+        return {}
     defaults = {}
-    for name, field in options.model_fields.items() if options is not None else ():
+    for name, field in options.model_fields.items():
         if not field.is_required():
             value = field.get_default(call_default_factory=True)
             defaults[name] = value.model_dump() if isinstance(value, BaseModel) else value

@@ -32,7 +32,7 @@ from assembly.plain_yaml import check_plain_data, first_line, parse_yaml
 from study.formats import p_value, seeds_count, seeds_needed_note, signed
 from study.records import MAX_JSON_BYTES, load_study, mismatch
 from study.report import write_report
-from study.rows import Row, find_row, reference_row, rows_of
+from study.rows import LEVEL, Row, find_row, reference_row, rows_of
 from study.term_summary import term_markdown, term_summary
 from utils.errors import UserError
 from utils.io import atomic_write_text, read_text
@@ -224,10 +224,10 @@ def paper_claim_tests(
     return [(*cell, h, q) for cell, h, q in zip(cells, holm(p_values), benjamini_hochberg(p_values))]
 
 
-def multiplicity_markdown(spec: RegimeMap, by_regime: dict[str, dict[str, Row]], level: float = 0.05) -> str:
+def multiplicity_markdown(spec: RegimeMap, by_regime: dict[str, dict[str, Row]], level: float = LEVEL) -> str:
     """The section on testing many claims at once: which verdicts survive each correction."""
     tests = paper_claim_tests(spec, by_regime)
-    decided = sorted((t for t in tests if t[2].p_value < level), key=lambda t: t[2].p_value)
+    decided = sorted((t for t in tests if t[2].verdict in ("better", "worse")), key=lambda t: t[2].p_value)
     intro = (
         f"\n## Many verdicts at once\n\nThe table tests {len(tests)} cells of the paper's claims (those with "
         f"two seeds or more; the premises are conditions, not claims, and are left out), each at {level:g}: "

@@ -54,12 +54,20 @@ def _package_of(module: str, is_package: bool) -> list[str]:
     return parts if is_package else parts[:-1]
 
 
-def imported_modules(source: str, module: str = "", is_package: bool = False) -> Iterator[str]:
-    """Dotted names of every module ``source`` imports (``from x import y`` gives ``x``), except under
-    ``if TYPE_CHECKING:``; relative imports resolved against ``module``."""
+def imported_modules(
+    source: str,
+    module: str = "",
+    is_package: bool = False,
+    *,
+    type_only: bool = False,
+    submodules: bool = False,
+) -> Iterator[str]:
+    """Dotted names of every module ``source`` imports (``from x import y`` gives ``x``, and also ``x.y``
+    with ``submodules``), except under ``if TYPE_CHECKING:`` unless ``type_only``; relative imports
+    resolved against ``module``."""
 
     def visit(node: ast.AST) -> Iterator[str]:
-        if isinstance(node, ast.If) and _is_type_checking(node.test):
+        if not type_only and isinstance(node, ast.If) and _is_type_checking(node.test):
             for child in node.orelse:
                 yield from visit(child)
             return
@@ -75,6 +83,8 @@ def imported_modules(source: str, module: str = "", is_package: bool = False) ->
                 name = node.module or ""
             if name:
                 yield name
+                if submodules:  # ``from data import sim``: the name may be a module
+                    yield from (f"{name}.{alias.name}" for alias in node.names)
             else:  # ``from .. import fl``: the names are the modules
                 yield from (alias.name for alias in node.names)
         for child in ast.iter_child_nodes(node):
@@ -233,22 +243,6 @@ def test_the_reader_catches_a_violation(tmp_path):
     ]
 
 
-def _with_type_checking(source: str, module: str, is_package: bool) -> Iterator[str]:
-    """Every module ``source`` imports, those under ``if TYPE_CHECKING:`` too, and for ``from x import
-    y`` also ``x.y`` (a submodule, when it is one)."""
-    tree = ast.parse(source)
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            yield from (alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                package = _package_of(module, is_package)
-                base = ".".join([*package[: len(package) - (node.level - 1)], *([base] if base else [])])
-            yield base
-            yield from (f"{base}.{alias.name}" for alias in node.names)
-
-
 def import_graph(root: Path = ROOT, layers: dict[str, int] = LAYERS) -> dict[str, set[str]]:
     """Module -> the modules of the packages in ``layers`` that it imports, at any depth of its code
     (for type annotations only, too): the graph whose circles tie modules that cannot be read alone."""
@@ -261,7 +255,7 @@ def import_graph(root: Path = ROOT, layers: dict[str, int] = LAYERS) -> dict[str
     return {
         name: {
             other
-            for other in _with_type_checking(path.read_text(), name, is_package)
+            for other in imported_modules(path.read_text(), name, is_package, type_only=True, submodules=True)
             if other in modules and other != name
         }
         for name, (path, is_package) in modules.items()
