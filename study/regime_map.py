@@ -22,86 +22,35 @@ import json
 import math
 import textwrap
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from assembly.plain_yaml import check_plain_data, first_line, parse_yaml
-from study.formats import p_value, seeds_count, seeds_needed_note, signed
+from study.formats import seeds_needed_note
+from study.map_claims import (
+    CLAIMS,
+    METHODS,
+    ZERO_FILLED,
+    Regime,
+    RegimeMap,
+    cell,
+    compare,
+    paper_claim_tests,
+    verdict,
+)
+from study.map_findings import findings_markdown, headline_markdown, seeds_markdown
 from study.records import MAX_JSON_BYTES, load_study, mismatch
 from study.report import write_report
 from study.rows import LEVEL, Row, find_row, reference_row, rows_of
 from study.term_summary import term_markdown, term_summary
 from utils.errors import UserError
 from utils.io import atomic_write_text, read_text
-from utils.stats import TOO_FEW_SEEDS, SeedComparison, benjamini_hochberg, holm
+from utils.stats import SeedComparison
 from utils.tables import markdown
 
 FILE = "regimes.yaml"
-
-
-class Regime(BaseModel):
-    """One column of the map: a regime and the study folder that measured it."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    key: str = Field(min_length=1, max_length=60, pattern=r"^[A-Za-z0-9_.-]+$")
-    title: str = Field(min_length=1, max_length=200)
-    folder: str = Field(min_length=1, max_length=500, description="results folder, relative to the map")
-    setting: str = Field("", max_length=1000, description="data and optimiser, in words")
-
-
-class RegimeMap(BaseModel):
-    """``regimes.yaml``: the regimes in column order."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    regimes: list[Regime] = Field(min_length=1, max_length=20)
-
-
-# Rows of the map, each found by its algorithm and variant overrides, and the claims between them.
-METHODS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "FedMRI beta = 0": ("fedmri", ("fl.fedmri.beta=0",)),
-    "FedMRI beta = 25": ("fedmri", ("fl.fedmri.beta=25",)),
-    "FedAvg": ("fedavg", ()),
-    "SingleSet": ("singleset", ()),
-    "Centralized": ("centralized", ()),
-    "FedPer (GD-GD)": ("fedper", ()),
-    "FL-MRCM": ("flmrcm", ()),
-}
-
-
-ZERO_FILLED = "zero-filled input"  # a claim's second: the first row's own zero-filled input, volume by volume
-
-
-@dataclass(frozen=True)
-class Claim:
-    """``first`` beats ``second`` in mean PSNR over the sites (None: the regime's FedMRI)."""
-
-    text: str
-    first: str | None
-    second: str | None
-    premise: bool = False  # a condition of the paper's setting, not a claim of the paper
-
-
-CLAIMS = (
-    Claim("The models learn: FedMRI beats the zero-filled input (a condition for every claim below)", None,
-          ZERO_FILLED, premise=True),
-    Claim("Collaboration pays: Centralized beats SingleSet (the paper's premise)", "Centralized",
-          "SingleSet", premise=True),
-    Claim("FedMRI beats SingleSet (each site alone)", None, "SingleSet"),
-    Claim("FedMRI beats FedAvg", None, "FedAvg"),
-    Claim("FedMRI beats FedPer (GD-GD)", None, "FedPer (GD-GD)"),
-    Claim("FedMRI beats FL-MRCM", None, "FL-MRCM"),
-    Claim("Removing the contrastive term is worse (FedMRI beats FedMRI with beta = 0)", None,
-          "FedMRI beta = 0"),
-    Claim("Sharing the encoder beats sharing the whole model, without the term on both (FedMRI beta = 0 "
-          "beats FedAvg)", "FedMRI beta = 0", "FedAvg"),
-    Claim("FedMRI with beta scaled to the paper's per-weight pull (beta = 25 at 16 channels) beats FedAvg",
-          "FedMRI beta = 25", "FedAvg"),
-)  # fmt: skip
 
 
 def read_map(folder: Path) -> RegimeMap:
@@ -142,43 +91,6 @@ def regime_rows(folder: Path, regime: Regime) -> dict[str, Row]:
     return out
 
 
-def compare(rows: dict[str, Row], first: str | None, second: str | None) -> SeedComparison | None:
-    """``first`` − ``second`` in mean PSNR over the sites, seed as the unit (None where a row is missing);
-    ``ZERO_FILLED`` on either side stands for the zero-filled input of FedMRI's test volumes (the same
-    volumes and masks as every row's of a seed)."""
-
-    def side(name: str | None) -> tuple[Row | None, str]:  # a row's model, or FedMRI's zero-filled input
-        if name == ZERO_FILLED:
-            return rows.get("FedMRI"), "zero_filled"
-        return rows.get(name or "FedMRI"), "model"
-
-    (a, own), (b, which) = side(first), side(second)
-    if a is None or b is None:
-        return None
-    return a.versus(b, "mean", "psnr", which=which, own=own)
-
-
-def verdict(result: SeedComparison | None) -> str:
-    """holds / does not hold / not detectable for "the first row beats the second"."""
-    if result is None:
-        return "not run"
-    if result.verdict == TOO_FEW_SEEDS:
-        return "no verdict (one seed)"
-    if result.verdict == "no detectable difference":
-        return "not detectable"
-    return "holds" if result.verdict == "better" else "does not hold"
-
-
-def cell(result: SeedComparison | None) -> str:
-    """A map cell: the verdict, then the difference ± interval in dB, p and the seeds."""
-    if result is None:
-        return "not run"
-    return (
-        f"**{verdict(result)}**: {signed(result.difference, 2)} dB "
-        f"(p={p_value(result)}, {seeds_count(result.difference.n)})"
-    )
-
-
 def map_markdown(spec: RegimeMap, by_regime: dict[str, dict[str, Row]]) -> str:
     """``map.md``: the claims x regimes table, then each regime's setting and rows."""
     header = ["claim (first − second, mean PSNR over the four sites)"] + [r.title for r in spec.regimes]
@@ -196,7 +108,10 @@ def map_markdown(spec: RegimeMap, by_regime: dict[str, dict[str, Row]]) -> str:
         "seeds. " + seeds_needed_note() + " Rebuilt from the raw files of each regime's study by "
         "`python compare.py --map <folder>`.\n",
         markdown(header, body),
-        "\n## The regimes\n",
+        "\n## In short\n",
+        headline_markdown(spec, by_regime),
+        findings_markdown(spec, by_regime).strip() + "\n",
+        "## The regimes\n",
     ]
     for regime in spec.regimes:
         rows = by_regime[regime.key]
@@ -204,24 +119,6 @@ def map_markdown(spec: RegimeMap, by_regime: dict[str, dict[str, Row]]) -> str:
         seeds = seeds or "none yet"
         lines.append(f"- **{regime.title}** (`{regime.folder}`): {regime.setting} Seeds per row: {seeds}.")
     return "\n".join(lines) + "\n" + multiplicity_markdown(spec, by_regime)
-
-
-def paper_claim_tests(
-    spec: RegimeMap, by_regime: dict[str, dict[str, Row]]
-) -> list[tuple[Claim, Regime, SeedComparison, float, float]]:
-    """Every (claim of the paper, regime) cell with a test (two seeds or more), with its p-value adjusted
-    over all of them by Holm's step-down correction and by Benjamini-Hochberg's: the family is the
-    paper's claims across the map (the premises, conditions of the setting, are not in it)."""
-    cells = [
-        (claim, regime, result)
-        for claim in CLAIMS
-        if not claim.premise
-        for regime in spec.regimes
-        if (result := compare(by_regime[regime.key], claim.first, claim.second)) is not None
-        and not math.isnan(result.p_value)
-    ]
-    p_values = [result.p_value for _, _, result in cells]
-    return [(*cell, h, q) for cell, h, q in zip(cells, holm(p_values), benjamini_hochberg(p_values))]
 
 
 def multiplicity_markdown(spec: RegimeMap, by_regime: dict[str, dict[str, Row]], level: float = LEVEL) -> str:
@@ -343,6 +240,7 @@ def write_map(folder: str | Path, log: Callable[[str], None] = print) -> str:
         for r in spec.regimes
     }
     text = map_markdown(spec, by_regime) + term_markdown({r.key: r.title for r in spec.regimes}, terms)
+    text += seeds_markdown(spec, by_regime)
     data = {**map_summary(spec, by_regime), "term": terms}
     atomic_write_text(folder / "map.md", text)
     atomic_write_text(folder / "map.json", json.dumps(data, indent=1, sort_keys=True) + "\n")

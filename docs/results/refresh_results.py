@@ -1,6 +1,6 @@
-"""Copy a study's generated tables, or the regime map's claims table, into RESULTS.md, between its
-``<!-- FOLDER:NAME -->`` and ``<!-- /FOLDER:NAME -->`` markers (FOLDER: the folder's name); the prose
-around them is written by hand.
+"""Copy a study's generated tables, or the regime map's tables and sentences, into RESULTS.md (and the
+README, for the map's short summary), between their ``<!-- FOLDER:NAME -->`` and ``<!-- /FOLDER:NAME -->``
+markers (FOLDER: the folder's name); the prose around them is written by hand.
 
     python compare.py --report docs/results/study
     python docs/results/refresh_results.py docs/results/study      # or docs/results/study_30rounds
@@ -14,7 +14,8 @@ import re
 import sys
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parents[2] / "RESULTS.md"
+ROOT = Path(__file__).resolve().parents[2]
+TARGETS = (ROOT / "RESULTS.md", ROOT / "README.md")  # a block goes wherever its markers are
 
 
 def section(markdown: str, title: str) -> str:
@@ -57,6 +58,8 @@ def map_blocks(folder: Path) -> dict[str, str]:
     term = parts.get("The contrastive term in each regime", "").strip()
     return {
         "table": table + "\n",
+        "headline": parts.get("In short", "").strip() + "\n",
+        "findings": parts.get("What the map says", "").strip() + "\n",
         "regimes": parts.get("The regimes", "").strip() + "\n",
         "multiplicity": parts.get("Many verdicts at once", "").strip() + "\n",
         "term": term.replace("\n## ", "\n### ") + "\n",
@@ -75,15 +78,19 @@ def main(argv: list[str]) -> None:
             "regime map's folder with map.md)"
         )
     study = folder.resolve()
-    text = RESULTS.read_text()
+    texts = {path: path.read_text() for path in TARGETS}
     for name, body in found.items():
         start, end = f"<!-- {study.name}:{name} -->", f"<!-- /{study.name}:{name} -->"
-        if start not in text or end not in text:
-            raise SystemExit(f"RESULTS.md: no {start} ... {end} markers")
-        head, rest = text.split(start, 1)
-        text = head + start + "\n\n" + body.strip() + "\n\n" + end + rest.split(end, 1)[1]
-    RESULTS.write_text(text)
-    print(f"updated {RESULTS}")
+        holders = [path for path, text in texts.items() if start in text and end in text]
+        if not holders:
+            raise SystemExit(f"{' and '.join(p.name for p in TARGETS)}: no {start} ... {end} markers")
+        for path in holders:
+            head, rest = texts[path].split(start, 1)
+            texts[path] = head + start + "\n\n" + body.strip() + "\n\n" + end + rest.split(end, 1)[1]
+    for path, text in texts.items():
+        if text != path.read_text():
+            path.write_text(text)
+            print(f"updated {path}")
 
 
 if __name__ == "__main__":

@@ -220,12 +220,15 @@ def test_the_committed_map_comes_from_the_committed_raw_files(tmp_path):
     sys.path.insert(0, str(ROOT / "docs" / "results"))
     import refresh_results
 
-    text = (ROOT / "RESULTS.md").read_text()
+    texts = {name: (ROOT / name).read_text() for name in ("RESULTS.md", "README.md")}
     for name, body in refresh_results.map_blocks(source).items():
         start, end = f"<!-- map:{name} -->", f"<!-- /map:{name} -->"
-        assert start in text and end in text, f"RESULTS.md: no {start} markers"
-        inside = text.split(start, 1)[1].split(end, 1)[0]
-        assert inside.strip() == body.strip(), f"RESULTS.md: {start} is stale"
+        holders = [file for file, text in texts.items() if start in text and end in text]
+        assert holders, f"neither RESULTS.md nor README.md has {start} markers"
+        for file in holders:
+            inside = texts[file].split(start, 1)[1].split(end, 1)[0]
+            assert inside.strip() == body.strip(), f"{file}: {start} is stale"
+    assert "<!-- map:headline -->" in texts["README.md"], "the README's summary is the map's own"
 
 
 def test_bad_map_files_are_one_line_errors(two_regimes, capsys):
@@ -243,3 +246,91 @@ def test_bad_map_files_are_one_line_errors(two_regimes, capsys):
 def test_the_map_reads_the_rows_it_needs_by_algorithm_and_overrides():
     assert set(regime_map.METHODS) >= {"FedMRI beta = 0", "FedAvg", "SingleSet", "Centralized"}
     assert regime_map.METHODS["FedMRI beta = 0"] == ("fedmri", ("fl.fedmri.beta=0",))
+
+
+def test_the_maps_sentences_say_what_its_table_says(two_regimes):
+    assert compare.main(["--map", str(two_regimes)]) == 0
+    text = (two_regimes / "map.md").read_text()
+    short = text.split("## In short\n", 1)[1].split("\n## ", 1)[0]
+    # rich: FedMRI ahead of SingleSet (+1.0), FedAvg (+0.5), beta = 0 (+0.8); poor: behind FedAvg (-0.55),
+    # level with SingleSet (-0.9, -1.5, -0.2: not detectable), 0.4 dB below its own input
+    assert (
+        "ahead of another row in 3 comparisons" in short
+        and "behind in 1 and not detectably different in 1" in short
+    )
+    assert "zero-filled input in *sites learn alone*: -0.40" in short
+    says = text.split("## What the map says\n", 1)[1].split("\n## ", 1)[0]
+    ahead = next(line for line in says.splitlines() if line.startswith("- **FedMRI is ahead**"))
+    assert "*sites gain from each other*" in ahead and "*sites learn alone*" not in ahead
+    assert "SingleSet +1.00" in ahead and "FedAvg +0.50" in ahead and "FedMRI beta = 0 +0.80" in ahead
+    behind = next(line for line in says.splitlines() if line.startswith("- **FedMRI is behind**"))
+    assert behind.count("dB") == 1 and "in *sites learn alone*, of FedAvg -0.55" in behind
+    level = next(line for line in says.splitlines() if line.startswith("- **Not detectably different"))
+    assert "*sites learn alone*: SingleSet -0.8" in level
+    reverse = next(line for line in says.splitlines() if "reverse between regimes" in line)
+    assert reverse.endswith(
+        ": 1: FedMRI beats FedAvg."
+    )  # holds in rich, fails in poor; SingleSet does not fail
+    premise = next(line for line in says.splitlines() if line.startswith("- **Condition: Centralized"))
+    assert (
+        "holds in *sites gain from each other*" in premise
+        and "not detectable in *sites learn alone*" in premise
+    )
+
+
+def test_the_maps_sentences_say_so_when_fedmri_is_ahead_nowhere(two_regimes):
+    spec = yaml.safe_load((two_regimes / "regimes.yaml").read_text())
+    spec["regimes"] = spec["regimes"][1:]  # "sites learn alone" only
+    (two_regimes / "regimes.yaml").write_text(yaml.safe_dump(spec))
+    assert compare.main(["--map", str(two_regimes)]) == 0
+    text = (two_regimes / "map.md").read_text()
+    assert "**FedMRI is ahead of no row in any regime tried** (1 regimes)" in text
+    assert "ahead of another row in 0 comparisons;" in text
+    assert "**No verdict reverses between regimes**" in text
+
+
+def test_each_seeds_mean_psnr_is_the_mean_of_its_raw_files(two_regimes):
+    assert compare.main(["--map", str(two_regimes)]) == 0
+    text = (two_regimes / "map.md").read_text()
+    section = text.split("### sites learn alone\n", 1)[1].strip().split("\n\n", 1)[0]
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in section.splitlines()[2:]]
+    rows = {name: values for name, *values in cells}
+    assert set(rows) == {"FedMRI", "FedAvg", "SingleSet", "Centralized", "zero-filled input"}
+    for seed in range(3):
+        record = json.loads((two_regimes / "poor" / "runs" / f"fedavg-s{seed}.json").read_text())
+        sites = record["sites"].values()
+        mean = np.mean([np.mean([v["model"]["psnr"] for v in s["volumes"].values()]) for s in sites])
+        assert float(rows["FedAvg"][seed]) == pytest.approx(mean, abs=0.006)
+        fedmri = json.loads((two_regimes / "poor" / "runs" / f"fedmri-s{seed}.json").read_text())["sites"]
+        zero = np.mean(
+            [np.mean([v["zero_filled"]["psnr"] for v in s["volumes"].values()]) for s in fedmri.values()]
+        )
+        assert float(rows["zero-filled input"][seed]) == pytest.approx(zero, abs=0.006)
+
+
+def test_refresh_results_writes_each_map_block_wherever_its_markers_are(two_regimes, tmp_path, monkeypatch):
+    import sys
+
+    from tests.conftest import ROOT
+
+    assert compare.main(["--map", str(two_regimes)]) == 0
+    sys.path.insert(0, str(ROOT / "docs" / "results"))
+    import refresh_results
+
+    name = two_regimes.name
+    blocks = refresh_results.map_blocks(two_regimes)
+    results, readme = tmp_path / "RESULTS.md", tmp_path / "README.md"
+    results.write_text(
+        "".join(f"<!-- {name}:{b} -->\nSTALE\n<!-- /{name}:{b} -->\n" for b in blocks if b != "headline")
+    )
+    readme.write_text(f"intro\n<!-- {name}:headline -->\nSTALE\n<!-- /{name}:headline -->\nrest\n")
+    monkeypatch.setattr(refresh_results, "TARGETS", (results, readme))
+    refresh_results.main([str(two_regimes)])
+    assert "STALE" not in results.read_text() and "STALE" not in readme.read_text()
+    assert readme.read_text().startswith("intro\n") and readme.read_text().endswith("rest\n")
+    assert (
+        blocks["headline"].strip() in readme.read_text() and blocks["findings"].strip() in results.read_text()
+    )
+    readme.write_text("no markers\n")
+    with pytest.raises(SystemExit, match="headline"):
+        refresh_results.main([str(two_regimes)])
