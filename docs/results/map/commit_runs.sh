@@ -4,7 +4,7 @@
 # run in the repository. Usage: docs/results/map/commit_runs.sh FOLDER -- COMMAND...
 # FOLDER is the results folder (or a parent of several) whose runs/*.json are committed. When FOLDER
 # is the regime map's (it holds regimes.yaml), each commit also rebuilds the map (map.md, map.json,
-# figures/map.png) and RESULTS.md's claims x regimes table from the raw files, and commits them.
+# figures/map.png) and its blocks in RESULTS.md and the README from the raw files, and commits them.
 # It looks for new files every COMMIT_POLL seconds (default 30). Stop it with SIGTERM (or Ctrl-C in a
 # terminal): the command gets the same signal, and what it finished is committed before the script exits.
 set -uo pipefail
@@ -18,7 +18,7 @@ commit_new() {
     names=$(for f in $new; do echo "$(basename "$(dirname "$(dirname "$f")")")/$(basename "$f" .json)"; done | paste -sd, -)
     if [ -f "$folder/regimes.yaml" ]; then
         python compare.py --map "$folder" > /dev/null && \
-            python docs/results/refresh_results.py "$folder" > /dev/null && extra=(RESULTS.md)
+            python docs/results/refresh_results.py "$folder" > /dev/null && extra=(RESULTS.md README.md)
     fi
     for attempt in 1 2 3 4 5 6 7 8 9 10; do
         # Only the results folder is committed (git commit --only), whatever else is staged.
