@@ -13,9 +13,10 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from study.claims import verdict_word
 from study.formats import p_value, seeds_count, signed
 from study.rows import Row
-from utils.stats import TOO_FEW_SEEDS, SeedComparison, benjamini_hochberg, holm
+from utils.stats import SeedComparison, benjamini_hochberg, holm
 
 
 class Regime(BaseModel):
@@ -99,14 +100,8 @@ def compare(rows: dict[str, Row], first: str | None, second: str | None) -> Seed
 
 
 def verdict(result: SeedComparison | None) -> str:
-    """holds / does not hold / not detectable for "the first row beats the second"."""
-    if result is None:
-        return "not run"
-    if result.verdict == TOO_FEW_SEEDS:
-        return "no verdict (one seed)"
-    if result.verdict == "no detectable difference":
-        return "not detectable"
-    return "holds" if result.verdict == "better" else "does not hold"
+    """holds / does not hold / not detectable for "the first row beats the second"; not run."""
+    return "not run" if result is None else verdict_word(result, good="better")
 
 
 def cell(result: SeedComparison | None) -> str:
