@@ -152,8 +152,12 @@ def headline_markdown(spec: RegimeMap, by_regime: dict[str, dict[str, Row]], lev
     where = (
         ": " + "; ".join(f"in {_in_regime(r)}, of {', '.join(found)}" for r, found in ahead) if ahead else ""
     )
+    measured = sum(bool(by_regime[r.key]) for r in spec.regimes)
+    regimes = f"{measured} regimes" + (
+        f" with runs so far (of {len(spec.regimes)})" if measured < len(spec.regimes) else ""
+    )
     text = (
-        f"Over the map's {len(spec.regimes)} regimes, FedMRI is ahead of another row in {counts[HOLDS]} "
+        f"Over the map's {regimes}, FedMRI is ahead of another row in {counts[HOLDS]} "
         f"comparisons{where}; it is behind in {counts[FAILS]} and not detectably different in "
         f"{counts[NOT_DETECTABLE]} (paired t-test over seeds at {100 * level:g} %)."
     )

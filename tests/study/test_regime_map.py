@@ -173,6 +173,7 @@ def test_a_regime_whose_study_has_not_started_reads_not_run(two_regimes):
     header = next(line for line in lines if line.startswith("| claim"))
     assert header.endswith("| to come |")
     assert "**to come** (`later`): planned. Seeds per row: none yet." in (two_regimes / "map.md").read_text()
+    assert "Over the map's 2 regimes with runs so far (of 3)," in (two_regimes / "map.md").read_text()
 
 
 def test_report_of_a_map_folder_rebuilds_every_regimes_tables_then_the_map(two_regimes, capsys):
