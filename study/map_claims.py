@@ -30,12 +30,33 @@ class Regime(BaseModel):
     setting: str = Field("", max_length=1000, description="data and optimiser, in words")
 
 
+class Side(BaseModel):
+    """One side of a control: a row of one regime."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    regime: str = Field(min_length=1, max_length=60, description="a regime's key")
+    row: str = Field(min_length=1, max_length=60, description="FedMRI or a row of the map")
+
+
+class Control(BaseModel):
+    """A comparison across two columns on the same data (e.g. one change of training, the rest equal):
+    ``first`` − ``second`` with the seed as the unit."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(min_length=1, max_length=300)
+    first: Side
+    second: Side
+
+
 class RegimeMap(BaseModel):
-    """``regimes.yaml``: the regimes in column order."""
+    """``regimes.yaml``: the regimes in column order, and the controls across them."""
 
     model_config = ConfigDict(extra="forbid")
 
     regimes: list[Regime] = Field(min_length=1, max_length=20)
+    controls: list[Control] = Field(default_factory=list, max_length=40)
 
 
 # Rows of the map, each found by its algorithm and variant overrides, and the claims between them.
@@ -130,3 +151,17 @@ def paper_claim_tests(
     ]
     p_values = [result.p_value for _, _, result in cells]
     return [(*cell, h, q) for cell, h, q in zip(cells, holm(p_values), benjamini_hochberg(p_values))]
+
+
+def numbers(result: SeedComparison | None, word: str) -> dict | None:
+    """``map.json``'s record of one comparison: the difference, its interval, per seed, p and ``word``,
+    its verdict."""
+    if result is None:
+        return None
+    return {
+        "difference": result.difference.mean,
+        "half_width": result.difference.half_width,
+        "per_seed": {str(s): d for s, d in result.per_seed.items()},
+        "p_value": result.p_value,
+        "verdict": word,
+    }

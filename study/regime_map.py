@@ -37,9 +37,11 @@ from study.map_claims import (
     RegimeMap,
     cell,
     compare,
+    numbers,
     paper_claim_tests,
     verdict,
 )
+from study.map_controls import check_controls, control_result, controls_markdown, controls_summary
 from study.map_findings import findings_markdown, headline_markdown, seeds_markdown
 from study.records import MAX_JSON_BYTES, load_study, mismatch
 from study.report import write_report
@@ -168,15 +170,7 @@ def map_summary(spec: RegimeMap, by_regime: dict[str, dict[str, Row]]) -> dict:
 
 
 def _numbers(result: SeedComparison | None) -> dict | None:
-    if result is None:
-        return None
-    return {
-        "difference": result.difference.mean,
-        "half_width": result.difference.half_width,
-        "per_seed": {str(s): d for s, d in result.per_seed.items()},
-        "p_value": result.p_value,
-        "verdict": verdict(result),
-    }
+    return numbers(result, verdict(result))
 
 
 def map_figure(path: Path, spec: RegimeMap, by_regime: dict[str, dict[str, Row]]) -> None:
@@ -234,14 +228,16 @@ def write_map(folder: str | Path, log: Callable[[str], None] = print) -> str:
     keys = [r.key for r in spec.regimes]
     if len(set(keys)) != len(keys):
         raise UserError(f"{folder / FILE}: regimes.key: every key must be unique (got {keys})")
+    check_controls(spec, str(folder / FILE))
     by_regime = {r.key: regime_rows(folder, r) for r in spec.regimes}
+    controls = [control_result(c, by_regime, str(folder / FILE)) for c in spec.controls]
     terms = {
         r.key: {n: term_summary(row) for n, row in by_regime[r.key].items() if row.algorithm == "fedmri"}
         for r in spec.regimes
     }
-    text = map_markdown(spec, by_regime) + term_markdown({r.key: r.title for r in spec.regimes}, terms)
-    text += seeds_markdown(spec, by_regime)
-    data = {**map_summary(spec, by_regime), "term": terms}
+    text = map_markdown(spec, by_regime) + controls_markdown(spec, controls)
+    text += term_markdown({r.key: r.title for r in spec.regimes}, terms) + seeds_markdown(spec, by_regime)
+    data = {**map_summary(spec, by_regime), "controls": controls_summary(spec, controls), "term": terms}
     atomic_write_text(folder / "map.md", text)
     atomic_write_text(folder / "map.json", json.dumps(data, indent=1, sort_keys=True) + "\n")
     map_figure(folder / "figures" / "map.png", spec, by_regime)

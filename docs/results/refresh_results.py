@@ -50,8 +50,9 @@ def blocks(study: Path) -> dict[str, str]:
 
 
 def map_blocks(folder: Path) -> dict[str, str]:
-    """The regime map's claims x regimes table (``map.md``'s first table), its regimes list, its section
-    on the many verdicts at once and its section on the contrastive term (one heading level down)."""
+    """The regime map's claims x regimes table (``map.md``'s first table), its summaries in sentences, its
+    regimes list, its sections on the many verdicts at once, on the controls across columns and on the
+    contrastive term (one heading level down)."""
     md = (folder / "map.md").read_text()
     table = "\n".join(line for line in md.split("\n## ", 1)[0].splitlines() if line.startswith("|"))
     parts = {part.split("\n", 1)[0]: part.split("\n", 1)[1] for part in md.split("\n## ")[1:]}
@@ -62,6 +63,7 @@ def map_blocks(folder: Path) -> dict[str, str]:
         "findings": parts.get("What the map says", "").strip() + "\n",
         "regimes": parts.get("The regimes", "").strip() + "\n",
         "multiplicity": parts.get("Many verdicts at once", "").strip() + "\n",
+        "controls": parts.get("Across columns", "").strip() + "\n",
         "term": term.replace("\n## ", "\n### ") + "\n",
     }
 

@@ -335,3 +335,67 @@ def test_refresh_results_writes_each_map_block_wherever_its_markers_are(two_regi
     readme.write_text("no markers\n")
     with pytest.raises(SystemExit, match="headline"):
         refresh_results.main([str(two_regimes)])
+
+
+def with_reset_column(folder: Path, controls: list[dict]) -> None:
+    """A third column trained on "rich"'s data (the same rows, so the same test volumes and inputs) with
+    its own shifts, and ``controls`` across the columns."""
+    study(folder / "rich-reset", {
+        "FedMRI": [0.1, 0.1, 0.1], "FedAvg": [-0.2, -0.1, -0.3], "SingleSet": [-1.0, -1.1, -0.9],
+        "Centralized": [0.3, 0.2, 0.4], "without L_con (beta=0)": [0.05, 0.0, 0.1],
+    })  # fmt: skip
+    spec = yaml.safe_load((folder / "regimes.yaml").read_text())
+    spec["regimes"].append({"key": "rich-reset", "title": "rich, reset", "folder": "rich-reset"})
+    spec["controls"] = controls
+    (folder / "regimes.yaml").write_text(yaml.safe_dump(spec))
+
+
+def test_controls_compare_rows_of_two_columns_trained_on_the_same_data(two_regimes):
+    with_reset_column(two_regimes, [
+        {"text": "term vs reset", "first": {"regime": "rich", "row": "FedMRI"},
+         "second": {"regime": "rich-reset", "row": "FedMRI beta = 0"}},
+        {"text": "reset on FedAvg", "first": {"regime": "rich-reset", "row": "FedAvg"},
+         "second": {"regime": "rich", "row": "FedAvg"}},
+        {"text": "not yet", "first": {"regime": "rich", "row": "FedPer (GD-GD)"},
+         "second": {"regime": "rich-reset", "row": "FedAvg"}},
+    ])  # fmt: skip
+    assert compare.main(["--map", str(two_regimes)]) == 0
+    controls = json.loads((two_regimes / "map.json").read_text())["controls"]
+    term = controls[0]["result"]  # FedMRI (shift 0) - beta = 0 with reset (0.05, 0.0, 0.1)
+    assert term["difference"] == pytest.approx(-0.05, abs=0.02) and term["verdict"] == "not detectable"
+    assert sorted(term["per_seed"]) == ["0", "1", "2"]
+    fedavg = controls[1]["result"]  # (-0.2, -0.1, -0.3) - (-0.5, -0.45, -0.55): +0.3, +0.35, +0.25
+    assert fedavg["difference"] == pytest.approx(0.30, abs=0.02) and fedavg["verdict"] == "first ahead"
+    assert controls[2]["result"] is None  # no FedPer row
+    text = (two_regimes / "map.md").read_text()
+    section = text.split("## Across columns\n", 1)[1].split("\n## ", 1)[0]
+    assert "| reset on FedAvg | FedAvg (`rich-reset`) | FedAvg (`rich`) | +0.30" in section
+    assert "| not yet |" in section and "| not run |" in section
+
+
+def test_a_control_between_columns_on_different_data_or_unknown_names_is_a_one_line_error(
+    two_regimes, capsys
+):
+    with_reset_column(two_regimes, [{"text": "apples and pears", "first": {"regime": "rich", "row": "FedMRI"},
+                                     "second": {"regime": "poor", "row": "FedAvg"}}])  # fmt: skip
+    assert compare.main(["--map", str(two_regimes)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "regimes.yaml" in err[0] and "not trained on the same data" in err[0], err
+    assert not (two_regimes / "map.md").exists()  # nothing written
+    wrong = [
+        ("first", {"regime": "nowhere", "row": "FedMRI"}, "controls[0].first.regime"),
+        ("second", {"regime": "rich", "row": "FedNothing"}, "controls[0].second.row"),
+    ]
+    for side, bad, word in wrong:
+        control = {
+            "text": "x",
+            "first": {"regime": "rich", "row": "FedMRI"},
+            "second": {"regime": "rich", "row": "FedAvg"},
+        }
+        control[side] = bad
+        spec = yaml.safe_load((two_regimes / "regimes.yaml").read_text())
+        spec["controls"] = [control]
+        (two_regimes / "regimes.yaml").write_text(yaml.safe_dump(spec))
+        assert compare.main(["--map", str(two_regimes)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and word in err[0], err
