@@ -58,7 +58,7 @@ def _fedmri_against(spec: RegimeMap, cells: Cells, wanted: str) -> list[tuple[Re
 
 
 def _by_verdict(spec: RegimeMap, cells: Cells, claim: Claim) -> str:
-    """One claim across the regimes, grouped by verdict: ``holds in A (+1.0 ± 0.2 dB, 3 seeds); ...``."""
+    """One claim across the regimes, grouped by verdict: ``holds in A +1.00 ± 0.20 dB (3 seeds); ...``."""
     parts = []
     for wanted in (HOLDS, FAILS, NOT_DETECTABLE, "no verdict (one seed)", "not run"):
         where = [
