@@ -9,9 +9,13 @@ results folder of the study that measured it (``compare.py`` raw files, relative
         folder: ../study
         setting: 8 training subjects per site; RMSprop 1e-3, 60 rounds x 1 local epoch
 
-:func:`write_map` reads every regime's raw files and writes ``map.md`` (each claim x each regime: the
-verdict, the seed-level difference with its 95 % interval and the seeds it rests on), ``map.json`` and
-``figures/map.png`` (every method's mean-PSNR difference to FedMRI, with its interval, per regime).
+and, under ``controls``, comparisons across two columns trained on the same data
+(:mod:`study.map_controls`). :func:`write_map` reads every regime's raw files and writes ``map.md``
+(each claim x each regime: the verdict, the seed-level difference with its 95 % interval and the seeds
+it rests on; then "In short" and "What the map says" in sentences, the regimes, the many verdicts at
+once, the controls across columns, the contrastive term in each regime and each seed's mean test PSNR),
+``map.json`` (the same numbers, with the controls and the term's diagnostics) and ``figures/map.png``
+(every method's mean-PSNR difference to FedMRI, with its interval, per regime).
 ``python compare.py --map DIR`` calls it. Statistics are those of the studies
 (:func:`utils.stats.seed_comparison`): the trained model is the unit, and a verdict needs two seeds.
 """

@@ -5,7 +5,7 @@ markers (FOLDER: the folder's name); the prose around them is written by hand.
     python compare.py --report docs/results/study
     python docs/results/refresh_results.py docs/results/study      # or docs/results/study_30rounds
     python compare.py --map docs/results/map
-    python docs/results/refresh_results.py docs/results/map        # the claims x regimes table
+    python docs/results/refresh_results.py docs/results/map        # the map: table, summaries, controls
 """
 
 from __future__ import annotations
