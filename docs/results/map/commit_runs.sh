@@ -21,7 +21,8 @@ commit_new() {
             python docs/results/refresh_results.py "$folder" > /dev/null && extra=(RESULTS.md README.md)
     fi
     for attempt in 1 2 3 4 5 6 7 8 9 10; do
-        # Only the results folder is committed (git commit --only), whatever else is staged.
+        # Only the results folder (and, for the map, RESULTS.md and README.md) is committed (git commit
+        # --only), whatever else is staged.
         git add -- "$folder" "${extra[@]}" 2>/dev/null && \
             git commit -q --only -m "Regime map: raw results of $names" -- "$folder" "${extra[@]}" && return 0
         sleep 5
