@@ -197,13 +197,29 @@ def seed_comparison(
     return SeedComparison(per_seed, interval, p_value, verdict, volumes)
 
 
+def _finite_p_values(p_values: Sequence[float]) -> list[tuple[float, int]]:
+    """(p, index) of the p-values that are not NaN, smallest first; a ValueError for one that is not a
+    probability (outside [0, 1], infinite, or not a number)."""
+    out = []
+    for i, p in enumerate(p_values):
+        if isinstance(p, bool) or not isinstance(p, numbers.Real):
+            raise ValueError(f"p-value {i}: expected a number, got {type(p).__name__}")
+        p = float(p)
+        if math.isnan(p):
+            continue
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"p-value {i}: {p} is not a probability (0 <= p <= 1, or NaN for no test)")
+        out.append((p, i))
+    return sorted(out)
+
+
 def holm(p_values: Sequence[float]) -> list[float]:
     """Holm's step-down adjusted p-values of a family of tests, in the input's order: the i-th smallest
     of the m finite p-values is multiplied by m - i + 1 (i from 1), each adjusted value is made at least
     the one before it in that order, and capped at 1. A test rejected at ``level`` after adjustment keeps
     the family-wise error rate (any false verdict among the m) at ``level``. NaN (no test) stays NaN and
-    does not count in m."""
-    finite = sorted((p, i) for i, p in enumerate(p_values) if not math.isnan(p))
+    does not count in m; a value outside [0, 1] is a ValueError."""
+    finite = _finite_p_values(p_values)
     adjusted = [math.nan] * len(p_values)
     running = 0.0
     for rank, (p, i) in enumerate(finite):
@@ -217,8 +233,9 @@ def benjamini_hochberg(p_values: Sequence[float]) -> list[float]:
     m finite p-values times m / i, made at most the one after it in that order, capped at 1. Verdicts
     with an adjusted value below ``level`` keep the expected share of false ones among them at ``level``
     (for independent or positively dependent tests): a weaker promise than :func:`holm`'s, which bounds
-    the chance of any false one. NaN (no test) stays NaN and does not count in m."""
-    finite = sorted((p, i) for i, p in enumerate(p_values) if not math.isnan(p))
+    the chance of any false one. NaN (no test) stays NaN and does not count in m; a value outside [0, 1]
+    is a ValueError."""
+    finite = _finite_p_values(p_values)
     adjusted = [math.nan] * len(p_values)
     running = 1.0
     for rank in range(len(finite) - 1, -1, -1):

@@ -215,3 +215,17 @@ def test_probabilities_outside_zero_one_are_refused(bad):
         mean_interval([1.0, 2.0], confidence=bad)
     with pytest.raises(ValueError, match="strictly between 0 and 1"):
         seed_comparison({0: ([1.0], [0.0]), 1: ([2.0], [0.0])}, level=bad)
+
+
+@pytest.mark.parametrize("correction", [holm, benjamini_hochberg])
+def test_corrections_refuse_what_is_not_a_probability_and_keep_nan_as_no_test(correction):
+    for bad in (1.5, -0.01, math.inf, -math.inf):
+        with pytest.raises(ValueError, match="p-value 1"):
+            correction([0.01, bad, 0.2])
+    for bad in ("0.1", None, True):
+        with pytest.raises(ValueError, match="p-value 0: expected a number"):
+            correction([bad])
+    assert correction([]) == []
+    out = correction([math.nan, 0.04, np.float64(0.01)])
+    assert math.isnan(out[0]) and out[1:] == pytest.approx([0.04, 0.02])  # m = 2: NaN is no test
+    assert correction([0.0, 1.0]) == pytest.approx([0.0, 1.0])
