@@ -28,12 +28,18 @@ def best_rows(values: Sequence[float | None], higher_is_better: bool) -> set[int
     return {i for i, v in finite if v == target}
 
 
+def _cell_text(text: str) -> str:
+    """One table cell: a line break becomes a space and a ``|`` is escaped, so that text from a user's
+    file (a site's or regime's name, a control's text) cannot end the row or add a column."""
+    return " ".join(str(text).splitlines()).replace("|", "\\|")
+
+
 def markdown(header: Sequence[str], rows: Sequence[Sequence[str]], align: str | None = None) -> str:
     """A markdown table; ``align`` has one character per column, ``l`` or ``r`` (default: l then r)."""
     align = align or "l" + "r" * (len(header) - 1)
     rule = ["---:" if a == "r" else "---" for a in align]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(rule) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    lines = ["| " + " | ".join(map(_cell_text, header)) + " |", "|" + "|".join(rule) + "|"]
+    lines += ["| " + " | ".join(map(_cell_text, row)) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
 
