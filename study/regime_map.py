@@ -22,6 +22,7 @@ once, the controls across columns, the contrastive term in each regime and each 
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import textwrap
@@ -52,7 +53,7 @@ from study.report import write_report
 from study.rows import LEVEL, Row, find_row, reference_row, rows_of
 from study.term_summary import term_markdown, term_summary
 from utils.errors import UserError
-from utils.io import atomic_write_text, read_text
+from utils.io import atomic_write_bytes, atomic_write_text, read_text
 from utils.stats import SeedComparison
 from utils.tables import markdown
 
@@ -219,9 +220,11 @@ def map_figure(path: Path, spec: RegimeMap, by_regime: dict[str, dict[str, Row]]
         "red: ahead of FedMRI, blue: behind; open marker: not detectable",
         fontsize=10,
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    buffer = io.BytesIO()  # whole, then in place at once: a reader (a commit) never sees half a figure
+    fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def write_map(folder: str | Path, log: Callable[[str], None] = print) -> str:

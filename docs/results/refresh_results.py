@@ -10,8 +10,10 @@ markers (FOLDER: the folder's name); the prose around them is written by hand.
 
 from __future__ import annotations
 
+import os
 import re
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -91,8 +93,22 @@ def main(argv: list[str]) -> None:
             texts[path] = head + start + "\n\n" + body.strip() + "\n\n" + end + rest.split(end, 1)[1]
     for path, text in texts.items():
         if text != path.read_text():
-            path.write_text(text)
+            replace(path, text)
             print(f"updated {path}")
+
+
+def replace(path: Path, text: str) -> None:
+    """Write ``text`` beside ``path``, then move it in place at once: a reader (a commit made by another
+    process) sees the old file or the new one, never half of it."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.chmod(temporary, path.stat().st_mode & 0o777)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 
 if __name__ == "__main__":
