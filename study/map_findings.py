@@ -13,6 +13,7 @@ import numpy as np
 
 from study.formats import seeds_count, signed
 from study.map_claims import CLAIMS, Claim, Regime, RegimeMap, compare, paper_claim_tests, verdict
+from study.map_controls import control_verdict
 from study.rows import LEVEL, Row, site_means
 from utils.stats import SeedComparison
 from utils.tables import markdown
@@ -94,8 +95,14 @@ def _listed(tests: list) -> str:
     )
 
 
-def findings_markdown(spec: RegimeMap, by_regime: dict[str, dict[str, Row]], level: float = LEVEL) -> str:
-    """``map.md``'s section "What the map says": the table's verdicts in sentences."""
+def findings_markdown(
+    spec: RegimeMap,
+    by_regime: dict[str, dict[str, Row]],
+    level: float = LEVEL,
+    controls: list[SeedComparison | None] | None = None,
+) -> str:
+    """``map.md``'s section "What the map says": the table's verdicts in sentences, and the controls
+    across columns (``controls``: their results, in ``spec.controls``' order)."""
     cells = _cells(spec, by_regime)
     pct = f"{100 * level:g} %"
     lines = [
@@ -131,6 +138,16 @@ def findings_markdown(spec: RegimeMap, by_regime: dict[str, dict[str, Row]], lev
     for claim in CLAIMS:
         if claim.premise:
             lines.append(f"- **Condition: {claim.short}**: {_by_verdict(spec, cells, claim)}.")
+    if spec.controls:
+        done = [
+            (c, x) for c, x in zip(spec.controls, controls or [None] * len(spec.controls)) if x is not None
+        ]
+        listed = "; ".join(f"{c.text}: {control_verdict(x)}, {_amount(x)}" for c, x in done)
+        lines.append(
+            f"- **Controls across columns** (ours; first − second): {listed}."
+            if done
+            else "- **Controls across columns** (ours): none has run yet."
+        )
     count, holm_kept, bh_kept = _survivors(spec, by_regime, level)
     lines.append(
         f"- **Testing many claims at once**: of the {count} verdicts on the paper's claims, {len(holm_kept)} "

@@ -98,8 +98,11 @@ def regime_rows(folder: Path, regime: Regime) -> dict[str, Row]:
     return out
 
 
-def map_markdown(spec: RegimeMap, by_regime: dict[str, dict[str, Row]]) -> str:
-    """``map.md``: the claims x regimes table, then each regime's setting and rows."""
+def map_markdown(
+    spec: RegimeMap, by_regime: dict[str, dict[str, Row]], controls: list[SeedComparison | None] | None = None
+) -> str:
+    """``map.md``: the claims x regimes table, its summaries (with the ``controls``' results), then each
+    regime's setting and rows."""
     header = ["claim (first − second, mean PSNR over the four sites)"] + [r.title for r in spec.regimes]
     body = []
     for claim in CLAIMS:
@@ -117,7 +120,7 @@ def map_markdown(spec: RegimeMap, by_regime: dict[str, dict[str, Row]]) -> str:
         markdown(header, body),
         "\n## In short\n",
         headline_markdown(spec, by_regime),
-        findings_markdown(spec, by_regime).strip() + "\n",
+        findings_markdown(spec, by_regime, controls=controls).strip() + "\n",
         "## The regimes\n",
     ]
     for regime in spec.regimes:
@@ -242,7 +245,7 @@ def write_map(folder: str | Path, log: Callable[[str], None] = print) -> str:
         r.key: {n: term_summary(row) for n, row in by_regime[r.key].items() if row.algorithm == "fedmri"}
         for r in spec.regimes
     }
-    text = map_markdown(spec, by_regime) + controls_markdown(spec, controls)
+    text = map_markdown(spec, by_regime, controls) + controls_markdown(spec, controls)
     text += term_markdown({r.key: r.title for r in spec.regimes}, terms) + seeds_markdown(spec, by_regime)
     data = {**map_summary(spec, by_regime), "controls": controls_summary(spec, controls), "term": terms}
     atomic_write_text(folder / "map.md", text)

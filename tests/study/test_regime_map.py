@@ -371,6 +371,10 @@ def test_controls_compare_rows_of_two_columns_trained_on_the_same_data(two_regim
     section = text.split("## Across columns\n", 1)[1].split("\n## ", 1)[0]
     assert "| reset on FedAvg | FedAvg (`rich-reset`) | FedAvg (`rich`) | +0.30" in section
     assert "| not yet |" in section and "| not run |" in section
+    says = text.split("## What the map says\n", 1)[1].split("\n## ", 1)[0]
+    line = next(line for line in says.splitlines() if line.startswith("- **Controls across columns**"))
+    assert "term vs reset: not detectable, -0.05" in line and "reset on FedAvg: first ahead, +0.30" in line
+    assert "not yet" not in line  # no result yet: left out of the sentence
 
 
 def test_a_control_between_columns_on_different_data_or_unknown_names_is_a_one_line_error(
