@@ -10,13 +10,24 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from study.claims import verdict_word
 from study.formats import p_value, seeds_count, signed
 from study.rows import Row
 from utils.stats import SeedComparison, benjamini_hochberg, holm
+
+
+def _one_line(text: str) -> str:
+    """Text that goes into a table cell or a heading: a line break would end it."""
+    if "\n" in text or "\r" in text:
+        raise ValueError("must be one line (no line break)")
+    return text
+
+
+OneLine = Annotated[str, AfterValidator(_one_line)]
 
 
 class Regime(BaseModel):
@@ -25,9 +36,9 @@ class Regime(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     key: str = Field(min_length=1, max_length=60, pattern=r"^[A-Za-z0-9_.-]+$")
-    title: str = Field(min_length=1, max_length=200)
+    title: OneLine = Field(min_length=1, max_length=200)
     folder: str = Field(min_length=1, max_length=500, description="results folder, relative to the map")
-    setting: str = Field("", max_length=1000, description="data and optimiser, in words")
+    setting: OneLine = Field("", max_length=1000, description="data and optimiser, in words")
 
 
 class Side(BaseModel):
@@ -45,7 +56,7 @@ class Control(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    text: str = Field(min_length=1, max_length=300)
+    text: OneLine = Field(min_length=1, max_length=300)
     first: Side
     second: Side
 

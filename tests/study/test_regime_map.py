@@ -403,3 +403,19 @@ def test_a_control_between_columns_on_different_data_or_unknown_names_is_a_one_l
         assert compare.main(["--map", str(two_regimes)]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and word in err[0], err
+
+
+def test_a_regime_title_or_control_text_must_be_one_line(two_regimes, capsys):
+    """They go into table cells and the sentences; a line break would end a row or start a section."""
+    spec = yaml.safe_load((two_regimes / "regimes.yaml").read_text())
+    spec["regimes"][0]["title"] = "sites gain\n## from each other"
+    (two_regimes / "regimes.yaml").write_text(yaml.safe_dump(spec))
+    assert compare.main(["--map", str(two_regimes)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "regimes[0].title" in err[0] and "one line" in err[0], err
+    spec["regimes"][0]["title"] = "sites gain from each other"
+    spec["controls"] = [{"text": "two\nlines", "first": {"regime": "rich", "row": "FedMRI"},
+                         "second": {"regime": "rich", "row": "FedAvg"}}]  # fmt: skip
+    (two_regimes / "regimes.yaml").write_text(yaml.safe_dump(spec))
+    assert compare.main(["--map", str(two_regimes)]) == 2
+    assert "controls[0].text" in capsys.readouterr().err
