@@ -4,7 +4,10 @@
 # run in the repository. Usage: docs/results/map/commit_runs.sh FOLDER -- COMMAND...
 # FOLDER is the results folder (or a parent of several) whose runs/*.json are committed. When FOLDER
 # is the regime map's (it holds regimes.yaml), each commit also rebuilds the map (map.md, map.json,
-# figures/map.png) and its blocks in RESULTS.md and the README from the raw files, and commits them.
+# figures/map.png) and its blocks in RESULTS.md and the README from the raw files, and commits them;
+# MAP=<map folder> does the same for a map whose regime FOLDER is (e.g. MAP=docs/results/map with
+# FOLDER docs/results/study). When FOLDER is a study's (it holds manifest.json), each commit also
+# rebuilds its tables from the raw files and its blocks in RESULTS.md (where RESULTS.md has them).
 # It looks for new files every COMMIT_POLL seconds (default 30). Stop it with SIGTERM (or Ctrl-C in a
 # terminal): the command gets the same signal, and what it finished is committed before the script exits.
 set -uo pipefail
@@ -16,13 +19,21 @@ commit_new() {
     [ -z "$new" ] && return 0
     local names extra=()
     names=$(for f in $new; do echo "$(basename "$(dirname "$(dirname "$f")")")/$(basename "$f" .json)"; done | paste -sd, -)
-    if [ -f "$folder/regimes.yaml" ]; then
-        python compare.py --map "$folder" > /dev/null && \
-            python docs/results/refresh_results.py "$folder" > /dev/null && extra=(RESULTS.md README.md)
+    if [ -f "$folder/manifest.json" ]; then
+        # A study's folder: its tables again from the raw files (the training process may not have
+        # written them yet), and its blocks in RESULTS.md where RESULTS.md has its markers.
+        python compare.py --report "$folder" > /dev/null 2>&1
+        python docs/results/refresh_results.py "$folder" > /dev/null 2>&1 && extra+=(RESULTS.md README.md)
+    fi
+    local map=${MAP:-}
+    [ -f "$folder/regimes.yaml" ] && map=$folder
+    if [ -n "$map" ]; then
+        python compare.py --map "$map" > /dev/null && \
+            python docs/results/refresh_results.py "$map" > /dev/null && extra+=("$map" RESULTS.md README.md)
     fi
     for attempt in 1 2 3 4 5 6 7 8 9 10; do
-        # Only the results folder (and, for the map, RESULTS.md and README.md) is committed (git commit
-        # --only), whatever else is staged.
+        # Only the results folder (and the map's, RESULTS.md and README.md where rebuilt) is committed
+        # (git commit --only), whatever else is staged.
         git add -- "$folder" "${extra[@]}" 2>/dev/null && \
             git commit -q --only -m "Regime map: raw results of $names" -- "$folder" "${extra[@]}" && return 0
         sleep 5
