@@ -82,3 +82,65 @@ def test_sigterm_stops_a_study_started_in_the_background_and_commits_what_it_fin
     finally:
         wrapper.kill()
     assert git(repo, "log", "-1", "--format=%s").strip() == "Regime map: raw results of cell/c-s0"
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_a_studys_commit_also_rebuilds_its_tables_and_the_map_named_by_MAP(tmp_path):
+    """FOLDER a study's (manifest.json) and MAP a regime map: each commit runs compare.py --report on the
+    study, refresh_results on both, compare.py --map on the map, and takes the map, RESULTS.md and the
+    README with the raw file (here compare.py and refresh_results.py are stand-ins that log their calls)."""
+    import sys
+
+    repo = _repo(tmp_path)
+    log = tmp_path / "calls.txt"
+    (repo / "compare.py").write_text(
+        "import sys, pathlib\n"
+        f"open({str(log)!r}, 'a').write('compare ' + ' '.join(sys.argv[1:]) + '\\n')\n"
+        "if sys.argv[1] == '--map':\n"
+        "    pathlib.Path(sys.argv[2], 'map.md').write_text('rebuilt\\n')\n"
+    )  # fmt: skip
+    (repo / "docs" / "results" / "refresh_results.py").write_text(
+        "import sys, pathlib\n"
+        f"open({str(log)!r}, 'a').write('refresh ' + sys.argv[1] + '\\n')\n"
+        "pathlib.Path('RESULTS.md').write_text('refreshed from ' + sys.argv[1] + '\\n')\n"
+    )  # fmt: skip
+    bin_dir = tmp_path / "bin"  # `python` in the wrapper: this interpreter
+    bin_dir.mkdir()
+    (bin_dir / "python").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    (bin_dir / "python").chmod(0o755)
+    (repo / "RESULTS.md").write_text("old\n")
+    (repo / "README.md").write_text("readme\n")
+    (repo / "results" / "map").mkdir(parents=True)
+    (repo / "results" / "map" / "regimes.yaml").write_text("regimes: []\n")
+    (repo / "results" / "study").mkdir(parents=True)
+    (repo / "results" / "study" / "manifest.json").write_text("{}\n")
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "layout")
+    study = repo / "results" / "study"
+    command = f"mkdir -p {study}/runs && echo '{{}}' > {study}/runs/a-s3.json"
+    env = {
+        **os.environ,
+        "COMMIT_POLL": "0.2",
+        "MAP": "results/map",
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+    }
+    done = subprocess.run(
+        ["bash", "docs/results/map/commit_runs.sh", "results/study", "--", "bash", "-c", command],
+        cwd=repo, capture_output=True, text=True, timeout=120, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    calls = log.read_text().splitlines()
+    assert calls == [
+        "compare --report results/study",
+        "refresh results/study",
+        "compare --map results/map",
+        "refresh results/map",
+    ]
+    assert git(repo, "log", "-1", "--format=%s").strip() == "Regime map: raw results of study/a-s3"
+    assert sorted(git(repo, "show", "--name-only", "--format=", "HEAD").split()) == [
+        "RESULTS.md",
+        "results/map/map.md",
+        "results/study/runs/a-s3.json",
+    ]
+    assert (repo / "RESULTS.md").read_text() == "refreshed from results/map\n"
+    assert not git(repo, "status", "--porcelain").strip()
