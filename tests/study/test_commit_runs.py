@@ -62,12 +62,13 @@ def test_each_finished_raw_file_is_committed_and_nothing_else(tmp_path):
 
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
-def test_sigterm_stops_a_study_started_in_the_background_and_commits_what_it_finished(tmp_path):
+@pytest.mark.parametrize("tail", ["exec sleep 313", "sleep 313 && true"])  # a program, or a chain running one
+def test_sigterm_stops_a_study_started_in_the_background_and_commits_what_it_finished(tmp_path, tail):
     """Started by a script with ``&``, the wrapper and its command ignore SIGINT; SIGTERM to the wrapper
     stops the command (which would otherwise run on) and commits its finished raw file."""
     repo = _repo(tmp_path)
     raw = repo / "results" / "cell" / "runs" / "c-s0.json"
-    command = f"mkdir -p {raw.parent} && echo '{{}}' > {raw} && exec sleep 300"
+    command = f"mkdir -p {raw.parent} && echo '{{}}' > {raw} && {tail}"
     wrapper = subprocess.Popen(
         ["bash", "docs/results/map/commit_runs.sh", "results", "--", "bash", "-c", command],
         cwd=repo, env={**os.environ, "COMMIT_POLL": "0.2"}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -79,6 +80,10 @@ def test_sigterm_stops_a_study_started_in_the_background_and_commits_what_it_fin
             time.sleep(0.1)
         wrapper.send_signal(signal.SIGTERM)
         assert wrapper.wait(timeout=60) == 143
+        deadline = time.monotonic() + 10  # the program the command ran is gone too, not left running
+        while subprocess.run(["pgrep", "-f", "sleep 313"], capture_output=True).returncode == 0:
+            assert time.monotonic() < deadline, "the command's program still runs after SIGTERM"
+            time.sleep(0.1)
     finally:
         wrapper.kill()
     assert git(repo, "log", "-1", "--format=%s").strip() == "Regime map: raw results of cell/c-s0"

@@ -44,7 +44,9 @@ commit_new() {
 pid=$!
 # Each signal is passed on as itself: started in the background by a script, the command ignores SIGINT
 # (as this shell then does), and SIGTERM is what stops it there, keeping its last completed round.
-stop() { kill -"$1" "$pid" 2>/dev/null; wait "$pid"; commit_new; exit "$2"; }
+# A command that is a chain (bash -c "a && b") does not pass a signal on to the program it runs, so its
+# children get it too.
+stop() { pkill -"$1" -P "$pid" 2>/dev/null; kill -"$1" "$pid" 2>/dev/null; wait "$pid"; commit_new; exit "$2"; }
 trap 'stop INT 130' INT
 trap 'stop TERM 143' TERM
 while kill -0 $pid 2>/dev/null; do sleep "${COMMIT_POLL:-30}"; commit_new; done
