@@ -22,16 +22,18 @@ NEARLY_FAILS = 0.5  # "nearly fails" at a site: FedAvg keeps less than this shar
 Line = list[str]
 
 
-def verdict_word(result: SeedComparison | None, good: str = "worse") -> str:
+def verdict_word(
+    result: SeedComparison | None, good: str = "worse", words: tuple[str, str] = ("holds", "does not hold")
+) -> str:
     """holds / does not hold / not detectable for a claim that ``result``'s method is ``good``, from the
-    seed-level test only."""
+    seed-level test only (``words``: what to say when it is, and when the test says the opposite)."""
     if result is None:
         return "not measured"
     if result.verdict == TOO_FEW_SEEDS:
         return "no verdict (one seed)"
     if result.verdict == "no detectable difference":
         return "not detectable"
-    return "holds" if result.verdict == good else "does not hold"
+    return words[0] if result.verdict == good else words[1]
 
 
 def _diff(result: SeedComparison | None, digits: int) -> str:

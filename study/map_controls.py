@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import math
 
+from study.claims import verdict_word
 from study.formats import p_value, seeds_count, signed
 from study.map_claims import METHODS, Control, RegimeMap, numbers
 from study.rows import Row
 from utils.errors import UserError
-from utils.stats import TOO_FEW_SEEDS, SeedComparison
+from utils.stats import SeedComparison
 from utils.tables import markdown
 
 ROW_NAMES = ("FedMRI", *METHODS)
@@ -67,13 +68,7 @@ def control_result(
 
 def control_verdict(result: SeedComparison | None) -> str:
     """first ahead / second ahead / not detectable (at the map's level), or why there is none."""
-    if result is None:
-        return "not run"
-    if result.verdict == TOO_FEW_SEEDS:
-        return "no verdict (one seed)"
-    if result.verdict == "no detectable difference":
-        return "not detectable"
-    return "first ahead" if result.verdict == "better" else "second ahead"
+    return "not run" if result is None else verdict_word(result, "better", ("first ahead", "second ahead"))
 
 
 def controls_markdown(spec: RegimeMap, results: list[SeedComparison | None]) -> str:
