@@ -94,39 +94,46 @@ def worse_than(claim: str, row: Row | None, against: Row | None, what: str) -> L
     ]
 
 
-def sharing_and_term(rows: list[Row], fedmri: Row) -> list[Line | None]:
+WHOLE = "Sharing the whole model is worse than sharing the encoder (with the contrastive term on both)"
+WHOLE_WITHOUT_TERM = (
+    "Sharing the whole model is worse than sharing the encoder (without the term on both: FedAvg against "
+    "FedMRI with beta = 0)"
+)
+EXCEPT_LAST = (
+    "Sharing all but the 1x1 output conv (the authors' except_last) is worse than sharing the encoder"
+)
+ALL_BUT_STAGE = "(ours) Sharing all but the last decoder stage is worse than sharing the encoder"
+NO_TERM = "Removing the contrastive term is worse"
+Pair = tuple[str, Row | None, Row | None, str]  # claim, the row claimed worse, the row it is against, what
+
+
+def sharing_and_term_pairs(rows: list[Row], fedmri: Row) -> list[Pair]:
     """What to share (the whole model, with and without the term; all but the head, two ways) and the
-    contrastive term, each against the encoder-sharing FedMRI it departs from."""
+    contrastive term, each against the encoder-sharing FedMRI it departs from: (claim, row, against,
+    what the difference is) for :func:`worse_than`."""
     beta0 = find_row(rows, "fedmri", ("fl.fedmri.beta=0",))
     return [
-        worse_than(
-            "Sharing the whole model is worse than sharing the encoder (with the contrastive term on both)",
-            find_row(rows, "fedmri", ("fl.fedmri.share=whole",)),
-            fedmri,
-            "whole model − FedMRI",
-        ),
-        worse_than(
-            "Sharing the whole model is worse than sharing the encoder (without the term on both: FedAvg "
-            "against FedMRI with beta = 0)",
-            find_row(rows, "fedavg"),
-            beta0,
-            "FedAvg − FedMRI beta = 0",
-        ),
-        worse_than(
-            "Sharing all but the 1x1 output conv (the authors' except_last) is worse than sharing the "
-            "encoder",
+        (WHOLE, find_row(rows, "fedmri", ("fl.fedmri.share=whole",)), fedmri, "whole model − FedMRI"),
+        (WHOLE_WITHOUT_TERM, find_row(rows, "fedavg"), beta0, "FedAvg − FedMRI beta = 0"),
+        (
+            EXCEPT_LAST,
             find_row(rows, "fedmri", ("fl.fedmri.share=all_but_head", "fl.head=conv")),
             fedmri,
             "all but the 1x1 conv − FedMRI",
         ),
-        worse_than(
-            "(ours) Sharing all but the last decoder stage is worse than sharing the encoder",
+        (
+            ALL_BUT_STAGE,
             find_row(rows, "fedmri", ("fl.fedmri.share=all_but_head", "fl.head=stage")),
             fedmri,
             "all but the last stage − FedMRI",
         ),
-        worse_than("Removing the contrastive term is worse", beta0, fedmri, "beta = 0 − FedMRI"),
+        (NO_TERM, beta0, fedmri, "beta = 0 − FedMRI"),
     ]
+
+
+def sharing_and_term(rows: list[Row], fedmri: Row) -> list[Line | None]:
+    """The lines of :func:`sharing_and_term_pairs`' claims."""
+    return [worse_than(*pair) for pair in sharing_and_term_pairs(rows, fedmri)]
 
 
 def fedavg_nearly_fails(rows: list[Row], fedmri: Row, sites: list[str]) -> Line | None:
@@ -211,12 +218,12 @@ def _head(rows: list[Row]) -> str:
     )
 
 
-def claims_markdown(folder: Path, sites: list[str], rows: list[Row]) -> str:
-    """claims.md of the study in ``folder``: a line per claim the study can measure; "" without a FedMRI
-    row (the reference of every claim) or without any claim measured."""
+def claim_lines(folder: Path, sites: list[str], rows: list[Row]) -> list[Line]:
+    """A line per claim the study can measure; none without a FedMRI row (the reference of every
+    claim)."""
     fedmri = reference_row(rows)
     if fedmri is None:
-        return ""
+        return []
     found = [
         best_everywhere(rows, fedmri, sites),
         *sharing_and_term(rows, fedmri),
@@ -224,7 +231,12 @@ def claims_markdown(folder: Path, sites: list[str], rows: list[Row]) -> str:
         common_space(folder, rows, sites),
         clipped_term(rows, fedmri),
     ]
-    lines = [line for line in found if line is not None]
+    return [line for line in found if line is not None]
+
+
+def claims_markdown(rows: list[Row], lines: list[Line]) -> str:
+    """claims.md's title, what a verdict rests on and the table of ``lines`` (:func:`claim_lines`); ""
+    without any claim measured."""
     if not lines:
         return ""
     return _head(rows) + "\n" + markdown(["claim (FedMRI paper)", "measured", "verdict"], lines, "lll")

@@ -2,7 +2,8 @@
 
 :func:`write_report` turns ``manifest.json``, ``runs/``, ``latent/`` and ``slices/``
 (:mod:`study.records`) into ``comparison.md``, ``comparison.csv``, ``comparison.json``, ``claims.md`` and
-``figures/``. ``python compare.py --report DIR`` calls it; training calls it too, after every run, so
+``figures/``; ``claims.md`` ends with the study in one paragraph (:mod:`study.headline`). ``python
+compare.py --report DIR`` calls it; training calls it too, after every run, so
 every table a study shows can be rebuilt from the committed raw files byte for byte.
 """
 
@@ -12,8 +13,9 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from study.claims import claims_markdown
+from study.claims import claim_lines, claims_markdown
 from study.figures import bar_figures, curve_figure
+from study.headline import headline_markdown
 from study.panels import latent_panels, tsne_figure
 from study.records import load_study
 from study.rows import rows_of
@@ -37,7 +39,10 @@ def write_report(folder: str | Path, log: Callable[[str], None] = print) -> str:
     text = markdown_report(manifest, rows)
     data = summary(manifest, rows)
     table = csv_report(data)
-    claims = claims_markdown(folder, manifest.sites, rows)
+    lines = claim_lines(folder, manifest.sites, rows)
+    claims = claims_markdown(rows, lines)
+    if claims:
+        claims += "\n## In short\n\n" + headline_markdown(rows, lines)
     latent = latent_panels(folder, rows)
     slices = load_reconstructions(folder, manifest)
     atomic_write_text(folder / "comparison.md", text)

@@ -1,6 +1,7 @@
-"""Copy a study's generated tables, or the regime map's tables and sentences, into RESULTS.md (and the
-README, for the map's short summary), between their ``<!-- FOLDER:NAME -->`` and ``<!-- /FOLDER:NAME -->``
-markers (FOLDER: the folder's name); the prose around them is written by hand.
+"""Copy a study's generated tables and short summary, or the regime map's tables and sentences, into
+RESULTS.md and the README (a block goes wherever its markers are: the map's and the study's short
+summaries, ``headline``, are in both), between their ``<!-- FOLDER:NAME -->`` and
+``<!-- /FOLDER:NAME -->`` markers (FOLDER: the folder's name); the prose around them is written by hand.
 
     python compare.py --report docs/results/study
     python docs/results/refresh_results.py docs/results/study      # or docs/results/study_30rounds
@@ -29,13 +30,16 @@ def section(markdown: str, title: str) -> str:
 
 
 def blocks(study: Path) -> dict[str, str]:
-    """Every generated block of the study in ``study``, by marker name."""
+    """Every generated block of the study in ``study``, by marker name: ``headline`` is ``claims.md``'s
+    section "In short", ``claims`` the rest of it after its title."""
     md = (study / "comparison.md").read_text()
     claims_file = study / "claims.md"  # written once FedMRI, the reference of every claim, has a run
     claims = claims_file.read_text() if claims_file.is_file() else "\nNo run of FedMRI has finished yet.\n"
+    table, _, short = claims.split("\n", 1)[1].partition("\n## In short\n")  # the title left out
     missing = re.search(r"(?m)^Not finished yet.*$", md)
     return {
-        "claims": claims.split("\n", 1)[1].strip() + "\n",
+        "claims": table.strip() + "\n",
+        "headline": (short.strip() or "No run of FedMRI has finished yet.") + "\n",
         "status": (
             f"**Not finished yet** {missing.group(0).removeprefix('Not finished yet ')} "
             f"`docs/results/{study.name}/run.sh` trains them.\n"
