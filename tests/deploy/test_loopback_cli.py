@@ -9,7 +9,7 @@ import sys
 import pytest
 import yaml
 
-from deploy.loopback import failure_line, loopback_config, parse_args, without_tracebacks
+from deploy.loopback import failure_line, loopback_config, main, parse_args, without_tracebacks
 from deploy.processes import RunOutcome
 from tests.conftest import ROOT, tiny_config_dict
 
@@ -25,9 +25,13 @@ def command(args, cwd, timeout=300):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A folder where ``python train.py --config tiny.yaml`` has run (relative paths, as a user's)."""
+    """A folder where ``python train.py --config tiny.yaml`` has run (relative paths, as a user's).
+
+    One round: nothing here depends on the rounds, and on Flower every round costs a ClientApp process
+    per site and message (tests/deploy/test_flower_deployment.py runs two rounds across processes)."""
     folder = tmp_path_factory.mktemp("newcomer")
-    data = tiny_config_dict(folder) | {"output_dir": "runs"}  # the data cache: an absolute tmp folder
+    # the data cache: an absolute tmp folder
+    data = tiny_config_dict(folder, rounds=1) | {"output_dir": "runs"}
     (folder / "tiny.yaml").write_text(yaml.safe_dump(data))
     done = command([str(ROOT / "train.py"), "--config", "tiny.yaml"], folder)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -58,10 +62,16 @@ def test_its_default_run_is_not_train_pys(trained, monkeypatch):
     ],
     ids=["same-name", "nothing-to-resume", "both"],
 )  # fmt: skip
-def test_run_folder_problems_are_one_line_before_any_flower_process(trained, args, expected):
-    done = loopback(trained, *args)
-    assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
-    assert done.stderr.strip() == expected.format(runs=trained / "runs") and "Traceback" not in done.stdout
+def test_run_folder_problems_are_one_line_before_any_flower_process(
+    trained, args, expected, monkeypatch, capfd
+):
+    # The command's entry point in this process (what it writes to file descriptors 1 and 2 captured);
+    # test_the_readme_command_runs_after_train_py runs the command line itself and meets this refusal.
+    monkeypatch.chdir(trained)
+    code = main(["--config", "tiny.yaml", "--sites-dir", "sites", *args])
+    out, err = capfd.readouterr()
+    assert code == 2, out[-2000:] + err[-2000:]
+    assert err.strip() == expected.format(runs=trained / "runs") and "Traceback" not in out
     assert not (trained / "sites").exists()  # no SuperLink, no SuperNode, no site folder
 
 
