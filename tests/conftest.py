@@ -8,7 +8,9 @@ import os
 # subprocesses the tests start inherit it.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+import contextlib
 import copy
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -113,6 +115,29 @@ def tiny_config_file(tmp_path):
         return path
 
     return make
+
+
+@contextlib.contextmanager
+def run_figures_undrawn() -> Iterator[list[str]]:
+    """While inside: a run's PNG figures (each site's reconstruction, the validation curves, FedMRI's
+    term) are left undrawn, their paths listed instead. For tests that check a run's numbers only:
+    drawing the figures takes more than half of a tiny run's time. The figures themselves are checked in
+    tests/utils/test_figures*.py and by the runs that leave them drawn (tests/commands/test_train_cli.py,
+    tests/deploy/test_flower_deployment.py among them)."""
+    import fl.reporter
+
+    asked: list[str] = []
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("reconstruction_row", "metric_curves", "contrastive_diagnostics"):
+            patch.setattr(fl.reporter, name, lambda path, *args, **kwargs: asked.append(str(path)))
+        yield asked
+
+
+@pytest.fixture
+def without_run_figures():
+    """:func:`run_figures_undrawn` for one test: the paths of the figures its runs asked for."""
+    with run_figures_undrawn() as asked:
+        yield asked
 
 
 def save_hand_round(run, path) -> None:

@@ -19,7 +19,7 @@ from deploy.server_app import serve
 from fl.algorithms.base import Payload, Reply
 from fl.flower.wire import payload_content, payload_of, reply_content, reply_of
 from fl.site import Site, SiteDiverged
-from tests.conftest import tiny_config_dict
+from tests.conftest import run_figures_undrawn, tiny_config_dict
 from utils.checkpoint import load_checkpoint
 from utils.errors import TrainingFailure, UserError
 from utils.run_log import DIAGNOSTIC_COLUMNS
@@ -112,13 +112,16 @@ def assert_same_run(reference, flower, tmp_path):
     ids=["fedmri-all", "fedmri-self", "fedavg-samples", "singleset", "scaffold", "moon", "ditto"],
 )
 def both_runs(request, tmp_path_factory):
-    """One federation run in-process and on the in-process Flower grid, with the grid's message log."""
+    """One federation run in-process and on the in-process Flower grid, with the grid's message log;
+    their figures left undrawn (the tests compare numbers and messages)."""
     algorithm, fl = request.param
     tmp_path = tmp_path_factory.mktemp(algorithm)
     reference, flower = configs(tmp_path, algorithm, **fl)
-    in_process(Builder(reference, log=quiet)).run()
-    grid = LocalGrid(nodes(flower, tmp_path))
-    serve(grid, flower, log=quiet)
+    with run_figures_undrawn() as asked:
+        in_process(Builder(reference, log=quiet)).run()
+        grid = LocalGrid(nodes(flower, tmp_path))
+        serve(grid, flower, log=quiet)
+    assert asked  # the runs came to their figures
     return reference, flower, grid, tmp_path
 
 
