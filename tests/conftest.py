@@ -140,6 +140,22 @@ def without_run_figures():
         yield asked
 
 
+def train_at_one_thread(*args: str) -> int:
+    """``train.py``'s entry point in this process at one torch thread, as the processes the tests start
+    run (``OMP_NUM_THREADS=1``): float reductions depend on the thread count, so the run is bit for bit
+    that of ``python train.py`` in a process of its own, without the seconds of starting one."""
+    import torch
+
+    import train
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return train.main([str(a) for a in args])
+    finally:
+        torch.set_num_threads(threads)
+
+
 def save_hand_round(run, path) -> None:
     """Save ``run``'s checkpoint after a round the test trained by hand (``run.rounds.round``), outside
     the loop: the loop has counted no completed round, so the checkpoint's best entries say round 0, as

@@ -16,7 +16,7 @@ import yaml
 import train
 from assembly.build import Builder
 from assembly.setup import in_process
-from tests.conftest import ROOT, tiny_config_dict
+from tests.conftest import ROOT, tiny_config_dict, train_at_one_thread
 from utils.checkpoint import load_checkpoint, save_checkpoint
 from utils.errors import TrainingFailure, UserError
 from utils.io import atomic_write_text
@@ -108,7 +108,7 @@ def test_sigkill_then_resume_matches_reference(tmp_path):
         path.write_text(yaml.safe_dump(data))
         return path
 
-    assert run_train("--config", config_file("reference")).returncode == 0
+    assert train_at_one_thread("--config", config_file("reference")) == 0  # the reference, in this process
     killed = tmp_path / "runs" / "killed"
     proc = subprocess.Popen(
         [sys.executable, "train.py", "--config", config_file("killed")],

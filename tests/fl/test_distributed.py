@@ -12,7 +12,7 @@ import yaml
 
 from data.site import volume_shard
 from fl.distributed import assign_sites
-from tests.conftest import ROOT, tiny_config_dict
+from tests.conftest import ROOT, tiny_config_dict, train_at_one_thread
 
 pytestmark = pytest.mark.slow
 
@@ -60,7 +60,7 @@ def workspace(tmp_path_factory):
         site["source"]["subjects"] = {"train": 2, "val": 3, "test": 3}  # 3 volumes: 2 on rank 0, 1 on rank 1
     path = root / "config.yaml"
     path.write_text(yaml.safe_dump(data))
-    run([sys.executable, "train.py", "--config", str(path), "name=single"])
+    assert train_at_one_thread("--config", str(path), "name=single") == 0
     return root, path
 
 
@@ -87,16 +87,8 @@ def test_data_layout_under_torchrun_matches_the_doubled_batch(workspace):
     root, path = workspace
     proc = run(command("--config", str(path), "name=data", "fl.parallel=data", torchrun=True))
     assert "global batch per site" in proc.stdout
-    run(
-        [
-            sys.executable,
-            "train.py",
-            "--config",
-            str(path),
-            "name=single4",
-            *[f"sites.{i}.batch_size=4" for i in range(3)],
-        ]
-    )
+    batch4 = [f"sites.{i}.batch_size=4" for i in range(3)]
+    assert train_at_one_thread("--config", str(path), "name=single4", *batch4) == 0
     ckpt, _, results = load(root / "runs" / "data")
     ref_ckpt, _, ref_results = load(root / "runs" / "single4")
     for site, state in ckpt["sites"].items():
@@ -132,17 +124,10 @@ def test_site_state_of_moon_and_ditto_lives_on_the_owning_rank(tmp_path, algorit
     copy) stay on the rank that owns the site: round 2 reads them there (MOON), or from the checkpoint
     after a restart of every rank (Ditto, whose server state resumes too). The run ends bitwise where
     the single-process run ends."""
-    import train
-
     data = tiny_config_dict(tmp_path, algorithm=algorithm, rounds=2)  # 2 sites: one per rank
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(data))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as in the ranks: float reductions depend on the thread count
-    try:
-        assert train.main(["--config", str(path), "name=single"]) == 0
-    finally:
-        torch.set_num_threads(threads)
+    assert train_at_one_thread("--config", str(path), "name=single") == 0
     if resume:
         run(command("--config", str(path), "name=ddp", "fl.parallel=sites", "fl.rounds=1"))
         run(command("--resume", str(tmp_path / "runs" / "ddp"), "fl.rounds=2", "--force"))
