@@ -3,8 +3,10 @@ real-volume preparation of the transfer check (bench/realism.py) on files the te
 
 from __future__ import annotations
 
+import copy
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -18,10 +20,26 @@ import realism  # noqa: E402
 import realism_report  # noqa: E402
 import realism_volumes  # noqa: E402
 
+_SIMULATED: dict[tuple[str, str, str], Any] = {}
+
+
+def _simulated(helper: str, changes: dict[str, Any], options: SyntheticOptions, subject: str) -> Any:
+    """``simulate_subject(options, 0, "site", subject)``, simulated once per helper, ``changes`` and
+    subject in this module and a fresh copy returned every time: several tests compare the same subjects.
+    The simulation is deterministic, which
+    test_template_realism_is_the_default_and_varied_changes_every_subject checks without this."""
+    key = (helper, repr(sorted(changes.items())), subject)
+    if key not in _SIMULATED:
+        _SIMULATED[key] = simulate_subject(options, 0, "site", subject)
+    return copy.deepcopy(_SIMULATED[key])
+
+
+def _subject_options(**changes) -> SyntheticOptions:
+    return SyntheticOptions(profile="fastmri", size=64, slices_per_subject=2, contrasts=["t1"], **changes)
+
 
 def _subject(**changes) -> np.ndarray:
-    options = SyntheticOptions(profile="fastmri", size=64, slices_per_subject=2, contrasts=["t1"], **changes)
-    return simulate_subject(options, 0, "site", "sub-000").images["t1"]
+    return _simulated("subject", changes, _subject_options(**changes), "sub-000").images["t1"]
 
 
 def test_background_noise_is_rayleigh_at_the_profiles_level():
@@ -175,7 +193,7 @@ def test_receive_channels_raise_the_floor_outside_the_head_only(tmp_path):
 def _varied(subject: int = 0, **changes) -> np.ndarray:
     options = SyntheticOptions(profile="sms", size=64, slices_per_subject=2, contrasts=["t1"],
                                realism="varied", noise_scale=0.0, **changes)  # fmt: skip
-    return simulate_subject(options, 0, "site", f"sub-{subject:03d}").images["t1"]
+    return _simulated("varied", changes, options, f"sub-{subject:03d}").images["t1"]
 
 
 def test_head_scale_sets_the_head_size_in_the_field_of_view(tmp_path):
@@ -223,7 +241,7 @@ def test_head_scale_sets_the_head_size_in_the_field_of_view(tmp_path):
 def _fractions(subject: int = 0, **changes) -> dict[str, np.ndarray]:
     options = SyntheticOptions(profile="fastmri", size=96, slices_per_subject=2, contrasts=["t1"],
                                noise_scale=0.0, **changes)  # fmt: skip
-    return simulate_subject(options, 0, "site", f"sub-{subject:03d}").fractions
+    return _simulated("fractions", changes, options, f"sub-{subject:03d}").fractions
 
 
 def test_folded_fraction_cuts_sulci_into_the_outer_cortex_only(tmp_path):
@@ -296,7 +314,8 @@ def test_template_realism_is_the_default_and_varied_changes_every_subject():
     assert np.array_equal(_subject(), _subject(realism="template"))
     varied = _subject(realism="varied")
     assert varied.shape == (2, 64, 64) and np.isfinite(varied).all() and varied.min() >= 0
-    assert np.array_equal(varied, _subject(realism="varied"))  # deterministic
+    again = simulate_subject(_subject_options(realism="varied"), 0, "site", "sub-000").images["t1"]
+    assert np.array_equal(varied, again)  # deterministic (simulated anew, not from _simulated)
     assert not np.allclose(varied, _subject())
 
 
