@@ -12,7 +12,7 @@ import compare
 import evaluate
 from study.runner import run_all
 from study.variants import variants
-from tests.conftest import ROOT, tiny_config_dict
+from tests.conftest import ROOT, run_figures_undrawn, tiny_config_dict
 from utils.hardware import cpu_identity, cpu_summary
 
 pytestmark = pytest.mark.slow
@@ -20,7 +20,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def comparison(tmp_path_factory):
-    """One tiny comparison (FedAvg, SingleSet and FedMRI with negatives all/self), one round each."""
+    """One tiny comparison (FedAvg, SingleSet and FedMRI with negatives all/self), one round each; the
+    runs' own figures left undrawn (the comparison's figures, checked here, are drawn)."""
     tmp = tmp_path_factory.mktemp("compare")
     config = tmp / "tiny.yaml"
     config.write_text(yaml.safe_dump(tiny_config_dict(tmp, rounds=1)))
@@ -35,7 +36,9 @@ def comparison(tmp_path_factory):
         "cmp",
     ]
     lines = []
-    data = run_all(compare.study_options(args), log=lines.append)
+    with run_figures_undrawn() as asked:
+        data = run_all(compare.study_options(args), log=lines.append)
+    assert asked  # the runs came to their figures
     return {"root": tmp / "runs" / "cmp", "data": data, "lines": lines, "args": args}
 
 
