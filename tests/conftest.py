@@ -44,6 +44,15 @@ def pytest_xdist_auto_num_workers(config):
     return cpus if available is None else max(1, min(cpus, available // WORKER_MEMORY))
 
 
+def pytest_collection_modifyitems(config, items):
+    """The files with ``slow`` tests (whole runs through the command line or several processes) first,
+    each file's tests in their order: the longest work units start early and the workers end together.
+    ``--no-loadscope-reorder`` (pyproject.toml) keeps this order; xdist would otherwise send the files with
+    the most tests first, which leaves the long files of a few end-to-end tests for last."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)  # stable: the rest keeps its order
+
+
 def available_memory() -> int | None:
     """Bytes of memory available to new processes (``MemAvailable``: free plus reclaimable cache), or
     None where ``/proc/meminfo`` does not say."""
